@@ -1,0 +1,1 @@
+//! faxd actors.

@@ -1,0 +1,246 @@
+//! Kazoo's response envelope, request ids, and the one error-to-HTTP mapping of the API.
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use sha2::Digest;
+
+use crate::store::StoreError;
+
+/// The request id header, echoed when the client sends one.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request id of a request, stored in its extensions by [`request_id_middleware`].
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// Identity of the node shown in every envelope: base64url of a digest of the node name.
+pub fn node_token(node: &str) -> String {
+    let digest = sha2::Sha256::digest(node.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+/// faxd's version, as shown in envelopes and `/v2/about`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn request_id_of(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
+}
+
+fn accept_client_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
+    .then(|| s.to_string())
+}
+
+/// The node name the envelopes show, kept in the app data.
+#[derive(Clone, Debug)]
+pub struct NodeName(pub String);
+
+/// Marker left on an error response by [`ApiError`]; the middleware fills in the envelope.
+#[derive(Clone, Debug)]
+struct ErrorParts {
+    status: StatusCode,
+    message: &'static str,
+    data: Value,
+}
+
+/// Assigns every request an id (the client's `X-Request-ID` when it is sane, else 32 random
+/// hex), puts it on every response, errors included, and completes error envelopes.
+pub async fn request_id_middleware(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(accept_client_id)
+        .unwrap_or_else(crate::ids::new_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let http_req = req.request().clone();
+    let node = req
+        .app_data::<NodeName>()
+        .map(|n| n.0.clone())
+        .unwrap_or_default();
+    let res = match next.call(req).await {
+        Ok(res) => res,
+        Err(e) => ServiceResponse::new(http_req, e.error_response()),
+    };
+    let parts = res.response().extensions().get::<ErrorParts>().cloned();
+    let mut res = match parts {
+        Some(p) => {
+            let body = error_envelope(res.request(), &node, &p);
+            res.map_body(|_, _| BoxBody::new(body))
+        }
+        None => res,
+    };
+    let header = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
+    res.headers_mut()
+        .insert(HeaderName::from_static(REQUEST_ID), header);
+    Ok(res)
+}
+
+fn error_envelope(req: &HttpRequest, node: &str, p: &ErrorParts) -> String {
+    let mut env = base(req, node);
+    env.insert("status".into(), json!("error"));
+    env.insert("error".into(), json!(p.status.as_u16().to_string()));
+    env.insert("message".into(), json!(p.message));
+    env.insert("data".into(), p.data.clone());
+    env.insert("auth_token".into(), json!("undefined"));
+    Value::Object(env).to_string()
+}
+
+/// Builds the envelope around `data` for a successful response.
+pub fn success(req: &HttpRequest, node: &str, data: Value) -> HttpResponse {
+    success_with(req, node, StatusCode::OK, data, Map::new())
+}
+
+/// A successful response with a status and extra top-level envelope keys (`revision`,
+/// `page_size`, `next_start_key`, …).
+pub fn success_with(
+    req: &HttpRequest,
+    node: &str,
+    status: StatusCode,
+    data: Value,
+    extra: Map<String, Value>,
+) -> HttpResponse {
+    let mut env = base(req, node);
+    env.insert("status".into(), json!("success"));
+    env.insert("data".into(), data);
+    env.extend(extra);
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(Value::Object(env).to_string())
+}
+
+fn base(req: &HttpRequest, node: &str) -> Map<String, Value> {
+    let mut env = Map::new();
+    env.insert("request_id".into(), json!(request_id_of(req)));
+    env.insert("node".into(), json!(node_token(node)));
+    env.insert("version".into(), json!(VERSION));
+    env.insert("timestamp".into(), json!(crate::time::iso8601_now()));
+    env
+}
+
+/// API errors, mapped once to HTTP status, Kazoo's `message` and `data`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("bad identifier")]
+    BadIdentifier(String),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    InvalidMethod,
+    #[error("conflicting documents")]
+    Conflict,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("validation error")]
+    Validation(Value),
+    #[error("datastore unreachable")]
+    DatastoreUnreachable(String),
+    #[error("datastore fault")]
+    DatastoreFault(String),
+    #[error("{0}")]
+    Fault(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, Value) {
+        match self {
+            ApiError::BadIdentifier(id) => (
+                StatusCode::NOT_FOUND,
+                "bad_identifier",
+                json!({"message": "bad identifier", "cause": id}),
+            ),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                json!({"message": "not found"}),
+            ),
+            ApiError::InvalidMethod => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_method",
+                json!({"message": "method not allowed"}),
+            ),
+            ApiError::Conflict => (
+                StatusCode::CONFLICT,
+                "datastore_conflict",
+                json!({"message": "conflicting documents"}),
+            ),
+            ApiError::InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                json!({"message": "invalid credentials"}),
+            ),
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                json!({"message": "forbidden"}),
+            ),
+            ApiError::Validation(data) => {
+                (StatusCode::BAD_REQUEST, "validation error", data.clone())
+            }
+            ApiError::DatastoreUnreachable(cause) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "datastore_unreachable",
+                json!({"message": "datastore unreachable", "cause": cause}),
+            ),
+            ApiError::DatastoreFault(cause) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "datastore_fault",
+                json!({"message": "datastore fault", "cause": cause}),
+            ),
+            ApiError::Fault(msg) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unspecified_fault",
+                json!({"message": msg}),
+            ),
+        }
+    }
+
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, message, data) = self.parts();
+        let mut res = HttpResponse::build(status)
+            .content_type("application/json")
+            .body(data.to_string());
+        res.extensions_mut().insert(ErrorParts {
+            status,
+            message,
+            data,
+        });
+        res
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => ApiError::Conflict,
+            StoreError::NotFound(id) => ApiError::BadIdentifier(id),
+            StoreError::Unavailable(c) => ApiError::DatastoreUnreachable(c),
+            other => ApiError::DatastoreFault(other.to_string()),
+        }
+    }
+}
+

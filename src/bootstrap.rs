@@ -1,0 +1,209 @@
+//! First start: the global databases, the master account and its admin user.
+//!
+//! On an empty store faxd creates the master account (superduper admin, as in Kazoo), an
+//! `admin` user with a random password, records the master account id in
+//! `system_config/accounts`, and hands the credentials back so the binary can print them
+//! once and write them to `<data_dir>/admin-credentials` (mode 0600).
+
+use serde_json::{Value, json};
+
+use crate::auth::{PasswordRecord, login_digests, random_password};
+use crate::ids::{AccountId, Db, new_id};
+use crate::store::{SharedStore, StoreError};
+
+/// `system_config` document that names the master account (Kazoo: `accounts`).
+pub const ACCOUNTS_CONFIG: &str = "accounts";
+
+/// Credentials of the admin user created at first start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminCredentials {
+    pub account_id: AccountId,
+    pub account_name: String,
+    pub realm: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl AdminCredentials {
+    /// The file form: `key=value` lines, including the `credentials` digest that
+    /// `PUT /v2/user_auth` takes.
+    pub fn to_file(&self) -> String {
+        let (md5, _) = login_digests(&self.username, &self.password);
+        format!(
+            "# faxd admin credentials, created at first start. Keep this file private.\n\
+             account_id={}\naccount_name={}\nrealm={}\nusername={}\npassword={}\ncredentials={}\n",
+            self.account_id, self.account_name, self.realm, self.username, self.password, md5
+        )
+    }
+}
+
+/// The global databases every node needs.
+pub const GLOBAL_DBS: [Db; 3] = [Db::Faxes, Db::Accounts, Db::SystemConfig];
+
+/// Creates the global databases (and their design documents) if missing.
+pub async fn ensure_global_dbs(store: &SharedStore) -> Result<(), StoreError> {
+    for db in GLOBAL_DBS {
+        store.ensure_db(&db).await?;
+    }
+    Ok(())
+}
+
+/// The master account id, if one exists.
+pub async fn master_account(store: &SharedStore) -> Result<Option<AccountId>, StoreError> {
+    let doc = store.get(&Db::SystemConfig, ACCOUNTS_CONFIG).await?;
+    Ok(doc
+        .as_ref()
+        .and_then(|d| d.pointer("/default/master_account_id"))
+        .and_then(Value::as_str)
+        .and_then(|s| AccountId::parse(s).ok()))
+}
+
+/// Creates the master account and admin user when the store has none. Returns the new
+/// credentials, or `None` when a master account already exists.
+pub async fn ensure_master_account(
+    store: &SharedStore,
+) -> Result<Option<AdminCredentials>, StoreError> {
+    if master_account(store).await?.is_some() {
+        return Ok(None);
+    }
+    let creds = AdminCredentials {
+        account_id: AccountId::generate(),
+        account_name: "master".into(),
+        realm: "master.faxd.local".into(),
+        username: "admin".into(),
+        password: random_password(20),
+    };
+    create_account(store, &creds.account_id, &creds.account_name, &creds.realm, None, true)
+        .await?;
+    create_user(
+        store,
+        &creds.account_id,
+        &creds.username,
+        &creds.password,
+        "admin",
+    )
+    .await?;
+    // Last: the marker that the store is initialised. A crash before this point leaves an
+    // unreferenced account and the next start creates a fresh one.
+    let mut doc = store
+        .get(&Db::SystemConfig, ACCOUNTS_CONFIG)
+        .await?
+        .unwrap_or_else(|| json!({"_id": ACCOUNTS_CONFIG}));
+    if !doc.get("default").is_some_and(Value::is_object) {
+        doc["default"] = json!({});
+    }
+    doc["default"]["master_account_id"] = json!(creds.account_id.as_str());
+    store.save(&Db::SystemConfig, doc).await?;
+    Ok(Some(creds))
+}
+
+/// Creates an account: its database and its document (in the account database and in
+/// `accounts`). `parent` is the parent account; the master has none.
+pub async fn create_account(
+    store: &SharedStore,
+    id: &AccountId,
+    name: &str,
+    realm: &str,
+    parent: Option<&AccountId>,
+    superduper: bool,
+) -> Result<Value, StoreError> {
+    let db = Db::Account(id.clone());
+    store.ensure_db(&db).await?;
+    let now = crate::time::now_gregorian();
+    let tree: Vec<String> = match parent {
+        Some(p) => {
+            let parent_doc = store.get(&Db::Accounts, p.as_str()).await?;
+            let mut tree: Vec<String> = parent_doc
+                .as_ref()
+                .and_then(|d| d.get("pvt_tree"))
+                .and_then(|t| serde_json::from_value(t.clone()).ok())
+                .unwrap_or_default();
+            tree.push(p.to_string());
+            tree
+        }
+        None => vec![],
+    };
+    let doc = json!({
+        "_id": id.as_str(),
+        "name": name,
+        "realm": realm,
+        "timezone": "UTC",
+        "pvt_type": "account",
+        "pvt_account_id": id.as_str(),
+        "pvt_account_db": db.name(),
+        "pvt_tree": tree,
+        "pvt_enabled": true,
+        "pvt_superduper_admin": superduper,
+        "pvt_api_key": format!("{}{}", new_id(), new_id()),
+        "pvt_created": now,
+        "pvt_modified": now,
+    });
+    let saved = store.save(&db, doc.clone()).await?;
+    store.save(&Db::Accounts, doc).await?;
+    Ok(saved)
+}
+
+/// Creates a user in an account.
+pub async fn create_user(
+    store: &SharedStore,
+    account: &AccountId,
+    username: &str,
+    password: &str,
+    priv_level: &str,
+) -> Result<Value, StoreError> {
+    let now = crate::time::now_gregorian();
+    let record = PasswordRecord::new(username, password);
+    let doc = json!({
+        "_id": new_id(),
+        "username": username.to_lowercase(),
+        "first_name": username,
+        "last_name": "",
+        "priv_level": priv_level,
+        "enabled": true,
+        "timezone": "UTC",
+        "pvt_type": "user",
+        "pvt_auth": record,
+        "pvt_account_id": account.as_str(),
+        "pvt_account_db": Db::Account(account.clone()).name(),
+        "pvt_created": now,
+        "pvt_modified": now,
+    });
+    store.save(&Db::Account(account.clone()), doc).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn first_start_creates_master_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        ensure_global_dbs(&store).await.unwrap();
+        let creds = ensure_master_account(&store).await.unwrap().expect("created");
+        assert_eq!(
+            master_account(&store).await.unwrap(),
+            Some(creds.account_id.clone())
+        );
+        assert!(ensure_master_account(&store).await.unwrap().is_none());
+        let account = store
+            .get(&Db::Accounts, creds.account_id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(account["pvt_superduper_admin"], true);
+        let file = creds.to_file();
+        assert!(file.contains(&format!("password={}", creds.password)));
+        let (md5, _) = login_digests("admin", &creds.password);
+        assert!(file.contains(&md5));
+        // The password itself is not in the store.
+        let check = SqliteStore::open(dir.path()).await.unwrap();
+        let raw = std::fs::read(check.path()).unwrap();
+        assert!(
+            !raw.windows(creds.password.len())
+                .any(|w| w == creds.password.as_bytes())
+        );
+    }
+}

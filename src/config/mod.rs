@@ -1,0 +1,439 @@
+//! Node configuration (`faxd.toml`, every key overridable by a `FAXD_<SECTION>_<KEY>`
+//! environment variable) and the stored, live `system_config/fax` values.
+
+pub mod fax;
+pub mod runtime;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use fax::FaxConfig;
+pub use runtime::SystemConfig;
+
+use crate::store::Backend;
+
+/// Errors while loading the node configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("cluster cookie file {path}: {source}")]
+    Cookie {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Which media engine carries the faxes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaEngine {
+    Loopback,
+    Freeswitch,
+}
+
+impl MediaEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaEngine::Loopback => "loopback",
+            MediaEngine::Freeswitch => "freeswitch",
+        }
+    }
+}
+
+/// `[node]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node name, `faxd@<host>`; also the name of this node's section in system configs.
+    pub name: String,
+    /// Data directory: the embedded store, the cluster cookie, the admin credentials.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            name: "faxd@127.0.0.1".into(),
+            data_dir: PathBuf::from("./var"),
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address of the REST API.
+    pub listen: String,
+    /// HTTP worker threads.
+    pub workers: usize,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            workers: 2,
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// `embedded` (SQLite in the data directory) or `couchdb`.
+    pub backend: Backend,
+    /// CouchDB URL (with credentials if needed) for the `couchdb` backend.
+    pub couch_url: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Embedded,
+            couch_url: "http://127.0.0.1:5984".into(),
+        }
+    }
+}
+
+/// `[media]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSection {
+    pub engine: MediaEngine,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        Self {
+            engine: MediaEngine::Loopback,
+        }
+    }
+}
+
+/// `[cluster]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Address the cluster node listens on (other nodes and `faxd sup` connect here).
+    pub listen: String,
+    /// Shared secret of the cluster. Empty: read `<data_dir>/cookie`, created at first start.
+    pub cookie: String,
+    /// Other nodes to connect to at start (`host:port`).
+    pub seeds: Vec<String>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4370".into(),
+            cookie: String::new(),
+            seeds: vec![],
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// tracing filter, e.g. `info` or `faxd=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// The node configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub api: ApiSection,
+    pub store: StoreSection,
+    pub media: MediaSection,
+    pub cluster: ClusterSection,
+    pub log: LogSection,
+}
+
+impl Config {
+    /// Loads the embedded defaults, then `path` if given, then `FAXD_*` variables from the
+    /// process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut value = defaults.clone();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let file: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            merge(&mut value, file);
+            // Validate the file alone first so unknown keys are reported against the file.
+            value
+                .clone()
+                .try_into::<Config>()
+                .map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        }
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("FAXD_"))
+            .collect();
+        apply_env(&mut value, &defaults, &mut Vec::new(), &env)?;
+        value
+            .try_into::<Config>()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// The cluster cookie: the configured one, else `<data_dir>/cookie`, created (mode 0600)
+    /// with a random value when missing.
+    pub fn cookie(&self, create: bool) -> Result<String, ConfigError> {
+        if !self.cluster.cookie.is_empty() {
+            return Ok(self.cluster.cookie.clone());
+        }
+        let path = self.node.data_dir.join("cookie");
+        match std::fs::read_to_string(&path) {
+            Ok(c) if !c.trim().is_empty() => return Ok(c.trim().to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ConfigError::Cookie { path, source }),
+        }
+        if !create {
+            return Err(ConfigError::Invalid(format!(
+                "no cluster cookie: set [cluster] cookie or start the node once to create {}",
+                path.display()
+            )));
+        }
+        let cookie = crate::ids::new_id();
+        write_private(&path, cookie.as_bytes()).map_err(|source| ConfigError::Cookie {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(cookie)
+    }
+
+    /// The example/default configuration as TOML (what `rel/dev.toml` holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Writes a file readable by its owner only (mode 0600), atomically.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Applies `FAXD_<SECTION>_<KEY>` overrides for every leaf of the defaults. A variable for a
+/// string key is taken verbatim; for other keys it is parsed as a TOML value.
+fn apply_env(
+    value: &mut toml::Value,
+    defaults: &toml::Value,
+    path: &mut Vec<String>,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    let toml::Value::Table(table) = defaults else {
+        return Ok(());
+    };
+    for (key, default) in table {
+        path.push(key.clone());
+        if default.is_table() {
+            if let Some(sub) = value.get_mut(key) {
+                apply_env(sub, default, path, env)?;
+            }
+        } else {
+            let var = format!("FAXD_{}", path.join("_").to_ascii_uppercase());
+            if let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) {
+                let parsed = if default.is_str() {
+                    toml::Value::String(raw.clone())
+                } else {
+                    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                        .ok()
+                        .and_then(|mut t| t.remove("v"))
+                        .unwrap_or_else(|| toml::Value::String(raw.clone()))
+                };
+                if let Some(toml::Value::Table(t)) = Some(&mut *value) {
+                    t.insert(key.clone(), parsed);
+                }
+            }
+        }
+        path.pop();
+    }
+    // Catch misspelt variables rather than ignoring them.
+    if path.is_empty() {
+        let known = leaf_vars(defaults, &mut Vec::new());
+        for (k, _) in env {
+            if !known.contains(k) {
+                return Err(ConfigError::Env {
+                    var: k.clone(),
+                    message: format!("unknown setting; known: {}", known.join(", ")),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn leaf_vars(defaults: &toml::Value, path: &mut Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let toml::Value::Table(t) = defaults {
+        for (k, v) in t {
+            path.push(k.clone());
+            if v.is_table() {
+                out.extend(leaf_vars(v, path));
+            } else {
+                out.push(format!("FAXD_{}", path.join("_").to_ascii_uppercase()));
+            }
+            path.pop();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.api.listen, "127.0.0.1:8000");
+        assert_eq!(c.store.backend, Backend::Embedded);
+        assert_eq!(c.media.engine, MediaEngine::Loopback);
+        assert_eq!(c.node.data_dir, PathBuf::from("./var"));
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(
+            &path,
+            "[store]\nbackend = \"couchdb\"\ncouch_url = \"http://db:5984\"\n[api]\nworkers = 4\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(
+            Some(&path),
+            env(&[
+                ("FAXD_API_LISTEN", "0.0.0.0:9000"),
+                ("FAXD_API_WORKERS", "8"),
+                ("FAXD_CLUSTER_COOKIE", "12345"),
+                ("FAXD_CLUSTER_SEEDS", "[\"10.0.0.2:4370\"]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.store.backend, Backend::Couchdb);
+        assert_eq!(c.store.couch_url, "http://db:5984");
+        assert_eq!(c.api.listen, "0.0.0.0:9000");
+        assert_eq!(c.api.workers, 8);
+        assert_eq!(c.cluster.cookie, "12345");
+        assert_eq!(c.cluster.seeds, vec!["10.0.0.2:4370".to_string()]);
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, "[api]\nlisten_addr = \"x\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+        let err = Config::load_with_env(None, env(&[("FAXD_API_LISTN", "x")])).unwrap_err();
+        assert!(err.to_string().contains("FAXD_API_LISTN"), "{err}");
+        let err =
+            Config::load_with_env(None, env(&[("FAXD_STORE_BACKEND", "mysql")])).unwrap_err();
+        assert!(err.to_string().contains("mysql"), "{err}");
+    }
+
+    #[test]
+    fn cookie_is_created_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.node.data_dir = dir.path().to_path_buf();
+        assert!(c.cookie(false).is_err());
+        let first = c.cookie(true).unwrap();
+        assert_eq!(c.cookie(false).unwrap(), first);
+        let mode = std::fs::metadata(dir.path().join("cookie"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn shipped_examples_load() {
+        for name in ["dev.toml", "couchdb.toml", "cluster.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rel").join(name);
+            Config::load_with_env(Some(&path), env(&[]))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! faxd core library: configuration, identifiers, the data model, storage and the HTTP API.
+//! The long-lived processes live in `faxd-actors`; the supervision tree and the binary in
+//! `faxd-supervisors`.
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod ids;
+pub mod model;
+pub mod store;
+pub mod time;

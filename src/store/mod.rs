@@ -1,0 +1,410 @@
+//! Storage: one domain-level [`Store`] trait with two backends, `embedded` (SQLite) and
+//! `couchdb` (CouchDB 3 over HTTP, Kazoo's database layout).
+//!
+//! Documents are JSON objects with CouchDB semantics: `_id`, `_rev` (`N-<hex>`), a stale
+//! `_rev` is a [`StoreError::Conflict`], attachments are listed as stubs under
+//! `_attachments` and are dropped when a later save leaves them out. The queue views of
+//! Kazoo's fax application are typed methods. Every write is announced on the change feed of
+//! its database ([`Store::subscribe`]).
+
+pub mod couch;
+pub mod sqlite;
+pub mod views;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+pub use crate::ids::{AccountId, Db, YearMonth};
+use crate::model::{Folder, JobStatus};
+
+/// A stream of attachment bytes.
+pub type ByteStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<Bytes, io::Error>> + Send + 'static>>;
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Which backend a store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Embedded,
+    Couchdb,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Couchdb => "couchdb",
+        }
+    }
+}
+
+/// Storage errors. Expected outcomes (a missing document) are `Ok(None)`, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("document update conflict")]
+    Conflict,
+    #[error("database {0} does not exist")]
+    NoDatabase(String),
+    #[error("document {0} not found")]
+    NotFound(String),
+    #[error("invalid document: {0}")]
+    Invalid(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One entry of a change feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub db: Db,
+    pub id: String,
+    pub rev: String,
+    pub deleted: bool,
+}
+
+/// An attachment being read.
+pub struct Attachment {
+    pub content_type: String,
+    pub length: u64,
+    pub body: ByteStream,
+}
+
+/// A row of the outbound queue views (faxes database, `pvt_type == "fax"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub id: String,
+    pub account_id: String,
+    pub faxbox_id: Option<String>,
+    pub owner_id: Option<String>,
+    pub status: Option<JobStatus>,
+    pub to: Option<String>,
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    pub attempts: i64,
+    pub retries: i64,
+    /// `pvt_created`, gregorian seconds.
+    pub created: i64,
+    /// `pvt_modified`, gregorian seconds.
+    pub modified: i64,
+    pub retry_after: i64,
+    /// `pvt_job_node`.
+    pub node: Option<String>,
+}
+
+impl JobRow {
+    /// When the job becomes due: `pvt_modified + retry_after` (gregorian seconds).
+    pub fn due(&self) -> i64 {
+        self.modified + self.retry_after
+    }
+}
+
+/// A row of the MODB fax listings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModbRow {
+    pub id: String,
+    pub folder: Folder,
+    pub status: Option<String>,
+    pub faxbox_id: Option<String>,
+    pub owner_id: Option<String>,
+    pub to: Option<String>,
+    pub from: Option<String>,
+    pub created: i64,
+}
+
+/// A created-time range in gregorian seconds, both ends inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreatedRange {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl CreatedRange {
+    pub fn all() -> Self {
+        Self {
+            from: 0,
+            to: i64::MAX / 2,
+        }
+    }
+}
+
+/// Paging for listings: at most `limit` rows, starting at an opaque `start_key` returned as
+/// `next_start_key` by the previous page.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub limit: usize,
+    pub start_key: Option<String>,
+}
+
+impl Page {
+    pub fn first(limit: usize) -> Self {
+        Self {
+            limit,
+            start_key: None,
+        }
+    }
+}
+
+/// A page of a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing<T> {
+    pub rows: Vec<T>,
+    pub next_start_key: Option<String>,
+}
+
+/// Which MODB listing: by folder, by faxbox within a folder, or by owner within a folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModbFilter {
+    Folder(Folder),
+    Faxbox(String, Folder),
+    Owner(String, Folder),
+}
+
+/// Where a faxbox's SMTP address points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaxboxAddress {
+    pub account_id: AccountId,
+    pub faxbox_id: String,
+}
+
+/// Position in a listing, encoded into the opaque `start_key`: newest first, so a page
+/// continues with rows strictly older than (created, id) in that order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub created: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(&(self.created, &self.id)).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    pub fn decode(key: &str) -> Result<Self> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(key)
+            .map_err(|_| StoreError::Invalid(format!("bad start_key '{key}'")))?;
+        let (created, id): (i64, String) = serde_json::from_slice(&bytes)
+            .map_err(|_| StoreError::Invalid(format!("bad start_key '{key}'")))?;
+        Ok(Self { created, id })
+    }
+}
+
+/// The storage contract every backend implements, and the conformance suite checks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Answers when the store is reachable and usable.
+    async fn ping(&self) -> Result<()>;
+
+    /// Creates a database if it does not exist (and installs its design documents).
+    async fn ensure_db(&self, db: &Db) -> Result<()>;
+
+    /// Whether a database exists.
+    async fn db_exists(&self, db: &Db) -> Result<bool>;
+
+    /// Deletes a database and everything in it. Missing databases are not an error.
+    async fn delete_db(&self, db: &Db) -> Result<()>;
+
+    /// Reads a document; `None` if it is missing or deleted.
+    async fn get(&self, db: &Db, id: &str) -> Result<Option<Value>>;
+
+    /// Creates or updates a document. A document without `_id` gets a new random id. An
+    /// existing document needs its current `_rev`, else [`StoreError::Conflict`]. Returns the
+    /// saved document with its new `_id`/`_rev`.
+    async fn save(&self, db: &Db, doc: Value) -> Result<Value>;
+
+    /// Deletes a document at a revision.
+    async fn delete(&self, db: &Db, id: &str, rev: &str) -> Result<String>;
+
+    /// Stores (or replaces) an attachment, streamed. `rev` is the document's current revision,
+    /// or `None` to create an empty document holding it. Returns the new revision.
+    async fn put_attachment(
+        &self,
+        db: &Db,
+        id: &str,
+        rev: Option<&str>,
+        name: &str,
+        content_type: &str,
+        body: ByteStream,
+    ) -> Result<String>;
+
+    /// Opens an attachment for streaming; `None` if the document or attachment is missing.
+    async fn get_attachment(&self, db: &Db, id: &str, name: &str) -> Result<Option<Attachment>>;
+
+    /// Removes an attachment; returns the new revision.
+    async fn delete_attachment(&self, db: &Db, id: &str, rev: &str, name: &str)
+    -> Result<String>;
+
+    /// Accounts with pending or locked jobs, with their job count (`faxes/schedule_accounts`).
+    async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>>;
+
+    /// An account's pending jobs, oldest due time first (`faxes/jobs_by_account`).
+    async fn jobs_by_account(&self, account: &AccountId, limit: usize) -> Result<Vec<JobRow>>;
+
+    /// An account's locked jobs (`faxes/locked_jobs_by_account`).
+    async fn locked_jobs_by_account(&self, account: &AccountId) -> Result<Vec<JobRow>>;
+
+    /// Jobs being processed, by `pvt_job_node`; `None` lists every node
+    /// (`faxes/processing_by_node`).
+    async fn processing_by_node(&self, node: Option<&str>) -> Result<Vec<JobRow>>;
+
+    /// An account's queued jobs, optionally of one status, newest first
+    /// (`faxes/list_by_account_state`, and `list_by_account` without a status).
+    async fn list_by_account_state(
+        &self,
+        account: &AccountId,
+        status: Option<JobStatus>,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<JobRow>>;
+
+    /// A faxbox's queued jobs, optionally of one status, newest first
+    /// (`faxes/list_by_faxbox_state`, and `list_by_faxbox` without a status).
+    async fn list_by_faxbox_state(
+        &self,
+        faxbox_id: &str,
+        status: Option<JobStatus>,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<JobRow>>;
+
+    /// The faxbox that owns an SMTP address or domain (`faxbox/email_address` in the faxes
+    /// database: generated `pvt_smtp_email_address` and `custom_smtp_email_address`).
+    async fn faxbox_by_email(&self, address: &str) -> Result<Option<FaxboxAddress>>;
+
+    /// Faxes of an account's MODBs, newest first, across the months the range covers
+    /// (`faxes/list_by_folder`, `list_by_faxbox`, `list_by_ownerid`).
+    async fn modb_list(
+        &self,
+        account: &AccountId,
+        filter: &ModbFilter,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<ModbRow>>;
+
+    /// Subscribes to the change feed of a database: every later write to it is delivered.
+    async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>>;
+}
+
+/// A new revision string `N-<32 hex>` following `prev`.
+pub fn next_rev(prev: Option<&str>, body: &[u8]) -> String {
+    use sha2::Digest;
+    let n = prev
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(n, _)| n.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let mut h = sha2::Sha256::new();
+    h.update(prev.unwrap_or("").as_bytes());
+    h.update(body);
+    h.update(crate::ids::new_id().as_bytes());
+    let digest = h.finalize();
+    format!("{n}-{}", hex::encode(&digest[..16]))
+}
+
+/// Reads a `pvt_*`/user field of a job document into a [`JobRow`]. `None` unless the
+/// document is a live fax (`pvt_type == "fax"`, not `pvt_deleted`).
+pub fn job_row(doc: &Value) -> Option<JobRow> {
+    if doc.get("pvt_type").and_then(Value::as_str) != Some("fax")
+        || doc
+            .get("pvt_deleted")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    {
+        return None;
+    }
+    let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
+    let i = |k: &str| doc.get(k).and_then(Value::as_i64).unwrap_or(0);
+    Some(JobRow {
+        id: s("_id")?,
+        account_id: s("pvt_account_id").unwrap_or_default(),
+        faxbox_id: s("faxbox_id"),
+        owner_id: s("owner_id"),
+        status: s("pvt_job_status").and_then(|st| st.parse().ok()),
+        to: s("to_number"),
+        from: s("from_number"),
+        from_name: s("from_name"),
+        attempts: i("attempts"),
+        retries: i("retries"),
+        created: i("pvt_created"),
+        modified: i("pvt_modified"),
+        retry_after: i("retry_after"),
+        node: s("pvt_job_node"),
+    })
+}
+
+/// Reads a MODB fax document into a [`ModbRow`] (missing folder = inbox).
+pub fn modb_row(doc: &Value) -> Option<ModbRow> {
+    if doc.get("pvt_type").and_then(Value::as_str) != Some("fax")
+        || doc
+            .get("pvt_deleted")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    {
+        return None;
+    }
+    let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
+    Some(ModbRow {
+        id: s("_id")?,
+        folder: s("folder")
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(Folder::Inbox),
+        status: s("pvt_job_status"),
+        faxbox_id: s("faxbox_id"),
+        owner_id: s("owner_id"),
+        to: s("to_number"),
+        from: s("from_number"),
+        created: doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0),
+    })
+}
+
+/// Wraps bytes already in memory as a [`ByteStream`].
+pub fn bytes_stream(data: impl Into<Bytes>) -> ByteStream {
+    let data: Bytes = data.into();
+    Box::pin(futures_util::stream::once(async move { Ok(data) }))
+}
+
+/// Reads a whole attachment into memory (for small attachments and tests).
+pub async fn read_all(mut body: ByteStream) -> Result<Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// The months (newest first) that a created range touches, bounded to `max` months.
+pub fn months_in_range(range: CreatedRange, max: usize) -> Vec<YearMonth> {
+    let now = crate::time::now_gregorian();
+    let newest = YearMonth::from_gregorian(range.to.min(now + 86_400 * 31));
+    let oldest = YearMonth::from_gregorian(range.from.max(now - 86_400 * 366 * 10));
+    let mut out = Vec::new();
+    let mut m = newest;
+    while m >= oldest && out.len() < max {
+        out.push(m);
+        m = m.prev();
+    }
+    out
+}

@@ -1,0 +1,1104 @@
+//! The `embedded` store: every logical database in one SQLite file (WAL, full sync), with
+//! CouchDB document semantics, attachments kept as chunked blobs, and the queue views as SQL.
+//!
+//! One writer connection (serialised by a mutex, used only on the blocking pool) and a small
+//! pool of reader connections. Attachments are first spooled to a temporary file so the write
+//! lock is held only for the time it takes to copy them in, never while a client uploads.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::{Map, Value, json};
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{
+    AccountId, Attachment, Backend, ByteStream, Change, CreatedRange, Cursor, Db, FaxboxAddress,
+    JobRow, Listing, ModbFilter, ModbRow, Page, Result, Store, StoreError, job_row, modb_row,
+    months_in_range, next_rev,
+};
+use crate::model::JobStatus;
+
+/// Attachment chunk size in the blob table.
+const CHUNK: usize = 256 * 1024;
+/// Reader connections kept open.
+const READERS: usize = 4;
+/// Capacity of each database's change channel.
+const CHANGE_CAPACITY: usize = 4096;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS dbs (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS docs (
+    db TEXT NOT NULL,
+    id TEXT NOT NULL,
+    rev TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (db, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS docs_type_account ON docs (
+    db, json_extract(body, '$.pvt_type'), json_extract(body, '$.pvt_account_id'));
+CREATE INDEX IF NOT EXISTS docs_created ON docs (db, json_extract(body, '$.pvt_created'));
+CREATE TABLE IF NOT EXISTS attachments (
+    db TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    length INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    blob INTEGER NOT NULL,
+    PRIMARY KEY (db, id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    blob INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (blob, n)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO counters (name, value) VALUES ('seq', 0), ('blob', 0);
+"#;
+
+/// SQL condition shared by the fax views: a live fax document.
+const LIVE_FAX: &str = "deleted = 0 AND json_extract(body, '$.pvt_type') = 'fax' \
+     AND coalesce(json_extract(body, '$.pvt_deleted'), 0) = 0";
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+    spool: PathBuf,
+    feeds: Mutex<HashMap<Db, broadcast::Sender<Change>>>,
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+fn join_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Backend(format!("store task failed: {e}"))
+}
+
+fn open_conn(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(db_err)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file `faxd.sqlite` in `data_dir`.
+    pub async fn open(data_dir: &Path) -> Result<Self> {
+        let data_dir = data_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir))
+            .await
+            .map_err(join_err)?
+    }
+
+    fn open_blocking(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let spool = data_dir.join("spool");
+        // Leftovers of uploads interrupted by a crash: never referenced by the database.
+        let _ = std::fs::remove_dir_all(&spool);
+        std::fs::create_dir_all(&spool)?;
+        let path = data_dir.join("faxd.sqlite");
+        let writer = open_conn(&path)?;
+        writer.execute_batch(SCHEMA).map_err(db_err)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(open_conn(&path)?);
+        }
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(readers)),
+            path,
+            spool,
+            feeds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Path of the SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` inside one write transaction on the blocking pool, then announces the changes
+    /// it reports.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<(T, Vec<Change>)> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        let (out, changes) = tokio::task::spawn_blocking(move || {
+            let mut conn = writer
+                .lock()
+                .map_err(|_| StoreError::Backend("writer lock poisoned".into()))?;
+            let tx = conn.transaction().map_err(db_err)?;
+            let res = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok::<_, StoreError>(res)
+        })
+        .await
+        .map_err(join_err)??;
+        self.announce(changes);
+        Ok(out)
+    }
+
+    /// Runs `f` with a reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().ok().and_then(|mut r| r.pop());
+            let conn = match conn {
+                Some(c) => c,
+                None => open_conn(&path)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut r) = readers.lock()
+                && r.len() < READERS
+            {
+                r.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(join_err)?
+    }
+
+    fn announce(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let feeds = match self.feeds.lock() {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        for change in changes {
+            if let Some(tx) = feeds.get(&change.db) {
+                let _ = tx.send(change);
+            }
+        }
+    }
+
+    /// Consistency check of the whole file: SQLite's integrity check, every body is a JSON
+    /// object, and every attachment's chunks add up to its recorded length.
+    pub async fn check(&self) -> Result<CheckReport> {
+        self.read(|conn| {
+            let integrity: String = conn
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .map_err(db_err)?;
+            let docs: i64 = conn
+                .query_row("SELECT count(*) FROM docs WHERE deleted = 0", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err)?;
+            let bad_bodies: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM docs WHERE json_valid(body) = 0 OR json_type(body) != 'object'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let bad_attachments: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM attachments a WHERE a.length != \
+                     (SELECT coalesce(sum(length(b.data)), 0) FROM blobs b WHERE b.blob = a.blob)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let orphans: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM attachments a WHERE NOT EXISTS \
+                     (SELECT 1 FROM docs d WHERE d.db = a.db AND d.id = a.id AND d.deleted = 0)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            Ok(CheckReport {
+                integrity,
+                docs,
+                bad_bodies,
+                bad_attachments,
+                orphan_attachments: orphans,
+            })
+        })
+        .await
+    }
+}
+
+/// Result of [`SqliteStore::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    pub integrity: String,
+    pub docs: i64,
+    pub bad_bodies: i64,
+    pub bad_attachments: i64,
+    pub orphan_attachments: i64,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.integrity == "ok"
+            && self.bad_bodies == 0
+            && self.bad_attachments == 0
+            && self.orphan_attachments == 0
+    }
+}
+
+// ---- helpers running inside a transaction or on a reader connection ----
+
+fn bump(tx: &Transaction<'_>, counter: &str) -> Result<i64> {
+    tx.query_row(
+        "UPDATE counters SET value = value + 1 WHERE name = ?1 RETURNING value",
+        [counter],
+        |r| r.get(0),
+    )
+    .map_err(db_err)
+}
+
+fn require_db(conn: &Connection, db: &Db) -> Result<()> {
+    let found: Option<String> = conn
+        .query_row("SELECT name FROM dbs WHERE name = ?1", [db.name()], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(db_err)?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NoDatabase(db.name())),
+    }
+}
+
+/// (rev, deleted) of a document row.
+fn current(conn: &Connection, db: &Db, id: &str) -> Result<Option<(String, bool)>> {
+    conn.query_row(
+        "SELECT rev, deleted FROM docs WHERE db = ?1 AND id = ?2",
+        params![db.name(), id],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0)),
+    )
+    .optional()
+    .map_err(db_err)
+}
+
+/// Checks `rev` against the stored document. Returns the revision the write replaces.
+fn check_rev(conn: &Connection, db: &Db, id: &str, rev: Option<&str>) -> Result<Option<String>> {
+    match (current(conn, db, id)?, rev) {
+        (Some((cur, false)), Some(r)) if cur == r => Ok(Some(cur)),
+        (Some((_, false)), _) => Err(StoreError::Conflict),
+        (Some((cur, true)), None) => Ok(Some(cur)),
+        (Some((cur, true)), Some(r)) if cur == r => Ok(Some(cur)),
+        (None, None) => Ok(None),
+        (_, Some(_)) => Err(StoreError::Conflict),
+    }
+}
+
+fn write_row(
+    tx: &Transaction<'_>,
+    db: &Db,
+    id: &str,
+    rev: &str,
+    deleted: bool,
+    body: &str,
+) -> Result<()> {
+    let seq = bump(tx, "seq")?;
+    tx.execute(
+        "INSERT INTO docs (db, id, rev, deleted, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (db, id) DO UPDATE SET rev = ?3, deleted = ?4, seq = ?5, body = ?6",
+        params![db.name(), id, rev, deleted as i64, seq, body],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn drop_attachment(tx: &Transaction<'_>, db: &Db, id: &str, name: &str) -> Result<bool> {
+    let blob: Option<i64> = tx
+        .query_row(
+            "DELETE FROM attachments WHERE db = ?1 AND id = ?2 AND name = ?3 RETURNING blob",
+            params![db.name(), id, name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    if let Some(blob) = blob {
+        tx.execute("DELETE FROM blobs WHERE blob = ?1", [blob])
+            .map_err(db_err)?;
+    }
+    Ok(blob.is_some())
+}
+
+fn attachment_names(conn: &Connection, db: &Db, id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name FROM attachments WHERE db = ?1 AND id = ?2")
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map(params![db.name(), id], |r| r.get::<_, String>(0))
+        .map_err(db_err)?;
+    rows.collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(db_err)
+}
+
+fn stubs(conn: &Connection, db: &Db, id: &str) -> Result<Option<Value>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT name, content_type, length, digest FROM attachments WHERE db = ?1 AND id = ?2 ORDER BY name",
+        )
+        .map_err(db_err)?;
+    let mut rows = stmt.query(params![db.name(), id]).map_err(db_err)?;
+    let mut map = Map::new();
+    while let Some(r) = rows.next().map_err(db_err)? {
+        let name: String = r.get(0).map_err(db_err)?;
+        let ct: String = r.get(1).map_err(db_err)?;
+        let len: i64 = r.get(2).map_err(db_err)?;
+        let digest: String = r.get(3).map_err(db_err)?;
+        map.insert(
+            name,
+            json!({"content_type": ct, "length": len, "digest": digest, "stub": true}),
+        );
+    }
+    Ok(if map.is_empty() {
+        None
+    } else {
+        Some(Value::Object(map))
+    })
+}
+
+/// Builds the full document from a stored row.
+fn assemble(conn: &Connection, db: &Db, id: &str, rev: &str, body: &str) -> Result<Value> {
+    let mut doc: Map<String, Value> = serde_json::from_str(body)
+        .map_err(|e| StoreError::Backend(format!("corrupt document {id}: {e}")))?;
+    doc.insert("_id".into(), Value::String(id.to_string()));
+    doc.insert("_rev".into(), Value::String(rev.to_string()));
+    if let Some(att) = stubs(conn, db, id)? {
+        doc.insert("_attachments".into(), att);
+    }
+    Ok(Value::Object(doc))
+}
+
+/// Runs a query that returns (id, body) rows of `db` and turns them into documents (without
+/// attachment stubs, which views never need).
+fn query_bodies(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Value>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = stmt.query(params).map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(db_err)? {
+        let id: String = r.get(0).map_err(db_err)?;
+        let body: String = r.get(1).map_err(db_err)?;
+        let mut doc: Map<String, Value> = match serde_json::from_str(&body) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "skipping unreadable document in a view");
+                continue;
+            }
+        };
+        doc.insert("_id".into(), Value::String(id));
+        out.push(Value::Object(doc));
+    }
+    Ok(out)
+}
+
+fn jobs(rows: Vec<Value>) -> Vec<JobRow> {
+    rows.iter().filter_map(job_row).collect()
+}
+
+/// Splits a listing query result of `limit + 1` rows into a page and its continuation key.
+fn paginate<T>(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> Cursor) -> Listing<T> {
+    let next = if rows.len() > limit {
+        let next = key(&rows[limit]).encode();
+        rows.truncate(limit);
+        Some(next)
+    } else {
+        None
+    };
+    Listing {
+        rows,
+        next_start_key: next,
+    }
+}
+
+fn cursor_bounds(page: &Page) -> Result<(i64, String)> {
+    match &page.start_key {
+        Some(k) => {
+            let c = Cursor::decode(k)?;
+            Ok((c.created, c.id))
+        }
+        None => Ok((i64::MAX, "\u{10FFFF}".to_string())),
+    }
+}
+
+fn list_jobs_by(
+    conn: &Connection,
+    field: &str,
+    value: &str,
+    status: Option<JobStatus>,
+    range: CreatedRange,
+    page: &Page,
+) -> Result<Listing<JobRow>> {
+    let (c_created, c_id) = cursor_bounds(page)?;
+    let status = status.map(|s| s.as_str().to_string());
+    let sql = format!(
+        "SELECT id, body FROM docs WHERE db = 'faxes' AND {LIVE_FAX}
+           AND json_extract(body, '$.{field}') = ?1
+           AND (?2 IS NULL OR json_extract(body, '$.pvt_job_status') = ?2)
+           AND coalesce(json_extract(body, '$.pvt_created'), 0) BETWEEN ?3 AND ?4
+           AND (coalesce(json_extract(body, '$.pvt_created'), 0) < ?5
+                OR (coalesce(json_extract(body, '$.pvt_created'), 0) = ?5 AND id <= ?6))
+         ORDER BY coalesce(json_extract(body, '$.pvt_created'), 0) DESC, id DESC
+         LIMIT ?7"
+    );
+    let limit = page.limit as i64 + 1;
+    let rows = query_bodies(
+        conn,
+        &sql,
+        &[
+            &value,
+            &status,
+            &range.from,
+            &range.to,
+            &c_created,
+            &c_id,
+            &limit,
+        ],
+    )?;
+    Ok(paginate(jobs(rows), page.limit, |r| Cursor {
+        created: r.created,
+        id: r.id.clone(),
+    }))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Embedded
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|conn| {
+            conn.query_row("SELECT value FROM counters WHERE name = 'seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|_| ())
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn ensure_db(&self, db: &Db) -> Result<()> {
+        let name = db.name();
+        self.write(move |tx| {
+            tx.execute("INSERT OR IGNORE INTO dbs (name) VALUES (?1)", [name])
+                .map_err(db_err)?;
+            Ok(((), vec![]))
+        })
+        .await
+    }
+
+    async fn db_exists(&self, db: &Db) -> Result<bool> {
+        let db = db.clone();
+        self.read(move |conn| match require_db(conn, &db) {
+            Ok(()) => Ok(true),
+            Err(StoreError::NoDatabase(_)) => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn delete_db(&self, db: &Db) -> Result<()> {
+        let name = db.name();
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM blobs WHERE blob IN (SELECT blob FROM attachments WHERE db = ?1)",
+                [&name],
+            )
+            .map_err(db_err)?;
+            tx.execute("DELETE FROM attachments WHERE db = ?1", [&name])
+                .map_err(db_err)?;
+            tx.execute("DELETE FROM docs WHERE db = ?1", [&name])
+                .map_err(db_err)?;
+            tx.execute("DELETE FROM dbs WHERE name = ?1", [&name])
+                .map_err(db_err)?;
+            Ok(((), vec![]))
+        })
+        .await
+    }
+
+    async fn get(&self, db: &Db, id: &str) -> Result<Option<Value>> {
+        let db = db.clone();
+        let id = id.to_string();
+        self.read(move |conn| {
+            require_db(conn, &db)?;
+            let row: Option<(String, String)> = conn
+                .query_row(
+                    "SELECT rev, body FROM docs WHERE db = ?1 AND id = ?2 AND deleted = 0",
+                    params![db.name(), id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db_err)?;
+            match row {
+                Some((rev, body)) => Ok(Some(assemble(conn, &db, &id, &rev, &body)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
+        let Value::Object(mut doc) = doc else {
+            return Err(StoreError::Invalid("a document must be a JSON object".into()));
+        };
+        let id = match doc.remove("_id") {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            None => crate::ids::new_id(),
+            Some(other) => return Err(StoreError::Invalid(format!("bad _id {other}"))),
+        };
+        let rev = match doc.remove("_rev") {
+            Some(Value::String(s)) => Some(s),
+            None | Some(Value::Null) => None,
+            Some(other) => return Err(StoreError::Invalid(format!("bad _rev {other}"))),
+        };
+        let keep: Vec<String> = match doc.remove("_attachments") {
+            Some(Value::Object(m)) => {
+                if m.values().any(|a| a.get("data").is_some()) {
+                    return Err(StoreError::Invalid(
+                        "inline attachment data is not supported; store attachments separately"
+                            .into(),
+                    ));
+                }
+                m.keys().cloned().collect()
+            }
+            _ => vec![],
+        };
+        if id.starts_with('_') && !id.starts_with("_design/") {
+            return Err(StoreError::Invalid(format!("reserved document id '{id}'")));
+        }
+        let db2 = db.clone();
+        self.write(move |tx| {
+            require_db(tx, &db2)?;
+            let prev = check_rev(tx, &db2, &id, rev.as_deref())?;
+            for name in attachment_names(tx, &db2, &id)? {
+                if !keep.contains(&name) {
+                    drop_attachment(tx, &db2, &id, &name)?;
+                }
+            }
+            let body = Value::Object(doc).to_string();
+            let new_rev = next_rev(prev.as_deref(), body.as_bytes());
+            write_row(tx, &db2, &id, &new_rev, false, &body)?;
+            let saved = assemble(tx, &db2, &id, &new_rev, &body)?;
+            let change = Change {
+                db: db2.clone(),
+                id,
+                rev: new_rev,
+                deleted: false,
+            };
+            Ok((saved, vec![change]))
+        })
+        .await
+    }
+
+    async fn delete(&self, db: &Db, id: &str, rev: &str) -> Result<String> {
+        let db2 = db.clone();
+        let id = id.to_string();
+        let rev = rev.to_string();
+        self.write(move |tx| {
+            require_db(tx, &db2)?;
+            match current(tx, &db2, &id)? {
+                Some((cur, false)) if cur == rev => {}
+                Some((_, false)) => return Err(StoreError::Conflict),
+                _ => return Err(StoreError::NotFound(id)),
+            }
+            for name in attachment_names(tx, &db2, &id)? {
+                drop_attachment(tx, &db2, &id, &name)?;
+            }
+            let new_rev = next_rev(Some(&rev), b"deleted");
+            write_row(tx, &db2, &id, &new_rev, true, "{}")?;
+            let change = Change {
+                db: db2.clone(),
+                id,
+                rev: new_rev.clone(),
+                deleted: true,
+            };
+            Ok((new_rev, vec![change]))
+        })
+        .await
+    }
+
+    async fn put_attachment(
+        &self,
+        db: &Db,
+        id: &str,
+        rev: Option<&str>,
+        name: &str,
+        content_type: &str,
+        mut body: ByteStream,
+    ) -> Result<String> {
+        if name.is_empty() || name.starts_with('_') {
+            return Err(StoreError::Invalid(format!("bad attachment name '{name}'")));
+        }
+        // Spool the upload first: the write lock is never held while the client sends.
+        let spool_path = self.spool.join(crate::ids::new_id());
+        let mut file = tokio::fs::File::create(&spool_path).await?;
+        let mut hasher = sha2::Sha256::new();
+        let mut length: u64 = 0;
+        let spooled: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
+                length += chunk.len() as u64;
+                file.write_all(&chunk).await?;
+            }
+            file.flush().await?;
+            Ok(())
+        }
+        .await;
+        drop(file);
+        if let Err(e) = spooled {
+            let _ = tokio::fs::remove_file(&spool_path).await;
+            return Err(e);
+        }
+        let digest = format!("sha256-{}", hex::encode(hasher.finalize()));
+        let db2 = db.clone();
+        let id = id.to_string();
+        let rev = rev.map(str::to_string);
+        let name = name.to_string();
+        let ct = content_type.to_string();
+        let path = spool_path.clone();
+        let res = self
+            .write(move |tx| {
+                require_db(tx, &db2)?;
+                let prev = check_rev(tx, &db2, &id, rev.as_deref())?;
+                let body: String = match &prev {
+                    Some(_) => tx
+                        .query_row(
+                            "SELECT CASE deleted WHEN 0 THEN body ELSE '{}' END FROM docs WHERE db = ?1 AND id = ?2",
+                            params![db2.name(), id],
+                            |r| r.get(0),
+                        )
+                        .map_err(db_err)?,
+                    None => "{}".to_string(),
+                };
+                drop_attachment(tx, &db2, &id, &name)?;
+                let blob = bump(tx, "blob")?;
+                let mut file = std::fs::File::open(&path)?;
+                let mut buf = vec![0u8; CHUNK];
+                let mut n: i64 = 0;
+                loop {
+                    let got = read_full(&mut file, &mut buf)?;
+                    if got == 0 {
+                        break;
+                    }
+                    tx.execute(
+                        "INSERT INTO blobs (blob, n, data) VALUES (?1, ?2, ?3)",
+                        params![blob, n, &buf[..got]],
+                    )
+                    .map_err(db_err)?;
+                    n += 1;
+                }
+                tx.execute(
+                    "INSERT INTO attachments (db, id, name, content_type, length, digest, blob)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![db2.name(), id, name, ct, length as i64, digest, blob],
+                )
+                .map_err(db_err)?;
+                let new_rev = next_rev(prev.as_deref(), digest.as_bytes());
+                write_row(tx, &db2, &id, &new_rev, false, &body)?;
+                let change = Change {
+                    db: db2.clone(),
+                    id,
+                    rev: new_rev.clone(),
+                    deleted: false,
+                };
+                Ok((new_rev, vec![change]))
+            })
+            .await;
+        let _ = tokio::fs::remove_file(&spool_path).await;
+        res
+    }
+
+    async fn get_attachment(&self, db: &Db, id: &str, name: &str) -> Result<Option<Attachment>> {
+        let db = db.clone();
+        let id = id.to_string();
+        let name = name.to_string();
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        let (head_tx, head_rx) = oneshot::channel::<Result<Option<(String, u64)>>>();
+        let (data_tx, data_rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+        // One read transaction for the whole stream: a concurrent replace cannot tear it.
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().ok().and_then(|mut r| r.pop());
+            let mut conn = match conn {
+                Some(c) => c,
+                None => match open_conn(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = head_tx.send(Err(e));
+                        return;
+                    }
+                },
+            };
+            stream_blob(&mut conn, &db, &id, &name, head_tx, &data_tx);
+            if let Ok(mut r) = readers.lock()
+                && r.len() < READERS
+            {
+                r.push(conn);
+            }
+        });
+        let head = head_rx
+            .await
+            .map_err(|_| StoreError::Backend("attachment reader stopped".into()))??;
+        Ok(head.map(|(content_type, length)| Attachment {
+            content_type,
+            length,
+            body: Box::pin(tokio_stream::wrappers::ReceiverStream::new(data_rx)),
+        }))
+    }
+
+    async fn delete_attachment(
+        &self,
+        db: &Db,
+        id: &str,
+        rev: &str,
+        name: &str,
+    ) -> Result<String> {
+        let db2 = db.clone();
+        let id = id.to_string();
+        let rev = rev.to_string();
+        let name = name.to_string();
+        self.write(move |tx| {
+            require_db(tx, &db2)?;
+            let prev = check_rev(tx, &db2, &id, Some(&rev))?;
+            if !drop_attachment(tx, &db2, &id, &name)? {
+                return Err(StoreError::NotFound(format!("{id}/{name}")));
+            }
+            let body: String = tx
+                .query_row(
+                    "SELECT body FROM docs WHERE db = ?1 AND id = ?2",
+                    params![db2.name(), id],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            let new_rev = next_rev(prev.as_deref(), name.as_bytes());
+            write_row(tx, &db2, &id, &new_rev, false, &body)?;
+            let change = Change {
+                db: db2.clone(),
+                id,
+                rev: new_rev.clone(),
+                deleted: false,
+            };
+            Ok((new_rev, vec![change]))
+        })
+        .await
+    }
+
+    async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>> {
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT json_extract(body, '$.pvt_account_id') AS a, count(*) FROM docs
+                 WHERE db = 'faxes' AND {LIVE_FAX}
+                   AND json_extract(body, '$.pvt_job_status') IN ('pending', 'locked')
+                 GROUP BY a ORDER BY a"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (account, count) = row.map_err(db_err)?;
+                if let Some(a) = account.and_then(|a| AccountId::parse(&a).ok()) {
+                    out.push((a, count as u64));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn jobs_by_account(&self, account: &AccountId, limit: usize) -> Result<Vec<JobRow>> {
+        let account = account.to_string();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT id, body FROM docs WHERE db = 'faxes' AND {LIVE_FAX}
+                   AND json_extract(body, '$.pvt_account_id') = ?1
+                   AND json_extract(body, '$.pvt_job_status') = 'pending'
+                 ORDER BY coalesce(json_extract(body, '$.pvt_modified'), 0)
+                        + coalesce(json_extract(body, '$.retry_after'), 0), id
+                 LIMIT ?2"
+            );
+            let limit = limit as i64;
+            Ok(jobs(query_bodies(conn, &sql, &[&account, &limit])?))
+        })
+        .await
+    }
+
+    async fn locked_jobs_by_account(&self, account: &AccountId) -> Result<Vec<JobRow>> {
+        let account = account.to_string();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT id, body FROM docs WHERE db = 'faxes' AND {LIVE_FAX}
+                   AND json_extract(body, '$.pvt_account_id') = ?1
+                   AND json_extract(body, '$.pvt_job_status') = 'locked'
+                 ORDER BY id"
+            );
+            Ok(jobs(query_bodies(conn, &sql, &[&account])?))
+        })
+        .await
+    }
+
+    async fn processing_by_node(&self, node: Option<&str>) -> Result<Vec<JobRow>> {
+        let node = node.map(str::to_string);
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT id, body FROM docs WHERE db = 'faxes' AND {LIVE_FAX}
+                   AND json_extract(body, '$.pvt_job_status') = 'processing'
+                   AND (?1 IS NULL OR json_extract(body, '$.pvt_job_node') = ?1)
+                 ORDER BY json_extract(body, '$.pvt_job_node'), id"
+            );
+            Ok(jobs(query_bodies(conn, &sql, &[&node])?))
+        })
+        .await
+    }
+
+    async fn list_by_account_state(
+        &self,
+        account: &AccountId,
+        status: Option<JobStatus>,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<JobRow>> {
+        let account = account.to_string();
+        self.read(move |conn| list_jobs_by(conn, "pvt_account_id", &account, status, range, &page))
+            .await
+    }
+
+    async fn list_by_faxbox_state(
+        &self,
+        faxbox_id: &str,
+        status: Option<JobStatus>,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<JobRow>> {
+        let faxbox = faxbox_id.to_string();
+        self.read(move |conn| list_jobs_by(conn, "faxbox_id", &faxbox, status, range, &page))
+            .await
+    }
+
+    async fn faxbox_by_email(&self, address: &str) -> Result<Option<FaxboxAddress>> {
+        let address = address.trim().to_ascii_lowercase();
+        self.read(move |conn| {
+            let rows = query_bodies(
+                conn,
+                "SELECT id, body FROM docs WHERE db = 'faxes' AND deleted = 0
+                   AND json_extract(body, '$.pvt_type') = 'faxbox'
+                   AND coalesce(json_extract(body, '$.pvt_deleted'), 0) = 0
+                   AND (lower(json_extract(body, '$.pvt_smtp_email_address')) = ?1
+                        OR lower(json_extract(body, '$.custom_smtp_email_address')) = ?1)
+                 ORDER BY id LIMIT 1",
+                &[&address],
+            )?;
+            Ok(rows.first().and_then(|doc| {
+                let account = doc.get("pvt_account_id")?.as_str()?;
+                Some(FaxboxAddress {
+                    account_id: AccountId::parse(account).ok()?,
+                    faxbox_id: doc.get("_id")?.as_str()?.to_string(),
+                })
+            }))
+        })
+        .await
+    }
+
+    async fn modb_list(
+        &self,
+        account: &AccountId,
+        filter: &ModbFilter,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<ModbRow>> {
+        let account = account.clone();
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let (c_created, c_id) = cursor_bounds(&page)?;
+            let (field, value, folder) = match &filter {
+                ModbFilter::Folder(f) => (None, None, *f),
+                ModbFilter::Faxbox(b, f) => (Some("faxbox_id"), Some(b.clone()), *f),
+                ModbFilter::Owner(o, f) => (Some("owner_id"), Some(o.clone()), *f),
+            };
+            let field_cond = match field {
+                Some(f) => format!("AND json_extract(body, '$.{f}') = ?2"),
+                None => "AND ?2 IS NULL".to_string(),
+            };
+            let sql = format!(
+                "SELECT id, body FROM docs WHERE db = ?1 AND {LIVE_FAX} {field_cond}
+                   AND coalesce(json_extract(body, '$.folder'), 'inbox') = ?3
+                   AND coalesce(json_extract(body, '$.pvt_created'), 0) BETWEEN ?4 AND ?5
+                   AND (coalesce(json_extract(body, '$.pvt_created'), 0) < ?6
+                        OR (coalesce(json_extract(body, '$.pvt_created'), 0) = ?6 AND id <= ?7))
+                 ORDER BY coalesce(json_extract(body, '$.pvt_created'), 0) DESC, id DESC
+                 LIMIT ?8"
+            );
+            let mut rows: Vec<ModbRow> = Vec::new();
+            let want = page.limit + 1;
+            for month in months_in_range(range, 240) {
+                let db = Db::Modb(account.clone(), month);
+                if require_db(conn, &db).is_err() {
+                    continue;
+                }
+                let left = (want - rows.len()) as i64;
+                let got = query_bodies(
+                    conn,
+                    &sql,
+                    &[
+                        &db.name(),
+                        &value,
+                        &folder.as_str(),
+                        &range.from,
+                        &range.to,
+                        &c_created,
+                        &c_id,
+                        &left,
+                    ],
+                )?;
+                rows.extend(got.iter().filter_map(modb_row));
+                if rows.len() >= want {
+                    break;
+                }
+            }
+            Ok(paginate(rows, page.limit, |r| Cursor {
+                created: r.created,
+                id: r.id.clone(),
+            }))
+        })
+        .await
+    }
+
+    async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>> {
+        let mut feeds = self
+            .feeds
+            .lock()
+            .map_err(|_| StoreError::Backend("feed lock poisoned".into()))?;
+        Ok(feeds
+            .entry(db.clone())
+            .or_insert_with(|| broadcast::channel(CHANGE_CAPACITY).0)
+            .subscribe())
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+/// Streams one attachment's chunks inside a read transaction.
+fn stream_blob(
+    conn: &mut Connection,
+    db: &Db,
+    id: &str,
+    name: &str,
+    head_tx: oneshot::Sender<Result<Option<(String, u64)>>>,
+    data_tx: &mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    let tx = match conn.transaction() {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = head_tx.send(Err(db_err(e)));
+            return;
+        }
+    };
+    if let Err(e) = require_db(&tx, db) {
+        let _ = head_tx.send(Err(e));
+        return;
+    }
+    let meta: Option<(String, i64, i64)> = match tx
+        .query_row(
+            "SELECT a.content_type, a.length, a.blob FROM attachments a
+             JOIN docs d ON d.db = a.db AND d.id = a.id AND d.deleted = 0
+             WHERE a.db = ?1 AND a.id = ?2 AND a.name = ?3",
+            params![db.name(), id, name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = head_tx.send(Err(db_err(e)));
+            return;
+        }
+    };
+    let Some((ct, length, blob)) = meta else {
+        let _ = head_tx.send(Ok(None));
+        return;
+    };
+    if head_tx.send(Ok(Some((ct, length as u64)))).is_err() {
+        return;
+    }
+    let mut stmt = match tx.prepare("SELECT data FROM blobs WHERE blob = ?1 ORDER BY n") {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = data_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            return;
+        }
+    };
+    let mut rows = match stmt.query([blob]) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = data_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            return;
+        }
+    };
+    loop {
+        let item = match rows.next() {
+            Ok(Some(row)) => match row.get::<_, Vec<u8>>(0) {
+                Ok(data) => Ok(Bytes::from(data)),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            },
+            Ok(None) => break,
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let failed = item.is_err();
+        if data_tx.blocking_send(item).is_err() || failed {
+            break;
+        }
+    }
+}

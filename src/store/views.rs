@@ -1,0 +1,1 @@
+//! CouchDB design documents (from `priv/couchdb/views/`) and which database gets which.

@@ -1,0 +1,2 @@
+//! The faxd binary.
+fn main() {}
