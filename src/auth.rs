@@ -85,7 +85,10 @@ mod tests {
         assert!(!rec.verify(&wrong));
         assert!(!rec.verify("short"));
         assert!(!rec.md5.contains(&md5));
-        assert_ne!(PasswordRecord::new("a", "b").salt, PasswordRecord::new("a", "b").salt);
+        assert_ne!(
+            PasswordRecord::new("a", "b").salt,
+            PasswordRecord::new("a", "b").salt
+        );
         let p = random_password(20);
         assert_eq!(p.len(), 20);
         assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));

@@ -73,8 +73,15 @@ pub async fn ensure_master_account(
         username: "admin".into(),
         password: random_password(20),
     };
-    create_account(store, &creds.account_id, &creds.account_name, &creds.realm, None, true)
-        .await?;
+    create_account(
+        store,
+        &creds.account_id,
+        &creds.account_name,
+        &creds.realm,
+        None,
+        true,
+    )
+    .await?;
     create_user(
         store,
         &creds.account_id,
@@ -182,7 +189,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: SharedStore = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
         ensure_global_dbs(&store).await.unwrap();
-        let creds = ensure_master_account(&store).await.unwrap().expect("created");
+        let creds = ensure_master_account(&store)
+            .await
+            .unwrap()
+            .expect("created");
         assert_eq!(
             master_account(&store).await.unwrap(),
             Some(creds.account_id.clone())

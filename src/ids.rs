@@ -27,7 +27,9 @@ pub fn new_id() -> String {
 }
 
 fn is_hex32(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// An account id: 32 lowercase hex characters.
@@ -59,7 +61,12 @@ impl AccountId {
     /// The account database name: `account/xx/yy/rest` (unencoded; the CouchDB client encodes
     /// it once on the wire).
     pub fn db_name(&self) -> String {
-        format!("account/{}/{}/{}", &self.0[0..2], &self.0[2..4], &self.0[4..])
+        format!(
+            "account/{}/{}/{}",
+            &self.0[0..2],
+            &self.0[2..4],
+            &self.0[4..]
+        )
     }
 }
 

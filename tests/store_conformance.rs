@@ -655,7 +655,12 @@ async fn modb_listings_span_months_and_filters(store: SharedStore) {
     let mut page = Page::first(4);
     loop {
         let l = store
-            .modb_list(&a, &ModbFilter::Folder(Folder::Outbox), everything, page.clone())
+            .modb_list(
+                &a,
+                &ModbFilter::Folder(Folder::Outbox),
+                everything,
+                page.clone(),
+            )
             .await
             .unwrap();
         seen.extend(l.rows.iter().map(|r| r.id.clone()));
@@ -713,7 +718,12 @@ async fn modb_listings_span_months_and_filters(store: SharedStore) {
         to: faxd::time::now_gregorian() + 3600,
     };
     let l = store
-        .modb_list(&a, &ModbFilter::Folder(Folder::Outbox), recent, Page::first(50))
+        .modb_list(
+            &a,
+            &ModbFilter::Folder(Folder::Outbox),
+            recent,
+            Page::first(50),
+        )
         .await
         .unwrap();
     assert_eq!(l.rows.len(), 3);

@@ -1,1 +1,9 @@
-//! faxd actors.
+//! faxd-actors: one module per long-lived process of a faxd node (ractor actors). Pure logic
+//! lives in sibling modules with unit tests; the supervision tree that starts these is in
+//! `faxd-supervisors`.
+
+pub mod api_server;
+pub mod cluster;
+pub mod fax_maintenance;
+pub mod maintenance;
+pub mod sysconf;

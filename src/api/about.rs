@@ -27,7 +27,8 @@ pub async fn about(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse
 
 pub async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
     match tokio::time::timeout(HEALTH_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ok", "storage": state.store.backend().as_str()})),
+        Ok(Ok(())) => HttpResponse::Ok()
+            .json(json!({"status": "ok", "storage": state.store.backend().as_str()})),
         Ok(Err(e)) => HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "reason": e.to_string()})),
         Err(_) => HttpResponse::ServiceUnavailable()

@@ -68,15 +68,13 @@ pub async fn request_id_middleware(
         .and_then(accept_client_id)
         .unwrap_or_else(crate::ids::new_id);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let http_req = req.request().clone();
     let node = req
         .app_data::<NodeName>()
         .map(|n| n.0.clone())
         .unwrap_or_default();
-    let res = match next.call(req).await {
-        Ok(res) => res,
-        Err(e) => ServiceResponse::new(http_req, e.error_response()),
-    };
+    // Handler and extractor errors arrive here as responses (actix converts them), so
+    // every response passes below.
+    let res = next.call(req).await?;
     let parts = res.response().extensions().get::<ErrorParts>().cloned();
     let mut res = match parts {
         Some(p) => {
@@ -211,7 +209,6 @@ impl ApiError {
             ),
         }
     }
-
 }
 
 impl ResponseError for ApiError {
@@ -243,4 +240,3 @@ impl From<StoreError> for ApiError {
         }
     }
 }
-

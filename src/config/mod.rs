@@ -407,8 +407,7 @@ mod tests {
         assert!(err.to_string().contains("listen_addr"), "{err}");
         let err = Config::load_with_env(None, env(&[("FAXD_API_LISTN", "x")])).unwrap_err();
         assert!(err.to_string().contains("FAXD_API_LISTN"), "{err}");
-        let err =
-            Config::load_with_env(None, env(&[("FAXD_STORE_BACKEND", "mysql")])).unwrap_err();
+        let err = Config::load_with_env(None, env(&[("FAXD_STORE_BACKEND", "mysql")])).unwrap_err();
         assert!(err.to_string().contains("mysql"), "{err}");
     }
 
@@ -432,8 +431,7 @@ mod tests {
     fn shipped_examples_load() {
         for name in ["dev.toml", "couchdb.toml", "cluster.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rel").join(name);
-            Config::load_with_env(Some(&path), env(&[]))
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            Config::load_with_env(Some(&path), env(&[])).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

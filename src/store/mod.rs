@@ -253,8 +253,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get_attachment(&self, db: &Db, id: &str, name: &str) -> Result<Option<Attachment>>;
 
     /// Removes an attachment; returns the new revision.
-    async fn delete_attachment(&self, db: &Db, id: &str, rev: &str, name: &str)
-    -> Result<String>;
+    async fn delete_attachment(&self, db: &Db, id: &str, rev: &str, name: &str) -> Result<String>;
 
     /// Accounts with pending or locked jobs, with their job count (`faxes/schedule_accounts`).
     async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>>;

@@ -577,7 +577,9 @@ impl Store for SqliteStore {
 
     async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
         let Value::Object(mut doc) = doc else {
-            return Err(StoreError::Invalid("a document must be a JSON object".into()));
+            return Err(StoreError::Invalid(
+                "a document must be a JSON object".into(),
+            ));
         };
         let id = match doc.remove("_id") {
             Some(Value::String(s)) if !s.is_empty() => s,
@@ -785,13 +787,7 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn delete_attachment(
-        &self,
-        db: &Db,
-        id: &str,
-        rev: &str,
-        name: &str,
-    ) -> Result<String> {
+    async fn delete_attachment(&self, db: &Db, id: &str, rev: &str, name: &str) -> Result<String> {
         let db2 = db.clone();
         let id = id.to_string();
         let rev = rev.to_string();

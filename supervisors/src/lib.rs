@@ -1,4 +1,6 @@
 //! faxd-supervisors: restart types and intensity written once (`supervisor`), the supervision
-//! tree (`fax_sup`), and the `faxd` binary.
+//! tree (`fax_sup`), node start-up and shutdown (`node`), and the `faxd` binary.
 
+pub mod fax_sup;
+pub mod node;
 pub mod supervisor;

@@ -1,2 +1,252 @@
-//! The faxd binary.
-fn main() {}
+//! The `faxd` binary: `serve` runs a node; `sup` runs a maintenance command on a running node;
+//! `store` checks or exercises the configured store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use faxd::config::Config;
+use faxd::ids::{AccountId, Db};
+use faxd::store::Backend;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "faxd",
+    version,
+    about = "faxd: clustered, multi-tenant fax server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a faxd node in the foreground (Ctrl-C stops it in order).
+    Serve {
+        /// Configuration file (TOML); FAXD_<SECTION>_<KEY> variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a maintenance command on a running node, e.g. `faxd sup faxd_maintenance status`.
+    Sup {
+        /// The node's configuration file (its cluster address and cookie).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Cluster address of the node (default: [cluster] listen of the config).
+        #[arg(long)]
+        node: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// `<module> <function> [args…]`
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Check or exercise the configured store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Check the store: reachability, and for the embedded store an integrity check of the
+    /// file, every document and every attachment.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write documents (each with an attachment) as fast as possible into a fresh account
+    /// database, printing `ack <id>` after each acknowledged write; ends with throughput.
+    Bench {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Documents to write.
+        #[arg(long, default_value_t = 1000)]
+        docs: u64,
+        /// Attachment size per document in bytes (0: none).
+        #[arg(long, default_value_t = 4096)]
+        attachment_bytes: usize,
+        /// Print `ack <id> <n>` after each acknowledged write.
+        #[arg(long)]
+        print_acks: bool,
+    },
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FAXD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load(config: Option<&PathBuf>) -> Result<Config, String> {
+    Config::load(config.map(PathBuf::as_path)).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("faxd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Serve { config } => {
+                let config = load(config.as_ref())?;
+                init_tracing(&config.log.level);
+                faxd_supervisors::node::serve(config)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Cmd::Sup {
+                config,
+                node,
+                timeout,
+                args,
+            } => sup(config, node, timeout, args).await,
+            Cmd::Store { command } => match command {
+                StoreCmd::Check { config } => store_check(config).await,
+                StoreCmd::Bench {
+                    config,
+                    docs,
+                    attachment_bytes,
+                    print_acks,
+                } => store_bench(config, docs, attachment_bytes, print_acks).await,
+            },
+        }
+    });
+    // actix and the cluster may leave blocking threads behind; don't wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("faxd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sup(
+    config: Option<PathBuf>,
+    node: Option<String>,
+    timeout: u64,
+    args: Vec<String>,
+) -> Result<(), String> {
+    let config = load(config.as_ref())?;
+    init_tracing("warn");
+    let addr = node.unwrap_or_else(|| config.cluster.listen.clone());
+    let cookie = config.cookie(false).map_err(|e| e.to_string())?;
+    let reply =
+        faxd_actors::cluster::run_remote(&addr, &cookie, args, Duration::from_secs(timeout.max(1)))
+            .await
+            .map_err(|e| e.to_string())?;
+    if reply.ok {
+        println!("{}", reply.output.trim_end());
+        Ok(())
+    } else {
+        Err(reply.output)
+    }
+}
+
+async fn store_check(config: Option<PathBuf>) -> Result<(), String> {
+    let config = load(config.as_ref())?;
+    init_tracing("warn");
+    match config.store.backend {
+        Backend::Embedded => {
+            let store = faxd::store::sqlite::SqliteStore::open(&config.node.data_dir)
+                .await
+                .map_err(|e| e.to_string())?;
+            let report = store.check().await.map_err(|e| e.to_string())?;
+            println!(
+                "store:              embedded ({})\nintegrity:          {}\ndocuments:          {}\nunreadable bodies:  {}\nbad attachments:    {}\norphan attachments: {}",
+                store.path().display(),
+                report.integrity,
+                report.docs,
+                report.bad_bodies,
+                report.bad_attachments,
+                report.orphan_attachments
+            );
+            if report.ok() {
+                Ok(())
+            } else {
+                Err("the store is inconsistent".into())
+            }
+        }
+        Backend::Couchdb => {
+            let store = faxd_supervisors::node::open_store(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.ping().await.map_err(|e| e.to_string())?;
+            println!("store: couchdb, reachable");
+            Ok(())
+        }
+    }
+}
+
+async fn store_bench(
+    config: Option<PathBuf>,
+    docs: u64,
+    attachment_bytes: usize,
+    print_acks: bool,
+) -> Result<(), String> {
+    use std::io::Write;
+    let config = load(config.as_ref())?;
+    init_tracing("warn");
+    let store = faxd_supervisors::node::open_store(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let account = AccountId::generate();
+    let db = Db::Account(account.clone());
+    store.ensure_db(&db).await.map_err(|e| e.to_string())?;
+    println!("bench db {}", db.name());
+    let payload = bytes::Bytes::from(vec![0x5au8; attachment_bytes]);
+    let started = Instant::now();
+    let mut out = std::io::stdout().lock();
+    for n in 0..docs {
+        let doc = store
+            .save(&db, json!({"pvt_type": "bench", "n": n}))
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = doc["_id"].as_str().unwrap_or_default().to_string();
+        if attachment_bytes > 0 {
+            let rev = doc["_rev"].as_str().unwrap_or_default().to_string();
+            store
+                .put_attachment(
+                    &db,
+                    &id,
+                    Some(&rev),
+                    "payload.bin",
+                    "application/octet-stream",
+                    faxd::store::bytes_stream(payload.clone()),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if print_acks {
+            let _ = writeln!(out, "ack {id} {n}");
+            let _ = out.flush();
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = writeln!(
+        out,
+        "wrote {docs} documents ({} bytes attachment each) in {secs:.2} s: {:.0} docs/s",
+        attachment_bytes,
+        docs as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

@@ -1,0 +1,35 @@
+# faxd: `make run` starts a node with the embedded defaults; `make test` runs every check.
+# Thin wrappers: the logic lives in rel/deps.sh and tests/couchdb/with-server.sh.
+
+CARGO ?= cargo
+CONFIG ?= rel/dev.toml
+
+.PHONY: run test build deps test-deps fmt lint bench clean
+
+run: deps
+	$(CARGO) build --release -p faxd-supervisors
+	./target/release/faxd serve --config $(CONFIG)
+
+test: test-deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	tests/couchdb/with-server.sh $(CARGO) test --workspace
+
+build: deps
+	$(CARGO) build --workspace
+
+deps:
+	rel/deps.sh
+
+test-deps:
+	rel/deps.sh test
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: test-deps
+	$(CARGO) build --release -p faxd-supervisors
+	tests/couchdb/with-server.sh rel/bench.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,90 @@
+//! api_server: runs the REST API (Kazoo's crossbar, for the fax resources) on actix-web.
+//! Spawned by fax_sup, permanent; it stops the HTTP server gracefully in `post_stop`, and
+//! fails (so fax_sup restarts it) if the server ends by itself.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use faxd::api::{self, ApiState};
+use faxd::context::NodeContext;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+
+/// Messages of the api_server.
+#[derive(Debug)]
+pub enum ApiServerMsg {
+    /// The HTTP server future finished (it never should while the actor runs).
+    Exited(String),
+}
+
+impl ractor::Message for ApiServerMsg {}
+
+pub struct ApiServer;
+
+pub struct ApiServerState {
+    handle: ServerHandle,
+    task: Option<JoinHandle<()>>,
+}
+
+#[ractor::async_trait]
+impl Actor for ApiServer {
+    type Msg = ApiServerMsg;
+    type State = ApiServerState;
+    type Arguments = NodeContext;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let listen = ctx.config.api.listen.clone();
+        let listener = TcpListener::bind(&listen)
+            .map_err(|e| format!("api_server cannot listen on {listen}: {e}"))?;
+        let state = Arc::new(ApiState {
+            store: ctx.store.clone(),
+            sysconf: ctx.sysconf.clone(),
+            node: ctx.node().to_string(),
+            media: ctx.config.media.engine,
+            started: ctx.started_at.clone(),
+        });
+        let server = api::server(state, listener, ctx.config.api.workers)?;
+        let handle = server.handle();
+        let task = tokio::spawn(async move {
+            let outcome = match server.await {
+                Ok(()) => "HTTP server stopped".to_string(),
+                Err(e) => format!("HTTP server failed: {e}"),
+            };
+            let _ = myself.cast(ApiServerMsg::Exited(outcome));
+        });
+        tracing::info!(%listen, "api_server listening");
+        Ok(ApiServerState {
+            handle,
+            task: Some(task),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ApiServerMsg::Exited(why) => Err(why.into()),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.handle.stop(true).await;
+        if let Some(task) = state.task.take() {
+            let _ = task.await;
+        }
+        tracing::info!("api_server stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! fax_maintenance: answers `faxd sup …` commands sent over the cluster (Kazoo's `sup`
+//! maintenance modules). It joins the process group `faxd_maintenance`, through which
+//! `faxd sup` finds it. Spawned by fax_sup, permanent, last child; it exits with the node.
+
+use std::sync::Arc;
+
+use faxd::context::NodeContext;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::maintenance::{Command, parse, redact_url, uptime};
+
+/// Process group the maintenance process joins.
+pub const MAINTENANCE_GROUP: &str = "faxd_maintenance";
+
+/// The answer to a command: printed by `faxd sup`, which exits 1 unless `ok`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupReply {
+    pub ok: bool,
+    pub output: String,
+}
+
+/// Messages of fax_maintenance (remote-capable).
+#[derive(RactorClusterMessage)]
+pub enum MaintenanceMsg {
+    /// Run `module function args…` and reply with its output.
+    #[rpc]
+    Run(Vec<String>, RpcReplyPort<SupReply>),
+}
+
+/// Supplies the supervision tree for `faxd_maintenance status` (implemented by the
+/// supervisors crate, which owns the tree).
+#[ractor::async_trait]
+pub trait TreeReporter: Send + Sync + 'static {
+    /// The tree as text, one child per line with its restart type and count.
+    async fn render_tree(&self) -> Result<String, String>;
+}
+
+pub struct FaxMaintenance;
+
+pub struct FaxMaintenanceState {
+    ctx: NodeContext,
+    tree: Arc<dyn TreeReporter>,
+}
+
+#[ractor::async_trait]
+impl Actor for FaxMaintenance {
+    type Msg = MaintenanceMsg;
+    type State = FaxMaintenanceState;
+    type Arguments = (NodeContext, Arc<dyn TreeReporter>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (ctx, tree): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(MAINTENANCE_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(FaxMaintenanceState { ctx, tree })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MaintenanceMsg::Run(args, reply) => {
+                tracing::info!(command = %args.join(" "), "sup command");
+                let answer = match parse(&args) {
+                    Ok(cmd) => run(state, cmd).await,
+                    Err(e) => SupReply {
+                        ok: false,
+                        output: e,
+                    },
+                };
+                let _ = reply.send(answer);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn fail(output: impl Into<String>) -> SupReply {
+    SupReply {
+        ok: false,
+        output: output.into(),
+    }
+}
+
+fn done(output: impl Into<String>) -> SupReply {
+    SupReply {
+        ok: true,
+        output: output.into(),
+    }
+}
+
+async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
+    let ctx = &state.ctx;
+    match cmd {
+        Command::Status => {
+            let store = match ctx.config.store.backend {
+                faxd::store::Backend::Embedded => format!(
+                    "embedded ({})",
+                    ctx.config.node.data_dir.join("faxd.sqlite").display()
+                ),
+                faxd::store::Backend::Couchdb => {
+                    format!("couchdb ({})", redact_url(&ctx.config.store.couch_url))
+                }
+            };
+            let tree = match state.tree.render_tree().await {
+                Ok(t) => t,
+                Err(e) => format!("(supervision tree unavailable: {e})"),
+            };
+            done(format!(
+                "node:     {}\nversion:  {}\nuptime:   {}\nstore:    {}\nmedia:    {}\n\nsupervision tree:\n{}",
+                ctx.node(),
+                faxd::api::envelope::VERSION,
+                uptime(ctx.started.elapsed()),
+                store,
+                ctx.config.media.engine.as_str(),
+                tree
+            ))
+        }
+        Command::ConfigGet { category, key } if category == "fax" => {
+            match ctx.sysconf.get_key(&key) {
+                Ok(v) => done(v.to_string()),
+                Err(e) => fail(e.to_string()),
+            }
+        }
+        Command::ConfigSet {
+            category,
+            key,
+            value,
+        } if category == "fax" => match ctx.sysconf.set_key(&key, value).await {
+            Ok(v) => done(v.to_string()),
+            Err(e) => fail(e.to_string()),
+        },
+        Command::ConfigGet { category, .. } | Command::ConfigSet { category, .. } => fail(format!(
+            "config category '{category}' is not managed by faxd (known: fax)"
+        )),
+    }
+}

@@ -1,0 +1,132 @@
+//! Maintenance commands (`faxd sup <module> <function> [args…]`): parsing and the pure parts
+//! of their output. fax_maintenance runs them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A parsed maintenance command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// `faxd_maintenance status`
+    Status,
+    /// `kapps_config get <category> <key>`
+    ConfigGet { category: String, key: String },
+    /// `kapps_config set <category> <key> <json value>`
+    ConfigSet {
+        category: String,
+        key: String,
+        value: Value,
+    },
+}
+
+/// Commands known, for help and errors.
+pub const USAGE: &str = "commands:\n  \
+    faxd_maintenance status\n  \
+    kapps_config get fax <key>\n  \
+    kapps_config set fax <key> <json value>";
+
+/// Parses `module function args…`.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["faxd_maintenance", "status"] => Ok(Command::Status),
+        ["kapps_config", "get", category, key] => Ok(Command::ConfigGet {
+            category: category.to_string(),
+            key: key.to_string(),
+        }),
+        ["kapps_config", "set", category, key, value @ ..] if !value.is_empty() => {
+            let raw = value.join(" ");
+            // Kazoo's sup takes Erlang terms; here a JSON value, or a bare word as a string.
+            let value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+            Ok(Command::ConfigSet {
+                category: category.to_string(),
+                key: key.to_string(),
+                value,
+            })
+        }
+        _ => Err(format!("unknown command '{}'\n{USAGE}", args.join(" "))),
+    }
+}
+
+/// `1d 2h 3m 4s`, leaving out leading zero units.
+pub fn uptime(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins, secs) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    if days > 0 {
+        out.push_str(&format!("{days}d "));
+    }
+    if days > 0 || hours > 0 {
+        out.push_str(&format!("{hours}h "));
+    }
+    if days > 0 || hours > 0 || mins > 0 {
+        out.push_str(&format!("{mins}m "));
+    }
+    out.push_str(&format!("{secs}s"));
+    out
+}
+
+/// A URL with any `user:password@` removed, for display.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse(&args("faxd_maintenance status")), Ok(Command::Status));
+        assert_eq!(
+            parse(&args("kapps_config get fax max_outbound")),
+            Ok(Command::ConfigGet {
+                category: "fax".into(),
+                key: "max_outbound".into()
+            })
+        );
+        assert_eq!(
+            parse(&args("kapps_config set fax max_outbound 20")),
+            Ok(Command::ConfigSet {
+                category: "fax".into(),
+                key: "max_outbound".into(),
+                value: serde_json::json!(20)
+            })
+        );
+        assert_eq!(
+            parse(&args(
+                "kapps_config set fax default_smtp_domain fax.example.com"
+            )),
+            Ok(Command::ConfigSet {
+                category: "fax".into(),
+                key: "default_smtp_domain".into(),
+                value: serde_json::json!("fax.example.com")
+            })
+        );
+        let err = parse(&args("nope x")).unwrap_err();
+        assert!(err.contains("unknown command 'nope x'") && err.contains("kapps_config"));
+        assert!(parse(&args("kapps_config set fax key")).is_err());
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(uptime(Duration::from_secs(5)), "5s");
+        assert_eq!(uptime(Duration::from_secs(3_725)), "1h 2m 5s");
+        assert_eq!(uptime(Duration::from_secs(90_061)), "1d 1h 1m 1s");
+        assert_eq!(
+            redact_url("http://admin:pw@db:5984"),
+            "http://db:5984".to_string()
+        );
+        assert_eq!(redact_url("http://db:5984"), "http://db:5984");
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing faxd needs on Debian 12, skipping what is
+# already there: Debian packages, and the CouchDB-API test server's npm packages.
+#   rel/deps.sh          build + run dependencies
+#   rel/deps.sh test     also the test dependencies
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build: the C parts of dependencies (SQLite is bundled; spandsp needs clang/tiff/jpeg).
+packages=(pkg-config libclang-dev libtiff-dev libjpeg-dev curl)
+if [ "${1:-}" = "test" ]; then
+    packages+=(nodejs npm)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node and npm may come from outside Debian (a preinstalled Node 20): accept those.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    filtered=()
+    for p in "${missing[@]}"; do
+        case "$p" in nodejs|npm) ;; *) filtered+=("$p") ;; esac
+    done
+    missing=("${filtered[@]}")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "deps: cargo (Rust 1.95) is required; install it with rustup" >&2
+    exit 1
+fi
+
+if [ "${1:-}" = "test" ]; then
+    # The CouchDB-API test server (pouchdb-server + fixes) into tests/couchdb/node_modules.
+    if [ ! -f tests/couchdb/node_modules/.package-lock.json ] \
+        || [ tests/couchdb/package-lock.json -nt tests/couchdb/node_modules/.package-lock.json ]; then
+        echo "deps: installing the CouchDB-API test server (npm ci)"
+        npm ci --prefix tests/couchdb --no-audit --no-fund --loglevel=error
+    fi
+fi

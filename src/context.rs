@@ -1,0 +1,37 @@
+//! The read-only context every process of a node shares: its configuration, its store, its
+//! live fax config and when it started.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{Config, SystemConfig};
+use crate::store::SharedStore;
+
+/// Shared, read-only node context (cheap to clone).
+#[derive(Clone)]
+pub struct NodeContext {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub sysconf: Arc<SystemConfig>,
+    /// Monotonic start time, for uptime.
+    pub started: Instant,
+    /// Wall-clock start time, ISO-8601 UTC.
+    pub started_at: String,
+}
+
+impl NodeContext {
+    pub fn new(config: Config, store: SharedStore, sysconf: Arc<SystemConfig>) -> Self {
+        Self {
+            config: Arc::new(config),
+            store,
+            sysconf,
+            started: Instant::now(),
+            started_at: crate::time::iso8601_now(),
+        }
+    }
+
+    /// The node name (`faxd@host`).
+    pub fn node(&self) -> &str {
+        &self.config.node.name
+    }
+}

@@ -1,0 +1,164 @@
+//! fax_sup: the top of a faxd node's supervision tree (Kazoo's `fax_sup`): one-for-one, at
+//! most 5 restarts in 25 s, children started in this order and stopped in reverse:
+//! cluster → sysconf → api_server → fax_maintenance. Later parts of faxd add their children
+//! here, in the order of DESIGN.md §1.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use faxd::context::NodeContext;
+use faxd_actors::api_server::ApiServer;
+use faxd_actors::cluster;
+use faxd_actors::fax_maintenance::{FaxMaintenance, TreeReporter};
+use faxd_actors::sysconf::Sysconf;
+use ractor::{Actor, ActorRef, SpawnErr};
+use tokio::task::JoinHandle;
+
+use crate::supervisor::{
+    ChildReport, ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, SupervisorMsg,
+    SupervisorReport, report, spawn_child,
+};
+
+/// Registered name of the top supervisor.
+pub const FAX_SUP: &str = "fax_sup";
+
+/// fax_sup's restart intensity.
+pub const INTENSITY: Intensity = Intensity::new(5, Duration::from_secs(25));
+
+/// The child specs of fax_sup, in start order.
+pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
+    let c1 = ctx.clone();
+    let c2 = ctx.clone();
+    let c3 = ctx.clone();
+    let c4 = ctx;
+    vec![
+        ChildSpec::new("cluster", Restart::Permanent, move |sup| {
+            cluster::spawn_node(c1.clone(), sup)
+        }),
+        ChildSpec::new("sysconf", Restart::Permanent, move |sup| {
+            spawn_child(Some("sysconf".into()), Sysconf, c2.clone(), sup)
+        }),
+        ChildSpec::new("api_server", Restart::Permanent, move |sup| {
+            spawn_child(Some("api_server".into()), ApiServer, c3.clone(), sup)
+        })
+        .with_shutdown(Duration::from_secs(15)),
+        ChildSpec::new("fax_maintenance", Restart::Permanent, move |sup| {
+            let ctx = c4.clone();
+            async move {
+                let reporter: Arc<dyn TreeReporter> = Arc::new(Tree(sup.clone().into()));
+                spawn_child(
+                    Some("fax_maintenance".into()),
+                    FaxMaintenance,
+                    (ctx, reporter),
+                    sup,
+                )
+                .await
+            }
+        }),
+    ]
+}
+
+/// Starts fax_sup (unlinked: it is the root; the binary watches its handle).
+pub async fn start(
+    ctx: NodeContext,
+) -> Result<(ActorRef<SupervisorMsg>, JoinHandle<()>), SpawnErr> {
+    Actor::spawn(
+        Some(FAX_SUP.to_string()),
+        Supervisor,
+        SupervisorArgs {
+            name: FAX_SUP.to_string(),
+            intensity: INTENSITY,
+            children: children(ctx),
+        },
+    )
+    .await
+}
+
+/// Renders fax_sup's tree for `faxd sup faxd_maintenance status`.
+struct Tree(ActorRef<SupervisorMsg>);
+
+#[ractor::async_trait]
+impl TreeReporter for Tree {
+    async fn render_tree(&self) -> Result<String, String> {
+        let rep = report(&self.0, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(render(&rep))
+    }
+}
+
+/// The tree as text:
+/// ```text
+/// fax_sup (one_for_one, 5 restarts / 25s)
+/// ├── cluster          permanent  running  restarts 0
+/// └── fax_maintenance  permanent  running  restarts 0
+/// ```
+pub fn render(rep: &SupervisorReport) -> String {
+    let mut out = format!(
+        "{} (one_for_one, {} restarts / {}s)\n",
+        rep.name,
+        INTENSITY.max_restarts,
+        INTENSITY.within.as_secs()
+    );
+    render_children(&rep.children, "", &mut out);
+    out
+}
+
+fn render_children(children: &[ChildReport], prefix: &str, out: &mut String) {
+    let width = children.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    for (i, c) in children.iter().enumerate() {
+        let last = i + 1 == children.len();
+        out.push_str(&format!(
+            "{prefix}{} {:<width$}  {:<9}  {:<7}  restarts {}\n",
+            if last { "└──" } else { "├──" },
+            c.id,
+            c.restart,
+            if c.running { "running" } else { "stopped" },
+            c.restarts,
+        ));
+        let deeper = format!("{prefix}{}", if last { "    " } else { "│   " });
+        render_children(&c.children, &deeper, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_nested_tree() {
+        let rep = SupervisorReport {
+            name: "fax_sup".into(),
+            children: vec![
+                ChildReport {
+                    id: "cluster".into(),
+                    restart: "permanent".into(),
+                    restarts: 0,
+                    running: true,
+                    children: vec![],
+                },
+                ChildReport {
+                    id: "fax_jobs_sup".into(),
+                    restart: "permanent".into(),
+                    restarts: 2,
+                    running: true,
+                    children: vec![ChildReport {
+                        id: "fax_outbound_x".into(),
+                        restart: "transient".into(),
+                        restarts: 1,
+                        running: false,
+                        children: vec![],
+                    }],
+                },
+            ],
+        };
+        let text = render(&rep);
+        assert_eq!(
+            text,
+            "fax_sup (one_for_one, 5 restarts / 25s)\n\
+             ├── cluster       permanent  running  restarts 0\n\
+             └── fax_jobs_sup  permanent  running  restarts 2\n    \
+             └── fax_outbound_x  transient  stopped  restarts 1\n"
+        );
+    }
+}

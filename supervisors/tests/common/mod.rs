@@ -1,0 +1,233 @@
+//! Helpers for tests that run the real `faxd` binary: free loopback ports, a node in a
+//! temporary data directory, polling with deadlines.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const FAXD: &str = env!("CARGO_BIN_EXE_faxd");
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A running `faxd serve` with its own data directory and ports.
+pub struct Node {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub api: String,
+    pub cluster: String,
+    pub env: Vec<(String, String)>,
+    pub stdout: Arc<Mutex<String>>,
+}
+
+impl Node {
+    /// Environment for a node using `data_dir`, with fresh ports.
+    pub fn env_for(data_dir: &Path) -> Vec<(String, String)> {
+        vec![
+            ("FAXD_NODE_DATA_DIR".into(), data_dir.display().to_string()),
+            (
+                "FAXD_API_LISTEN".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            (
+                "FAXD_CLUSTER_LISTEN".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            ("FAXD_LOG_LEVEL".into(), "info".into()),
+        ]
+    }
+
+    /// Starts `faxd serve` with `env` and waits until `/healthz` answers 200.
+    pub fn start(data_dir: &Path, env: Vec<(String, String)>) -> Node {
+        let mut cmd = Command::new(FAXD);
+        cmd.arg("serve")
+            .env_remove("FAXD_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn faxd serve");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[faxd] {line}");
+            }
+        });
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let mut node = Node {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            api: get("FAXD_API_LISTEN"),
+            cluster: get("FAXD_CLUSTER_LISTEN"),
+            env,
+            stdout,
+        };
+        node.wait_healthy();
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    fn wait_healthy(&mut self) {
+        let url = self.url("/healthz");
+        let child = &mut self.child;
+        poll("faxd /healthz", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("faxd exited during start: {status}");
+            }
+            match http_get(&url) {
+                Some((200, _, _)) => Some(()),
+                _ => None,
+            }
+        });
+    }
+
+    /// Sends a signal and waits for the exit code.
+    pub fn stop_with(mut self, signal: &str) -> i32 {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+        let child = &mut self.child;
+        let status = poll("faxd to exit", Duration::from_secs(60), || {
+            child.try_wait().ok().flatten()
+        });
+        status.code().unwrap_or(-1)
+    }
+
+    /// Runs `faxd sup <args>` against this node; returns (exit code, stdout, stderr).
+    pub fn sup(&self, args: &[&str], extra_env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut cmd = Command::new(FAXD);
+        cmd.arg("sup").args(args).env_remove("FAXD_LOG");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("faxd sup");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (status, headers with lower-cased names, body)
+pub type Reply = (u16, Vec<(String, String)>, String);
+
+/// A minimal blocking HTTP/1.1 GET over a real socket: (status, headers lower-cased, body).
+pub fn http_get(url: &str) -> Option<Reply> {
+    http_request("GET", url, &[])
+}
+
+pub fn http_request(method: &str, url: &str, headers: &[(&str, &str)]) -> Option<Reply> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((status, headers, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
