@@ -711,14 +711,14 @@ impl CouchStore {
 async fn follow(
     couch: couch_rs::Client,
     db: Db,
+    path: String,
     mut since: Option<Value>,
     tx: broadcast::Sender<Change>,
 ) {
-    let encoded = encode_segment(&db.name());
     let mut backoff = FEED_BACKOFF_MIN;
     let mut db_missing = false;
     loop {
-        let database = couch_rs::database::Database::new(encoded.clone(), couch.clone());
+        let database = couch_rs::database::Database::new(path.clone(), couch.clone());
         let mut stream = database.changes(since.clone());
         stream.set_infinite(true);
         let mut failure = None;
@@ -1287,7 +1287,15 @@ impl Store for CouchStore {
             return Ok(feed.tx.subscribe());
         }
         let (tx, rx) = broadcast::channel(CHANGE_CAPACITY);
-        let task = tokio::spawn(follow(self.couch.clone(), db.clone(), since, tx.clone()));
+        // couch_rs replaces the URL path: give it the whole path, prefix included.
+        let path = format!("{}/{}", self.base_path, encode_segment(&db.name()));
+        let task = tokio::spawn(follow(
+            self.couch.clone(),
+            db.clone(),
+            path,
+            since,
+            tx.clone(),
+        ));
         tracing::debug!(db = %db, "following CouchDB changes");
         feeds.insert(db.clone(), Feed { tx, task });
         Ok(rx)
