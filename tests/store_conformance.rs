@@ -379,6 +379,9 @@ async fn queue_views_select_and_order_jobs(store: SharedStore) {
     let a = AccountId::generate();
     let b = AccountId::generate();
     let t = gregorian_now();
+    // Node names unique to this run: the CouchDB server may hold jobs of earlier runs.
+    let node1 = format!("faxd@{}", &new_id()[..12]);
+    let node2 = format!("faxd@{}", &new_id()[..12]);
     // Account a: three pending with different due times, one locked, one processing on
     // node1, one completed, one deleted pending, and a faxbox (not a fax).
     let p_late = job(&a, "pending", t, 600); // due t+600
@@ -386,13 +389,13 @@ async fn queue_views_select_and_order_jobs(store: SharedStore) {
     let p_mid = job(&a, "pending", t - 100, 300); // due t+200
     let locked = job(&a, "locked", t, 0);
     let mut processing = job(&a, "processing", t, 0);
-    processing["pvt_job_node"] = json!("faxd@node1");
+    processing["pvt_job_node"] = json!(node1);
     let completed = job(&a, "completed", t, 0);
     let mut deleted = job(&a, "pending", t - 1000, 0);
     deleted["pvt_deleted"] = json!(true);
     let faxbox = json!({"_id": new_id(), "pvt_type": "faxbox", "pvt_account_id": a.as_str(), "pvt_job_status": "pending"});
     let mut b_processing = job(&b, "processing", t, 0);
-    b_processing["pvt_job_node"] = json!("faxd@node2");
+    b_processing["pvt_job_node"] = json!(node2);
     let b_pending = job(&b, "pending", t, 0);
     for doc in [
         &p_late,
@@ -428,12 +431,12 @@ async fn queue_views_select_and_order_jobs(store: SharedStore) {
     assert_eq!(locked_rows.len(), 1);
     assert_eq!(locked_rows[0].id, id(&locked));
 
-    let on_node1 = store.processing_by_node(Some("faxd@node1")).await.unwrap();
+    let on_node1 = store.processing_by_node(Some(&node1)).await.unwrap();
     assert_eq!(
         on_node1.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
         vec![id(&processing)]
     );
-    assert_eq!(on_node1[0].node.as_deref(), Some("faxd@node1"));
+    assert_eq!(on_node1[0].node.as_deref(), Some(node1.as_str()));
     let all = store.processing_by_node(None).await.unwrap();
     assert!(all.iter().any(|r| r.id == id(&processing)));
     assert!(all.iter().any(|r| r.id == id(&b_processing)));
