@@ -1,0 +1,171 @@
+//! The media engine contract (DESIGN.md §3): a [`Gateway`] originates an outbound fax call
+//! with a fax-ready TIFF and streams back what happens on the line; inbound fax calls arrive
+//! through an [`InboundSink`]. Implementations: `loopback` (embedded virtual PSTN with real
+//! spandsp T.30 terminals), `freeswitch` (ESL), and `null` (instant success, scheduler
+//! benchmark only).
+//!
+//! The result fields are the ones FreeSWITCH's mod_spandsp reports, so that a transmission
+//! looks the same in `tx_result` whichever engine carried it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Transmission options; reschedule rules may step them down between attempts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TxOptions {
+    /// Error correction mode.
+    pub ecm: bool,
+    /// Highest modem rate in bit/s (14400, 9600, 7200, 4800, 2400).
+    pub max_rate: u32,
+    /// Offer T.38 instead of audio.
+    pub t38: bool,
+    /// How long the call may ring before it counts as no answer (`endpoint_timeout`).
+    pub ring_timeout: Duration,
+}
+
+impl Default for TxOptions {
+    fn default() -> Self {
+        Self {
+            ecm: true,
+            max_rate: 14_400,
+            t38: false,
+            ring_timeout: Duration::from_secs(40),
+        }
+    }
+}
+
+/// One outbound fax call to place.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboundFax {
+    /// The job (fax document id) this call transmits.
+    pub job_id: String,
+    /// Call id (FreeSWITCH `origination_uuid`), 32 hex.
+    pub call_id: String,
+    /// Destination, E.164.
+    pub to: String,
+    pub from_number: String,
+    pub from_name: String,
+    /// TSI (`fax_ident`).
+    pub fax_identity_number: String,
+    /// Page header text (`fax_header`).
+    pub fax_identity_name: String,
+    /// The fax-ready TIFF on this node's disk.
+    pub document: PathBuf,
+    /// Where a remote media engine fetches the document (file proxy URL), if it needs one.
+    pub document_url: Option<String>,
+    pub options: TxOptions,
+}
+
+/// What the far end and the T.30 engine reported at the end of a call, with FreeSWITCH's
+/// names (`fax_success`, `fax_result_code`, …) and the call's hangup cause and SIP code.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaxResult {
+    pub success: bool,
+    /// Hangup cause, e.g. `NORMAL_CLEARING`, `USER_BUSY`, `NO_ANSWER`.
+    pub hangup_cause: String,
+    /// SIP response code of the call (200 when answered).
+    pub sip_code: u16,
+    /// T.30 completion code (0 = OK).
+    pub fax_result_code: i32,
+    pub fax_result_text: String,
+    pub transferred_pages: u32,
+    pub total_pages: u32,
+    /// Negotiated rate in bit/s.
+    pub transfer_rate: u32,
+    pub ecm_used: bool,
+    pub t38_used: bool,
+    pub remote_station_id: String,
+    pub local_station_id: String,
+    pub bad_rows: u32,
+    pub longest_bad_row_run: u32,
+    /// e.g. `"204x196"`.
+    pub image_resolution: String,
+    /// For receptions: the received TIFF on this node's disk.
+    pub received_file: Option<PathBuf>,
+}
+
+/// Progress of a call, in order; the last event of every call is [`FaxEvent::Finished`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FaxEvent {
+    /// The far end answered.
+    Answered,
+    /// T.30 negotiation done (FreeSWITCH `spandsp::txfaxnegociateresult`).
+    Negotiated {
+        transfer_rate: u32,
+        ecm: bool,
+        remote_station_id: String,
+    },
+    /// A page went through (`spandsp::txfaxpageresult`).
+    Page { page: u32, total: u32, bad_rows: u32 },
+    /// The call ended (`spandsp::txfaxresult` and hangup).
+    Finished(FaxResult),
+}
+
+/// Errors placing a call (a busy line is not an error: it is a [`FaxResult`]).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("media engine unavailable: {0}")]
+    Unavailable(String),
+    #[error("originate refused: {0}")]
+    Refused(String),
+    #[error("bad fax document: {0}")]
+    Document(String),
+}
+
+/// A call in progress.
+pub struct FaxCall {
+    pub call_id: String,
+    /// Events of the call; closes after [`FaxEvent::Finished`].
+    pub events: mpsc::Receiver<FaxEvent>,
+    /// Hangs the call up early (timeouts, cancellation). Dropping it does not hang up.
+    pub hangup: HangupHandle,
+}
+
+/// Asks the engine to end a call.
+#[derive(Clone, Debug)]
+pub struct HangupHandle(pub mpsc::UnboundedSender<String>);
+
+impl HangupHandle {
+    /// Requests a hangup with a cause (e.g. `"NORMAL_CLEARING"`); no-op if already ended.
+    pub fn hangup(&self, cause: &str) {
+        let _ = self.0.send(cause.to_string());
+    }
+}
+
+/// An inbound fax call handed to faxd (loopback: a number owned by a local callflow;
+/// freeswitch: a call routed to the outbound-socket listener).
+pub struct InboundCall {
+    pub call_id: String,
+    /// The called number (DID), E.164.
+    pub to: String,
+    pub from_number: String,
+    pub from_name: String,
+    /// Events of the reception; `Finished` carries `received_file`.
+    pub events: mpsc::Receiver<FaxEvent>,
+    pub hangup: HangupHandle,
+}
+
+/// Where a gateway delivers inbound calls.
+pub type InboundSink = mpsc::Sender<InboundCall>;
+
+/// Decides whether a number is served by this system (a callflow owns it), so the loopback
+/// engine can turn an outbound call to it into an inbound one.
+#[async_trait]
+pub trait NumberDirectory: Send + Sync + 'static {
+    async fn is_local(&self, number: &str) -> bool;
+}
+
+/// A media engine.
+#[async_trait]
+pub trait Gateway: Send + Sync + 'static {
+    /// `loopback`, `freeswitch` or `null`.
+    fn name(&self) -> &'static str;
+
+    /// Places an outbound fax call. Returns once the call is set up; progress and the
+    /// result arrive as events.
+    async fn originate(&self, fax: OutboundFax) -> Result<FaxCall, GatewayError>;
+}
