@@ -215,10 +215,16 @@ impl Office {
         }
     }
 
-    /// Stops the converter.
+    /// Stops the converter and removes its profile and pipe.
     pub fn stop(&self) {
         if let Ok(mut g) = self.running.lock() {
             *g = None;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let uid = unsafe_getuid();
+        for n in 0..self.starts() {
+            let pipe = format!("/tmp/OSL_PIPE_{uid}_faxd_{}_{n}", std::process::id());
+            let _ = std::fs::remove_file(pipe);
         }
     }
 }
@@ -227,6 +233,11 @@ impl Drop for Office {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn unsafe_getuid() -> u32 {
+    // SAFETY: getuid cannot fail and touches no memory.
+    unsafe { libc::getuid() }
 }
 
 fn recv(rx: &Receiver<String>, limit: Duration) -> Result<String, RecvTimeoutError> {
