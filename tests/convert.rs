@@ -61,7 +61,7 @@ fn pdf_at_every_resolution_and_page_size_keeps_the_whole_page() {
                 );
                 let bottom = (0..pages[0].height)
                     .rev()
-                    .find(|&y| pages[0].row(y).iter().any(|b| *b == 0xFF));
+                    .find(|&y| pages[0].row(y).contains(&0xFF));
                 assert!(bottom.is_some(), "footer rendered");
                 assert!(
                     pages[0].ink() > 0.01 && pages[0].ink() < 0.3,
