@@ -242,6 +242,8 @@ fn office_documents_convert_with_a_warm_libreoffice_that_restarts_when_it_dies()
     };
     assert_eq!(doc.info.pages, 1);
     assert_eq!(conv.office().starts(), 2);
+    conv.office().stop();
+    assert!(conv.office().pid().is_none());
 }
 
 fn spandsp_like(tiff_g4: &[u8]) -> Vec<u8> {

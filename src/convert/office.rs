@@ -35,6 +35,19 @@ pub struct Office {
     startup: Duration,
     running: Mutex<Option<Running>>,
     starts: std::sync::atomic::AtomicU32,
+    /// Sockets soffice created in /tmp (its pipe directory is fixed), removed at stop.
+    sockets: Mutex<Vec<PathBuf>>,
+}
+
+fn osl_pipes() -> Vec<PathBuf> {
+    std::fs::read_dir("/tmp")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("OSL_PIPE_"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn tool_failed(detail: impl Into<String>) -> ConvertError {
@@ -53,6 +66,7 @@ impl Office {
             startup: Duration::from_secs(90),
             running: Mutex::new(None),
             starts: std::sync::atomic::AtomicU32::new(0),
+            sockets: Mutex::new(Vec::new()),
         }
     }
 
@@ -79,6 +93,7 @@ impl Office {
             .into_iter()
             .find(|p| !p.starts_with('/') || Path::new(p).exists())
             .unwrap_or("python3");
+        let before = osl_pipes();
         let mut cmd = Command::new(python);
         cmd.arg(&script).arg(&profile).arg(&pipe);
         sandbox::confine(&mut cmd, &self.limits, &self.dir);
@@ -127,6 +142,9 @@ impl Office {
                 tool: "libreoffice".into(),
                 detail: v["error"].as_str().unwrap_or("not ready").to_string(),
             });
+        }
+        if let Ok(mut mine) = self.sockets.lock() {
+            mine.extend(osl_pipes().into_iter().filter(|p| !before.contains(p)));
         }
         Ok(running)
     }
@@ -221,10 +239,10 @@ impl Office {
             *g = None;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-        let uid = unsafe_getuid();
-        for n in 0..self.starts() {
-            let pipe = format!("/tmp/OSL_PIPE_{uid}_faxd_{}_{n}", std::process::id());
-            let _ = std::fs::remove_file(pipe);
+        if let Ok(mut mine) = self.sockets.lock() {
+            for p in mine.drain(..) {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }
@@ -233,11 +251,6 @@ impl Drop for Office {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn unsafe_getuid() -> u32 {
-    // SAFETY: getuid cannot fail and touches no memory.
-    unsafe { libc::getuid() }
 }
 
 fn recv(rx: &Receiver<String>, limit: Duration) -> Result<String, RecvTimeoutError> {
