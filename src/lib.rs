@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod context;
+pub mod convert;
 pub mod gateway;
 pub mod ids;
 pub mod model;

@@ -171,6 +171,7 @@ pub struct Config {
     pub media: MediaSection,
     pub cluster: ClusterSection,
     pub log: LogSection,
+    pub convert: crate::convert::ConvertConfig,
 }
 
 impl Config {

@@ -1,5 +1,5 @@
 //! The `faxd` binary: `serve` runs a node; `sup` runs a maintenance command on a running node;
-//! `store` checks or exercises the configured store.
+//! `store` checks or exercises the configured store; `convert` runs the document pipeline.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +44,25 @@ enum Cmd {
         /// `<module> <function> [args…]`
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Convert a document with faxd's pipeline (to a fax TIFF, a PDF or PNG previews) and
+    /// print pages, size and time.
+    Convert {
+        /// Input document (any accepted type; detected from its content).
+        input: PathBuf,
+        /// Output file.
+        output: PathBuf,
+        /// normal, fine or superfine (default from [convert] resolution).
+        #[arg(long)]
+        resolution: Option<String>,
+        /// letter, a4 or legal (default from [convert] page_size).
+        #[arg(long)]
+        page_size: Option<String>,
+        /// tiff (default), pdf or png.
+        #[arg(long)]
+        format: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check or exercise the configured store.
     Store {
@@ -93,6 +112,35 @@ fn load(config: Option<&PathBuf>) -> Result<Config, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Convert {
+        input,
+        output,
+        resolution,
+        page_size,
+        format,
+        config,
+    } = &cli.command
+    {
+        // Blocking work: no runtime needed.
+        let args = faxd::convert::cli::ConvertArgs {
+            input: input.clone(),
+            output: output.clone(),
+            resolution: resolution.clone(),
+            page_size: page_size.clone(),
+            format: format.clone(),
+        };
+        let result = load(config.as_ref()).and_then(|c| faxd::convert::cli::run(&args, c.convert));
+        return match result {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("faxd convert: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,6 +166,7 @@ fn main() -> ExitCode {
                 timeout,
                 args,
             } => sup(config, node, timeout, args).await,
+            Cmd::Convert { .. } => Ok(()),
             Cmd::Store { command } => match command {
                 StoreCmd::Check { config } => store_check(config).await,
                 StoreCmd::Bench {

@@ -1,0 +1,102 @@
+//! The body of `faxd convert IN OUT [--resolution R] [--page-size P] [--format F]`: the same
+//! pipeline as fax intake, from the shell; prints pages, size and time.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::{ConvertConfig, Converter, Kind, PageSize, PreviewSize, Resolution, sniff};
+
+/// Arguments of the operator command.
+#[derive(Clone, Debug)]
+pub struct ConvertArgs {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub resolution: Option<String>,
+    pub page_size: Option<String>,
+    /// `tiff` (default), `pdf` or `png`.
+    pub format: Option<String>,
+}
+
+/// Runs the command; returns the line to print.
+pub fn run(args: &ConvertArgs, cfg: ConvertConfig) -> Result<String, String> {
+    let started = Instant::now();
+    let mut opts = cfg.options();
+    if let Some(r) = &args.resolution {
+        opts.resolution = Resolution::parse(r)
+            .ok_or_else(|| format!("--resolution {r}: use normal, fine or superfine"))?;
+    }
+    if let Some(p) = &args.page_size {
+        opts.page_size = PageSize::parse(p)
+            .ok_or_else(|| format!("--page-size {p}: use letter, a4 or legal"))?;
+    }
+    let format = args.format.clone().unwrap_or_else(|| "tiff".into());
+    let input = std::fs::read(&args.input).map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let conv = Converter::new(cfg);
+    let kind = sniff(&input).map_err(|e| e.to_string())?;
+    // A fax TIFF is wrapped or previewed as it is; anything else is converted first.
+    let fax_tiff = if kind == Kind::Tiff
+        && super::validate_fax_tiff(&input, None, conv.config().max_pages).is_ok()
+        && format != "tiff"
+    {
+        input.clone()
+    } else {
+        conv.to_fax(&input, &opts).map_err(|e| e.to_string())?.tiff
+    };
+    let info = super::validate_fax_tiff(&fax_tiff, None, conv.config().max_pages)
+        .map_err(|e| e.to_string())?;
+    let written: u64 = match format.as_str() {
+        "tiff" | "tif" => write(&args.output, &fax_tiff)?,
+        "pdf" => write(
+            &args.output,
+            &conv.fax_to_pdf(&fax_tiff).map_err(|e| e.to_string())?,
+        )?,
+        "png" => {
+            let previews = conv
+                .previews(&fax_tiff, PreviewSize::Full)
+                .map_err(|e| e.to_string())?;
+            let mut total = 0;
+            for (i, p) in previews.iter().enumerate() {
+                let path = if previews.len() == 1 {
+                    args.output.clone()
+                } else {
+                    numbered(&args.output, i + 1)
+                };
+                total += write(&path, &p.png)?;
+            }
+            total
+        }
+        other => return Err(format!("--format {other}: use tiff, pdf or png")),
+    };
+    conv.office().stop();
+    Ok(format!(
+        "{} ({}) -> {} ({format}): {} page{}, {} bytes, {:.0} bytes/page, {}x{} dpi, {}, {:.3} s",
+        args.input.display(),
+        kind.name(),
+        args.output.display(),
+        info.pages,
+        if info.pages == 1 { "" } else { "s" },
+        written,
+        written as f64 / info.pages.max(1) as f64,
+        info.xres,
+        info.yres,
+        info.compression,
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<u64, String> {
+    std::fs::write(path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(data.len() as u64)
+}
+
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "page".into());
+    let ext = path
+        .extension()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "png".into());
+    path.with_file_name(format!("{stem}-{n}.{ext}"))
+}
