@@ -7,6 +7,11 @@
 //! The result fields are the ones FreeSWITCH's mod_spandsp reports, so that a transmission
 //! looks the same in `tx_result` whichever engine carried it.
 
+pub mod file_proxy;
+pub mod loopback;
+pub mod null;
+pub mod tiff;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -82,7 +87,8 @@ pub struct FaxResult {
     pub local_station_id: String,
     pub bad_rows: u32,
     pub longest_bad_row_run: u32,
-    /// e.g. `"204x196"`.
+    /// Line resolution in pixels per metre as mod_spandsp reports it, e.g. `"8040x7700"`
+    /// (fine); empty when no page was exchanged.
     pub image_resolution: String,
     /// For receptions: the received TIFF on this node's disk.
     pub received_file: Option<PathBuf>,
@@ -100,7 +106,11 @@ pub enum FaxEvent {
         remote_station_id: String,
     },
     /// A page went through (`spandsp::txfaxpageresult`).
-    Page { page: u32, total: u32, bad_rows: u32 },
+    Page {
+        page: u32,
+        total: u32,
+        bad_rows: u32,
+    },
     /// The call ended (`spandsp::txfaxresult` and hangup).
     Finished(FaxResult),
 }
