@@ -236,8 +236,11 @@ pub enum LineBehaviour {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileProxySection {
-    /// Address the file proxy binds (the port is `system_config.fax.port`).
+    /// Address the file proxy binds.
     pub listen_ip: String,
+    /// Port; 0 = the fax config's `port` (`system_config.fax.port`, 30950). Set it to run
+    /// several nodes on one host.
+    pub port: u16,
     /// Client addresses or CIDR blocks allowed to fetch (e.g. the FreeSWITCH hosts); every
     /// other client gets 404.
     pub allowed: Vec<String>,
@@ -247,6 +250,7 @@ impl Default for FileProxySection {
     fn default() -> Self {
         Self {
             listen_ip: "127.0.0.1".into(),
+            port: 0,
             allowed: vec!["127.0.0.1/32".into(), "::1/128".into()],
         }
     }
@@ -518,6 +522,50 @@ mod tests {
         assert!(err.to_string().contains("FAXD_API_LISTN"), "{err}");
         let err = Config::load_with_env(None, env(&[("FAXD_STORE_BACKEND", "mysql")])).unwrap_err();
         assert!(err.to_string().contains("mysql"), "{err}");
+    }
+
+    #[test]
+    fn loopback_and_file_proxy_defaults_and_overrides() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.loopback.line_time, LineTime::Accelerated);
+        assert_eq!(c.loopback.law, G711Law::Ulaw);
+        let patterns: Vec<(&str, LineBehaviour)> = c
+            .loopback
+            .numbers
+            .iter()
+            .map(|r| (r.pattern.as_str(), r.behaviour))
+            .collect();
+        assert_eq!(
+            patterns,
+            vec![
+                ("+15550001xxx", LineBehaviour::Busy),
+                ("+15550002xxx", LineBehaviour::NoAnswer),
+                ("+15550003xxx", LineBehaviour::HangupAfterPages),
+                ("+15550004xxx", LineBehaviour::NoFaxTones),
+            ]
+        );
+        assert_eq!(c.loopback.numbers[2].pages, 1);
+        assert_eq!(c.file_proxy.port, 0);
+        assert_eq!(c.file_proxy.allowed, vec!["127.0.0.1/32", "::1/128"]);
+
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("FAXD_LOOPBACK_LINE_TIME", "realtime"),
+                (
+                    "FAXD_LOOPBACK_NUMBERS",
+                    r#"[{pattern = "+1666xxx", behaviour = "busy"}]"#,
+                ),
+                ("FAXD_FILE_PROXY_ALLOWED", r#"["10.0.0.0/8"]"#),
+                ("FAXD_FILE_PROXY_PORT", "31000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.loopback.line_time, LineTime::Realtime);
+        assert_eq!(c.loopback.numbers.len(), 1);
+        assert_eq!(c.loopback.numbers[0].behaviour, LineBehaviour::Busy);
+        assert_eq!(c.file_proxy.allowed, vec!["10.0.0.0/8"]);
+        assert_eq!(c.file_proxy.port, 31000);
     }
 
     #[test]
