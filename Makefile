@@ -29,6 +29,7 @@ fmt:
 
 bench: test-deps
 	$(CARGO) build --release -p faxd-supervisors
+	$(CARGO) build --release -p faxd --example t30_bench
 	tests/couchdb/with-server.sh rel/bench.sh
 
 clean:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks (`make bench`): figures go into the issue notes; nothing here is asserted.
+# T30_BENCH_PAGES and T30_BENCH_REALTIME_CALLS size the T.30 part.
 # Needs a release build and FAXD_TEST_COUCH_URL (make bench starts the test server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +16,6 @@ if [ -n "${FAXD_TEST_COUCH_URL:-}" ]; then
     FAXD_STORE_BACKEND=couchdb FAXD_STORE_COUCH_URL="$FAXD_TEST_COUCH_URL" \
         FAXD_NODE_DATA_DIR="$tmp/couch" "$faxd" store bench --docs 2000 --attachment-bytes 4096 | tail -1
 fi
+
+echo "== T.30 loopback (spandsp): CPU per page, accelerated throughput, real-time calls on this machine"
+./target/release/examples/t30_bench "${T30_BENCH_PAGES:-4}" "${T30_BENCH_REALTIME_CALLS:-100}"

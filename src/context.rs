@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{Config, SystemConfig};
+use crate::gateway::file_proxy::FileRegistry;
 use crate::store::SharedStore;
 
 /// Shared, read-only node context (cheap to clone).
@@ -17,6 +18,8 @@ pub struct NodeContext {
     pub started: Instant,
     /// Wall-clock start time, ISO-8601 UTC.
     pub started_at: String,
+    /// Documents the file proxy serves: a worker registers its job's TIFF while processing.
+    pub files: FileRegistry,
 }
 
 impl NodeContext {
@@ -27,6 +30,7 @@ impl NodeContext {
             sysconf,
             started: Instant::now(),
             started_at: crate::time::iso8601_now(),
+            files: FileRegistry::default(),
         }
     }
 

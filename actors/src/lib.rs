@@ -5,5 +5,6 @@
 pub mod api_server;
 pub mod cluster;
 pub mod fax_maintenance;
+pub mod file_proxy;
 pub mod maintenance;
 pub mod sysconf;

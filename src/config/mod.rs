@@ -145,6 +145,117 @@ impl Default for ClusterSection {
     }
 }
 
+/// `[loopback]`: the embedded media engine's virtual PSTN (DESIGN.md §3). A dialled number
+/// is matched against `numbers` in order (`x` matches any digit, other characters match
+/// themselves, lengths must be equal); a number no rule matches reaches a fax machine that
+/// answers and receives. A number owned by a local callflow becomes an inbound fax instead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoopbackSection {
+    /// `accelerated` (line time runs as fast as the CPU allows) or `realtime` (20 ms of audio
+    /// every 20 ms, like a real line).
+    pub line_time: LineTime,
+    /// G.711 companding applied both ways on the audio path: `ulaw` (PCMU) or `alaw` (PCMA).
+    pub law: G711Law,
+    /// Where the simulated far ends write the faxes they receive; empty: `<data_dir>/loopback`.
+    pub spool_dir: PathBuf,
+    /// Longest line time of one call in seconds, a guard against a call that never ends.
+    pub max_call_secs: u64,
+    /// The virtual PSTN's special numbers, first match wins.
+    pub numbers: Vec<NumberRule>,
+}
+
+impl Default for LoopbackSection {
+    fn default() -> Self {
+        let rule = |pattern: &str, behaviour, pages| NumberRule {
+            pattern: pattern.into(),
+            behaviour,
+            pages,
+        };
+        Self {
+            line_time: LineTime::Accelerated,
+            law: G711Law::Ulaw,
+            spool_dir: PathBuf::new(),
+            max_call_secs: 3600,
+            numbers: vec![
+                rule("+15550001xxx", LineBehaviour::Busy, 0),
+                rule("+15550002xxx", LineBehaviour::NoAnswer, 0),
+                rule("+15550003xxx", LineBehaviour::HangupAfterPages, 1),
+                rule("+15550004xxx", LineBehaviour::NoFaxTones, 0),
+            ],
+        }
+    }
+}
+
+/// How fast simulated line time runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineTime {
+    Accelerated,
+    Realtime,
+}
+
+/// G.711 law of the simulated audio path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum G711Law {
+    Ulaw,
+    Alaw,
+}
+
+/// One special number (pattern) of the virtual PSTN.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberRule {
+    /// E.164 pattern, `x` = any digit, e.g. `+15550001xxx`.
+    pub pattern: String,
+    pub behaviour: LineBehaviour,
+    /// For `hangup_after_pages`: pages received before the far end hangs up.
+    #[serde(default)]
+    pub pages: u32,
+}
+
+/// What the far end of a special number does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineBehaviour {
+    /// Answers and receives like a fax machine.
+    Answer,
+    /// `USER_BUSY`, SIP 486.
+    Busy,
+    /// Rings until the call's ring timeout (`endpoint_timeout`): `NO_ANSWER`, SIP 480.
+    NoAnswer,
+    /// Answers, receives `pages` pages, then hangs up (T.30 code 49 on the sender).
+    HangupAfterPages,
+    /// Answers but never sends fax tones (T.30 code 2 after T0 expires).
+    NoFaxTones,
+}
+
+/// `[file_proxy]`: the HTTP server media engines fetch fax documents from
+/// (`GET /fax/<job_id>/<token>.tiff`, port = the fax config's `port`, 30950).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileProxySection {
+    /// Address the file proxy binds.
+    pub listen_ip: String,
+    /// Port; 0 = the fax config's `port` (`system_config.fax.port`, 30950). Set it to run
+    /// several nodes on one host.
+    pub port: u16,
+    /// Client addresses or CIDR blocks allowed to fetch (e.g. the FreeSWITCH hosts); every
+    /// other client gets 404.
+    pub allowed: Vec<String>,
+}
+
+impl Default for FileProxySection {
+    fn default() -> Self {
+        Self {
+            listen_ip: "127.0.0.1".into(),
+            port: 0,
+            allowed: vec!["127.0.0.1/32".into(), "::1/128".into()],
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -170,6 +281,8 @@ pub struct Config {
     pub store: StoreSection,
     pub media: MediaSection,
     pub cluster: ClusterSection,
+    pub loopback: LoopbackSection,
+    pub file_proxy: FileProxySection,
     pub log: LogSection,
     pub convert: crate::convert::ConvertConfig,
 }
@@ -424,6 +537,50 @@ mod tests {
         assert!(err.to_string().contains("FAXD_API_LISTN"), "{err}");
         let err = Config::load_with_env(None, env(&[("FAXD_STORE_BACKEND", "mysql")])).unwrap_err();
         assert!(err.to_string().contains("mysql"), "{err}");
+    }
+
+    #[test]
+    fn loopback_and_file_proxy_defaults_and_overrides() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.loopback.line_time, LineTime::Accelerated);
+        assert_eq!(c.loopback.law, G711Law::Ulaw);
+        let patterns: Vec<(&str, LineBehaviour)> = c
+            .loopback
+            .numbers
+            .iter()
+            .map(|r| (r.pattern.as_str(), r.behaviour))
+            .collect();
+        assert_eq!(
+            patterns,
+            vec![
+                ("+15550001xxx", LineBehaviour::Busy),
+                ("+15550002xxx", LineBehaviour::NoAnswer),
+                ("+15550003xxx", LineBehaviour::HangupAfterPages),
+                ("+15550004xxx", LineBehaviour::NoFaxTones),
+            ]
+        );
+        assert_eq!(c.loopback.numbers[2].pages, 1);
+        assert_eq!(c.file_proxy.port, 0);
+        assert_eq!(c.file_proxy.allowed, vec!["127.0.0.1/32", "::1/128"]);
+
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("FAXD_LOOPBACK_LINE_TIME", "realtime"),
+                (
+                    "FAXD_LOOPBACK_NUMBERS",
+                    r#"[{pattern = "+1666xxx", behaviour = "busy"}]"#,
+                ),
+                ("FAXD_FILE_PROXY_ALLOWED", r#"["10.0.0.0/8"]"#),
+                ("FAXD_FILE_PROXY_PORT", "31000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.loopback.line_time, LineTime::Realtime);
+        assert_eq!(c.loopback.numbers.len(), 1);
+        assert_eq!(c.loopback.numbers[0].behaviour, LineBehaviour::Busy);
+        assert_eq!(c.file_proxy.allowed, vec!["10.0.0.0/8"]);
+        assert_eq!(c.file_proxy.port, 31000);
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! The result fields are the ones FreeSWITCH's mod_spandsp reports, so that a transmission
 //! looks the same in `tx_result` whichever engine carried it.
 
+pub mod file_proxy;
+pub mod loopback;
+pub mod null;
+pub mod tiff;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -82,7 +87,8 @@ pub struct FaxResult {
     pub local_station_id: String,
     pub bad_rows: u32,
     pub longest_bad_row_run: u32,
-    /// e.g. `"204x196"`.
+    /// Line resolution in pixels per metre as mod_spandsp reports it, e.g. `"8040x7700"`
+    /// (fine); empty when no page was exchanged.
     pub image_resolution: String,
     /// For receptions: the received TIFF on this node's disk.
     pub received_file: Option<PathBuf>,

@@ -1,6 +1,6 @@
 //! fax_sup: the top of a faxd node's supervision tree (Kazoo's `fax_sup`): one-for-one, at
 //! most 5 restarts in 25 s, children started in this order and stopped in reverse:
-//! cluster → sysconf → api_server → fax_maintenance. Later parts of faxd add their children
+//! cluster → file_proxy → sysconf → api_server → fax_maintenance. Later parts of faxd add their children
 //! here, in the order of DESIGN.md §1.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use faxd::context::NodeContext;
 use faxd_actors::api_server::ApiServer;
 use faxd_actors::cluster;
 use faxd_actors::fax_maintenance::{FaxMaintenance, TreeReporter};
+use faxd_actors::file_proxy::FileProxy;
 use faxd_actors::sysconf::Sysconf;
 use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
@@ -30,11 +31,16 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
     let c1 = ctx.clone();
     let c2 = ctx.clone();
     let c3 = ctx.clone();
-    let c4 = ctx;
+    let c4 = ctx.clone();
+    let c5 = ctx;
     vec![
         ChildSpec::new("cluster", Restart::Permanent, move |sup| {
             cluster::spawn_node(c1.clone(), sup)
         }),
+        ChildSpec::new("file_proxy", Restart::Permanent, move |sup| {
+            spawn_child(Some("file_proxy".into()), FileProxy, c5.clone(), sup)
+        })
+        .with_shutdown(Duration::from_secs(10)),
         ChildSpec::new("sysconf", Restart::Permanent, move |sup| {
             spawn_child(Some("sysconf".into()), Sysconf, c2.clone(), sup)
         }),

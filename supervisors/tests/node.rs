@@ -93,7 +93,13 @@ fn sup_reports_status_and_changes_config_live() {
     assert!(out.contains("node:     faxd@127.0.0.1"), "{out}");
     assert!(out.contains("store:    embedded"), "{out}");
     assert!(out.contains("uptime:"), "{out}");
-    for child in ["cluster", "sysconf", "api_server", "fax_maintenance"] {
+    for child in [
+        "cluster",
+        "file_proxy",
+        "sysconf",
+        "api_server",
+        "fax_maintenance",
+    ] {
         let line = out
             .lines()
             .find(|l| l.contains(child))

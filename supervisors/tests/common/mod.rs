@@ -57,6 +57,7 @@ impl Node {
                 "FAXD_CLUSTER_LISTEN".into(),
                 format!("127.0.0.1:{}", free_port()),
             ),
+            ("FAXD_FILE_PROXY_PORT".into(), free_port().to_string()),
             ("FAXD_LOG_LEVEL".into(), "info".into()),
         ]
     }

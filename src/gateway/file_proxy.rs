@@ -1,0 +1,233 @@
+//! The file proxy's shared parts (Kazoo's `fax_file_proxy`, made safe): a registry of the
+//! documents that may be fetched — a worker registers its job's cached TIFF while the job is
+//! processing and unregisters it when done — an address allow list, and the actix-web server
+//! answering `GET /fax/<job_id>/<token>.tiff`. Anything else is 404, including the right URL
+//! from an address that is not allowed. The actor running it is `faxd_actors::file_proxy`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+
+/// Errors in the file proxy's configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum FileProxyError {
+    #[error("file_proxy: bad allowed address {0:?} (want an IP or IP/prefix)")]
+    BadAddress(String),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    token: String,
+    path: PathBuf,
+}
+
+/// The documents currently served, by job id (one per job). Cheap to clone; shared by the
+/// workers (register/unregister) and the HTTP handlers (lookup).
+#[derive(Clone, Debug, Default)]
+pub struct FileRegistry {
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl FileRegistry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // Entries are plain data: a panic elsewhere cannot leave them half-written.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves `path` for `job_id` under a new random token until [`FileRegistry::unregister`];
+    /// returns the token. Registering a job again replaces its file and token.
+    pub fn register(&self, job_id: &str, path: PathBuf) -> String {
+        let token = crate::ids::new_id();
+        self.lock().insert(
+            job_id.to_string(),
+            Entry {
+                token: token.clone(),
+                path,
+            },
+        );
+        token
+    }
+
+    /// Stops serving `job_id`'s file.
+    pub fn unregister(&self, job_id: &str) {
+        self.lock().remove(job_id);
+    }
+
+    /// The file registered for `job_id` if `token` is its token.
+    pub fn lookup(&self, job_id: &str, token: &str) -> Option<PathBuf> {
+        let map = self.lock();
+        let e = map.get(job_id)?;
+        constant_time_eq(e.token.as_bytes(), token.as_bytes()).then(|| e.path.clone())
+    }
+
+    /// How many jobs are being served.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no job is being served.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The URL path of a registered document: `/fax/<job_id>/<token>.tiff`.
+    pub fn url_path(job_id: &str, token: &str) -> String {
+        format!("/fax/{job_id}/{token}.tiff")
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Client addresses allowed to fetch: IPs or CIDR blocks (IPv4-mapped IPv6 clients match
+/// IPv4 entries).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowList(Vec<(IpAddr, u8)>);
+
+impl AllowList {
+    /// Parses entries like `127.0.0.1`, `10.0.0.0/8`, `::1/128`.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, FileProxyError> {
+        let mut out = Vec::new();
+        for raw in entries {
+            let raw = raw.as_ref().trim();
+            let bad = || FileProxyError::BadAddress(raw.to_string());
+            let (ip, prefix) = match raw.split_once('/') {
+                Some((ip, p)) => (ip, Some(p.parse::<u8>().map_err(|_| bad())?)),
+                None => (raw, None),
+            };
+            let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let prefix = prefix.unwrap_or(max);
+            if prefix > max {
+                return Err(bad());
+            }
+            out.push((ip, prefix));
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether `addr` is in one of the blocks.
+    pub fn allows(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+            v4 => v4,
+        };
+        self.0.iter().any(|&(net, prefix)| match (net, addr) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+}
+
+/// What the HTTP handlers share.
+struct ProxyState {
+    files: FileRegistry,
+    allow: AllowList,
+}
+
+async fn fetch(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<ProxyState>,
+) -> HttpResponse {
+    let (job_id, file) = path.into_inner();
+    let allowed = req
+        .peer_addr()
+        .is_some_and(|peer| state.allow.allows(peer.ip()));
+    let found = file
+        .strip_suffix(".tiff")
+        .and_then(|token| state.files.lookup(&job_id, token));
+    let (Some(path), true) = (found, allowed) else {
+        tracing::debug!(%job_id, peer = ?req.peer_addr(), allowed, "file_proxy: 404");
+        return HttpResponse::NotFound().finish();
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => HttpResponse::Ok().content_type("image/tiff").body(bytes),
+        Err(e) => {
+            tracing::warn!(%job_id, path = %path.display(), error = %e, "file_proxy: registered file unreadable");
+            HttpResponse::NotFound().finish()
+        }
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().finish()
+}
+
+/// The file proxy's HTTP server on `listener` (not yet running: await it or spawn it).
+pub fn server(
+    files: FileRegistry,
+    allow: AllowList,
+    listener: TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(ProxyState { files, allow });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/fax/{job_id}/{file}", web::get().to(fetch))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry() {
+        let r = FileRegistry::default();
+        let t = r.register("job1", "/tmp/a.tiff".into());
+        assert_eq!(t.len(), 32);
+        assert_eq!(r.lookup("job1", &t), Some(PathBuf::from("/tmp/a.tiff")));
+        assert_eq!(r.lookup("job1", "x"), None);
+        assert_eq!(r.lookup("job2", &t), None);
+        assert_eq!(
+            FileRegistry::url_path("job1", &t),
+            format!("/fax/job1/{t}.tiff")
+        );
+        let t2 = r.register("job1", "/tmp/b.tiff".into());
+        assert_eq!(r.lookup("job1", &t), None);
+        assert_eq!(r.lookup("job1", &t2), Some(PathBuf::from("/tmp/b.tiff")));
+        r.unregister("job1");
+        assert!(r.is_empty());
+        assert_eq!(r.lookup("job1", &t2), None);
+    }
+
+    #[test]
+    fn allow_list() {
+        let a = AllowList::parse(&["127.0.0.1", "10.1.0.0/16", "fd00::/8"]).unwrap();
+        let ok = |s: &str| a.allows(s.parse().unwrap());
+        assert!(ok("127.0.0.1"));
+        assert!(!ok("127.0.0.2"));
+        assert!(ok("10.1.200.3"));
+        assert!(!ok("10.2.0.1"));
+        assert!(ok("fd12::1"));
+        assert!(!ok("fe80::1"));
+        assert!(ok("::ffff:127.0.0.1"));
+        assert!(
+            AllowList::parse(&["0.0.0.0/0"])
+                .unwrap()
+                .allows("8.8.8.8".parse().unwrap())
+        );
+        assert!(AllowList::parse(&["10.0.0.0/33"]).is_err());
+        assert!(AllowList::parse(&["nope"]).is_err());
+        assert!(!AllowList::default().allows("127.0.0.1".parse().unwrap()));
+    }
+}

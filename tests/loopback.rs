@@ -1,0 +1,407 @@
+//! The loopback media engine end to end: real spandsp T.30 terminals over companded audio and
+//! T.38, the virtual PSTN's special numbers, hangups, inbound calls to local numbers. No
+//! mocks, no fixed sleeps: every wait has a deadline.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use faxd::config::{G711Law, LoopbackSection};
+use faxd::gateway::loopback::LoopbackGateway;
+use faxd::gateway::tiff::{self, Compression, FAX_WIDTH, FINE_DPI, Page};
+use faxd::gateway::{
+    FaxCall, FaxEvent, FaxResult, Gateway, GatewayError, InboundCall, NumberDirectory, OutboundFax,
+    TxOptions,
+};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+/// Generous: a debug-build call of a few pages takes seconds of CPU on a loaded machine.
+const CALL_DEADLINE: Duration = Duration::from_secs(240);
+
+/// Local numbers of the test's "callflows".
+struct Directory(Vec<String>);
+
+#[async_trait::async_trait]
+impl NumberDirectory for Directory {
+    async fn is_local(&self, number: &str) -> bool {
+        self.0.iter().any(|n| n == number)
+    }
+}
+
+/// A letter page at fine resolution with a pattern unique to `n`: text-like blocks and rules.
+fn page(n: u32) -> Page {
+    let mut p = Page::blank(FAX_WIDTH, 2200, FINE_DPI);
+    for line in 0..40u32 {
+        let y0 = 100 + line * 50;
+        for word in 0..12u32 {
+            let x0 = 100 + word * 130 + ((line * 7 + n * 13 + word * 3) % 40);
+            let len = 40 + (line * 11 + word * 5 + n * 17) % 70;
+            for y in y0..y0 + 22 {
+                for x in x0..x0 + len {
+                    if !(x + y + n).is_multiple_of(3) {
+                        p.set_black(x, y);
+                    }
+                }
+            }
+        }
+    }
+    for x in 0..FAX_WIDTH {
+        p.set_black(x, 60 + n * 4);
+    }
+    p
+}
+
+fn document(dir: &Path, pages: u32, compression: Compression) -> (PathBuf, Vec<Page>) {
+    let pages: Vec<Page> = (1..=pages).map(page).collect();
+    let path = dir.join(format!("doc-{}-{compression:?}.tiff", pages.len()));
+    tiff::write_pages(&path, &pages, compression).expect("write test TIFF");
+    (path, pages)
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    gateway: LoopbackGateway,
+    inbound: mpsc::Receiver<InboundCall>,
+}
+
+fn rig(config: LoopbackSection, local: &[&str]) -> Rig {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let (tx, rx) = mpsc::channel(4);
+    let directory = Arc::new(Directory(local.iter().map(|s| s.to_string()).collect()));
+    let gateway =
+        LoopbackGateway::new(config, path.join("spool"), directory, Some(tx)).expect("gateway");
+    Rig {
+        _dir: dir,
+        dir: path,
+        gateway,
+        inbound: rx,
+    }
+}
+
+fn fax(call_id: &str, to: &str, document: &Path, options: TxOptions) -> OutboundFax {
+    OutboundFax {
+        job_id: format!("job-{call_id}"),
+        call_id: call_id.into(),
+        to: to.into(),
+        from_number: "+15550100".into(),
+        from_name: "ACME".into(),
+        fax_identity_number: "+15550100".into(),
+        fax_identity_name: String::new(),
+        document: document.to_path_buf(),
+        document_url: None,
+        options,
+    }
+}
+
+/// Every event of a call up to `Finished`, within the deadline.
+async fn call_events(call: &mut FaxCall) -> (Vec<FaxEvent>, FaxResult) {
+    collect(&mut call.events).await
+}
+
+async fn collect(rx: &mut mpsc::Receiver<FaxEvent>) -> (Vec<FaxEvent>, FaxResult) {
+    let mut seen = Vec::new();
+    loop {
+        let e = timeout(CALL_DEADLINE, rx.recv())
+            .await
+            .expect("call did not finish in time")
+            .expect("events closed before Finished");
+        if let FaxEvent::Finished(r) = e {
+            return (seen, r);
+        }
+        seen.push(e);
+    }
+}
+
+fn pages_of(events: &[FaxEvent]) -> Vec<(u32, u32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            FaxEvent::Page { page, total, .. } => Some((*page, *total)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn assert_same_image(sent: &[Page], received: &Path) {
+    let got = tiff::read_pages(received).expect("read received TIFF");
+    assert_eq!(got.len(), sent.len(), "page count");
+    for (i, (s, r)) in sent.iter().zip(&got).enumerate() {
+        assert_eq!(r.width, s.width, "page {} width", i + 1);
+        assert_eq!(r.rows.len(), s.rows.len(), "page {} length", i + 1);
+        assert!(r.rows == s.rows, "page {} pixels differ", i + 1);
+        assert!(s.black_pixels() > 10_000);
+    }
+}
+
+async fn send_and_check(
+    config: LoopbackSection,
+    options: TxOptions,
+    pages: u32,
+    compression: Compression,
+) -> FaxResult {
+    let r = rig(config, &[]);
+    let (doc, sent) = document(&r.dir, pages, compression);
+    let mut call = r
+        .gateway
+        .originate(fax("c1", "+14155550123", &doc, options.clone()))
+        .await
+        .expect("originate");
+    let (events, result) = call_events(&mut call).await;
+    assert!(
+        matches!(events.first(), Some(FaxEvent::Answered)),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.get(1), Some(FaxEvent::Negotiated { transfer_rate, .. }) if *transfer_rate > 0),
+        "{events:?}"
+    );
+    let expected: Vec<(u32, u32)> = (1..=pages).map(|p| (p, pages)).collect();
+    assert_eq!(pages_of(&events), expected);
+    assert!(result.success, "{result:?}");
+    assert_eq!(result.fax_result_code, 0);
+    assert_eq!(result.fax_result_text, "OK");
+    assert_eq!(result.hangup_cause, "NORMAL_CLEARING");
+    assert_eq!(result.sip_code, 200);
+    assert_eq!(result.transferred_pages, pages);
+    assert_eq!(result.total_pages, pages);
+    assert_eq!(result.ecm_used, options.ecm);
+    assert_eq!(result.t38_used, options.t38);
+    assert_eq!(result.remote_station_id, "+14155550123");
+    assert_eq!(result.local_station_id, "+15550100");
+    assert_eq!(result.bad_rows, 0);
+    assert_eq!(result.image_resolution, "8040x7700");
+    eprintln!("{options:?} -> {result:?}");
+    assert_same_image(&sent, &r.gateway.far_end_file("c1"));
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_ecm_three_pages_arrive_equal() {
+    let r = send_and_check(
+        LoopbackSection::default(),
+        TxOptions::default(),
+        3,
+        Compression::G4,
+    )
+    .await;
+    assert_eq!(r.transfer_rate, 14_400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_alaw_without_ecm_at_9600() {
+    let config = LoopbackSection {
+        law: G711Law::Alaw,
+        ..LoopbackSection::default()
+    };
+    let options = TxOptions {
+        ecm: false,
+        max_rate: 9_600,
+        ..TxOptions::default()
+    };
+    let r = send_and_check(config, options, 2, Compression::G3).await;
+    assert_eq!(r.transfer_rate, 9_600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t38_with_ecm() {
+    let options = TxOptions {
+        t38: true,
+        ..TxOptions::default()
+    };
+    send_and_check(LoopbackSection::default(), options, 2, Compression::G4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t38_without_ecm() {
+    let options = TxOptions {
+        t38: true,
+        ecm: false,
+        ..TxOptions::default()
+    };
+    send_and_check(LoopbackSection::default(), options, 2, Compression::G3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_number() {
+    let r = rig(LoopbackSection::default(), &[]);
+    let (doc, _) = document(&r.dir, 1, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("b1", "+15550001234", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let (events, result) = call_events(&mut call).await;
+    assert!(events.is_empty(), "{events:?}");
+    assert!(!result.success);
+    assert_eq!(result.hangup_cause, "USER_BUSY");
+    assert_eq!(result.sip_code, 486);
+    assert_eq!(result.transferred_pages, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_after_the_ring_timeout() {
+    let r = rig(LoopbackSection::default(), &[]);
+    let (doc, _) = document(&r.dir, 1, Compression::G4);
+    let ring = Duration::from_millis(300);
+    let options = TxOptions {
+        ring_timeout: ring,
+        ..TxOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let mut call = r
+        .gateway
+        .originate(fax("n1", "+15550002000", &doc, options))
+        .await
+        .unwrap();
+    let (events, result) = call_events(&mut call).await;
+    assert!(started.elapsed() >= ring);
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(result.hangup_cause, "NO_ANSWER");
+    assert_eq!(result.sip_code, 480);
+    assert!(!result.success);
+
+    // Hanging up while it rings cancels the call.
+    let options = TxOptions {
+        ring_timeout: Duration::from_secs(3600),
+        ..TxOptions::default()
+    };
+    let mut call = r
+        .gateway
+        .originate(fax("n2", "+15550002001", &doc, options))
+        .await
+        .unwrap();
+    call.hangup.hangup("NORMAL_CLEARING");
+    let (_, result) = call_events(&mut call).await;
+    assert_eq!(result.hangup_cause, "ORIGINATOR_CANCEL");
+    assert_eq!(result.sip_code, 487);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_end_hangs_up_after_page_one() {
+    let r = rig(LoopbackSection::default(), &[]);
+    let (doc, sent) = document(&r.dir, 3, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("h1", "+15550003123", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let (events, result) = call_events(&mut call).await;
+    assert_eq!(pages_of(&events), vec![(1, 3)]);
+    assert!(!result.success);
+    assert_eq!(result.fax_result_code, 49, "{result:?}");
+    assert_eq!(result.fax_result_text, "The call dropped prematurely");
+    assert_eq!(result.transferred_pages, 1);
+    assert_eq!(result.total_pages, 3);
+    // The far end kept the page it had.
+    let got = tiff::read_pages(&r.gateway.far_end_file("h1")).unwrap();
+    assert_eq!(got.first().map(|p| &p.rows), Some(&sent[0].rows));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_end_without_fax_tones() {
+    let r = rig(LoopbackSection::default(), &[]);
+    let (doc, _) = document(&r.dir, 1, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("s1", "+15550004123", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let (events, result) = call_events(&mut call).await;
+    assert_eq!(events, vec![FaxEvent::Answered]);
+    assert!(!result.success);
+    assert_eq!(result.fax_result_code, 2, "{result:?}");
+    assert_eq!(
+        result.fax_result_text,
+        "Timed out waiting for initial communication"
+    );
+    assert_eq!(result.transferred_pages, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hangup_mid_call_ends_with_a_result() {
+    let r = rig(LoopbackSection::default(), &[]);
+    let (doc, _) = document(&r.dir, 3, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("m1", "+14155550199", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    // Hang up as soon as page 1 is through.
+    loop {
+        let e = timeout(CALL_DEADLINE, call.events.recv())
+            .await
+            .expect("deadline")
+            .expect("event");
+        if matches!(e, FaxEvent::Page { page: 1, .. }) {
+            call.hangup.hangup("NORMAL_CLEARING");
+            break;
+        }
+        assert!(!matches!(e, FaxEvent::Finished(_)), "{e:?}");
+    }
+    let (events, result) = call_events(&mut call).await;
+    assert!(pages_of(&events).len() <= 1, "{events:?}");
+    assert!(!result.success);
+    assert_eq!(result.fax_result_code, 49, "{result:?}");
+    assert_eq!(result.hangup_cause, "NORMAL_CLEARING");
+    assert!((1..=2).contains(&result.transferred_pages), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_number_becomes_an_inbound_call() {
+    let mut r = rig(LoopbackSection::default(), &["+15558675309"]);
+    let (doc, sent) = document(&r.dir, 2, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("i1", "+15558675309", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let mut inbound = timeout(CALL_DEADLINE, r.inbound.recv())
+        .await
+        .expect("inbound call in time")
+        .expect("inbound call");
+    assert_eq!(inbound.call_id, "i1");
+    assert_eq!(inbound.to, "+15558675309");
+    assert_eq!(inbound.from_number, "+15550100");
+    let (tx_events, rx_events) = tokio::join!(call_events(&mut call), collect(&mut inbound.events));
+    let (tx_events, tx) = tx_events;
+    let (rx_events, rx) = rx_events;
+    assert!(tx.success, "{tx:?}");
+    assert_eq!(tx.transferred_pages, 2);
+    assert_eq!(pages_of(&tx_events), vec![(1, 2), (2, 2)]);
+    assert!(matches!(rx_events.first(), Some(FaxEvent::Answered)));
+    assert!(
+        rx_events.iter().any(
+            |e| matches!(e, FaxEvent::Negotiated { remote_station_id, .. } if remote_station_id == "+15550100")
+        ),
+        "{rx_events:?}"
+    );
+    assert_eq!(pages_of(&rx_events), vec![(1, 1), (2, 2)]);
+    assert!(rx.success, "{rx:?}");
+    assert_eq!(rx.transferred_pages, 2);
+    assert_eq!(rx.remote_station_id, "+15550100");
+    let file = rx.received_file.expect("received file");
+    assert_eq!(file, r.gateway.inbound_file("i1"));
+    assert_same_image(&sent, &file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_documents_and_bad_call_ids_are_refused() {
+    let r = rig(LoopbackSection::default(), &[]);
+    let missing = r.dir.join("missing.tiff");
+    let err = r
+        .gateway
+        .originate(fax("x1", "+14155550123", &missing, TxOptions::default()))
+        .await
+        .err();
+    assert!(matches!(err, Some(GatewayError::Document(_))), "{err:?}");
+    let (doc, _) = document(&r.dir, 1, Compression::G4);
+    let err = r
+        .gateway
+        .originate(fax("../x", "+14155550123", &doc, TxOptions::default()))
+        .await
+        .err();
+    assert!(matches!(err, Some(GatewayError::Refused(_))), "{err:?}");
+}
