@@ -405,3 +405,60 @@ async fn unreadable_documents_and_bad_call_ids_are_refused() {
         .err();
     assert!(matches!(err, Some(GatewayError::Refused(_))), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_header_line_is_drawn_above_the_image() {
+    let r = rig(LoopbackSection::default(), &[]);
+    let (doc, sent) = document(&r.dir, 1, Compression::G4);
+    let mut f = fax("hd1", "+14155550123", &doc, TxOptions::default());
+    f.fax_identity_name = "ACME Fax".into();
+    let mut call = r.gateway.originate(f).await.unwrap();
+    let (_, result) = call_events(&mut call).await;
+    assert!(result.success, "{result:?}");
+    let got = tiff::read_pages(&r.gateway.far_end_file("hd1")).unwrap();
+    assert_eq!(got.len(), 1);
+    // spandsp draws a 32-row header line above the image and keeps the page length (the
+    // image's last 32 rows fall off the bottom), as FreeSWITCH's txfax does with fax_header.
+    let (rows, orig) = (&got[0].rows, &sent[0].rows);
+    assert_eq!(rows.len(), orig.len());
+    let (header, image) = rows.split_at(32);
+    assert!(header.iter().flatten().any(|b| *b != 0), "header is blank");
+    assert!(image == &orig[..orig.len() - 32], "image changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_line_time_runs_at_the_speed_of_a_line() {
+    // Accelerated: 60 s of line time until T0 expires pass in moments.
+    let r = rig(LoopbackSection::default(), &[]);
+    let (doc, _) = document(&r.dir, 1, Compression::G4);
+    let started = std::time::Instant::now();
+    let mut call = r
+        .gateway
+        .originate(fax("rt0", "+15550004000", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let (_, result) = call_events(&mut call).await;
+    assert_eq!(result.fax_result_code, 2);
+    let accelerated = started.elapsed();
+
+    // Real time: a call limited to 2 s of line time lasts 2 s of wall time.
+    let config = LoopbackSection {
+        line_time: faxd::config::LineTime::Realtime,
+        max_call_secs: 2,
+        ..LoopbackSection::default()
+    };
+    let r = rig(config, &[]);
+    let started = std::time::Instant::now();
+    let mut call = r
+        .gateway
+        .originate(fax("rt1", "+15550004000", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let (_, result) = call_events(&mut call).await;
+    let realtime = started.elapsed();
+    assert_eq!(result.hangup_cause, "ALLOTTED_TIMEOUT");
+    assert_eq!(result.fax_result_code, 49, "{result:?}");
+    assert!(realtime >= Duration::from_millis(1900), "{realtime:?}");
+    assert!(realtime < Duration::from_secs(30), "{realtime:?}");
+    assert!(accelerated < realtime, "{accelerated:?} vs {realtime:?}");
+}
