@@ -304,20 +304,27 @@ async fn far_end_hangs_up_after_page_one() {
 async fn far_end_without_fax_tones() {
     let r = rig(LoopbackSection::default(), &[]);
     let (doc, _) = document(&r.dir, 1, Compression::G4);
-    let mut call = r
-        .gateway
-        .originate(fax("s1", "+15550004123", &doc, TxOptions::default()))
-        .await
-        .unwrap();
-    let (events, result) = call_events(&mut call).await;
-    assert_eq!(events, vec![FaxEvent::Answered]);
-    assert!(!result.success);
-    assert_eq!(result.fax_result_code, 2, "{result:?}");
-    assert_eq!(
-        result.fax_result_text,
-        "Timed out waiting for initial communication"
-    );
-    assert_eq!(result.transferred_pages, 0);
+    for t38 in [false, true] {
+        let options = TxOptions {
+            t38,
+            ..TxOptions::default()
+        };
+        let mut call = r
+            .gateway
+            .originate(fax(&format!("s{t38}"), "+15550004123", &doc, options))
+            .await
+            .unwrap();
+        let (events, result) = call_events(&mut call).await;
+        assert_eq!(events, vec![FaxEvent::Answered]);
+        assert!(!result.success);
+        assert_eq!(result.fax_result_code, 2, "{result:?}");
+        assert_eq!(
+            result.fax_result_text,
+            "Timed out waiting for initial communication"
+        );
+        assert_eq!(result.transferred_pages, 0);
+        assert_eq!(result.t38_used, t38);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
