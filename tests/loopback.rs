@@ -469,3 +469,35 @@ async fn realtime_line_time_runs_at_the_speed_of_a_line() {
     assert!(realtime < Duration::from_secs(30), "{realtime:?}");
     assert!(accelerated < realtime, "{accelerated:?} vs {realtime:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiving_side_of_an_inbound_call_can_hang_up() {
+    let mut r = rig(LoopbackSection::default(), &["+15558675310"]);
+    let (doc, _) = document(&r.dir, 3, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("i2", "+15558675310", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let mut inbound = timeout(CALL_DEADLINE, r.inbound.recv())
+        .await
+        .expect("inbound call in time")
+        .expect("inbound call");
+    // The receiver (fax_request) hangs up once page 1 is in.
+    loop {
+        let e = timeout(CALL_DEADLINE, inbound.events.recv())
+            .await
+            .expect("deadline")
+            .expect("event");
+        if matches!(e, FaxEvent::Page { page: 1, .. }) {
+            inbound.hangup.hangup("NORMAL_CLEARING");
+            break;
+        }
+    }
+    let ((_, tx), (_, rx)) = tokio::join!(call_events(&mut call), collect(&mut inbound.events));
+    assert_eq!(tx.fax_result_code, 49, "{tx:?}");
+    assert_eq!(rx.fax_result_code, 49, "{rx:?}");
+    assert!(!tx.success && !rx.success);
+    assert!(rx.transferred_pages >= 1, "{rx:?}");
+    assert!(rx.received_file.is_some());
+}
