@@ -501,3 +501,32 @@ async fn the_receiving_side_of_an_inbound_call_can_hang_up() {
     assert!(rx.transferred_pages >= 1, "{rx:?}");
     assert!(rx.received_file.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hangs_up_calls_in_progress_and_refuses_new_ones() {
+    let config = LoopbackSection {
+        line_time: faxd::config::LineTime::Realtime,
+        ..LoopbackSection::default()
+    };
+    let r = rig(config, &[]);
+    let (doc, _) = document(&r.dir, 2, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("sd1", "+14155550123", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let e = timeout(CALL_DEADLINE, call.events.recv()).await.unwrap();
+    assert_eq!(e, Some(FaxEvent::Answered));
+    let started = std::time::Instant::now();
+    r.gateway.shutdown();
+    let (_, result) = call_events(&mut call).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(result.hangup_cause, "SYSTEM_SHUTDOWN");
+    assert_eq!(result.fax_result_code, 49, "{result:?}");
+    let err = r
+        .gateway
+        .originate(fax("sd2", "+14155550123", &doc, TxOptions::default()))
+        .await
+        .err();
+    assert!(matches!(err, Some(GatewayError::Unavailable(_))), "{err:?}");
+}

@@ -14,7 +14,7 @@ use spandsp::spandsp_sys as sys;
 use spandsp::t4::T4Compression;
 use spandsp::t30::T30ModemSupport;
 use spandsp::t38_terminal::T38Terminal;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::pstn::Machine;
 use crate::config::{G711Law, LineTime};
@@ -60,6 +60,8 @@ pub struct Session {
     pub far: Machine,
     pub caller: Party,
     pub callee: Party,
+    /// Becomes true when the engine shuts down: the call is hung up (`SYSTEM_SHUTDOWN`).
+    pub closing: watch::Receiver<bool>,
 }
 
 /// What a T.30 callback saw; read and reset by the driver after each frame.
@@ -443,6 +445,10 @@ pub fn run(mut session: Session) {
             && let Some(cause) = hang(&mut session.callee)
         {
             hangup_cause = Some(cause);
+            break;
+        }
+        if *session.closing.borrow() {
+            hangup_cause = Some("SYSTEM_SHUTDOWN".into());
             break;
         }
         // The far end of a `hangup_after_pages` number hangs up once it has its pages.
