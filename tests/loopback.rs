@@ -304,20 +304,27 @@ async fn far_end_hangs_up_after_page_one() {
 async fn far_end_without_fax_tones() {
     let r = rig(LoopbackSection::default(), &[]);
     let (doc, _) = document(&r.dir, 1, Compression::G4);
-    let mut call = r
-        .gateway
-        .originate(fax("s1", "+15550004123", &doc, TxOptions::default()))
-        .await
-        .unwrap();
-    let (events, result) = call_events(&mut call).await;
-    assert_eq!(events, vec![FaxEvent::Answered]);
-    assert!(!result.success);
-    assert_eq!(result.fax_result_code, 2, "{result:?}");
-    assert_eq!(
-        result.fax_result_text,
-        "Timed out waiting for initial communication"
-    );
-    assert_eq!(result.transferred_pages, 0);
+    for t38 in [false, true] {
+        let options = TxOptions {
+            t38,
+            ..TxOptions::default()
+        };
+        let mut call = r
+            .gateway
+            .originate(fax(&format!("s{t38}"), "+15550004123", &doc, options))
+            .await
+            .unwrap();
+        let (events, result) = call_events(&mut call).await;
+        assert_eq!(events, vec![FaxEvent::Answered]);
+        assert!(!result.success);
+        assert_eq!(result.fax_result_code, 2, "{result:?}");
+        assert_eq!(
+            result.fax_result_text,
+            "Timed out waiting for initial communication"
+        );
+        assert_eq!(result.transferred_pages, 0);
+        assert_eq!(result.t38_used, t38);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,4 +411,122 @@ async fn unreadable_documents_and_bad_call_ids_are_refused() {
         .await
         .err();
     assert!(matches!(err, Some(GatewayError::Refused(_))), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_header_line_is_drawn_above_the_image() {
+    let r = rig(LoopbackSection::default(), &[]);
+    let (doc, sent) = document(&r.dir, 1, Compression::G4);
+    let mut f = fax("hd1", "+14155550123", &doc, TxOptions::default());
+    f.fax_identity_name = "ACME Fax".into();
+    let mut call = r.gateway.originate(f).await.unwrap();
+    let (_, result) = call_events(&mut call).await;
+    assert!(result.success, "{result:?}");
+    let got = tiff::read_pages(&r.gateway.far_end_file("hd1")).unwrap();
+    assert_eq!(got.len(), 1);
+    // spandsp draws a 32-row header line above the image and keeps the page length (the
+    // image's last 32 rows fall off the bottom), as FreeSWITCH's txfax does with fax_header.
+    let (rows, orig) = (&got[0].rows, &sent[0].rows);
+    assert_eq!(rows.len(), orig.len());
+    let (header, image) = rows.split_at(32);
+    assert!(header.iter().flatten().any(|b| *b != 0), "header is blank");
+    assert!(image == &orig[..orig.len() - 32], "image changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_line_time_runs_at_the_speed_of_a_line() {
+    // Accelerated: 60 s of line time until T0 expires pass in moments.
+    let r = rig(LoopbackSection::default(), &[]);
+    let (doc, _) = document(&r.dir, 1, Compression::G4);
+    let started = std::time::Instant::now();
+    let mut call = r
+        .gateway
+        .originate(fax("rt0", "+15550004000", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let (_, result) = call_events(&mut call).await;
+    assert_eq!(result.fax_result_code, 2);
+    let accelerated = started.elapsed();
+
+    // Real time: a call limited to 2 s of line time lasts 2 s of wall time.
+    let config = LoopbackSection {
+        line_time: faxd::config::LineTime::Realtime,
+        max_call_secs: 2,
+        ..LoopbackSection::default()
+    };
+    let r = rig(config, &[]);
+    let started = std::time::Instant::now();
+    let mut call = r
+        .gateway
+        .originate(fax("rt1", "+15550004000", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let (_, result) = call_events(&mut call).await;
+    let realtime = started.elapsed();
+    assert_eq!(result.hangup_cause, "ALLOTTED_TIMEOUT");
+    assert_eq!(result.fax_result_code, 49, "{result:?}");
+    assert!(realtime >= Duration::from_millis(1900), "{realtime:?}");
+    assert!(realtime < Duration::from_secs(30), "{realtime:?}");
+    assert!(accelerated < realtime, "{accelerated:?} vs {realtime:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiving_side_of_an_inbound_call_can_hang_up() {
+    let mut r = rig(LoopbackSection::default(), &["+15558675310"]);
+    let (doc, _) = document(&r.dir, 3, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("i2", "+15558675310", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let mut inbound = timeout(CALL_DEADLINE, r.inbound.recv())
+        .await
+        .expect("inbound call in time")
+        .expect("inbound call");
+    // The receiver (fax_request) hangs up once page 1 is in.
+    loop {
+        let e = timeout(CALL_DEADLINE, inbound.events.recv())
+            .await
+            .expect("deadline")
+            .expect("event");
+        if matches!(e, FaxEvent::Page { page: 1, .. }) {
+            inbound.hangup.hangup("NORMAL_CLEARING");
+            break;
+        }
+    }
+    let ((_, tx), (_, rx)) = tokio::join!(call_events(&mut call), collect(&mut inbound.events));
+    assert_eq!(tx.fax_result_code, 49, "{tx:?}");
+    assert_eq!(rx.fax_result_code, 49, "{rx:?}");
+    assert!(!tx.success && !rx.success);
+    assert!(rx.transferred_pages >= 1, "{rx:?}");
+    assert!(rx.received_file.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hangs_up_calls_in_progress_and_refuses_new_ones() {
+    let config = LoopbackSection {
+        line_time: faxd::config::LineTime::Realtime,
+        ..LoopbackSection::default()
+    };
+    let r = rig(config, &[]);
+    let (doc, _) = document(&r.dir, 2, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("sd1", "+14155550123", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let e = timeout(CALL_DEADLINE, call.events.recv()).await.unwrap();
+    assert_eq!(e, Some(FaxEvent::Answered));
+    let started = std::time::Instant::now();
+    r.gateway.shutdown();
+    let (_, result) = call_events(&mut call).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(result.hangup_cause, "SYSTEM_SHUTDOWN");
+    assert_eq!(result.fax_result_code, 49, "{result:?}");
+    let err = r
+        .gateway
+        .originate(fax("sd2", "+14155550123", &doc, TxOptions::default()))
+        .await
+        .err();
+    assert!(matches!(err, Some(GatewayError::Unavailable(_))), "{err:?}");
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use self::pstn::{Machine, Route, Unanswered};
 use self::session::{Party, Session, Transport};
@@ -37,6 +37,8 @@ struct Inner {
     spool: PathBuf,
     directory: Arc<dyn NumberDirectory>,
     inbound: Option<InboundSink>,
+    /// `true` once [`LoopbackGateway::shutdown`] was called.
+    closing: watch::Sender<bool>,
 }
 
 impl LoopbackGateway {
@@ -58,6 +60,7 @@ impl LoopbackGateway {
                 spool,
                 directory,
                 inbound,
+                closing: watch::Sender::new(false),
             }),
         })
     }
@@ -75,6 +78,13 @@ impl LoopbackGateway {
             config.loopback.spool_dir.clone()
         };
         Self::new(config.loopback.clone(), spool, directory, inbound)
+    }
+
+    /// Hangs up every call in progress (cause `SYSTEM_SHUTDOWN`; ringing calls end
+    /// `ORIGINATOR_CANCEL`) and refuses new ones. For the owner's shutdown: a real-time call
+    /// would otherwise keep its blocking thread, and the runtime, for minutes.
+    pub fn shutdown(&self) {
+        self.inner.closing.send_replace(true);
     }
 
     /// Where the simulated far end of call `call_id` writes the fax it receives (a call to a
@@ -120,6 +130,11 @@ impl Gateway for LoopbackGateway {
     }
 
     async fn originate(&self, fax: OutboundFax) -> Result<FaxCall, GatewayError> {
+        if *self.inner.closing.borrow() {
+            return Err(GatewayError::Unavailable(
+                "the loopback engine is shutting down".into(),
+            ));
+        }
         if !valid_call_id(&fax.call_id) {
             return Err(GatewayError::Refused(format!(
                 "invalid call id {:?}",
@@ -163,9 +178,11 @@ impl Gateway for LoopbackGateway {
                     return;
                 }
                 Route::NoAnswer => {
+                    let mut closing = this.inner.closing.subscribe();
                     let outcome = tokio::select! {
                         _ = tokio::time::sleep(fax.options.ring_timeout) => pstn::NO_ANSWER,
                         _ = hangup_rx.recv() => pstn::CANCELLED,
+                        _ = closing.wait_for(|c| *c) => pstn::CANCELLED,
                     };
                     let _ = events_tx
                         .send(FaxEvent::Finished(unanswered(outcome)))
@@ -249,6 +266,7 @@ impl LoopbackGateway {
             document: fax.document.clone(),
             received,
             far: machine,
+            closing: self.inner.closing.subscribe(),
             caller: Party {
                 ident: fax.fax_identity_number.clone(),
                 header: fax.fax_identity_name.clone(),

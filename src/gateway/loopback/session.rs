@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::path::PathBuf;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use spandsp::fax::FaxState;
@@ -13,7 +14,7 @@ use spandsp::spandsp_sys as sys;
 use spandsp::t4::T4Compression;
 use spandsp::t30::T30ModemSupport;
 use spandsp::t38_terminal::T38Terminal;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::pstn::Machine;
 use crate::config::{G711Law, LineTime};
@@ -59,6 +60,8 @@ pub struct Session {
     pub far: Machine,
     pub caller: Party,
     pub callee: Party,
+    /// Becomes true when the engine shuts down: the call is hung up (`SYSTEM_SHUTDOWN`).
+    pub closing: watch::Receiver<bool>,
 }
 
 /// What a T.30 callback saw; read and reset by the driver after each frame.
@@ -71,14 +74,14 @@ struct Hooks {
 }
 
 impl Hooks {
-    fn new(sending: bool) -> Box<Self> {
-        Box::new(Self {
+    fn new(sending: bool) -> Self {
+        Self {
             t30: std::ptr::null_mut(),
             sending,
             pending: Vec::new(),
             pages: 0,
             completion: None,
-        })
+        }
     }
 
     fn stats(&self) -> sys::t30_stats_t {
@@ -104,6 +107,45 @@ impl Hooks {
         }
         // SAFETY: as above.
         cstr(unsafe { sys::t30_get_tx_ident(self.t30) })
+    }
+}
+
+/// State shared with spandsp's C callbacks. Rust and C both reach it through one raw pointer,
+/// so neither invalidates the other's access; Rust only touches it between FFI calls (the
+/// references `get`/`get_mut` hand out never live across one), and callbacks never re-enter.
+struct Shared<T>(NonNull<T>);
+
+impl<T> Shared<T> {
+    fn new(value: T) -> Self {
+        Self(NonNull::from(Box::leak(Box::new(value))))
+    }
+
+    /// The callback user data.
+    fn user(&self) -> *mut c_void {
+        self.0.as_ptr().cast()
+    }
+
+    fn get(&self) -> &T {
+        // SAFETY: valid until drop; no callback runs while the reference lives (see above).
+        unsafe { self.0.as_ref() }
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        // SAFETY: as in `get`.
+        unsafe { self.0.as_mut() }
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `new` from a Box, freed once, after the terminals that used it.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+impl Shared<Hooks> {
+    fn take_pending(&mut self) -> Vec<FaxEvent> {
+        std::mem::take(&mut self.get_mut().pending)
     }
 }
 
@@ -186,6 +228,11 @@ unsafe extern "C" fn t38_packet(
     0
 }
 
+/// The next packet a terminal sent (the borrow ends before the packet is delivered).
+fn pop(packets: &mut Shared<Packets>) -> Option<(u16, Vec<u8>)> {
+    packets.get_mut().queue.pop_front()
+}
+
 /// A T.30 terminal on an audio or T.38 line.
 enum Terminal {
     Audio(FaxState),
@@ -196,7 +243,7 @@ impl Terminal {
     fn new(
         transport: Transport,
         calling: bool,
-        packets: &mut Packets,
+        packets: &Shared<Packets>,
     ) -> Result<Self, spandsp::error::SpanDspError> {
         Ok(match transport {
             Transport::Audio(_) => {
@@ -204,9 +251,9 @@ impl Terminal {
                 t.set_transmit_on_idle(true);
                 Terminal::Audio(t)
             }
-            // SAFETY: `packets` is boxed by the caller and outlives the terminal.
+            // SAFETY: `packets` outlives the terminal (dropped after it).
             Transport::T38 => Terminal::T38(unsafe {
-                T38Terminal::new_raw(calling, Some(t38_packet), (packets as *mut Packets).cast())?
+                T38Terminal::new_raw(calling, Some(t38_packet), packets.user())?
             }),
         })
     }
@@ -224,7 +271,7 @@ impl Terminal {
 fn configure(
     t30: *mut sys::t30_state_t,
     party: &Party,
-    hooks: &mut Hooks,
+    hooks: &mut Shared<Hooks>,
     file: &std::path::Path,
 ) -> Result<(), String> {
     let c = |s: &str| CString::new(s).map_err(|_| format!("NUL in {s:?}"));
@@ -243,10 +290,11 @@ fn configure(
         | T4Compression::T6
         | T4Compression::T85
         | T4Compression::T85_L0;
-    hooks.t30 = t30;
-    let user: *mut c_void = (hooks as *mut Hooks).cast();
-    // SAFETY: `t30` belongs to a live terminal; strings are copied by spandsp; `hooks` is boxed
-    // and outlives the terminal.
+    hooks.get_mut().t30 = t30;
+    let sending = hooks.get().sending;
+    let user = hooks.user();
+    // SAFETY: `t30` belongs to a live terminal; strings are copied by spandsp; `hooks` outlives
+    // the terminal.
     unsafe {
         sys::t30_set_tx_ident(t30, ident.as_ptr());
         if !party.header.is_empty() {
@@ -255,7 +303,7 @@ fn configure(
         sys::t30_set_ecm_capability(t30, party.ecm);
         sys::t30_set_supported_modems(t30, modems.bits());
         sys::t30_set_supported_compressions(t30, compressions.bits() as c_int);
-        if hooks.sending {
+        if sending {
             sys::t30_set_tx_file(t30, path.as_ptr(), -1, -1);
         } else {
             sys::t30_set_rx_file(t30, path.as_ptr(), -1);
@@ -327,14 +375,14 @@ fn result(
 pub fn run(mut session: Session) {
     let t38 = session.transport == Transport::T38;
     // Callback storage first, so it is dropped after the terminals that point to it.
-    let mut caller_hooks = Hooks::new(true);
-    let mut callee_hooks = Hooks::new(false);
-    let mut caller_packets = Box::<Packets>::default();
-    let mut callee_packets = Box::<Packets>::default();
+    let mut caller_hooks = Shared::new(Hooks::new(true));
+    let mut callee_hooks = Shared::new(Hooks::new(false));
+    let mut caller_packets = Shared::new(Packets::default());
+    let mut callee_packets = Shared::new(Packets::default());
 
     let setup = (|| -> Result<(Terminal, Option<Terminal>), String> {
-        let caller = Terminal::new(session.transport, true, &mut caller_packets)
-            .map_err(|e| e.to_string())?;
+        let caller =
+            Terminal::new(session.transport, true, &caller_packets).map_err(|e| e.to_string())?;
         configure(
             caller.t30(),
             &session.caller,
@@ -344,7 +392,7 @@ pub fn run(mut session: Session) {
         let callee = match session.far {
             Machine::Silent => None,
             _ => {
-                let t = Terminal::new(session.transport, false, &mut callee_packets)
+                let t = Terminal::new(session.transport, false, &callee_packets)
                     .map_err(|e| e.to_string())?;
                 configure(
                     t.t30(),
@@ -387,24 +435,28 @@ pub fn run(mut session: Session) {
     loop {
         // Hangup requests from either side end the call for both.
         let hang = |p: &mut Party| p.hangup.as_mut().and_then(|rx| rx.try_recv().ok());
-        if caller_hooks.completion.is_none()
+        if caller_hooks.get().completion.is_none()
             && let Some(cause) = hang(&mut session.caller)
         {
             hangup_cause = Some(cause);
             break;
         }
-        if callee_hooks.completion.is_none()
+        if callee_hooks.get().completion.is_none()
             && let Some(cause) = hang(&mut session.callee)
         {
             hangup_cause = Some(cause);
             break;
         }
+        if *session.closing.borrow() {
+            hangup_cause = Some("SYSTEM_SHUTDOWN".into());
+            break;
+        }
         // The far end of a `hangup_after_pages` number hangs up once it has its pages.
         if let Machine::HangupAfterPages(n) = session.far
-            && callee_hooks.pages >= n
+            && callee_hooks.get().pages >= n
         {
             let at = *far_page_at.get_or_insert(now);
-            if caller_hooks.pages >= n || now - at >= HANGUP_AFTER_PAGE_SAMPLES {
+            if caller_hooks.get().pages >= n || now - at >= HANGUP_AFTER_PAGE_SAMPLES {
                 break;
             }
         }
@@ -414,11 +466,11 @@ pub fn run(mut session: Session) {
             (Terminal::Audio(tx), rx) => {
                 a.fill(0);
                 b.fill(0);
-                if caller_hooks.completion.is_none() {
+                if caller_hooks.get().completion.is_none() {
                     tx.tx(&mut a);
                 }
                 if let Some(Terminal::Audio(rx)) = rx
-                    && callee_hooks.completion.is_none()
+                    && callee_hooks.get().completion.is_none()
                 {
                     rx.tx(&mut b);
                 }
@@ -427,25 +479,25 @@ pub fn run(mut session: Session) {
                     compand(law, &mut b);
                 }
                 if let Some(Terminal::Audio(rx)) = rx
-                    && callee_hooks.completion.is_none()
+                    && callee_hooks.get().completion.is_none()
                 {
                     rx.rx(&mut a);
                 }
-                if caller_hooks.completion.is_none() {
+                if caller_hooks.get().completion.is_none() {
                     tx.rx(&mut b);
                 }
             }
             (Terminal::T38(tx), rx) => {
-                if caller_hooks.completion.is_none() {
+                if caller_hooks.get().completion.is_none() {
                     tx.send_timeout(FRAME as i32);
                 }
                 if let Some(Terminal::T38(rx)) = rx
-                    && callee_hooks.completion.is_none()
+                    && callee_hooks.get().completion.is_none()
                 {
                     rx.send_timeout(FRAME as i32);
                 }
-                let far_alive = rx.is_some() && callee_hooks.completion.is_none();
-                while let Some((seq, p)) = caller_packets.queue.pop_front() {
+                let far_alive = rx.is_some() && callee_hooks.get().completion.is_none();
+                while let Some((seq, p)) = pop(&mut caller_packets) {
                     if far_alive
                         && let Some(Terminal::T38(rx)) = rx
                         && let Ok(core) = rx.get_t38_core_state()
@@ -453,8 +505,8 @@ pub fn run(mut session: Session) {
                         let _ = core.rx_ifp_packet(&p, seq);
                     }
                 }
-                let near_alive = caller_hooks.completion.is_none();
-                while let Some((seq, p)) = callee_packets.queue.pop_front() {
+                let near_alive = caller_hooks.get().completion.is_none();
+                while let Some((seq, p)) = pop(&mut callee_packets) {
                     if near_alive && let Ok(core) = tx.get_t38_core_state() {
                         let _ = core.rx_ifp_packet(&p, seq);
                     }
@@ -462,14 +514,14 @@ pub fn run(mut session: Session) {
             }
         }
         now += FRAME as u64;
-        deliver(&session.caller, std::mem::take(&mut caller_hooks.pending));
-        deliver(&session.callee, std::mem::take(&mut callee_hooks.pending));
+        deliver(&session.caller, caller_hooks.take_pending());
+        deliver(&session.callee, callee_hooks.take_pending());
 
         // When one side is done the call is over once the other finishes or the grace ends.
-        if caller_hooks.completion.is_some() {
+        if caller_hooks.get().completion.is_some() {
             caller_done_at.get_or_insert(now);
         }
-        if callee_hooks.completion.is_some() || callee.is_none() && caller_done_at.is_some() {
+        if callee_hooks.get().completion.is_some() || callee.is_none() && caller_done_at.is_some() {
             callee_done_at.get_or_insert(now);
         }
         match (caller_done_at, callee_done_at) {
@@ -497,16 +549,16 @@ pub fn run(mut session: Session) {
             sys::t30_terminate(t.t30());
         }
     }
-    deliver(&session.caller, std::mem::take(&mut caller_hooks.pending));
-    deliver(&session.callee, std::mem::take(&mut callee_hooks.pending));
+    deliver(&session.caller, caller_hooks.take_pending());
+    deliver(&session.callee, callee_hooks.take_pending());
 
-    let code = caller_hooks.completion.unwrap_or(49);
+    let code = caller_hooks.get().completion.unwrap_or(49);
     let cause = hangup_cause.as_deref().unwrap_or("NORMAL_CLEARING");
-    let caller_result = result(&caller_hooks, code, cause, t38, None);
+    let caller_result = result(caller_hooks.get(), code, cause, t38, None);
     let callee_result = callee.as_ref().map(|_| {
-        let code = callee_hooks.completion.unwrap_or(49);
+        let code = callee_hooks.get().completion.unwrap_or(49);
         let file = session.received.is_file().then(|| session.received.clone());
-        result(&callee_hooks, code, cause, t38, file)
+        result(callee_hooks.get(), code, cause, t38, file)
     });
     // Free the terminals (and close the received file) before reporting it.
     drop(caller);
