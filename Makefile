@@ -27,7 +27,8 @@ test-deps:
 fmt:
 	$(CARGO) fmt --all
 
-bench: test-deps
+bench:
+	rel/deps.sh bench
 	$(CARGO) build --release -p faxd-supervisors
 	tests/couchdb/with-server.sh rel/bench.sh
 
