@@ -27,7 +27,8 @@ test-deps:
 fmt:
 	$(CARGO) fmt --all
 
-bench: test-deps
+bench:
+	rel/deps.sh bench
 	$(CARGO) build --release -p faxd-supervisors
 	$(CARGO) build --release -p faxd --example t30_bench
 	tests/couchdb/with-server.sh rel/bench.sh

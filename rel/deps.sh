@@ -3,13 +3,25 @@
 # already there: Debian packages, and the CouchDB-API test server's npm packages.
 #   rel/deps.sh          build + run dependencies
 #   rel/deps.sh test     also the test dependencies
+#   rel/deps.sh bench    also what the benchmark compares with (ImageMagick, libtiff tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode="${1:-}"
 
 # Build: the C parts of dependencies (SQLite is bundled; spandsp needs clang/tiff/jpeg).
 packages=(pkg-config libclang-dev libtiff-dev libjpeg-dev curl)
-if [ "${1:-}" = "test" ]; then
+if [ "$mode" = "test" ] || [ "$mode" = "bench" ]; then
     packages+=(nodejs npm)
+fi
+# Document conversion at run time (installed without Recommends, which would pull the GUI):
+# Ghostscript for PDF; LibreOffice headless (Writer, Calc, Impress) with python3-uno for the
+# warm converter; metric-compatible fonts (Carlito/Caladea for Calibri/Cambria, Liberation
+# for Arial/Times/Courier) so Office layouts keep their page breaks.
+lean=(ghostscript libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
+    python3-uno fonts-crosextra-carlito fonts-crosextra-caladea fonts-liberation2 fonts-dejavu-core)
+if [ "$mode" = "bench" ]; then
+    # Kazoo's own conversion commands, for comparison only (faxd does not use them).
+    lean+=(imagemagick libtiff-tools)
 fi
 
 missing=()
@@ -31,13 +43,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
+lean_missing=()
+for p in "${lean[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || lean_missing+=("$p")
+done
+if [ "${#lean_missing[@]}" -gt 0 ]; then
+    echo "deps: installing ${lean_missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${lean_missing[@]}"
+fi
 
 if ! command -v cargo >/dev/null; then
     echo "deps: cargo (Rust 1.95) is required; install it with rustup" >&2
     exit 1
 fi
 
-if [ "${1:-}" = "test" ]; then
+if [ "$mode" = "test" ] || [ "$mode" = "bench" ]; then
     # The CouchDB-API test server (pouchdb-server + fixes) into tests/couchdb/node_modules.
     if [ ! -f tests/couchdb/node_modules/.package-lock.json ] \
         || [ tests/couchdb/package-lock.json -nt tests/couchdb/node_modules/.package-lock.json ]; then

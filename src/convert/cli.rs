@@ -15,11 +15,24 @@ pub struct ConvertArgs {
     pub page_size: Option<String>,
     /// `tiff` (default), `pdf` or `png`.
     pub format: Option<String>,
+    /// Convert this many times in one process (1 = once); later runs show warm timings.
+    pub repeat: u32,
 }
 
-/// Runs the command; returns the line to print.
+/// Runs the command; returns the lines to print (one per run).
 pub fn run(args: &ConvertArgs, cfg: ConvertConfig) -> Result<String, String> {
+    let conv = Converter::new(cfg);
+    let mut lines = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        lines.push(run_once(args, &conv)?);
+    }
+    conv.office().stop();
+    Ok(lines.join("\n"))
+}
+
+fn run_once(args: &ConvertArgs, conv: &Converter) -> Result<String, String> {
     let started = Instant::now();
+    let cfg = conv.config();
     let mut opts = cfg.options();
     if let Some(r) = &args.resolution {
         opts.resolution = Resolution::parse(r)
@@ -31,7 +44,6 @@ pub fn run(args: &ConvertArgs, cfg: ConvertConfig) -> Result<String, String> {
     }
     let format = args.format.clone().unwrap_or_else(|| "tiff".into());
     let input = std::fs::read(&args.input).map_err(|e| format!("{}: {e}", args.input.display()))?;
-    let conv = Converter::new(cfg);
     let kind = sniff(&input).map_err(|e| e.to_string())?;
     // A fax TIFF is wrapped or previewed as it is; anything else is converted first.
     let fax_tiff = if kind == Kind::Tiff
@@ -67,7 +79,6 @@ pub fn run(args: &ConvertArgs, cfg: ConvertConfig) -> Result<String, String> {
         }
         other => return Err(format!("--format {other}: use tiff, pdf or png")),
     };
-    conv.office().stop();
     Ok(format!(
         "{} ({}) -> {} ({format}): {} page{}, {} bytes, {:.0} bytes/page, {}x{} dpi, {}, {:.3} s",
         args.input.display(),

@@ -61,6 +61,9 @@ enum Cmd {
         /// tiff (default), pdf or png.
         #[arg(long)]
         format: Option<String>,
+        /// Convert this many times in one process (benchmarks: later runs are warm).
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         resolution,
         page_size,
         format,
+        repeat,
         config,
     } = &cli.command
     {
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             resolution: resolution.clone(),
             page_size: page_size.clone(),
             format: format.clone(),
+            repeat: *repeat,
         };
         let result = load(config.as_ref()).and_then(|c| faxd::convert::cli::run(&args, c.convert));
         return match result {
