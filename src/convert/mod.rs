@@ -17,6 +17,7 @@ pub mod preview;
 pub mod raster;
 pub mod sandbox;
 pub mod sniff;
+pub mod stored;
 pub mod tiff_f;
 
 use std::path::PathBuf;
