@@ -10,5 +10,6 @@ pub mod context;
 pub mod gateway;
 pub mod ids;
 pub mod model;
+pub mod outbound;
 pub mod store;
 pub mod time;

@@ -7,6 +7,8 @@
 //! The result fields are the ones FreeSWITCH's mod_spandsp reports, so that a transmission
 //! looks the same in `tx_result` whichever engine carried it.
 
+pub mod script;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -100,7 +102,11 @@ pub enum FaxEvent {
         remote_station_id: String,
     },
     /// A page went through (`spandsp::txfaxpageresult`).
-    Page { page: u32, total: u32, bad_rows: u32 },
+    Page {
+        page: u32,
+        total: u32,
+        bad_rows: u32,
+    },
     /// The call ended (`spandsp::txfaxresult` and hangup).
     Finished(FaxResult),
 }
