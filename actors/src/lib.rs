@@ -4,6 +4,12 @@
 
 pub mod api_server;
 pub mod cluster;
+pub mod fax_jobs;
 pub mod fax_maintenance;
+pub mod fax_monitor;
+pub mod fax_worker;
+pub mod job_book;
 pub mod maintenance;
+pub mod outbound;
+pub mod stage;
 pub mod sysconf;

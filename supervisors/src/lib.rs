@@ -3,4 +3,5 @@
 
 pub mod fax_sup;
 pub mod node;
+pub mod outbound;
 pub mod supervisor;
