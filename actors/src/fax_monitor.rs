@@ -13,7 +13,7 @@ use std::sync::Arc;
 use faxd::ids::{AccountId, Db};
 use faxd::outbound::{Job, lease};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -59,12 +59,7 @@ impl Actor for FaxMonitor {
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 }
-                loop {
-                    match changes.try_recv() {
-                        Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
-                        Err(_) => break,
-                    }
-                }
+                while let Ok(_) | Err(TryRecvError::Lagged(_)) = changes.try_recv() {}
                 if me
                     .call(MonitorMsg::Changed, Some(RPC_TIMEOUT * 6))
                     .await

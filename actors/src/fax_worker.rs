@@ -153,6 +153,7 @@ impl Actor for FaxWorker {
             st.release(outcome).await;
         }
         st.cleanup().await;
+        st.notify_done();
         Ok(())
     }
 }
@@ -381,7 +382,7 @@ impl WorkerState {
         }
     }
 
-    /// Removes the temp file, stops helper tasks, tells the account's queue (once).
+    /// Removes the temp file and stops helper tasks (once).
     async fn cleanup(&mut self) {
         if self.cleaned {
             return;
@@ -394,12 +395,17 @@ impl WorkerState {
             h.abort();
         }
         let _ = tokio::fs::remove_file(&self.file).await;
+        self.hangup = None;
+    }
+
+    /// Tells the account's queue that this worker ended. Sent from `post_stop`, when the
+    /// worker's name is already free, so the next transmission to the number can start.
+    fn notify_done(&self) {
         if let Some(jobs) = Env::jobs_of(&self.args.account_id) {
             let _ = jobs.cast(JobsMsg::WorkerDone {
                 job_id: self.args.job_id.clone(),
             });
         }
-        self.hangup = None;
     }
 
     fn live(&self) -> LiveStatus {
