@@ -9,6 +9,7 @@ pub mod fax_maintenance;
 pub mod fax_monitor;
 pub mod fax_worker;
 pub mod job_book;
+pub mod job_commands;
 pub mod maintenance;
 pub mod outbound;
 pub mod stage;

@@ -40,6 +40,9 @@ pub enum ConfigError {
 pub enum MediaEngine {
     Loopback,
     Freeswitch,
+    /// The scripted engine (no T.30; outcomes by destination number): scheduler tests and
+    /// benchmarks only.
+    Script,
 }
 
 impl MediaEngine {
@@ -47,6 +50,7 @@ impl MediaEngine {
         match self {
             MediaEngine::Loopback => "loopback",
             MediaEngine::Freeswitch => "freeswitch",
+            MediaEngine::Script => "script",
         }
     }
 }
@@ -113,12 +117,15 @@ impl Default for StoreSection {
 #[serde(default, deny_unknown_fields)]
 pub struct MediaSection {
     pub engine: MediaEngine,
+    /// Line time per page of the `script` engine, in milliseconds (0: instant).
+    pub script_page_ms: u64,
 }
 
 impl Default for MediaSection {
     fn default() -> Self {
         Self {
             engine: MediaEngine::Loopback,
+            script_page_ms: 0,
         }
     }
 }
