@@ -42,13 +42,13 @@ pub async fn release(
 ) -> Result<Decision, StoreError> {
     let job = Job::from_doc(&doc).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let result = release::tx_result(outcome, started_ms, finished_ms, job.created, &job.options);
-    let d = release::decide(
-        &job,
-        &result,
-        outcome.success(),
-        &policy.rules,
-        policy.default_retry_period,
-    );
+    // An attempt cut short on our side (worker or node died) is retried at once unless a
+    // rule says otherwise; the far end did nothing to deserve the back-off.
+    let period = match outcome {
+        Outcome::Failure { cause, .. } if cause == release::TERMINATED => 0,
+        _ => policy.default_retry_period,
+    };
+    let d = release::decide(&job, &result, outcome.success(), &policy.rules, period);
     release::apply(&mut doc, &d, result, crate::time::now_gregorian());
     if d.status.is_final() {
         modb::move_to_modb(store, doc).await?;

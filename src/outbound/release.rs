@@ -15,6 +15,9 @@ use super::job::{Job, options_json};
 use crate::gateway::{FaxResult, TxOptions};
 use crate::model::JobStatus;
 
+/// `result_cause` of an attempt cut short by a dead worker or node.
+pub const TERMINATED: &str = "PROCESS_TERMINATED";
+
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -43,7 +46,7 @@ impl Outcome {
     pub fn terminated(why: &str) -> Self {
         Outcome::Failure {
             sip_code: 500,
-            cause: "PROCESS_TERMINATED".into(),
+            cause: TERMINATED.into(),
             text: format!("process terminated ({why}). please contact your support for details"),
         }
     }
