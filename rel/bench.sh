@@ -15,3 +15,13 @@ if [ -n "${FAXD_TEST_COUCH_URL:-}" ]; then
     FAXD_STORE_BACKEND=couchdb FAXD_STORE_COUCH_URL="$FAXD_TEST_COUCH_URL" \
         FAXD_NODE_DATA_DIR="$tmp/couch" "$faxd" store bench --docs 2000 --attachment-bytes 4096 | tail -1
 fi
+
+echo
+echo "== outbound scheduler: ${FAXD_BENCH_JOBS:-10000} jobs over 100 accounts, null engine"
+echo "-- embedded"
+FAXD_NODE_DATA_DIR="$tmp/outbound-embedded" "$faxd" outbound bench --jobs "${FAXD_BENCH_JOBS:-10000}" --accounts 100
+if [ -n "${FAXD_TEST_COUCH_URL:-}" ]; then
+    echo "-- couchdb ($FAXD_TEST_COUCH_URL)"
+    FAXD_STORE_BACKEND=couchdb FAXD_STORE_COUCH_URL="$FAXD_TEST_COUCH_URL" \
+        FAXD_NODE_DATA_DIR="$tmp/outbound-couch" "$faxd" outbound bench --jobs "${FAXD_BENCH_JOBS:-10000}" --accounts 100
+fi

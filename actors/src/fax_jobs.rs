@@ -61,8 +61,6 @@ pub struct JobsState {
     due_generation: u64,
     /// Numbers whose worker name is held elsewhere, until when.
     blocked: HashMap<String, Instant>,
-    /// Jobs whose `send_at` is later than their due time: id → when runnable.
-    deferred: HashMap<String, i64>,
     /// A worker could not start: look again in a second.
     retry_blocked: bool,
 }
@@ -96,7 +94,6 @@ impl Actor for FaxJobs {
             due_generation: 0,
             blocked: HashMap::new(),
             retry_blocked: false,
-            deferred: HashMap::new(),
         };
         st.recover().await?;
         Ok(st)
@@ -176,9 +173,7 @@ impl JobsState {
             if self.buffer.is_empty() {
                 break;
             }
-            let (progress, later) = self.start_some().await?;
-            self.arm_due(myself, later);
-            if !progress {
+            if !self.start_some().await? {
                 break;
             }
         }
@@ -206,19 +201,15 @@ impl JobsState {
         let now = faxd::time::now_gregorian();
         self.buffer.clear();
         let mut next: Option<i64> = None;
-        self.deferred.retain(|_, at| *at > now);
         for row in rows {
             if self.book.contains(&row.id) {
                 continue;
             }
-            if let Some(at) = self.deferred.get(&row.id) {
-                next = Some(next.map_or(*at, |n| n.min(*at)));
-                continue;
-            }
-            if row.due() <= now {
+            let at = row.runnable_at();
+            if at <= now {
                 self.buffer.push_back(row);
             } else {
-                next = Some(next.map_or(row.due(), |n| n.min(row.due())));
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
         self.arm_due(myself, next);
@@ -245,86 +236,41 @@ impl JobsState {
         });
     }
 
-    /// Takes a window of buffered rows, reads their documents, starts the best. Returns
-    /// whether anything was consumed (started or dropped), and the earliest `send_at` of
-    /// jobs not runnable yet.
-    async fn start_some(&mut self) -> Result<(bool, Option<i64>), StoreError> {
-        let want = self.book.free() * 2;
-        let mut window = Vec::new();
-        let mut kept = VecDeque::new();
-        let mut seen_numbers = HashSet::new();
-        while let Some(row) = self.buffer.pop_front() {
-            if window.len() >= want {
-                kept.push_back(row);
-                continue;
-            }
-            let number = row.to.clone().unwrap_or_default();
-            let busy = self.book.number_busy(&number)
-                || self.blocked.contains_key(&number)
-                || (self.book.serialize && !number.is_empty() && !seen_numbers.insert(number));
-            if busy {
-                kept.push_back(row);
-            } else {
-                window.push(row);
-            }
-        }
-        self.buffer = kept;
-        if window.is_empty() {
-            return Ok((false, None));
-        }
-        let store = self.env.ctx.store.clone();
-        let docs = join_all(window.iter().map(|r| store.get(&Db::Faxes, &r.id))).await;
-        let now = faxd::time::now_gregorian();
-        let mut candidates = Vec::new();
-        let mut jobs = HashMap::new();
-        let mut later = Vec::new();
-        let mut dropped = 0;
-        for (row, doc) in window.into_iter().zip(docs) {
-            let Some(doc) = doc? else {
-                dropped += 1;
-                continue;
-            };
-            let Ok(job) = Job::from_doc(&doc) else {
-                dropped += 1;
-                continue;
-            };
-            if job.status != JobStatus::Pending {
-                dropped += 1;
-                continue;
-            }
-            if job.runnable_at() > now {
-                self.deferred.insert(job.id.clone(), job.runnable_at());
-                later.push(job.runnable_at());
-                continue;
-            }
-            candidates.push(Candidate {
-                id: job.id.clone(),
-                number: job.to_number.clone(),
-                priority: job.priority,
-                runnable_at: job.runnable_at(),
-            });
-            jobs.insert(job.id.clone(), (row, doc));
-        }
-        let picked = self.book.pick(candidates, &HashSet::new());
-        let picked_ids: HashSet<String> = picked.iter().map(|c| c.id.clone()).collect();
-        // Valid rows not picked go back to the front, in due order.
-        let mut back: Vec<JobRow> = jobs
+    /// Picks the best buffered rows (priority, then due time; one per number when
+    /// serializing) for the free slots, and locks and starts them. Returns whether any row
+    /// was consumed.
+    async fn start_some(&mut self) -> Result<bool, StoreError> {
+        let candidates: Vec<Candidate> = self
+            .buffer
             .iter()
-            .filter(|(id, _)| !picked_ids.contains(*id))
-            .map(|(_, (row, _))| row.clone())
+            .map(|r| Candidate {
+                id: r.id.clone(),
+                number: r.to.clone().unwrap_or_default(),
+                priority: r.priority,
+                runnable_at: r.runnable_at(),
+            })
             .collect();
-        back.sort_by_key(|r| (r.due(), r.id.clone()));
-        for row in back.into_iter().rev() {
-            self.buffer.push_front(row);
+        let blocked: HashSet<String> = self.blocked.keys().cloned().collect();
+        let picked = self.book.pick(candidates, &blocked);
+        if picked.is_empty() {
+            return Ok(false);
         }
-        let mut started = false;
-        for c in picked {
-            let Some((_, doc)) = jobs.remove(&c.id) else {
-                continue;
-            };
-            started |= self.lock_and_start(doc, &c).await?;
+        let ids: HashSet<&str> = picked.iter().map(|c| c.id.as_str()).collect();
+        self.buffer.retain(|r| !ids.contains(r.id.as_str()));
+        let store = self.env.ctx.store.clone();
+        let docs = join_all(picked.iter().map(|c| store.get(&Db::Faxes, &c.id))).await;
+        let now = faxd::time::now_gregorian();
+        for (c, doc) in picked.iter().zip(docs) {
+            let Some(doc) = doc? else { continue };
+            // The row may be stale: the document decides.
+            match Job::from_doc(&doc) {
+                Ok(job) if job.status == JobStatus::Pending && job.runnable_at() <= now => {
+                    self.lock_and_start(doc, c).await?;
+                }
+                _ => continue,
+            }
         }
-        Ok((dropped > 0 || started, later.into_iter().min()))
+        Ok(true)
     }
 
     async fn lock_and_start(

@@ -69,6 +69,7 @@ both_backends!(
     one_transmission_per_number_at_a_time,
     killed_worker_is_retried_and_completes,
     stage_timeout_fails_the_attempt_and_live_status_reads,
+    send_at_and_priority_order_the_queue,
 );
 
 /// A running outbound subtree for some accounts.
@@ -149,6 +150,9 @@ impl Engine {
 }
 
 async fn new_account(store: &SharedStore, max_outbound: Option<u32>) -> AccountId {
+    faxd::bootstrap::ensure_global_dbs(store)
+        .await
+        .expect("global dbs");
     let a = AccountId::generate();
     if let Some(n) = max_outbound {
         let db = Db::Account(a.clone());
@@ -517,6 +521,72 @@ async fn stage_timeout_fails_the_attempt_and_live_status_reads(store: SharedStor
     assert_eq!(
         doc["tx_result"]["result_text"],
         "fax job timed out - negotiate"
+    );
+    engine.stop().await;
+}
+
+async fn send_at_and_priority_order_the_queue(store: SharedStore) {
+    let account = new_account(&store, Some(1)).await;
+    let base = rand_digits() + 5_000_000;
+    let low = submit(
+        &store,
+        &account,
+        &format!("+1419{base:07}"),
+        1,
+        json!({"priority": 0}),
+    )
+    .await;
+    let high = submit(
+        &store,
+        &account,
+        &format!("+1419{:07}", base + 1),
+        1,
+        json!({"priority": 5}),
+    )
+    .await;
+    let not_before = faxd::time::now_unix_ms() / 1000 + 2;
+    let later = submit(
+        &store,
+        &account,
+        &format!("+1419{:07}", base + 2),
+        1,
+        json!({"priority": 9, "send_at": not_before}),
+    )
+    .await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::ZERO,
+        Timeouts::default(),
+    )
+    .await;
+    for id in [&low, &high, &later] {
+        let doc = wait_final(&store, &account, id, Duration::from_secs(30)).await;
+        assert_eq!(doc["pvt_job_status"], "completed");
+    }
+    let order: Vec<String> = engine
+        .gw
+        .originated()
+        .into_iter()
+        .map(|o| o.fax.job_id)
+        .collect();
+    assert_eq!(
+        order,
+        [high.clone(), low, later.clone()],
+        "priority first, send_at honoured"
+    );
+    let at = engine
+        .gw
+        .originated()
+        .into_iter()
+        .find(|o| o.fax.job_id == later)
+        .map(|o| o.at_ms)
+        .unwrap_or(0);
+    assert!(
+        at >= not_before * 1000,
+        "sent {} ms before send_at",
+        not_before * 1000 - at
     );
     engine.stop().await;
 }
