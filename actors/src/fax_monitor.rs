@@ -60,12 +60,11 @@ impl Actor for FaxMonitor {
                     Err(RecvError::Closed) => return,
                 }
                 while let Ok(_) | Err(TryRecvError::Lagged(_)) = changes.try_recv() {}
-                if me
-                    .call(MonitorMsg::Changed, Some(RPC_TIMEOUT * 6))
-                    .await
-                    .is_err()
-                {
-                    return;
+                // A slow pass (timeout) is fine: the next change asks again. Only a gone
+                // monitor ends the forwarding (its restart subscribes anew).
+                match me.call(MonitorMsg::Changed, Some(RPC_TIMEOUT * 6)).await {
+                    Ok(_) => {}
+                    Err(_) => return,
                 }
             }
         });

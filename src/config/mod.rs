@@ -152,6 +152,37 @@ impl Default for ClusterSection {
     }
 }
 
+/// `[outbound]`: timing of the outbound engine (seconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundSection {
+    /// A call must be set up within this (Kazoo: 2 min).
+    pub originate_timeout: u64,
+    /// T.30 negotiation must finish within this after the call is up (Kazoo: 2 min).
+    pub negotiate_timeout: u64,
+    /// Each page must go through within this (Kazoo: 5 min).
+    pub page_timeout: u64,
+    /// A worker renews the lease of its job this often.
+    pub heartbeat: u64,
+    /// A processing job whose lease was not renewed for this long is requeued.
+    pub lease: u64,
+    /// fax_monitor's safety sweep (the change feed does the real work).
+    pub sweep: u64,
+}
+
+impl Default for OutboundSection {
+    fn default() -> Self {
+        Self {
+            originate_timeout: 120,
+            negotiate_timeout: 120,
+            page_timeout: 300,
+            heartbeat: 30,
+            lease: 120,
+            sweep: 60,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -177,6 +208,7 @@ pub struct Config {
     pub store: StoreSection,
     pub media: MediaSection,
     pub cluster: ClusterSection,
+    pub outbound: OutboundSection,
     pub log: LogSection,
 }
 

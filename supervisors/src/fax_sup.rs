@@ -15,7 +15,6 @@ use faxd::outbound::StoredTiff;
 use faxd_actors::api_server::ApiServer;
 use faxd_actors::cluster;
 use faxd_actors::fax_maintenance::{FaxMaintenance, TreeReporter};
-use faxd_actors::outbound::Settings;
 use faxd_actors::sysconf::Sysconf;
 use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
@@ -55,12 +54,8 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
             let docs = Arc::new(StoredTiff {
                 store: ctx.store.clone(),
             });
-            out.extend(outbound::children(
-                ctx.clone(),
-                gw,
-                docs,
-                Settings::default(),
-            ));
+            let settings = outbound::settings(&ctx.config.outbound);
+            out.extend(outbound::children(ctx.clone(), gw, docs, settings));
         }
         None => tracing::warn!(
             engine = ctx.config.media.engine.as_str(),

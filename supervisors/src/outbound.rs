@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use faxd::config::OutboundSection;
 use faxd::context::NodeContext;
 use faxd::gateway::Gateway;
 use faxd::ids::AccountId;
@@ -13,6 +14,7 @@ use faxd_actors::fax_jobs::{FaxJobs, JobsMsg};
 use faxd_actors::fax_monitor::FaxMonitor;
 use faxd_actors::fax_worker::{FaxWorker, WorkerArgs, WorkerMsg};
 use faxd_actors::outbound::{Env, RPC_TIMEOUT, Settings, Spawner};
+use faxd_actors::stage::Timeouts;
 use ractor::{Actor, ActorRef};
 
 use crate::supervisor::{
@@ -111,6 +113,23 @@ fn dynamic_sup(
         }
     })
     .supervisor()
+}
+
+/// Engine settings from the node configuration's `[outbound]` section.
+pub fn settings(c: &OutboundSection) -> Settings {
+    let s = Duration::from_secs;
+    Settings {
+        timeouts: Timeouts {
+            originate: s(c.originate_timeout),
+            negotiate: s(c.negotiate_timeout),
+            per_page: s(c.page_timeout),
+        },
+        heartbeat: s(c.heartbeat.max(1)),
+        lease: s(c.lease.max(2 * c.heartbeat.max(1))),
+        sweep: s(c.sweep.max(1)),
+        file_cache: None,
+        accounts: None,
+    }
 }
 
 /// fax_jobs_sup, fax_worker_sup and fax_monitor, in start order.
