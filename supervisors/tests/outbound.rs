@@ -70,6 +70,7 @@ both_backends!(
     killed_worker_is_retried_and_completes,
     stage_timeout_fails_the_attempt_and_live_status_reads,
     send_at_and_priority_order_the_queue,
+    maintenance_job_commands_print_and_change_jobs,
 );
 
 /// A running outbound subtree for some accounts.
@@ -350,21 +351,15 @@ async fn step_down_rule_changes_the_next_attempt(store: SharedStore) {
 async fn max_outbound_bounds_concurrency_and_other_accounts_run(store: SharedStore) {
     let busy = new_account(&store, Some(10)).await;
     let other = new_account(&store, Some(10)).await;
-    let engine = Engine::start(
-        store.clone(),
-        &[&busy, &other],
-        json!({}),
-        Duration::from_millis(40),
-        Timeouts::default(),
-    )
-    .await;
+    // Numbers of this run only (worker names are per process; both backends run at once).
+    let base = 2_000_000 + rand_digits() * 100;
     let mut ids = Vec::new();
     for i in 0..60 {
         ids.push(
             submit(
                 &store,
                 &busy,
-                &format!("+1415{:07}", 2_000_000 + i),
+                &format!("+1415{:07}", base + i),
                 2,
                 json!({}),
             )
@@ -377,13 +372,22 @@ async fn max_outbound_bounds_concurrency_and_other_accounts_run(store: SharedSto
             submit(
                 &store,
                 &other,
-                &format!("+1416{:07}", 2_000_000 + i),
+                &format!("+1416{:07}", base + i),
                 2,
                 json!({}),
             )
             .await,
         );
     }
+    // Everything is queued before the engine starts: both accounts compete from the start.
+    let engine = Engine::start(
+        store.clone(),
+        &[&busy, &other],
+        json!({}),
+        Duration::from_millis(40),
+        Timeouts::default(),
+    )
+    .await;
     let mut busy_iv = Vec::new();
     for id in &ids {
         let doc = wait_final(&store, &busy, id, Duration::from_secs(60)).await;
@@ -404,6 +408,13 @@ async fn max_outbound_bounds_concurrency_and_other_accounts_run(store: SharedSto
     assert!(
         other_end < busy_end,
         "the other account waited for the busy one's backlog"
+    );
+    let mut busy_starts: Vec<i64> = busy_iv.iter().map(|i| i.0).collect();
+    busy_starts.sort();
+    let other_last_start = other_iv.iter().map(|i| i.0).max().unwrap_or(0);
+    assert!(
+        other_last_start <= busy_starts[busy_starts.len() / 2],
+        "the other account's jobs started late"
     );
     nothing_left_queued(&store, &busy).await;
     engine.stop().await;
@@ -589,4 +600,91 @@ async fn send_at_and_priority_order_the_queue(store: SharedStore) {
         not_before * 1000 - at
     );
     engine.stop().await;
+}
+
+async fn maintenance_job_commands_print_and_change_jobs(store: SharedStore) {
+    use faxd_actors::job_commands::run;
+    use faxd_actors::maintenance::parse;
+    let account = new_account(&store, None).await;
+    let faxbox = new_id();
+    let to = format!("+1420{:07}", rand_digits() + 6_000_000);
+    let id = submit(
+        &store,
+        &account,
+        &to,
+        1,
+        json!({"faxbox_id": faxbox, "retries": 2}),
+    )
+    .await;
+    let cmd = |s: String| {
+        parse(&s.split_whitespace().map(str::to_string).collect::<Vec<_>>()).expect("parse")
+    };
+    let out = run(&store, &cmd("fax_maintenance pending_jobs".into()))
+        .await
+        .expect("job command")
+        .expect("ok");
+    assert!(out.starts_with("Job"), "{out}");
+    let line = out.lines().find(|l| l.contains(&id)).expect("job listed");
+    assert!(
+        line.contains(&to) && line.contains(account.as_str()) && line.ends_with("0/2"),
+        "{line}"
+    );
+    let out = run(
+        &store,
+        &cmd(format!("fax_maintenance account_jobs {account}")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.contains(&id) && out.contains("pending"), "{out}");
+    let out = run(
+        &store,
+        &cmd(format!("fax_maintenance faxbox_jobs {faxbox} pending")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.contains(&id), "{out}");
+    assert_eq!(
+        run(
+            &store,
+            &cmd(format!("fax_maintenance update_job {id} failed"))
+        )
+        .await
+        .unwrap(),
+        Ok("ok".into())
+    );
+    let again = run(
+        &store,
+        &cmd(format!("fax_maintenance update_job {id} failed")),
+    )
+    .await
+    .unwrap();
+    assert!(again.unwrap_err().contains("already failed"));
+    let out = run(
+        &store,
+        &cmd(format!("fax_maintenance account_jobs {account} failed")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.contains(&id), "{out}");
+    run(&store, &cmd(format!("fax_maintenance restart_job {id}")))
+        .await
+        .unwrap()
+        .unwrap();
+    let doc = store.get(&Db::Faxes, &id).await.unwrap().unwrap();
+    assert_eq!(doc["pvt_job_status"], "pending");
+    assert_eq!(doc["retry_after"], 0);
+    let out = run(&store, &cmd("fax_maintenance active_jobs".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.contains(&id));
+    // Clean up: this job must not be picked up by another test's engine (shared store).
+    let doc = store.get(&Db::Faxes, &id).await.unwrap().unwrap();
+    store
+        .delete(&Db::Faxes, &id, doc["_rev"].as_str().unwrap())
+        .await
+        .unwrap();
 }
