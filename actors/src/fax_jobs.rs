@@ -54,7 +54,7 @@ pub struct JobsState {
     book: JobBook,
     /// Due rows fetched, not started yet, earliest due first.
     buffer: VecDeque<JobRow>,
-    /// The store may hold due jobs the buffer does not.
+    /// The store may hold due jobs the buffer does not (read when the buffer drains).
     stale: bool,
     /// Earliest due time of a not-yet-due job (gregorian seconds).
     next_due: Option<i64>,
@@ -167,7 +167,10 @@ impl JobsState {
             if self.book.free() == 0 {
                 break;
             }
-            if self.buffer.is_empty() || self.stale {
+            // The buffer holds the earliest-due rows; newer jobs queue behind them, so the
+            // store is read again only once the buffer is drained (one query per up to
+            // FETCH jobs, whatever the rate of wake-ups).
+            if self.buffer.is_empty() && self.stale {
                 self.refetch(myself).await?;
             }
             if self.buffer.is_empty() {
@@ -191,13 +194,14 @@ impl JobsState {
     /// Re-reads the account's pending jobs: due ones into the buffer, the earliest future
     /// one arms the due timer.
     async fn refetch(&mut self, myself: &ActorRef<JobsMsg>) -> Result<(), StoreError> {
-        self.stale = false;
         let rows = self
             .env
             .ctx
             .store
             .jobs_by_account(&self.account, FETCH)
             .await?;
+        // A full page: more may wait behind it.
+        self.stale = rows.len() >= FETCH;
         let now = faxd::time::now_gregorian();
         self.buffer.clear();
         let mut next: Option<i64> = None;

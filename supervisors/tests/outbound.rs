@@ -71,6 +71,7 @@ both_backends!(
     stage_timeout_fails_the_attempt_and_live_status_reads,
     send_at_and_priority_order_the_queue,
     maintenance_job_commands_print_and_change_jobs,
+    job_without_a_number_fails_visibly,
 );
 
 /// A running outbound subtree for some accounts.
@@ -687,4 +688,25 @@ async fn maintenance_job_commands_print_and_change_jobs(store: SharedStore) {
         .delete(&Db::Faxes, &id, doc["_rev"].as_str().unwrap())
         .await
         .unwrap();
+}
+
+/// Kazoo silently deleted jobs whose number it could not reconcile; faxd fails them with a
+/// cause, in the outbox, like any other failure.
+async fn job_without_a_number_fails_visibly(store: SharedStore) {
+    let account = new_account(&store, None).await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::ZERO,
+        Timeouts::default(),
+    )
+    .await;
+    let id = submit(&store, &account, "", 1, json!({})).await;
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(30)).await;
+    assert_eq!(doc["pvt_job_status"], "failed");
+    assert_eq!(doc["tx_result"]["result_code"], 400);
+    assert_eq!(doc["tx_result"]["result_text"], "invalid fax number: ");
+    assert!(engine.gw.originated().iter().all(|o| o.fax.job_id != id));
+    engine.stop().await;
 }
