@@ -19,3 +19,13 @@ fi
 
 echo "== T.30 loopback (spandsp): CPU per page, accelerated throughput, real-time calls on this machine"
 ./target/release/examples/t30_bench "${T30_BENCH_PAGES:-4}" "${T30_BENCH_REALTIME_CALLS:-100}"
+
+echo
+echo "== outbound scheduler: ${FAXD_BENCH_JOBS:-10000} jobs over 100 accounts, null engine"
+echo "-- embedded"
+FAXD_NODE_DATA_DIR="$tmp/outbound-embedded" "$faxd" outbound bench --jobs "${FAXD_BENCH_JOBS:-10000}" --accounts 100
+if [ -n "${FAXD_TEST_COUCH_URL:-}" ]; then
+    echo "-- couchdb ($FAXD_TEST_COUCH_URL)"
+    FAXD_STORE_BACKEND=couchdb FAXD_STORE_COUCH_URL="$FAXD_TEST_COUCH_URL" \
+        FAXD_NODE_DATA_DIR="$tmp/outbound-couch" "$faxd" outbound bench --jobs "${FAXD_BENCH_JOBS:-10000}" --accounts 100
+fi

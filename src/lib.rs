@@ -11,5 +11,6 @@ pub mod convert;
 pub mod gateway;
 pub mod ids;
 pub mod model;
+pub mod outbound;
 pub mod store;
 pub mod time;

@@ -20,6 +20,11 @@ pub fn gregorian_to_unix(secs: i64) -> i64 {
     secs - GREGORIAN_UNIX_OFFSET
 }
 
+/// Unix seconds to gregorian seconds.
+pub fn unix_to_gregorian(secs: i64) -> i64 {
+    secs + GREGORIAN_UNIX_OFFSET
+}
+
 /// UTC ISO-8601 `YYYY-MM-DDTHH:MM:SSZ`, as the response envelope's `timestamp`.
 pub fn iso8601_now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)

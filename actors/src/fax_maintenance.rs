@@ -98,6 +98,12 @@ fn done(output: impl Into<String>) -> SupReply {
 
 async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
     let ctx = &state.ctx;
+    if let Some(answer) = crate::job_commands::run(&ctx.store, &cmd).await {
+        return match answer {
+            Ok(out) => done(out),
+            Err(e) => fail(e),
+        };
+    }
     match cmd {
         Command::Status => {
             let store = match ctx.config.store.backend {
@@ -140,5 +146,11 @@ async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
         Command::ConfigGet { category, .. } | Command::ConfigSet { category, .. } => fail(format!(
             "config category '{category}' is not managed by faxd (known: fax)"
         )),
+        Command::PendingJobs
+        | Command::ActiveJobs
+        | Command::AccountJobs { .. }
+        | Command::FaxboxJobs { .. }
+        | Command::RestartJob { .. }
+        | Command::UpdateJob { .. } => fail("job command not handled"),
     }
 }

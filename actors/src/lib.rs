@@ -4,7 +4,14 @@
 
 pub mod api_server;
 pub mod cluster;
+pub mod fax_jobs;
 pub mod fax_maintenance;
 pub mod file_proxy;
+pub mod fax_monitor;
+pub mod fax_worker;
+pub mod job_book;
+pub mod job_commands;
 pub mod maintenance;
+pub mod outbound;
+pub mod stage;
 pub mod sysconf;

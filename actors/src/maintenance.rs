@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use faxd::model::JobStatus;
 use serde_json::Value;
 
 /// A parsed maintenance command.
@@ -18,13 +19,31 @@ pub enum Command {
         key: String,
         value: Value,
     },
+    /// `fax_maintenance pending_jobs`: queued jobs (pending and locked).
+    PendingJobs,
+    /// `fax_maintenance active_jobs`: jobs being transmitted, by node.
+    ActiveJobs,
+    /// `fax_maintenance account_jobs <account> [state=pending]`
+    AccountJobs { account: String, state: JobStatus },
+    /// `fax_maintenance faxbox_jobs <faxbox> [state=pending]`
+    FaxboxJobs { faxbox: String, state: JobStatus },
+    /// `fax_maintenance restart_job <job>`: back to pending, due now.
+    RestartJob { job: String },
+    /// `fax_maintenance update_job <job> <state>`
+    UpdateJob { job: String, state: JobStatus },
 }
 
 /// Commands known, for help and errors.
 pub const USAGE: &str = "commands:\n  \
     faxd_maintenance status\n  \
     kapps_config get fax <key>\n  \
-    kapps_config set fax <key> <json value>";
+    kapps_config set fax <key> <json value>\n  \
+    fax_maintenance pending_jobs\n  \
+    fax_maintenance active_jobs\n  \
+    fax_maintenance account_jobs <account> [state]\n  \
+    fax_maintenance faxbox_jobs <faxbox> [state]\n  \
+    fax_maintenance restart_job <job>\n  \
+    fax_maintenance update_job <job> <state>";
 
 /// Parses `module function args…`.
 pub fn parse(args: &[String]) -> Result<Command, String> {
@@ -45,8 +64,68 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 value,
             })
         }
+        ["fax_maintenance", "pending_jobs"] => Ok(Command::PendingJobs),
+        ["fax_maintenance", "active_jobs"] => Ok(Command::ActiveJobs),
+        ["fax_maintenance", "account_jobs", account, rest @ ..] if rest.len() <= 1 => {
+            Ok(Command::AccountJobs {
+                account: account.to_string(),
+                state: state_arg(rest.first().copied())?,
+            })
+        }
+        ["fax_maintenance", "faxbox_jobs", faxbox, rest @ ..] if rest.len() <= 1 => {
+            Ok(Command::FaxboxJobs {
+                faxbox: faxbox.to_string(),
+                state: state_arg(rest.first().copied())?,
+            })
+        }
+        ["fax_maintenance", "restart_job", job] => Ok(Command::RestartJob {
+            job: job.to_string(),
+        }),
+        ["fax_maintenance", "update_job", job, state] => Ok(Command::UpdateJob {
+            job: job.to_string(),
+            state: state.parse()?,
+        }),
         _ => Err(format!("unknown command '{}'\n{USAGE}", args.join(" "))),
     }
+}
+
+fn state_arg(s: Option<&str>) -> Result<JobStatus, String> {
+    s.map_or(Ok(JobStatus::Pending), str::parse)
+}
+
+/// A text table: a header row and left-aligned columns two spaces apart.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = width.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// Gregorian seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn gregorian_date(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(faxd::time::gregorian_to_unix(secs), 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| secs.to_string())
 }
 
 /// `1d 2h 3m 4s`, leaving out leading zero units.
@@ -116,6 +195,60 @@ mod tests {
         let err = parse(&args("nope x")).unwrap_err();
         assert!(err.contains("unknown command 'nope x'") && err.contains("kapps_config"));
         assert!(parse(&args("kapps_config set fax key")).is_err());
+    }
+
+    #[test]
+    fn parses_job_commands() {
+        assert_eq!(
+            parse(&args("fax_maintenance pending_jobs")),
+            Ok(Command::PendingJobs)
+        );
+        assert_eq!(
+            parse(&args("fax_maintenance active_jobs")),
+            Ok(Command::ActiveJobs)
+        );
+        assert_eq!(
+            parse(&args("fax_maintenance account_jobs abc")),
+            Ok(Command::AccountJobs {
+                account: "abc".into(),
+                state: JobStatus::Pending
+            })
+        );
+        assert_eq!(
+            parse(&args("fax_maintenance faxbox_jobs box failed")),
+            Ok(Command::FaxboxJobs {
+                faxbox: "box".into(),
+                state: JobStatus::Failed
+            })
+        );
+        assert_eq!(
+            parse(&args("fax_maintenance update_job j completed")),
+            Ok(Command::UpdateJob {
+                job: "j".into(),
+                state: JobStatus::Completed
+            })
+        );
+        assert!(parse(&args("fax_maintenance update_job j bogus")).is_err());
+        assert_eq!(
+            parse(&args("fax_maintenance restart_job j")),
+            Ok(Command::RestartJob { job: "j".into() })
+        );
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["Job", "To"],
+            &[
+                vec!["a".into(), "+1".into()],
+                vec!["long-id".into(), "+2".into()],
+            ],
+        );
+        assert_eq!(t, "Job      To\na        +1\nlong-id  +2\n");
+        assert_eq!(
+            gregorian_date(faxd::time::GREGORIAN_UNIX_OFFSET),
+            "1970-01-01 00:00:00"
+        );
     }
 
     #[test]

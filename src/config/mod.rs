@@ -40,6 +40,9 @@ pub enum ConfigError {
 pub enum MediaEngine {
     Loopback,
     Freeswitch,
+    /// The scripted engine (no T.30; outcomes by destination number): scheduler tests and
+    /// benchmarks only.
+    Script,
 }
 
 impl MediaEngine {
@@ -47,6 +50,7 @@ impl MediaEngine {
         match self {
             MediaEngine::Loopback => "loopback",
             MediaEngine::Freeswitch => "freeswitch",
+            MediaEngine::Script => "script",
         }
     }
 }
@@ -113,12 +117,15 @@ impl Default for StoreSection {
 #[serde(default, deny_unknown_fields)]
 pub struct MediaSection {
     pub engine: MediaEngine,
+    /// Line time per page of the `script` engine, in milliseconds (0: instant).
+    pub script_page_ms: u64,
 }
 
 impl Default for MediaSection {
     fn default() -> Self {
         Self {
             engine: MediaEngine::Loopback,
+            script_page_ms: 0,
         }
     }
 }
@@ -256,6 +263,37 @@ impl Default for FileProxySection {
     }
 }
 
+/// `[outbound]`: timing of the outbound engine (seconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundSection {
+    /// A call must be set up within this (Kazoo: 2 min).
+    pub originate_timeout: u64,
+    /// T.30 negotiation must finish within this after the call is up (Kazoo: 2 min).
+    pub negotiate_timeout: u64,
+    /// Each page must go through within this (Kazoo: 5 min).
+    pub page_timeout: u64,
+    /// A worker renews the lease of its job this often.
+    pub heartbeat: u64,
+    /// A processing job whose lease was not renewed for this long is requeued.
+    pub lease: u64,
+    /// fax_monitor's safety sweep (the change feed does the real work).
+    pub sweep: u64,
+}
+
+impl Default for OutboundSection {
+    fn default() -> Self {
+        Self {
+            originate_timeout: 120,
+            negotiate_timeout: 120,
+            page_timeout: 300,
+            heartbeat: 30,
+            lease: 120,
+            sweep: 60,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -283,6 +321,7 @@ pub struct Config {
     pub cluster: ClusterSection,
     pub loopback: LoopbackSection,
     pub file_proxy: FileProxySection,
+    pub outbound: OutboundSection,
     pub log: LogSection,
     pub convert: crate::convert::ConvertConfig,
 }

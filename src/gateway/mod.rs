@@ -11,6 +11,7 @@ pub mod file_proxy;
 pub mod loopback;
 pub mod null;
 pub mod tiff;
+pub mod script;
 
 use std::path::PathBuf;
 use std::time::Duration;

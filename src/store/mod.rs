@@ -107,12 +107,23 @@ pub struct JobRow {
     pub retry_after: i64,
     /// `pvt_job_node`.
     pub node: Option<String>,
+    /// `priority`: higher starts first among an account's due jobs (default 0).
+    pub priority: i64,
+    /// `send_at`: not before this time, unix seconds.
+    pub send_at: Option<i64>,
 }
 
 impl JobRow {
     /// When the job becomes due: `pvt_modified + retry_after` (gregorian seconds).
     pub fn due(&self) -> i64 {
         self.modified + self.retry_after
+    }
+
+    /// When the job may run (gregorian seconds): its due time, and not before `send_at`.
+    pub fn runnable_at(&self) -> i64 {
+        self.send_at.map_or(self.due(), |s| {
+            self.due().max(crate::time::unix_to_gregorian(s))
+        })
     }
 }
 
@@ -350,6 +361,8 @@ pub fn job_row(doc: &Value) -> Option<JobRow> {
         modified: i("pvt_modified"),
         retry_after: i("retry_after"),
         node: s("pvt_job_node"),
+        priority: i("priority"),
+        send_at: doc.get("send_at").and_then(Value::as_i64),
     })
 }
 

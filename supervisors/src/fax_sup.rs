@@ -1,12 +1,17 @@
 //! fax_sup: the top of a faxd node's supervision tree (Kazoo's `fax_sup`): one-for-one, at
 //! most 5 restarts in 25 s, children started in this order and stopped in reverse:
-//! cluster → file_proxy → sysconf → api_server → fax_maintenance. Later parts of faxd add their children
-//! here, in the order of DESIGN.md §1.
+//! cluster → file_proxy → sysconf → api_server → fax_jobs_sup → fax_worker_sup →
+//! fax_monitor → fax_maintenance. Later parts of faxd add their children here, in the order
+//! of DESIGN.md §1. The outbound children run when a media engine is available.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use faxd::config::MediaEngine;
 use faxd::context::NodeContext;
+use faxd::gateway::Gateway;
+use faxd::gateway::script::ScriptGateway;
+use faxd::outbound::StoredTiff;
 use faxd_actors::api_server::ApiServer;
 use faxd_actors::cluster;
 use faxd_actors::fax_maintenance::{FaxMaintenance, TreeReporter};
@@ -15,6 +20,7 @@ use faxd_actors::sysconf::Sysconf;
 use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
 
+use crate::outbound;
 use crate::supervisor::{
     ChildReport, ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, SupervisorMsg,
     SupervisorReport, report, spawn_child,
@@ -32,8 +38,8 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
     let c2 = ctx.clone();
     let c3 = ctx.clone();
     let c4 = ctx.clone();
-    let c5 = ctx;
-    vec![
+    let c5 = ctx.clone();
+    let mut out = vec![
         ChildSpec::new("cluster", Restart::Permanent, move |sup| {
             cluster::spawn_node(c1.clone(), sup)
         }),
@@ -48,7 +54,24 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
             spawn_child(Some("api_server".into()), ApiServer, c3.clone(), sup)
         })
         .with_shutdown(Duration::from_secs(15)),
-        ChildSpec::new("fax_maintenance", Restart::Permanent, move |sup| {
+    ];
+    match gateway(&ctx) {
+        Some(gw) => {
+            let docs = Arc::new(StoredTiff {
+                store: ctx.store.clone(),
+            });
+            let settings = outbound::settings(&ctx.config.outbound);
+            out.extend(outbound::children(ctx.clone(), gw, docs, settings));
+        }
+        None => tracing::warn!(
+            engine = ctx.config.media.engine.as_str(),
+            "no outbound media engine in this build yet: outbound faxes are not sent"
+        ),
+    }
+    out.push(ChildSpec::new(
+        "fax_maintenance",
+        Restart::Permanent,
+        move |sup| {
             let ctx = c4.clone();
             async move {
                 let reporter: Arc<dyn TreeReporter> = Arc::new(Tree(sup.clone().into()));
@@ -60,8 +83,21 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
                 )
                 .await
             }
-        }),
-    ]
+        },
+    ));
+    out
+}
+
+/// The media engine outbound faxes go through. The loopback and FreeSWITCH engines plug in
+/// here when they land.
+fn gateway(ctx: &NodeContext) -> Option<Arc<dyn Gateway>> {
+    match ctx.config.media.engine {
+        MediaEngine::Script => Some(ScriptGateway::new(
+            Duration::from_millis(ctx.config.media.script_page_ms),
+            false,
+        )),
+        MediaEngine::Loopback | MediaEngine::Freeswitch => None,
+    }
 }
 
 /// Starts fax_sup (unlinked: it is the root; the binary watches its handle).

@@ -1,5 +1,6 @@
 //! The `faxd` binary: `serve` runs a node; `sup` runs a maintenance command on a running node;
-//! `store` checks or exercises the configured store; `convert` runs the document pipeline.
+//! `store` checks or exercises the configured store; `convert` runs the document pipeline;
+//! `outbound bench` benchmarks the scheduler.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +72,30 @@ enum Cmd {
     Store {
         #[command(subcommand)]
         command: StoreCmd,
+    },
+    /// Exercise the outbound engine.
+    Outbound {
+        #[command(subcommand)]
+        command: OutboundCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboundCmd {
+    /// Scheduler benchmark with the null (scripted, zero line time) engine on the
+    /// configured store: jobs/s, writes per job, RSS per queued job, dispatch latency.
+    Bench {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Jobs for the throughput run.
+        #[arg(long, default_value_t = 10_000)]
+        jobs: usize,
+        /// Accounts the jobs are spread over.
+        #[arg(long, default_value_t = 100)]
+        accounts: usize,
+        /// Jobs submitted one at a time for the latency run.
+        #[arg(long, default_value_t = 300)]
+        latency_jobs: usize,
     },
 }
 
@@ -180,6 +205,21 @@ fn main() -> ExitCode {
                     attachment_bytes,
                     print_acks,
                 } => store_bench(config, docs, attachment_bytes, print_acks).await,
+            },
+            Cmd::Outbound { command } => match command {
+                OutboundCmd::Bench {
+                    config,
+                    jobs,
+                    accounts,
+                    latency_jobs,
+                } => {
+                    let config = load(config.as_ref())?;
+                    init_tracing("warn");
+                    let store = faxd_supervisors::node::open_store(&config)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    faxd_supervisors::bench::run(config, store, jobs, accounts, latency_jobs).await
+                }
             },
         }
     });

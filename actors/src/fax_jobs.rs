@@ -1,0 +1,321 @@
+//! fax_jobs: the outbound queue of one account (Kazoo's `fax_jobs`). Started by fax_monitor
+//! through fax_jobs_sup, transient, registered as `fax_outbound_<account_id>`; it stops
+//! itself (normally, so it is not restarted) when nothing is in flight and nothing is queued.
+//!
+//! It starts due jobs — higher `priority` first, then earliest due, never before `send_at` —
+//! with at most `max_outbound` in flight and, with `serialize_outbound_numbers`, at most one
+//! per destination number. A job is taken with a rev-checked `pending → locked` save, then
+//! handed to a new fax_worker. Wake-ups are pushed: fax_monitor casts `Wake` after changes
+//! to the faxes database, workers cast `WorkerDone`, and a timer (with a generation token)
+//! fires when the earliest not-yet-due job becomes due. The bookkeeping is in
+//! [`crate::job_book`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use faxd::ids::{AccountId, Db};
+use faxd::model::JobStatus;
+use faxd::outbound::lease;
+use faxd::outbound::{Job, names};
+use faxd::store::{CreatedRange, JobRow, Page, StoreError};
+use futures_util::future::join_all;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::fax_worker::WorkerArgs;
+use crate::job_book::{Candidate, JobBook};
+use crate::outbound::Env;
+
+/// Rows fetched from the queue view per refetch.
+const FETCH: usize = 200;
+/// How long a number stays blocked after a worker could not start for it (another
+/// account's transmission to the same number holds the name).
+const BLOCK: Duration = Duration::from_secs(1);
+
+/// Messages of fax_jobs (local only).
+pub enum JobsMsg {
+    /// Jobs of this account may have become due (from fax_monitor).
+    Wake,
+    /// A worker of this account ended, whatever the outcome.
+    WorkerDone { job_id: String },
+    /// The timer for the earliest not-yet-due job fired; stale generations are ignored.
+    Due { generation: u64 },
+}
+
+impl ractor::Message for JobsMsg {}
+
+pub struct FaxJobs;
+
+pub struct JobsState {
+    env: Arc<Env>,
+    account: AccountId,
+    book: JobBook,
+    /// Due rows fetched, not started yet, earliest due first.
+    buffer: VecDeque<JobRow>,
+    /// The store may hold due jobs the buffer does not (read when the buffer drains).
+    stale: bool,
+    /// Earliest due time of a not-yet-due job (gregorian seconds).
+    next_due: Option<i64>,
+    due_generation: u64,
+    /// Numbers whose worker name is held elsewhere, until when.
+    blocked: HashMap<String, Instant>,
+    /// A worker could not start: look again in a second.
+    retry_blocked: bool,
+}
+
+#[ractor::async_trait]
+impl Actor for FaxJobs {
+    type Msg = JobsMsg;
+    type State = JobsState;
+    type Arguments = (Arc<Env>, AccountId);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<JobsMsg>,
+        (env, account): Self::Arguments,
+    ) -> Result<JobsState, ActorProcessingErr> {
+        let fax = env.ctx.sysconf.fax();
+        let max = match env.ctx.sysconf.max_outbound(&account).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(account_id = %account, error = %e, "max_outbound unreadable; system value");
+                fax.max_outbound
+            }
+        };
+        let mut st = JobsState {
+            book: JobBook::new(max.max(1) as usize, fax.serialize_outbound_numbers),
+            env,
+            account,
+            buffer: VecDeque::new(),
+            stale: true,
+            next_due: None,
+            due_generation: 0,
+            blocked: HashMap::new(),
+            retry_blocked: false,
+        };
+        st.recover().await?;
+        Ok(st)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<JobsMsg>,
+        st: &mut JobsState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.fill(&myself).await
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<JobsMsg>,
+        msg: JobsMsg,
+        st: &mut JobsState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            JobsMsg::Wake => st.stale = true,
+            JobsMsg::WorkerDone { job_id } => {
+                st.book.finish(&job_id);
+            }
+            JobsMsg::Due { generation } => {
+                if generation != st.due_generation {
+                    return Ok(());
+                }
+                st.next_due = None;
+                st.stale = true;
+            }
+        }
+        st.fill(&myself).await
+    }
+}
+
+impl JobsState {
+    /// At start: locked jobs left by an earlier queue of this account on this node go back
+    /// to pending; processing jobs whose worker still runs here count as in flight.
+    async fn recover(&mut self) -> Result<(), StoreError> {
+        let store = &self.env.ctx.store;
+        let me = self.env.node().to_string();
+        for row in store.locked_jobs_by_account(&self.account).await? {
+            if row.node.as_deref().is_none_or(|n| n == me) && lease::unlock(store, &row.id).await? {
+                info!(account_id = %self.account, job_id = %row.id, "unlocked left-over job");
+            }
+        }
+        let processing = store
+            .list_by_account_state(
+                &self.account,
+                Some(JobStatus::Processing),
+                CreatedRange::all(),
+                Page::first(10_000),
+            )
+            .await?;
+        for row in processing.rows {
+            let to = row.to.clone().unwrap_or_default();
+            if row.node.as_deref() == Some(me.as_str()) && !Env::worker_of(&row.id, &to).is_empty()
+            {
+                self.book.start(&row.id, &to);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts as many due jobs as the limits allow; stops the queue when it is idle.
+    async fn fill(&mut self, myself: &ActorRef<JobsMsg>) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        self.blocked.retain(|_, until| *until > now);
+        for _ in 0..64 {
+            if self.book.free() == 0 {
+                break;
+            }
+            // The buffer holds the earliest-due rows; newer jobs queue behind them, so the
+            // store is read again only once the buffer is drained (one query per up to
+            // FETCH jobs, whatever the rate of wake-ups).
+            if self.buffer.is_empty() && self.stale {
+                self.refetch(myself).await?;
+            }
+            if self.buffer.is_empty() {
+                break;
+            }
+            if !self.start_some().await? {
+                break;
+            }
+        }
+        if self.retry_blocked {
+            self.retry_blocked = false;
+            self.arm_due(myself, Some(faxd::time::now_gregorian() + 1));
+        }
+        if self.book.in_flight() == 0 && self.buffer.is_empty() && self.next_due.is_none() {
+            debug!(account_id = %self.account, "idle; stopping");
+            myself.stop(Some("normal".into()));
+        }
+        Ok(())
+    }
+
+    /// Re-reads the account's pending jobs: due ones into the buffer, the earliest future
+    /// one arms the due timer.
+    async fn refetch(&mut self, myself: &ActorRef<JobsMsg>) -> Result<(), StoreError> {
+        let rows = self
+            .env
+            .ctx
+            .store
+            .jobs_by_account(&self.account, FETCH)
+            .await?;
+        // A full page: more may wait behind it.
+        self.stale = rows.len() >= FETCH;
+        let now = faxd::time::now_gregorian();
+        self.buffer.clear();
+        let mut next: Option<i64> = None;
+        for row in rows {
+            if self.book.contains(&row.id) {
+                continue;
+            }
+            let at = row.runnable_at();
+            if at <= now {
+                self.buffer.push_back(row);
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.arm_due(myself, next);
+        Ok(())
+    }
+
+    fn arm_due(&mut self, myself: &ActorRef<JobsMsg>, at: Option<i64>) {
+        let earlier = match (at, self.next_due) {
+            (Some(a), Some(cur)) => a < cur,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !earlier {
+            return;
+        }
+        let Some(at) = at else { return };
+        self.next_due = Some(at);
+        self.due_generation += 1;
+        let generation = self.due_generation;
+        let now_ms = faxd::time::now_unix_ms() + faxd::time::GREGORIAN_UNIX_OFFSET * 1000;
+        let wait = (at * 1000 - now_ms).max(0) as u64 + 5;
+        myself.send_after(Duration::from_millis(wait), move || JobsMsg::Due {
+            generation,
+        });
+    }
+
+    /// Picks the best buffered rows (priority, then due time; one per number when
+    /// serializing) for the free slots, and locks and starts them. Returns whether any row
+    /// was consumed.
+    async fn start_some(&mut self) -> Result<bool, StoreError> {
+        let candidates: Vec<Candidate> = self
+            .buffer
+            .iter()
+            .map(|r| Candidate {
+                id: r.id.clone(),
+                number: r.to.clone().unwrap_or_default(),
+                priority: r.priority,
+                runnable_at: r.runnable_at(),
+            })
+            .collect();
+        let blocked: HashSet<String> = self.blocked.keys().cloned().collect();
+        let picked = self.book.pick(candidates, &blocked);
+        if picked.is_empty() {
+            return Ok(false);
+        }
+        let ids: HashSet<&str> = picked.iter().map(|c| c.id.as_str()).collect();
+        self.buffer.retain(|r| !ids.contains(r.id.as_str()));
+        let store = self.env.ctx.store.clone();
+        let docs = join_all(picked.iter().map(|c| store.get(&Db::Faxes, &c.id))).await;
+        let now = faxd::time::now_gregorian();
+        for (c, doc) in picked.iter().zip(docs) {
+            let Some(doc) = doc? else { continue };
+            // The row may be stale: the document decides.
+            match Job::from_doc(&doc) {
+                Ok(job) if job.status == JobStatus::Pending && job.runnable_at() <= now => {
+                    self.lock_and_start(doc, c).await?;
+                }
+                _ => continue,
+            }
+        }
+        Ok(true)
+    }
+
+    async fn lock_and_start(
+        &mut self,
+        mut doc: serde_json::Value,
+        c: &Candidate,
+    ) -> Result<bool, StoreError> {
+        let store = &self.env.ctx.store;
+        doc["pvt_job_status"] = json!("locked");
+        doc["pvt_job_node"] = json!(self.env.node());
+        doc["pvt_locked"] = json!(faxd::time::now_gregorian());
+        match store.save(&Db::Faxes, doc).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let args = WorkerArgs {
+            env: self.env.clone(),
+            job_id: c.id.clone(),
+            account_id: self.account.to_string(),
+            to_number: c.number.clone(),
+            lease: faxd::ids::new_id(),
+        };
+        self.book.start(&c.id, &c.number);
+        match self.env.spawner.start_worker(args).await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                self.book.finish(&c.id);
+                warn!(account_id = %self.account, job_id = %c.id, to_number = %c.number,
+                      error = %e, "worker did not start; job unlocked");
+                lease::unlock(store, &c.id).await?;
+                self.blocked
+                    .insert(c.number.clone(), Instant::now() + BLOCK);
+                self.retry_blocked = true;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The registered name of an account's queue.
+pub fn name(account: &AccountId) -> String {
+    names::fax_jobs(account.as_str())
+}

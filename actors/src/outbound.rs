@@ -1,0 +1,131 @@
+//! What the outbound processes (fax_monitor, fax_jobs, fax_worker) share: the node context,
+//! the media engine, the document source, the engine settings, and the [`Spawner`] through
+//! which they start each other under their supervisors (implemented by `faxd-supervisors`,
+//! which owns the tree). Also the live-status lookup the API uses ([`WorkerStatus`]).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faxd::context::NodeContext;
+use faxd::gateway::Gateway;
+use faxd::ids::AccountId;
+use faxd::outbound::lease::ReleasePolicy;
+use faxd::outbound::{DocumentSource, LiveStatus, StatusSource, names};
+use ractor::ActorRef;
+
+use crate::fax_jobs::JobsMsg;
+use crate::fax_worker::{WorkerArgs, WorkerMsg};
+use crate::stage::Timeouts;
+
+/// Timeout of every RPC between outbound processes and their supervisors.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Engine settings (node-level; the `system_config.fax` keys come from the live config).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Stage timeouts of a worker.
+    pub timeouts: Timeouts,
+    /// How often a worker renews the lease of its job.
+    pub heartbeat: Duration,
+    /// A processing job whose heartbeat is older than this is requeued by fax_monitor.
+    pub lease: Duration,
+    /// fax_monitor's safety sweep (the change feed does the real work).
+    pub sweep: Duration,
+    /// Where workers put the fax-ready TIFF (`file_cache_path` when `None`).
+    pub file_cache: Option<PathBuf>,
+    /// Only these accounts are scheduled (tests and benchmarks sharing a store); `None`:
+    /// every account.
+    pub accounts: Option<HashSet<AccountId>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            timeouts: Timeouts::default(),
+            heartbeat: Duration::from_secs(30),
+            lease: Duration::from_secs(120),
+            sweep: Duration::from_secs(60),
+            file_cache: None,
+            accounts: None,
+        }
+    }
+}
+
+impl Settings {
+    pub fn schedules(&self, account: &AccountId) -> bool {
+        self.accounts.as_ref().is_none_or(|a| a.contains(account))
+    }
+}
+
+/// Starts outbound processes under their supervisors.
+#[ractor::async_trait]
+pub trait Spawner: Send + Sync + 'static {
+    /// Starts the fax_jobs of `account` under fax_jobs_sup (transient).
+    async fn start_jobs(
+        &self,
+        env: Arc<Env>,
+        account: AccountId,
+    ) -> Result<ActorRef<JobsMsg>, String>;
+    /// Starts a fax_worker under fax_worker_sup (transient).
+    async fn start_worker(&self, args: WorkerArgs) -> Result<ActorRef<WorkerMsg>, String>;
+}
+
+/// Everything the outbound processes share (read-only).
+pub struct Env {
+    pub ctx: NodeContext,
+    pub gateway: Arc<dyn Gateway>,
+    pub docs: Arc<dyn DocumentSource>,
+    pub settings: Settings,
+    pub spawner: Arc<dyn Spawner>,
+}
+
+impl Env {
+    pub fn node(&self) -> &str {
+        self.ctx.node()
+    }
+
+    pub fn file_cache(&self) -> PathBuf {
+        self.settings
+            .file_cache
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&self.ctx.sysconf.fax().file_cache_path))
+    }
+
+    pub fn policy(&self) -> ReleasePolicy {
+        ReleasePolicy::from_config(&self.ctx.sysconf.fax())
+    }
+
+    /// The running fax_jobs of an account on this node.
+    pub fn jobs_of(account: &str) -> Option<ActorRef<JobsMsg>> {
+        ractor::registry::where_is(names::fax_jobs(account)).map(Into::into)
+    }
+
+    /// The running worker of a job on this node (by either naming scheme).
+    pub fn worker_of(job_id: &str, to_number: &str) -> Vec<ActorRef<WorkerMsg>> {
+        names::worker_candidates(to_number, job_id)
+            .into_iter()
+            .filter_map(ractor::registry::where_is)
+            .map(Into::into)
+            .collect()
+    }
+}
+
+/// Live status through the workers of this node: the [`StatusSource`] the API gets.
+pub struct WorkerStatus;
+
+#[ractor::async_trait]
+impl StatusSource for WorkerStatus {
+    async fn live_status(&self, job_id: &str, to_number: &str) -> Option<LiveStatus> {
+        for w in Env::worker_of(job_id, to_number) {
+            if let Ok(ractor::rpc::CallResult::Success(st)) =
+                w.call(WorkerMsg::Status, Some(RPC_TIMEOUT)).await
+                && st.job_id == job_id
+            {
+                return Some(st);
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,447 @@
+//! The fax_worker stage machine, pure: `acquire → prepare → originate → negotiate → send →
+//! release`. [`Machine::step`] maps an input (a store or gateway outcome, a timer) to the
+//! actions the actor performs; it holds no runtime. Every stage that waits on the far end
+//! arms a timer carrying `(stage, generation)`; a timer whose token is not the current one
+//! is stale and ignored, so a stale timer never kills a healthy stage. Status queries are
+//! not inputs: reading the status never touches a timer.
+
+use std::time::Duration;
+
+use faxd::gateway::{FaxEvent, FaxResult};
+use faxd::outbound::release::Outcome;
+use serde::{Deserialize, Serialize};
+
+/// Stage of a transmission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    /// Taking the locked job (rev-checked `locked → processing`).
+    Acquire,
+    /// Fetching the fax-ready TIFF.
+    Prepare,
+    /// Placing the call.
+    Originate,
+    /// Call up, waiting for T.30 negotiation.
+    Negotiate,
+    /// Pages going through.
+    Send,
+    /// Storing the outcome.
+    Release,
+    /// Finished; the worker stops.
+    Done,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Acquire => "acquire",
+            Stage::Prepare => "prepare",
+            Stage::Originate => "originate",
+            Stage::Negotiate => "negotiate",
+            Stage::Send => "send",
+            Stage::Release => "release",
+            Stage::Done => "done",
+        }
+    }
+
+    /// Stages with a call on the line.
+    pub fn on_line(self) -> bool {
+        matches!(self, Stage::Originate | Stage::Negotiate | Stage::Send)
+    }
+}
+
+/// Stage timeouts (Kazoo: originate 2 min, negotiate 2 min, 5 min per page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub originate: Duration,
+    pub negotiate: Duration,
+    pub per_page: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            originate: Duration::from_secs(120),
+            negotiate: Duration::from_secs(120),
+            per_page: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// The worker started.
+    Start,
+    /// The job is ours (`processing` with our lease).
+    Acquired,
+    /// The job is `processing` under our own lease: an earlier incarnation of this worker
+    /// died mid-attempt.
+    Recovered,
+    /// The job cannot be taken (missing, not locked, lost the race).
+    NotAvailable(String),
+    /// The TIFF is on disk.
+    Prepared { pages: u32 },
+    /// No faxable document.
+    PrepareFailed(String),
+    /// The media engine accepted the call.
+    Originated,
+    /// The media engine refused the call.
+    OriginateFailed { sip_code: u16, text: String },
+    /// A call event.
+    Event(FaxEvent),
+    /// The call's event stream ended without a result.
+    EventsClosed,
+    /// A stage timer fired.
+    Timeout { stage: Stage, generation: u64 },
+    /// The outcome is stored.
+    Released,
+    /// The outcome could not be stored (lease recovery will requeue the job).
+    ReleaseFailed(String),
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Acquire,
+    Prepare,
+    Originate,
+    /// Arms a timer that delivers `Input::Timeout { stage, generation }` after `after`.
+    ArmTimer {
+        stage: Stage,
+        generation: u64,
+        after: Duration,
+    },
+    /// Hangs up the call with a cause.
+    Hangup(&'static str),
+    /// Stores the outcome of this attempt.
+    Release(Outcome),
+    /// Stores the outcome of the dead incarnation's attempt.
+    ReleaseRecovered,
+    /// Cleans up (temp file, queue notification) and stops.
+    Stop,
+}
+
+/// The machine's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Machine {
+    pub stage: Stage,
+    /// Token of the timer currently armed.
+    pub generation: u64,
+    /// Pages sent.
+    pub page: u32,
+    pub total_pages: u32,
+    pub timeouts: Timeouts,
+    /// Why the job was not available, if it was not.
+    pub not_available: Option<String>,
+}
+
+impl Machine {
+    pub fn new(timeouts: Timeouts) -> Self {
+        Self {
+            stage: Stage::Acquire,
+            generation: 0,
+            page: 0,
+            total_pages: 0,
+            timeouts,
+            not_available: None,
+        }
+    }
+
+    fn arm(&mut self, stage: Stage, after: Duration) -> Action {
+        self.stage = stage;
+        self.generation += 1;
+        Action::ArmTimer {
+            stage,
+            generation: self.generation,
+            after,
+        }
+    }
+
+    fn release(&mut self, outcome: Outcome) -> Vec<Action> {
+        self.stage = Stage::Release;
+        self.generation += 1; // disarms every timer
+        vec![Action::Release(outcome)]
+    }
+
+    /// The transition function.
+    pub fn step(&mut self, input: Input) -> Vec<Action> {
+        use Stage::*;
+        match (self.stage, input) {
+            (Acquire, Input::Start) => vec![Action::Acquire],
+            (Acquire, Input::Acquired) => {
+                self.stage = Prepare;
+                vec![Action::Prepare]
+            }
+            (Acquire, Input::Recovered) => {
+                self.stage = Release;
+                vec![Action::ReleaseRecovered]
+            }
+            (Acquire, Input::NotAvailable(why)) => {
+                self.stage = Done;
+                self.not_available = Some(why);
+                vec![Action::Stop]
+            }
+            (Prepare, Input::Prepared { pages }) => {
+                self.total_pages = pages;
+                let t = self.timeouts.originate;
+                vec![self.arm(Originate, t), Action::Originate]
+            }
+            (Prepare, Input::PrepareFailed(text)) => self.release(Outcome::Failure {
+                sip_code: 0,
+                cause: "BAD_FILE".into(),
+                text,
+            }),
+            (Originate, Input::Originated) => {
+                let t = self.timeouts.negotiate;
+                vec![self.arm(Negotiate, t)]
+            }
+            (Originate, Input::OriginateFailed { sip_code, text }) => {
+                self.release(Outcome::Failure {
+                    sip_code,
+                    cause: "ORIGINATE_FAILED".into(),
+                    text,
+                })
+            }
+            (Originate | Negotiate | Send, Input::Event(FaxEvent::Finished(result))) => {
+                self.finished(result)
+            }
+            (Negotiate | Send, Input::Event(FaxEvent::Answered)) => vec![],
+            (Negotiate, Input::Event(FaxEvent::Negotiated { .. })) => {
+                let t = self.timeouts.per_page;
+                vec![self.arm(Send, t)]
+            }
+            (Negotiate | Send, Input::Event(FaxEvent::Page { page, total, .. })) => {
+                self.page = page;
+                if total > 0 {
+                    self.total_pages = total;
+                }
+                let t = self.timeouts.per_page;
+                vec![self.arm(Send, t)]
+            }
+            (Originate | Negotiate | Send, Input::EventsClosed) => {
+                self.release(Outcome::terminated("media engine lost the call"))
+            }
+            (
+                stage,
+                Input::Timeout {
+                    stage: s,
+                    generation,
+                },
+            ) if stage.on_line() && s == stage && generation == self.generation => {
+                let mut out = vec![Action::Hangup("JOB_TIMEOUT")];
+                out.extend(self.release(Outcome::timeout(stage.as_str())));
+                out
+            }
+            (Release, Input::Released | Input::ReleaseFailed(_)) => {
+                self.stage = Done;
+                vec![Action::Stop]
+            }
+            // Anything else is late or stale: a timer of an earlier stage or generation,
+            // call events after the result, events out of order. Nothing to do.
+            (_, _) => vec![],
+        }
+    }
+
+    fn finished(&mut self, result: FaxResult) -> Vec<Action> {
+        self.page = self.page.max(result.transferred_pages);
+        if result.total_pages > 0 {
+            self.total_pages = result.total_pages;
+        }
+        self.release(Outcome::Call(result))
+    }
+
+    /// Human status text of the current stage.
+    pub fn status_text(&self) -> String {
+        match self.stage {
+            Stage::Acquire => "acquiring job".into(),
+            Stage::Prepare => "fetching document to send".into(),
+            Stage::Originate => "dialing".into(),
+            Stage::Negotiate => "negotiating".into(),
+            Stage::Send => {
+                let total = self.total_pages.max(1);
+                format!("sending page {} of {}", (self.page + 1).min(total), total)
+            }
+            Stage::Release => "releasing".into(),
+            Stage::Done => "done".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m() -> Machine {
+        Machine::new(Timeouts::default())
+    }
+
+    fn to_send(m: &mut Machine) -> u64 {
+        m.step(Input::Start);
+        m.step(Input::Acquired);
+        m.step(Input::Prepared { pages: 3 });
+        m.step(Input::Originated);
+        let a = m.step(Input::Event(FaxEvent::Negotiated {
+            transfer_rate: 14_400,
+            ecm: true,
+            remote_station_id: String::new(),
+        }));
+        match a[..] {
+            [
+                Action::ArmTimer {
+                    stage: Stage::Send,
+                    generation,
+                    after,
+                },
+            ] => {
+                assert_eq!(after, Duration::from_secs(300));
+                generation
+            }
+            _ => panic!("{a:?}"),
+        }
+    }
+
+    #[test]
+    fn happy_path_runs_every_stage_in_order() {
+        let mut m = m();
+        assert_eq!(m.step(Input::Start), [Action::Acquire]);
+        assert_eq!(m.step(Input::Acquired), [Action::Prepare]);
+        let a = m.step(Input::Prepared { pages: 3 });
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1], Action::Originate);
+        assert_eq!(m.stage, Stage::Originate);
+        m.step(Input::Originated);
+        assert_eq!(m.stage, Stage::Negotiate);
+        to_send(&mut Machine::new(Timeouts::default()));
+        let mut m = Machine::new(Timeouts::default());
+        to_send(&mut m);
+        assert_eq!(m.status_text(), "sending page 1 of 3");
+        m.step(Input::Event(FaxEvent::Page {
+            page: 1,
+            total: 3,
+            bad_rows: 0,
+        }));
+        assert_eq!(m.status_text(), "sending page 2 of 3");
+        let r = FaxResult {
+            success: true,
+            transferred_pages: 3,
+            total_pages: 3,
+            ..Default::default()
+        };
+        let a = m.step(Input::Event(FaxEvent::Finished(r.clone())));
+        assert_eq!(a, [Action::Release(Outcome::Call(r))]);
+        assert_eq!(m.step(Input::EventsClosed), []);
+        assert_eq!(m.step(Input::Released), [Action::Stop]);
+        assert_eq!(m.stage, Stage::Done);
+    }
+
+    #[test]
+    fn stale_timers_never_kill_a_healthy_stage() {
+        let mut m = m();
+        let g = to_send(&mut m);
+        m.step(Input::Event(FaxEvent::Page {
+            page: 1,
+            total: 3,
+            bad_rows: 0,
+        }));
+        // The timer armed before page 1 fires late: ignored.
+        assert_eq!(
+            m.step(Input::Timeout {
+                stage: Stage::Send,
+                generation: g
+            }),
+            []
+        );
+        // A timer of an earlier stage: ignored.
+        assert_eq!(
+            m.step(Input::Timeout {
+                stage: Stage::Originate,
+                generation: 1
+            }),
+            []
+        );
+        assert_eq!(m.stage, Stage::Send);
+        // The current one fires: hang up and release a timeout.
+        let cur = m.generation;
+        let a = m.step(Input::Timeout {
+            stage: Stage::Send,
+            generation: cur,
+        });
+        assert_eq!(
+            a,
+            [
+                Action::Hangup("JOB_TIMEOUT"),
+                Action::Release(Outcome::timeout("send"))
+            ]
+        );
+        // The call's own end after the hangup changes nothing.
+        assert_eq!(
+            m.step(Input::Event(FaxEvent::Finished(FaxResult::default()))),
+            []
+        );
+    }
+
+    #[test]
+    fn each_stage_has_its_own_timeout() {
+        let t = Timeouts {
+            originate: Duration::from_secs(1),
+            negotiate: Duration::from_secs(2),
+            per_page: Duration::from_secs(3),
+        };
+        let mut m = Machine::new(t);
+        m.step(Input::Start);
+        m.step(Input::Acquired);
+        let a = m.step(Input::Prepared { pages: 1 });
+        assert!(
+            matches!(a[0], Action::ArmTimer { stage: Stage::Originate, after, .. } if after == t.originate)
+        );
+        let a = m.step(Input::Originated);
+        assert!(
+            matches!(a[0], Action::ArmTimer { stage: Stage::Negotiate, after, .. } if after == t.negotiate)
+        );
+        let g = m.generation;
+        let a = m.step(Input::Timeout {
+            stage: Stage::Negotiate,
+            generation: g,
+        });
+        assert_eq!(a[1], Action::Release(Outcome::timeout("negotiate")));
+    }
+
+    #[test]
+    fn failures_release_or_stop() {
+        let mut m = m();
+        m.step(Input::Start);
+        assert_eq!(
+            m.step(Input::NotAvailable("not_found".into())),
+            [Action::Stop]
+        );
+        assert_eq!(m.not_available.as_deref(), Some("not_found"));
+
+        let mut m = Machine::new(Timeouts::default());
+        m.step(Input::Start);
+        assert_eq!(m.step(Input::Recovered), [Action::ReleaseRecovered]);
+        assert_eq!(m.step(Input::ReleaseFailed("x".into())), [Action::Stop]);
+
+        let mut m = Machine::new(Timeouts::default());
+        m.step(Input::Start);
+        m.step(Input::Acquired);
+        let a = m.step(Input::PrepareFailed("no tiff".into()));
+        assert!(matches!(
+            &a[0],
+            Action::Release(Outcome::Failure { sip_code: 0, .. })
+        ));
+
+        let mut m = Machine::new(Timeouts::default());
+        m.step(Input::Start);
+        m.step(Input::Acquired);
+        m.step(Input::Prepared { pages: 1 });
+        let a = m.step(Input::OriginateFailed {
+            sip_code: 503,
+            text: "no".into(),
+        });
+        assert!(matches!(
+            &a[0],
+            Action::Release(Outcome::Failure { sip_code: 503, .. })
+        ));
+        assert_eq!(m.step(Input::Event(FaxEvent::Answered)), []);
+    }
+}

@@ -1,0 +1,123 @@
+//! Where a worker gets the fax-ready TIFF of a job: the [`DocumentSource`] trait (the
+//! converter plugs in here) and [`StoredTiff`], which takes the stored `fax_file.tiff`
+//! attachment as it is.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::ids::Db;
+use crate::store::SharedStore;
+
+/// Why no faxable document could be produced (recorded on the job as a bad-file failure).
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("no faxable document: {0}")]
+    Missing(String),
+    #[error("document conversion failed: {0}")]
+    Conversion(String),
+    #[error("cannot write the fax file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Produces the fax-ready TIFF of a job at `dest`, returning its page count.
+#[async_trait]
+pub trait DocumentSource: Send + Sync + 'static {
+    async fn faxable(&self, job_id: &str, dest: &Path) -> Result<u32, DocumentError>;
+}
+
+/// Attachment name of the stored fax-ready TIFF.
+pub const FAX_FILE: &str = "fax_file.tiff";
+
+/// Reads the job's stored `fax_file.tiff` as it is (no conversion).
+pub struct StoredTiff {
+    pub store: SharedStore,
+}
+
+#[async_trait]
+impl DocumentSource for StoredTiff {
+    async fn faxable(&self, job_id: &str, dest: &Path) -> Result<u32, DocumentError> {
+        let att = self
+            .store
+            .get_attachment(&Db::Faxes, job_id, FAX_FILE)
+            .await?
+            .ok_or_else(|| DocumentError::Missing(format!("job {job_id} has no {FAX_FILE}")))?;
+        let mut file = tokio::fs::File::create(dest).await?;
+        let mut head = Vec::new();
+        let mut body = att.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if head.len() < 1 << 20 {
+                head.extend_from_slice(&chunk);
+            }
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(tiff_pages(&head).unwrap_or(1))
+    }
+}
+
+/// Counts the pages (IFDs) of a TIFF held in `data`; `None` if it is not a TIFF or the
+/// chain leaves the buffer.
+pub fn tiff_pages(data: &[u8]) -> Option<u32> {
+    let le = match data.get(0..4)? {
+        [b'I', b'I', 42, 0] => true,
+        [b'M', b'M', 0, 42] => false,
+        _ => return None,
+    };
+    let u16_at = |o: usize| {
+        let b = data.get(o..o + 2)?;
+        Some(if le {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        })
+    };
+    let u32_at = |o: usize| {
+        let b = data.get(o..o + 4)?;
+        let a = [b[0], b[1], b[2], b[3]];
+        Some(if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
+    };
+    let mut off = u32_at(4)? as usize;
+    let mut pages = 0;
+    while off != 0 && pages < 10_000 {
+        let n = u16_at(off)? as usize;
+        pages += 1;
+        off = u32_at(off + 2 + n * 12)? as usize;
+    }
+    Some(pages)
+}
+
+/// A minimal valid little-endian TIFF with `pages` empty IFDs (tests and benchmarks).
+pub fn blank_tiff(pages: u32) -> Vec<u8> {
+    let mut out = vec![b'I', b'I', 42, 0, 8, 0, 0, 0];
+    for p in 0..pages {
+        let next = if p + 1 == pages {
+            0
+        } else {
+            out.len() as u32 + 6
+        };
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&next.to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_pages() {
+        for n in [1, 3, 7] {
+            assert_eq!(super::tiff_pages(&super::blank_tiff(n)), Some(n));
+        }
+        assert_eq!(super::tiff_pages(b"%PDF"), None);
+    }
+}

@@ -1,0 +1,123 @@
+//! Moving a finished (`completed`/`failed`) job from the faxes database to the account MODB
+//! of its creation month (`YYYYMM-<id>`, `folder: outbox`), attachments included.
+//!
+//! Conflict handling: an existing target document (an earlier, interrupted move of the same
+//! job) is overwritten at its revision; a source document changed under us is re-read and
+//! deleted at its new revision. Failed steps are retried a few times without sleeping; the
+//! source is only deleted after the target holds the document and its attachments, so a
+//! crash in between leaves both, and [`super::lease`] recovery finishes the move.
+
+use serde_json::{Value, json};
+
+use crate::ids::{AccountId, Db, YearMonth, modb_doc_id};
+use crate::store::{SharedStore, StoreError};
+
+const ATTEMPTS: usize = 5;
+
+/// The MODB and id a job document moves to.
+pub fn target(doc: &Value) -> Result<(Db, String), StoreError> {
+    let id = doc
+        .get("_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StoreError::Invalid("job without _id".into()))?;
+    let account = doc
+        .get("pvt_account_id")
+        .and_then(Value::as_str)
+        .and_then(|a| AccountId::parse(a).ok())
+        .ok_or_else(|| StoreError::Invalid(format!("job {id} without a valid account")))?;
+    let created = doc
+        .get("pvt_created")
+        .and_then(Value::as_i64)
+        .unwrap_or_else(crate::time::now_gregorian);
+    let month = YearMonth::from_gregorian(created);
+    Ok((Db::Modb(account, month), modb_doc_id(month, id)))
+}
+
+/// Moves `doc` (the final job, at the faxes database's current `_rev`) to its MODB and
+/// deletes it from the faxes database. Returns the MODB document id.
+pub async fn move_to_modb(store: &SharedStore, doc: Value) -> Result<String, StoreError> {
+    let (db, target_id) = target(&doc)?;
+    let source_id = doc["_id"].as_str().unwrap_or_default().to_string();
+    let attachments: Vec<String> = doc
+        .get("_attachments")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut copy = doc.clone();
+    if let Some(o) = copy.as_object_mut() {
+        o.remove("_rev");
+        o.remove("_attachments");
+        o.insert("_id".into(), json!(target_id));
+        o.insert("folder".into(), json!("outbox"));
+        o.insert("pvt_account_db".into(), json!(db.name()));
+    }
+    let mut last = StoreError::Conflict;
+    let mut rev = None;
+    for _ in 0..ATTEMPTS {
+        match store.save(&db, copy.clone()).await {
+            Ok(saved) => {
+                rev = saved
+                    .get("_rev")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                break;
+            }
+            Err(StoreError::NoDatabase(_)) => {
+                store.ensure_db(&db).await?;
+            }
+            Err(StoreError::Conflict) => {
+                // An earlier move of this job got this far: overwrite it.
+                if let Some(existing) = store.get(&db, &target_id).await? {
+                    copy["_rev"] = existing["_rev"].clone();
+                } else if let Some(o) = copy.as_object_mut() {
+                    o.remove("_rev");
+                }
+            }
+            Err(e) => last = e,
+        }
+    }
+    let mut rev = rev.ok_or(last)?;
+    for name in attachments {
+        let Some(att) = store.get_attachment(&Db::Faxes, &source_id, &name).await? else {
+            continue;
+        };
+        rev = store
+            .put_attachment(
+                &db,
+                &target_id,
+                Some(&rev),
+                &name,
+                &att.content_type,
+                att.body,
+            )
+            .await?;
+    }
+    delete_source(store, &source_id, doc["_rev"].as_str().unwrap_or_default()).await?;
+    Ok(target_id)
+}
+
+/// Deletes the faxes-database copy, re-reading its revision on conflict.
+pub async fn delete_source(store: &SharedStore, id: &str, rev: &str) -> Result<(), StoreError> {
+    let mut rev = rev.to_string();
+    for _ in 0..ATTEMPTS {
+        match store.delete(&Db::Faxes, id, &rev).await {
+            Ok(_) | Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(StoreError::Conflict) => match store.get(&Db::Faxes, id).await? {
+                Some(cur) => rev = cur["_rev"].as_str().unwrap_or_default().to_string(),
+                None => return Ok(()),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
+/// The moved copy of a job, if a move reached the MODB.
+pub async fn moved_copy(store: &SharedStore, doc: &Value) -> Result<Option<Value>, StoreError> {
+    let (db, id) = target(doc)?;
+    match store.get(&db, &id).await {
+        Ok(v) => Ok(v),
+        Err(StoreError::NoDatabase(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,712 @@
+//! Outbound engine end to end on a real store (embedded SQLite and the CouchDB API): the
+//! outbound subtree (fax_jobs_sup, fax_worker_sup, fax_monitor) with the scripted media
+//! engine. The same test functions run on both backends; no sleeps, only deadlines.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use faxd::config::{Config, SystemConfig};
+use faxd::context::NodeContext;
+use faxd::gateway::script::{Script, ScriptGateway};
+use faxd::ids::{AccountId, Db, new_id};
+use faxd::outbound::StatusSource;
+use faxd::outbound::StoredTiff;
+use faxd::outbound::docs::{FAX_FILE, blank_tiff};
+use faxd::outbound::modb;
+use faxd::store::couch::CouchStore;
+use faxd::store::sqlite::SqliteStore;
+use faxd::store::{SharedStore, StoreError, bytes_stream};
+use faxd_actors::outbound::{Env, Settings, WorkerStatus};
+use faxd_actors::stage::Timeouts;
+use faxd_supervisors::outbound;
+use faxd_supervisors::supervisor::{
+    Intensity, Supervisor, SupervisorArgs, SupervisorMsg, shutdown,
+};
+use ractor::{Actor, ActorRef};
+use serde_json::{Value, json};
+
+async fn embedded() -> (SharedStore, Option<tempfile::TempDir>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).await.expect("open sqlite");
+    (Arc::new(store), Some(dir))
+}
+
+async fn couch() -> (SharedStore, Option<tempfile::TempDir>) {
+    let url = std::env::var("FAXD_TEST_COUCH_URL")
+        .expect("FAXD_TEST_COUCH_URL is not set: run the suite with `make test`");
+    let store = CouchStore::connect(&url).await.expect("connect couchdb");
+    (Arc::new(store), None)
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _dir) = super::embedded().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod couchdb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _dir) = super::couch().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    busy_number_is_tried_retries_times_then_fails,
+    step_down_rule_changes_the_next_attempt,
+    max_outbound_bounds_concurrency_and_other_accounts_run,
+    one_transmission_per_number_at_a_time,
+    killed_worker_is_retried_and_completes,
+    stage_timeout_fails_the_attempt_and_live_status_reads,
+    send_at_and_priority_order_the_queue,
+    maintenance_job_commands_print_and_change_jobs,
+    job_without_a_number_fails_visibly,
+);
+
+/// A running outbound subtree for some accounts.
+struct Engine {
+    sup: ActorRef<SupervisorMsg>,
+    gw: Arc<ScriptGateway>,
+    _cache: tempfile::TempDir,
+}
+
+impl Engine {
+    async fn start(
+        store: SharedStore,
+        accounts: &[&AccountId],
+        fax_config: Value,
+        page_time: Duration,
+        timeouts: Timeouts,
+    ) -> Engine {
+        faxd::bootstrap::ensure_global_dbs(&store)
+            .await
+            .expect("global dbs");
+        let node = format!("faxd-test-{}@127.0.0.1", new_id());
+        // This node's own section of system_config/fax (the store may be shared).
+        loop {
+            let mut doc = store
+                .get(&Db::SystemConfig, "fax")
+                .await
+                .expect("get config")
+                .unwrap_or_else(|| json!({"_id": "fax"}));
+            doc[&node] = fax_config.clone();
+            match store.save(&Db::SystemConfig, doc).await {
+                Ok(_) => break,
+                Err(StoreError::Conflict) => continue,
+                Err(e) => panic!("save config: {e}"),
+            }
+        }
+        let mut config = Config::default();
+        config.node.name = node.clone();
+        let sysconf = SystemConfig::load(store.clone(), &node)
+            .await
+            .expect("sysconf");
+        let ctx = NodeContext::new(config, store.clone(), sysconf);
+        let gw = ScriptGateway::new(page_time, true);
+        let cache = tempfile::tempdir().expect("cache dir");
+        let settings = Settings {
+            timeouts,
+            heartbeat: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            sweep: Duration::from_secs(60),
+            file_cache: Some(cache.path().to_path_buf()),
+            accounts: Some(accounts.iter().map(|a| (*a).clone()).collect()),
+        };
+        let docs = Arc::new(StoredTiff {
+            store: store.clone(),
+        });
+        let (sup, _) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                name: "outbound_test".into(),
+                intensity: Intensity::new(5, Duration::from_secs(10)),
+                children: outbound::children(ctx, gw.clone(), docs, settings),
+            },
+        )
+        .await
+        .expect("start outbound tree");
+        Engine {
+            sup,
+            gw,
+            _cache: cache,
+        }
+    }
+
+    async fn stop(self) {
+        shutdown(self.sup, Duration::from_secs(30))
+            .await
+            .expect("shutdown");
+    }
+}
+
+async fn new_account(store: &SharedStore, max_outbound: Option<u32>) -> AccountId {
+    faxd::bootstrap::ensure_global_dbs(store)
+        .await
+        .expect("global dbs");
+    let a = AccountId::generate();
+    if let Some(n) = max_outbound {
+        let db = Db::Account(a.clone());
+        store.ensure_db(&db).await.expect("account db");
+        store
+            .save(&db, json!({"_id": "configs_fax", "max_outbound": n}))
+            .await
+            .expect("account config");
+    }
+    a
+}
+
+/// Submits a job as the API does: the document with its TIFF attachment, then `pending`.
+async fn submit(
+    store: &SharedStore,
+    account: &AccountId,
+    to: &str,
+    pages: u32,
+    extra: Value,
+) -> String {
+    let id = new_id();
+    let rev = store
+        .put_attachment(
+            &Db::Faxes,
+            &id,
+            None,
+            FAX_FILE,
+            "image/tiff",
+            bytes_stream(blank_tiff(pages)),
+        )
+        .await
+        .expect("attachment");
+    let mut doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
+    let now = faxd::time::now_gregorian();
+    let mut fields = json!({
+        "pvt_type": "fax", "pvt_job_status": "pending", "pvt_account_id": account.as_str(),
+        "pvt_account_db": "faxes", "pvt_created": now, "pvt_modified": now,
+        "to_number": to, "from_number": "+14155550100", "from_name": "Test",
+        "retries": 1, "attempts": 0,
+    });
+    if let (Some(f), Some(e)) = (fields.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            f.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in fields.as_object().expect("object") {
+        doc[k] = v.clone();
+    }
+    doc["_rev"] = json!(rev);
+    store.save(&Db::Faxes, doc).await.expect("submit");
+    id
+}
+
+/// Waits until the job has left the faxes database and sits in its MODB; returns it.
+async fn wait_final(store: &SharedStore, account: &AccountId, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    let probe = json!({"_id": id, "pvt_account_id": account.as_str(),
+                       "pvt_created": faxd::time::now_gregorian()});
+    loop {
+        let queued = store.get(&Db::Faxes, id).await.expect("get queued");
+        if queued.is_none()
+            && let Some(doc) = modb::moved_copy(store, &probe).await.expect("modb")
+        {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} not final within {within:?}; queued doc: {queued:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn interval(doc: &Value) -> (i64, i64) {
+    let r = &doc["tx_result"];
+    (
+        r["started"].as_i64().expect("started"),
+        r["finished"].as_i64().expect("finished"),
+    )
+}
+
+/// Most intervals open at the same time.
+fn max_overlap(intervals: &[(i64, i64)]) -> usize {
+    let mut ev: Vec<(i64, i32)> = Vec::new();
+    for &(s, f) in intervals {
+        ev.push((s, 1));
+        ev.push((f, -1));
+    }
+    // Ends before starts at the same instant.
+    ev.sort();
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in ev {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+fn unique_number(prefix: &str) -> String {
+    let n: u32 = rand_digits();
+    format!("{prefix}{n:03}")
+}
+
+fn rand_digits() -> u32 {
+    u32::from_str_radix(&new_id()[..6], 16).unwrap_or(0) % 1000
+}
+
+async fn nothing_left_queued(store: &SharedStore, account: &AccountId) {
+    use faxd::store::{CreatedRange, Page};
+    let rows = store
+        .list_by_account_state(account, None, CreatedRange::all(), Page::first(1000))
+        .await
+        .expect("list");
+    assert!(
+        rows.rows.is_empty(),
+        "left in the faxes db: {:?}",
+        rows.rows
+    );
+}
+
+async fn busy_number_is_tried_retries_times_then_fails(store: SharedStore) {
+    let account = new_account(&store, None).await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({"reschedule": {"busy": {"attempt": "any", "compare-field": "result_cause",
+              "compare-values": ["USER_BUSY"], "retry-after": 2}}}),
+        Duration::ZERO,
+        Timeouts::default(),
+    )
+    .await;
+    // A busy number from a prefix of its own (the default script of +15550001xxx is busy).
+    let to = format!("+1555{:07}", rand_digits() + 9_000_000);
+    engine.gw.script(&to, Script::Busy);
+    let id = submit(&store, &account, &to, 1, json!({"retries": 3})).await;
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(30)).await;
+    assert_eq!(doc["pvt_job_status"], "failed");
+    assert_eq!(doc["folder"], "outbox");
+    assert_eq!(doc["attempts"], 3);
+    assert_eq!(doc["retries"], 3, "the rule has no new-retry-count");
+    assert_eq!(doc["reschedule_rule"], "busy");
+    assert_eq!(doc["tx_result"]["result_cause"], "USER_BUSY");
+    assert_eq!(doc["tx_result"]["result_code"], 486);
+    let calls: Vec<_> = engine
+        .gw
+        .originated()
+        .into_iter()
+        .filter(|c| c.fax.to == to)
+        .collect();
+    assert_eq!(calls.len(), 3, "exactly 3 attempts");
+    for w in calls.windows(2) {
+        // Released at second s (pvt_modified), due at s + 2: at least one second later.
+        assert!(
+            w[1].at_ms - w[0].at_ms >= 1_000,
+            "retry_after not honoured: {} ms apart",
+            w[1].at_ms - w[0].at_ms
+        );
+    }
+    nothing_left_queued(&store, &account).await;
+    engine.stop().await;
+}
+
+async fn step_down_rule_changes_the_next_attempt(store: SharedStore) {
+    let account = new_account(&store, None).await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({"reschedule": {"dropped": {"compare-field": "fax_result_code",
+              "compare-values": [49], "retry-after": 1,
+              "then": {"ecm": false, "max_rate": 9600}}}}),
+        Duration::ZERO,
+        Timeouts::default(),
+    )
+    .await;
+    let to = unique_number("+15550003");
+    let id = submit(&store, &account, &to, 2, json!({"retries": 2})).await;
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(30)).await;
+    assert_eq!(doc["pvt_job_status"], "failed");
+    assert_eq!(doc["tx_result"]["fax_result_code"], 49);
+    let calls: Vec<_> = engine
+        .gw
+        .originated()
+        .into_iter()
+        .filter(|c| c.fax.to == to)
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert!(calls[0].fax.options.ecm);
+    assert_eq!(calls[0].fax.options.max_rate, 14_400);
+    assert!(!calls[1].fax.options.ecm, "ECM stepped down");
+    assert_eq!(calls[1].fax.options.max_rate, 9600);
+    assert_eq!(doc["tx_result"]["options"]["ecm"], false);
+    engine.stop().await;
+}
+
+async fn max_outbound_bounds_concurrency_and_other_accounts_run(store: SharedStore) {
+    let busy = new_account(&store, Some(10)).await;
+    let other = new_account(&store, Some(10)).await;
+    // Numbers of this run only (worker names are per process; both backends run at once).
+    let base = 2_000_000 + rand_digits() * 100;
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(
+            submit(
+                &store,
+                &busy,
+                &format!("+1415{:07}", base + i),
+                2,
+                json!({}),
+            )
+            .await,
+        );
+    }
+    let mut others = Vec::new();
+    for i in 0..5 {
+        others.push(
+            submit(
+                &store,
+                &other,
+                &format!("+1416{:07}", base + i),
+                2,
+                json!({}),
+            )
+            .await,
+        );
+    }
+    // Everything is queued before the engine starts: both accounts compete from the start.
+    let engine = Engine::start(
+        store.clone(),
+        &[&busy, &other],
+        json!({}),
+        Duration::from_millis(40),
+        Timeouts::default(),
+    )
+    .await;
+    let mut busy_iv = Vec::new();
+    for id in &ids {
+        let doc = wait_final(&store, &busy, id, Duration::from_secs(60)).await;
+        assert_eq!(doc["pvt_job_status"], "completed", "{doc}");
+        assert_eq!(doc["tx_result"]["transferred_pages"], 2);
+        busy_iv.push(interval(&doc));
+    }
+    let mut other_iv = Vec::new();
+    for id in &others {
+        let doc = wait_final(&store, &other, id, Duration::from_secs(60)).await;
+        other_iv.push(interval(&doc));
+    }
+    let peak = max_overlap(&busy_iv);
+    assert!(peak <= 10, "{peak} in flight for max_outbound 10");
+    assert!(peak >= 2, "jobs ran one by one ({peak})");
+    let busy_end = busy_iv.iter().map(|i| i.1).max().unwrap_or(0);
+    let other_end = other_iv.iter().map(|i| i.1).max().unwrap_or(0);
+    assert!(
+        other_end < busy_end,
+        "the other account waited for the busy one's backlog"
+    );
+    let mut busy_starts: Vec<i64> = busy_iv.iter().map(|i| i.0).collect();
+    busy_starts.sort();
+    let other_last_start = other_iv.iter().map(|i| i.0).max().unwrap_or(0);
+    assert!(
+        other_last_start <= busy_starts[busy_starts.len() / 2],
+        "the other account's jobs started late"
+    );
+    nothing_left_queued(&store, &busy).await;
+    engine.stop().await;
+}
+
+async fn one_transmission_per_number_at_a_time(store: SharedStore) {
+    let account = new_account(&store, Some(10)).await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({"serialize_outbound_numbers": true}),
+        Duration::from_millis(10),
+        Timeouts::default(),
+    )
+    .await;
+    let to = format!("+1417{:07}", rand_digits() + 3_000_000);
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(submit(&store, &account, &to, 1, json!({})).await);
+    }
+    let mut iv = Vec::new();
+    for id in &ids {
+        let doc = wait_final(&store, &account, id, Duration::from_secs(60)).await;
+        assert_eq!(doc["pvt_job_status"], "completed");
+        iv.push(interval(&doc));
+    }
+    iv.sort();
+    for w in iv.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "two transmissions to {to} overlapped: {w:?}"
+        );
+    }
+    engine.stop().await;
+}
+
+async fn killed_worker_is_retried_and_completes(store: SharedStore) {
+    let account = new_account(&store, None).await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({"default_retry_period": 1}),
+        Duration::from_millis(300),
+        Timeouts::default(),
+    )
+    .await;
+    let to = format!("+1418{:07}", rand_digits() + 4_000_000);
+    let id = submit(&store, &account, &to, 3, json!({"retries": 3})).await;
+    // Wait for page 1 to go through, then kill the worker mid-page.
+    let status = WorkerStatus;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = status.live_status(&id, &to).await
+            && st.stage == "send"
+            && st.page >= 1
+        {
+            assert_eq!(st.status, "sending page 2 of 3");
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker never reached page 1");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let worker = Env::worker_of(&id, &to).pop().expect("worker");
+    worker.kill();
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(30)).await;
+    assert_eq!(doc["pvt_job_status"], "completed", "{doc}");
+    assert_eq!(doc["attempts"], 2, "the killed attempt counts");
+    let calls = engine
+        .gw
+        .originated()
+        .into_iter()
+        .filter(|c| c.fax.to == to)
+        .count();
+    assert_eq!(calls, 2);
+    nothing_left_queued(&store, &account).await;
+    // The temp file is gone.
+    assert!(
+        std::fs::read_dir(engine._cache.path())
+            .expect("cache")
+            .next()
+            .is_none()
+    );
+    engine.stop().await;
+}
+
+async fn stage_timeout_fails_the_attempt_and_live_status_reads(store: SharedStore) {
+    let account = new_account(&store, None).await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::ZERO,
+        Timeouts {
+            originate: Duration::from_secs(5),
+            negotiate: Duration::from_millis(600),
+            per_page: Duration::from_secs(5),
+        },
+    )
+    .await;
+    let to = unique_number("+15550005");
+    let id = submit(&store, &account, &to, 1, json!({})).await;
+    // Status queries during the stage never disarm its timer.
+    let status = WorkerStatus;
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.get(&Db::Faxes, &id).await.expect("get").is_some() {
+        if let Some(st) = status.live_status(&id, &to).await {
+            seen.insert(st.stage);
+        }
+        assert!(Instant::now() < deadline, "timeout never fired");
+    }
+    assert!(seen.contains("negotiate"), "{seen:?}");
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(10)).await;
+    assert_eq!(doc["pvt_job_status"], "failed");
+    assert_eq!(
+        doc["tx_result"]["result_text"],
+        "fax job timed out - negotiate"
+    );
+    engine.stop().await;
+}
+
+async fn send_at_and_priority_order_the_queue(store: SharedStore) {
+    let account = new_account(&store, Some(1)).await;
+    let base = rand_digits() + 5_000_000;
+    let low = submit(
+        &store,
+        &account,
+        &format!("+1419{base:07}"),
+        1,
+        json!({"priority": 0}),
+    )
+    .await;
+    let high = submit(
+        &store,
+        &account,
+        &format!("+1419{:07}", base + 1),
+        1,
+        json!({"priority": 5}),
+    )
+    .await;
+    let not_before = faxd::time::now_unix_ms() / 1000 + 2;
+    let later = submit(
+        &store,
+        &account,
+        &format!("+1419{:07}", base + 2),
+        1,
+        json!({"priority": 9, "send_at": not_before}),
+    )
+    .await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::ZERO,
+        Timeouts::default(),
+    )
+    .await;
+    for id in [&low, &high, &later] {
+        let doc = wait_final(&store, &account, id, Duration::from_secs(30)).await;
+        assert_eq!(doc["pvt_job_status"], "completed");
+    }
+    let order: Vec<String> = engine
+        .gw
+        .originated()
+        .into_iter()
+        .map(|o| o.fax.job_id)
+        .collect();
+    assert_eq!(
+        order,
+        [high.clone(), low, later.clone()],
+        "priority first, send_at honoured"
+    );
+    let at = engine
+        .gw
+        .originated()
+        .into_iter()
+        .find(|o| o.fax.job_id == later)
+        .map(|o| o.at_ms)
+        .unwrap_or(0);
+    assert!(
+        at >= not_before * 1000,
+        "sent {} ms before send_at",
+        not_before * 1000 - at
+    );
+    engine.stop().await;
+}
+
+async fn maintenance_job_commands_print_and_change_jobs(store: SharedStore) {
+    use faxd_actors::job_commands::run;
+    use faxd_actors::maintenance::parse;
+    let account = new_account(&store, None).await;
+    let faxbox = new_id();
+    let to = format!("+1420{:07}", rand_digits() + 6_000_000);
+    let id = submit(
+        &store,
+        &account,
+        &to,
+        1,
+        json!({"faxbox_id": faxbox, "retries": 2}),
+    )
+    .await;
+    let cmd = |s: String| {
+        parse(&s.split_whitespace().map(str::to_string).collect::<Vec<_>>()).expect("parse")
+    };
+    let out = run(&store, &cmd("fax_maintenance pending_jobs".into()))
+        .await
+        .expect("job command")
+        .expect("ok");
+    assert!(out.starts_with("Job"), "{out}");
+    let line = out.lines().find(|l| l.contains(&id)).expect("job listed");
+    assert!(
+        line.contains(&to) && line.contains(account.as_str()) && line.ends_with("0/2"),
+        "{line}"
+    );
+    let out = run(
+        &store,
+        &cmd(format!("fax_maintenance account_jobs {account}")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.contains(&id) && out.contains("pending"), "{out}");
+    let out = run(
+        &store,
+        &cmd(format!("fax_maintenance faxbox_jobs {faxbox} pending")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.contains(&id), "{out}");
+    assert_eq!(
+        run(
+            &store,
+            &cmd(format!("fax_maintenance update_job {id} failed"))
+        )
+        .await
+        .unwrap(),
+        Ok("ok".into())
+    );
+    let again = run(
+        &store,
+        &cmd(format!("fax_maintenance update_job {id} failed")),
+    )
+    .await
+    .unwrap();
+    assert!(again.unwrap_err().contains("already failed"));
+    let out = run(
+        &store,
+        &cmd(format!("fax_maintenance account_jobs {account} failed")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.contains(&id), "{out}");
+    run(&store, &cmd(format!("fax_maintenance restart_job {id}")))
+        .await
+        .unwrap()
+        .unwrap();
+    let doc = store.get(&Db::Faxes, &id).await.unwrap().unwrap();
+    assert_eq!(doc["pvt_job_status"], "pending");
+    assert_eq!(doc["retry_after"], 0);
+    let out = run(&store, &cmd("fax_maintenance active_jobs".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.contains(&id));
+    // Clean up: this job must not be picked up by another test's engine (shared store).
+    let doc = store.get(&Db::Faxes, &id).await.unwrap().unwrap();
+    store
+        .delete(&Db::Faxes, &id, doc["_rev"].as_str().unwrap())
+        .await
+        .unwrap();
+}
+
+/// Kazoo silently deleted jobs whose number it could not reconcile; faxd fails them with a
+/// cause, in the outbox, like any other failure.
+async fn job_without_a_number_fails_visibly(store: SharedStore) {
+    let account = new_account(&store, None).await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::ZERO,
+        Timeouts::default(),
+    )
+    .await;
+    let id = submit(&store, &account, "", 1, json!({})).await;
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(30)).await;
+    assert_eq!(doc["pvt_job_status"], "failed");
+    assert_eq!(doc["tx_result"]["result_code"], 400);
+    assert_eq!(doc["tx_result"]["result_text"], "invalid fax number: ");
+    assert!(engine.gw.originated().iter().all(|o| o.fax.job_id != id));
+    engine.stop().await;
+}
