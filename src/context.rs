@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{Config, SystemConfig};
+use crate::convert::Converter;
 use crate::gateway::file_proxy::FileRegistry;
 use crate::store::SharedStore;
 
@@ -20,11 +21,14 @@ pub struct NodeContext {
     pub started_at: String,
     /// Documents the file proxy serves: a worker registers its job's TIFF while processing.
     pub files: FileRegistry,
+    /// Document conversion (with its warm LibreOffice), shared by intake and workers.
+    pub converter: Arc<Converter>,
 }
 
 impl NodeContext {
     pub fn new(config: Config, store: SharedStore, sysconf: Arc<SystemConfig>) -> Self {
         Self {
+            converter: Arc::new(Converter::new(config.convert.clone())),
             config: Arc::new(config),
             store,
             sysconf,

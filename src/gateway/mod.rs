@@ -10,8 +10,8 @@
 pub mod file_proxy;
 pub mod loopback;
 pub mod null;
-pub mod tiff;
 pub mod script;
+pub mod tiff;
 
 use std::path::PathBuf;
 use std::time::Duration;

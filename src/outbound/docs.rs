@@ -31,7 +31,34 @@ pub trait DocumentSource: Send + Sync + 'static {
 }
 
 /// Attachment name of the stored fax-ready TIFF.
-pub const FAX_FILE: &str = "fax_file.tiff";
+pub const FAX_FILE: &str = crate::convert::stored::FAX_FILE;
+
+/// The production source: the stored `fax_file.tiff`, else the job's original document
+/// converted (and kept as `fax_file.tiff` when `store_fax_tiff` is on).
+pub struct ConvertedDocuments {
+    pub store: SharedStore,
+    pub converter: std::sync::Arc<crate::convert::Converter>,
+    pub sysconf: std::sync::Arc<crate::config::SystemConfig>,
+}
+
+#[async_trait]
+impl DocumentSource for ConvertedDocuments {
+    async fn faxable(&self, job_id: &str, dest: &Path) -> Result<u32, DocumentError> {
+        use crate::convert::stored::{self, DocumentError as Stored};
+        let keep = self.sysconf.fax().store_fax_tiff;
+        let doc = stored::faxable(&self.store, &self.converter, &Db::Faxes, job_id, keep)
+            .await
+            .map_err(|e| match e {
+                Stored::Missing(m) => DocumentError::Missing(m),
+                Stored::Convert(c) => DocumentError::Conversion(c.to_string()),
+                Stored::Store(s) => DocumentError::Store(s),
+            })?;
+        let mut file = tokio::fs::File::create(dest).await?;
+        file.write_all(&doc.tiff).await?;
+        file.flush().await?;
+        Ok(doc.pages)
+    }
+}
 
 /// Reads the job's stored `fax_file.tiff` as it is (no conversion).
 pub struct StoredTiff {

@@ -12,6 +12,6 @@ pub mod names;
 pub mod release;
 pub mod status;
 
-pub use docs::{DocumentError, DocumentSource, StoredTiff};
+pub use docs::{ConvertedDocuments, DocumentError, DocumentSource, StoredTiff};
 pub use job::{Job, JobError};
 pub use status::{LiveStatus, StatusSource};

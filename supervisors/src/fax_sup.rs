@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use faxd::config::MediaEngine;
 use faxd::context::NodeContext;
-use faxd::gateway::Gateway;
+use faxd::gateway::loopback::LoopbackGateway;
 use faxd::gateway::script::ScriptGateway;
-use faxd::outbound::StoredTiff;
+use faxd::gateway::{Gateway, NumberDirectory};
+use faxd::outbound::ConvertedDocuments;
 use faxd_actors::api_server::ApiServer;
 use faxd_actors::cluster;
 use faxd_actors::fax_maintenance::{FaxMaintenance, TreeReporter};
@@ -57,8 +58,10 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
     ];
     match gateway(&ctx) {
         Some(gw) => {
-            let docs = Arc::new(StoredTiff {
+            let docs = Arc::new(ConvertedDocuments {
                 store: ctx.store.clone(),
+                converter: ctx.converter.clone(),
+                sysconf: ctx.sysconf.clone(),
             });
             let settings = outbound::settings(&ctx.config.outbound);
             out.extend(outbound::children(ctx.clone(), gw, docs, settings));
@@ -88,15 +91,35 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
     out
 }
 
-/// The media engine outbound faxes go through. The loopback and FreeSWITCH engines plug in
-/// here when they land.
+/// Inbound fax calls are not taken yet (fax_request comes with the inbound issue): every
+/// number reaches the loopback engine's simulated remote fax machines.
+struct NoLocalNumbers;
+
+#[ractor::async_trait]
+impl NumberDirectory for NoLocalNumbers {
+    async fn is_local(&self, _number: &str) -> bool {
+        false
+    }
+}
+
+/// The media engine outbound faxes go through (the FreeSWITCH engine plugs in here when it
+/// lands).
 fn gateway(ctx: &NodeContext) -> Option<Arc<dyn Gateway>> {
     match ctx.config.media.engine {
         MediaEngine::Script => Some(ScriptGateway::new(
             Duration::from_millis(ctx.config.media.script_page_ms),
             false,
         )),
-        MediaEngine::Loopback | MediaEngine::Freeswitch => None,
+        MediaEngine::Loopback => {
+            match LoopbackGateway::from_config(&ctx.config, Arc::new(NoLocalNumbers), None) {
+                Ok(gw) => Some(Arc::new(gw)),
+                Err(e) => {
+                    tracing::error!(error = %e, "loopback media engine unavailable");
+                    None
+                }
+            }
+        }
+        MediaEngine::Freeswitch => None,
     }
 }
 
