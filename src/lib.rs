@@ -9,6 +9,8 @@ pub mod config;
 pub mod context;
 pub mod gateway;
 pub mod ids;
+pub mod intake;
 pub mod model;
+pub mod numbers;
 pub mod store;
 pub mod time;

@@ -100,7 +100,11 @@ pub enum FaxEvent {
         remote_station_id: String,
     },
     /// A page went through (`spandsp::txfaxpageresult`).
-    Page { page: u32, total: u32, bad_rows: u32 },
+    Page {
+        page: u32,
+        total: u32,
+        bad_rows: u32,
+    },
     /// The call ended (`spandsp::txfaxresult` and hangup).
     Finished(FaxResult),
 }
