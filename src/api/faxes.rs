@@ -272,15 +272,8 @@ fn document_part(
         if json_like && env.is_none() {
             env = Some(parse_envelope(&p.body)?);
         } else if doc.is_none() && !p.body.is_empty() {
-            let ct = match p.content_type.as_str() {
-                "" | "application/octet-stream" => intake::sniff(&p.body)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| p.content_type.clone()),
-                other => other.to_string(),
-            };
-            if !intake::accepted_type(&ct) {
-                return Err(ApiError::UnsupportedMediaType(ct));
-            }
+            let ct = intake::effective_type(&p.content_type, &p.body)
+                .map_err(ApiError::UnsupportedMediaType)?;
             doc = Some(Document {
                 content_type: ct,
                 bytes: p.body,
@@ -466,17 +459,25 @@ async fn intake_job(
         }
     };
     let result = match document {
-        Ok(doc) if !intake::accepted_type(&doc.content_type) => {
-            let reason = format!("document type '{}' cannot be faxed", doc.content_type);
-            intake::fail_job(&state.store, saved, &reason).await
-        }
-        Ok(doc) => match intake::store_document(&state.store, &saved, doc).await {
-            Ok(job) => intake::finish_intake(&state.store, job).await,
-            Err(e) => Err(e),
+        Ok(mut doc) => match intake::effective_type(&doc.content_type, &doc.bytes) {
+            Err(reason) => intake::fail_job(&state.store, saved, &reason).await,
+            Ok(ct) => {
+                doc.content_type = ct;
+                store_and_finish(state, &saved, doc).await
+            }
         },
         Err(reason) => intake::fail_job(&state.store, saved, &reason).await,
     };
     result.map_err(intake_err)
+}
+
+async fn store_and_finish(
+    state: &ApiState,
+    saved: &Value,
+    doc: Document,
+) -> Result<Value, IntakeError> {
+    let job = intake::store_document(&state.store, saved, doc).await?;
+    intake::finish_intake(&state.store, job).await
 }
 
 async fn submit(

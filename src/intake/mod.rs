@@ -87,6 +87,25 @@ pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// The type a document really has: what its bytes say when they say it (a PDF or an image
+/// must look like one), else the declared type. `Err` when the result cannot be faxed.
+pub fn effective_type(declared: &str, bytes: &[u8]) -> Result<String, String> {
+    let declared = declared.to_ascii_lowercase();
+    let sniffed = sniff(bytes);
+    let mt = match sniffed {
+        Some(s) => s.to_string(),
+        None if declared == "application/pdf" || declared.starts_with("image/") => {
+            return Err(format!("the document does not look like {declared}"));
+        }
+        None => declared,
+    };
+    if accepted_type(&mt) {
+        Ok(mt)
+    } else {
+        Err(format!("document type '{mt}' cannot be faxed"))
+    }
+}
+
 /// Name of the original document attachment.
 pub fn original_name(content_type: &str) -> String {
     format!("original_file.{}", extension(content_type))
@@ -282,5 +301,15 @@ mod tests {
         assert_eq!(sniff(b"%PDF-1.4"), Some("application/pdf"));
         assert_eq!(sniff(b"II*\0"), Some("image/tiff"));
         assert_eq!(sniff(b"hello"), None);
+        assert_eq!(
+            effective_type("application/octet-stream", b"%PDF-1.7").unwrap(),
+            "application/pdf"
+        );
+        assert!(effective_type("application/pdf", b"MZ").is_err());
+        assert!(effective_type("application/x-msdownload", b"MZ").is_err());
+        assert_eq!(
+            effective_type("application/msword", b"\xd0\xcf").unwrap(),
+            "application/msword"
+        );
     }
 }
