@@ -18,13 +18,21 @@ pub enum Command {
         key: String,
         value: Value,
     },
+    /// `crossbar_maintenance create_account <name> <realm> <username> <password>`
+    CreateAccount {
+        name: String,
+        realm: String,
+        username: String,
+        password: String,
+    },
 }
 
 /// Commands known, for help and errors.
 pub const USAGE: &str = "commands:\n  \
     faxd_maintenance status\n  \
     kapps_config get fax <key>\n  \
-    kapps_config set fax <key> <json value>";
+    kapps_config set fax <key> <json value>\n  \
+    crossbar_maintenance create_account <name> <realm> <username> <password>";
 
 /// Parses `module function args…`.
 pub fn parse(args: &[String]) -> Result<Command, String> {
@@ -45,6 +53,19 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 value,
             })
         }
+        [
+            "crossbar_maintenance",
+            "create_account",
+            name,
+            realm,
+            username,
+            password,
+        ] => Ok(Command::CreateAccount {
+            name: name.to_string(),
+            realm: realm.to_string(),
+            username: username.to_string(),
+            password: password.to_string(),
+        }),
         _ => Err(format!("unknown command '{}'\n{USAGE}", args.join(" "))),
     }
 }
@@ -113,6 +134,18 @@ mod tests {
                 value: serde_json::json!("fax.example.com")
             })
         );
+        assert_eq!(
+            parse(&args(
+                "crossbar_maintenance create_account Acme acme.example.com boss pw"
+            )),
+            Ok(Command::CreateAccount {
+                name: "Acme".into(),
+                realm: "acme.example.com".into(),
+                username: "boss".into(),
+                password: "pw".into()
+            })
+        );
+        assert!(parse(&args("crossbar_maintenance create_account Acme")).is_err());
         let err = parse(&args("nope x")).unwrap_err();
         assert!(err.contains("unknown command 'nope x'") && err.contains("kapps_config"));
         assert!(parse(&args("kapps_config set fax key")).is_err());

@@ -258,6 +258,13 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The error as Kazoo reports it (`error`, `message`, `data`), for non-HTTP callers such as
+    /// maintenance commands.
+    pub fn report(&self) -> Value {
+        let (status, message, data) = self.parts();
+        json!({"error": status.as_u16().to_string(), "message": message, "data": data})
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, Value) {
         match self {
             ApiError::BadIdentifier(id) => (

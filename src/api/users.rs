@@ -151,7 +151,18 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let env = json_envelope(&req, payload, &state).await?;
     let (_c, id, _a) = account_request(&req, &state, Some(&env)).await?;
-    let mut doc = prepare(&state.store, &id, env.data_object()?, None).await?;
+    let saved = create_user(&state.store, &id, env.data_object()?).await?;
+    Ok(respond_doc(&req, &state, StatusCode::CREATED, &saved))
+}
+
+/// Creates a user in an account with the API's validation (as `PUT …/users` and
+/// `crossbar_maintenance create_account` do).
+pub async fn create_user(
+    store: &SharedStore,
+    id: &AccountId,
+    data: Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let mut doc = prepare(store, id, data, None).await?;
     let now = crate::time::now_gregorian();
     doc["_id"] = json!(new_id());
     doc["pvt_type"] = json!("user");
@@ -159,8 +170,7 @@ async fn create(
     doc["pvt_account_db"] = json!(Db::Account(id.clone()).name());
     doc["pvt_created"] = json!(now);
     doc["pvt_modified"] = json!(now);
-    let saved = state.store.save(&Db::Account(id), doc).await?;
-    Ok(respond_doc(&req, &state, StatusCode::CREATED, &saved))
+    Ok(store.save(&Db::Account(id.clone()), doc).await?)
 }
 
 async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
