@@ -229,9 +229,12 @@ impl Config {
                     message: e.to_string(),
                 })?;
         }
+        // `FAXD_LOG` (log filter) and `FAXD_TEST_*` (test suite) are not settings.
         let env: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("FAXD_"))
+            .filter(|(k, _)| {
+                k.starts_with("FAXD_") && k != "FAXD_LOG" && !k.starts_with("FAXD_TEST_")
+            })
             .collect();
         apply_env(&mut value, &defaults, &mut Vec::new(), &env)?;
         value
@@ -428,6 +431,17 @@ mod tests {
         let err = Config::load_with_env(Some(&path), env(&[])).unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
         let err = Config::load_with_env(None, env(&[("FAXD_API_LISTN", "x")])).unwrap_err();
+        // The log filter and the test suite's variables are not settings.
+        Config::load_with_env(
+            None,
+            env(&[
+                ("FAXD_LOG", "debug"),
+                ("FAXD_TEST_COUCH_URL", "http://x"),
+                ("FAXD_LOG_LEVEL", "warn"),
+            ]),
+        )
+        .map(|c| assert_eq!(c.log.level, "warn"))
+        .unwrap();
         assert!(err.to_string().contains("FAXD_API_LISTN"), "{err}");
         let err = Config::load_with_env(None, env(&[("FAXD_STORE_BACKEND", "mysql")])).unwrap_err();
         assert!(err.to_string().contains("mysql"), "{err}");
