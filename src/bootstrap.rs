@@ -208,9 +208,18 @@ mod tests {
         assert!(file.contains(&format!("password={}", creds.password)));
         let (md5, _) = login_digests("admin", &creds.password);
         assert!(file.contains(&md5));
-        // The password itself is not in the store.
-        let check = SqliteStore::open(dir.path()).await.unwrap();
-        let raw = std::fs::read(check.path()).unwrap();
+        // The password itself is nowhere in the store's files (database and WAL).
+        let mut raw = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                raw.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        assert!(
+            raw.windows(8).any(|w| w == b"pvt_auth"),
+            "store files not read"
+        );
         assert!(
             !raw.windows(creds.password.len())
                 .any(|w| w == creds.password.as_bytes())
