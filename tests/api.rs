@@ -182,6 +182,17 @@ async fn pipeline_envelope_cors_and_errors(store: SharedStore, dir: Dir) {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     );
+    // `curl -d` sends a form content type with a JSON body: read as JSON.
+    let r = api
+        .http
+        .put(format!("{}/v2/accounts/{}/faxboxes", api.base, t.id))
+        .header("X-Auth-Token", &t.token)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(r#"{"data":{"name":"From curl"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
     // Malformed and missing account ids in the path.
     let a = api.get("/v2/accounts/short", &t.token).await;
     assert_error(&a, StatusCode::NOT_FOUND, "bad_identifier");

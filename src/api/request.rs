@@ -43,9 +43,13 @@ pub fn media_type(req: &HttpRequest) -> String {
         .unwrap_or_default()
 }
 
-/// Whether a media type is JSON as Kazoo accepts it (a missing type counts as JSON).
+/// Whether a media type is read as JSON: Kazoo's (a missing type counts as JSON), and the
+/// form type `curl -d` sends by default (its body must still be JSON).
 pub fn is_json(mt: &str) -> bool {
-    matches!(mt, "" | "application/json" | "application/x-json")
+    matches!(
+        mt,
+        "" | "application/json" | "application/x-json" | "application/x-www-form-urlencoded"
+    )
 }
 
 /// A parsed request envelope.
@@ -181,6 +185,9 @@ pub async fn check_token(state: &ApiState, token: &str) -> Result<Caller, ApiErr
     let doc = live_account(state, &account)
         .await?
         .ok_or(ApiError::InvalidCredentials)?;
+    if doc.get("pvt_enabled").and_then(Value::as_bool) == Some(false) {
+        return Err(ApiError::InvalidCredentials);
+    }
     let superduper = doc
         .get("pvt_superduper_admin")
         .and_then(Value::as_bool)
