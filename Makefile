@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CONFIG ?= rel/dev.toml
 
-.PHONY: run test build deps test-deps fmt lint bench clean
+.PHONY: run test build deps test-deps fmt lint bench bench-api clean
 
 run: deps
 	$(CARGO) build --release -p faxd-supervisors
@@ -30,6 +30,10 @@ fmt:
 bench: test-deps
 	$(CARGO) build --release -p faxd-supervisors
 	tests/couchdb/with-server.sh rel/bench.sh
+
+bench-api:
+	$(CARGO) build --release -p faxd-supervisors
+	rel/bench-api.sh
 
 clean:
 	$(CARGO) clean

@@ -213,6 +213,11 @@ pub fn respond_doc(
         extra.insert("revision".into(), rev.clone());
     }
     let mut res = success_with(req, &state.node, status, super::request::public(doc), extra);
+    if let Some(rev) = doc.get("_rev").and_then(Value::as_str)
+        && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&format!("\"{rev}\""))
+    {
+        res.headers_mut().insert(actix_web::http::header::ETAG, v);
+    }
     if status == StatusCode::CREATED
         && let Some(id) = doc.get("_id").and_then(Value::as_str)
         && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&format!(

@@ -98,6 +98,7 @@ pub async fn fetch(
             let host = url.host_str().unwrap_or_default().to_string();
             let client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
                 .resolve(&host, addr)
                 .timeout(policy.timeout)
                 .build()
