@@ -319,7 +319,7 @@ async fn login_tokens_and_revocation(store: SharedStore, dir: Dir) {
         )
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    // An api-key token may not regenerate the key (admins only); the admin may.
+    // An api-key token may not regenerate the key (admins only).
     let a = api
         .put(
             &format!("/v2/accounts/{}/api_key", t.id),
@@ -328,6 +328,26 @@ async fn login_tokens_and_revocation(store: SharedStore, dir: Dir) {
         )
         .await;
     assert_error(&a, StatusCode::FORBIDDEN, "forbidden");
+    // DELETE /v2/token_auth really revokes.
+    let a = api.delete("/v2/token_auth", &api_token).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.get("data").is_none());
+    let a = api.get(&format!("/v2/accounts/{}", t.id), &api_token).await;
+    assert_error(&a, StatusCode::UNAUTHORIZED, "invalid_credentials");
+    // Regenerating the key (an admin may) voids the tokens issued with the old one.
+    let a = api
+        .call(
+            Method::PUT,
+            "/v2/api_auth",
+            None,
+            Some(json!({"data": {"api_key": key}})),
+        )
+        .await;
+    let api_token2 = a.body["auth_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.get("/v2/token_auth", &api_token2).await.status,
+        StatusCode::OK
+    );
     let a = api
         .put(
             &format!("/v2/accounts/{}/api_key", t.id),
@@ -337,11 +357,7 @@ async fn login_tokens_and_revocation(store: SharedStore, dir: Dir) {
         .await;
     assert_eq!(a.status, StatusCode::CREATED);
     assert_ne!(a.data()["api_key"], key.as_str());
-    // DELETE /v2/token_auth really revokes.
-    let a = api.delete("/v2/token_auth", &api_token).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    assert!(a.body.get("data").is_none());
-    let a = api.get(&format!("/v2/accounts/{}", t.id), &api_token).await;
+    let a = api.get("/v2/token_auth", &api_token2).await;
     assert_error(&a, StatusCode::UNAUTHORIZED, "invalid_credentials");
     // The other token still works.
     assert_eq!(

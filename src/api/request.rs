@@ -188,6 +188,9 @@ pub async fn check_token(state: &ApiState, token: &str) -> Result<Caller, ApiErr
     if doc.get("pvt_enabled").and_then(Value::as_bool) == Some(false) {
         return Err(ApiError::InvalidCredentials);
     }
+    if !identity_holds(state, &key, &claims, &account, &doc).await? {
+        return Err(ApiError::InvalidCredentials);
+    }
     let superduper = doc
         .get("pvt_superduper_admin")
         .and_then(Value::as_bool)
@@ -199,6 +202,50 @@ pub async fn check_token(state: &ApiState, token: &str) -> Result<Caller, ApiErr
         account_doc: doc,
         superduper,
     })
+}
+
+/// The secret a token's identity is bound to: the user's password salt (a live, enabled
+/// user), or the account's API key.
+pub fn identity_secret(user: Option<&Value>, account_doc: &Value) -> Option<String> {
+    match user {
+        Some(u) => {
+            let usable =
+                !is_deleted(u) && u.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+            usable
+                .then(|| {
+                    u.pointer("/pvt_auth/salt")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .flatten()
+        }
+        None => account_doc
+            .get("pvt_api_key")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+}
+
+async fn identity_holds(
+    state: &ApiState,
+    key: &[u8],
+    claims: &Claims,
+    account: &AccountId,
+    account_doc: &Value,
+) -> Result<bool, ApiError> {
+    let user = match &claims.owner_id {
+        Some(owner) => match state
+            .store
+            .get(&Db::Account(account.clone()), owner)
+            .await?
+        {
+            Some(u) => Some(u),
+            None => return Ok(false),
+        },
+        None => None,
+    };
+    Ok(identity_secret(user.as_ref(), account_doc)
+        .is_some_and(|secret| token::identity_sig(key, &secret) == claims.identity))
 }
 
 /// Authenticates a request (401 without a valid token) and records its token for the

@@ -31,6 +31,16 @@ pub struct Claims {
     /// Expiry, unix seconds.
     pub exp: i64,
     pub iss: String,
+    /// Signature of the identity's current secret (the user's password salt, or the account's
+    /// API key for API tokens): changing the password or regenerating the key voids the
+    /// tokens issued before.
+    #[serde(default)]
+    pub identity: String,
+}
+
+/// The identity signature of a secret.
+pub fn identity_sig(key: &[u8], secret: &str) -> String {
+    hex::encode(&hmac_sha256(key, secret.as_bytes())[..16])
 }
 
 /// Why a token was refused.
@@ -110,6 +120,7 @@ pub fn new_claims(
         method: method.to_string(),
         exp: chrono::Utc::now().timestamp() + lifetime_s as i64,
         iss: "faxd".into(),
+        identity: String::new(),
     }
 }
 

@@ -210,8 +210,15 @@ async fn issue(
         .get("_id")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let claims = token::new_claims(account_id, owner_id, method, state.options.token_expiry_s);
+    let mut claims = token::new_claims(account_id, owner_id, method, state.options.token_expiry_s);
     let key = state.token_key().await?;
+    let user = match (owner_id, AccountId::parse(account_id)) {
+        (Some(o), Ok(a)) => state.store.get(&Db::Account(a), o).await?,
+        _ => None,
+    };
+    let secret =
+        request::identity_secret(user.as_ref(), account_doc).ok_or(ApiError::InvalidCredentials)?;
+    claims.identity = token::identity_sig(&key, &secret);
     let tok = token::sign(&key, &claims);
     req.extensions_mut().insert(AuthToken(tok));
     let data = auth_data(req, state, account_doc, owner_id).await?;
