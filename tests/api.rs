@@ -193,6 +193,18 @@ async fn pipeline_envelope_cors_and_errors(store: SharedStore, dir: Dir) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    // Method tunnelling: POST ?verb=PATCH.
+    let r = api
+        .call(
+            Method::POST,
+            &format!("/v2/accounts/{}?verb=patch", t.id),
+            Some(&t.token),
+            Some(json!({"data": {"language": "fr-fr"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.data()["language"], "fr-fr");
+    assert_eq!(r.data()["name"], t.name.as_str());
     // Malformed and missing account ids in the path.
     let a = api.get("/v2/accounts/short", &t.token).await;
     assert_error(&a, StatusCode::NOT_FOUND, "bad_identifier");

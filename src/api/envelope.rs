@@ -59,7 +59,7 @@ struct ErrorParts {
 /// Assigns every request an id (the client's `X-Request-ID` when it is sane, else 32 random
 /// hex), puts it on every response, errors included, and completes error envelopes.
 pub async fn request_id_middleware(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let id = req
@@ -72,6 +72,12 @@ pub async fn request_id_middleware(
         .app_data::<NodeName>()
         .map(|n| n.0.clone())
         .unwrap_or_default();
+    // Kazoo's method tunnelling: `POST …?verb=PUT|PATCH|DELETE`.
+    if req.method() == actix_web::http::Method::POST
+        && let Some(verb) = tunnelled_verb(req.query_string())
+    {
+        req.head_mut().method = verb;
+    }
     // A CORS preflight is answered here, for every path, known or not.
     let mut res = if req.method() == actix_web::http::Method::OPTIONS {
         req.into_response(HttpResponse::Ok().finish())
@@ -110,6 +116,23 @@ pub async fn request_id_middleware(
         );
     }
     Ok(res)
+}
+
+/// The method a `verb=` query parameter asks a POST to stand for.
+fn tunnelled_verb(query: &str) -> Option<actix_web::http::Method> {
+    use actix_web::http::Method;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        if k != "verb" {
+            return None;
+        }
+        match v.to_ascii_uppercase().as_str() {
+            "PUT" => Some(Method::PUT),
+            "PATCH" => Some(Method::PATCH),
+            "DELETE" => Some(Method::DELETE),
+            _ => None,
+        }
+    })
 }
 
 /// CORS headers put on every response (errors and preflights included), Kazoo's values.
