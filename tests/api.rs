@@ -1168,6 +1168,53 @@ async fn faxes_queue_outbox_and_downloads(store: SharedStore, dir: Dir) {
         .map(|x| x["id"].as_str().unwrap())
         .collect();
     assert_eq!(got, vec![user_job.as_str()]);
+    // Pages of the user's jobs, one at a time, while other owners' jobs are interleaved.
+    let r = api
+        .send_multipart(
+            &format!("{acc}/users/{uid}/faxes"),
+            &a.token,
+            job("+14155550132"),
+            PDF,
+        )
+        .await;
+    let user_job2 = r.data()["id"].as_str().unwrap().to_string();
+    for i in 0..2 {
+        let to = format!("+1415555015{i}");
+        api.send_multipart(&format!("{acc}/faxes"), &a.token, job(&to), PDF)
+            .await;
+    }
+    let mut seen = Vec::new();
+    let mut key: Option<String> = None;
+    for _ in 0..10 {
+        let q = key
+            .as_ref()
+            .map(|k| format!("&start_key={k}"))
+            .unwrap_or_default();
+        let r = api
+            .get(
+                &format!("{acc}/users/{uid}/faxes/outgoing?page_size=1{q}"),
+                &a.token,
+            )
+            .await;
+        let rows = r.data().as_array().unwrap();
+        assert!(rows.len() <= 1, "{}", r.body);
+        seen.extend(rows.iter().map(|x| x["id"].as_str().unwrap().to_string()));
+        key = r.body["next_start_key"].as_str().map(str::to_string);
+        if key.is_none() {
+            break;
+        }
+        assert_eq!(
+            rows.len(),
+            1,
+            "a page with more to come is full: {}",
+            r.body
+        );
+    }
+    assert!(key.is_none(), "paging ends");
+    seen.sort();
+    let mut want = vec![user_job.clone(), user_job2];
+    want.sort();
+    assert_eq!(seen, want);
     // Detail, and scope: the box route does not show other jobs.
     let r = api
         .get(&format!("{acc}/faxes/outgoing/{}", ids[0]), &a.token)

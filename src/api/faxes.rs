@@ -20,7 +20,7 @@ use crate::ids::{AccountId, Db, new_id, split_modb_doc_id};
 use crate::intake::fetch::FetchPolicy;
 use crate::intake::{self, Document, IntakeError, multipart};
 use crate::model::{Folder, JobStatus};
-use crate::store::{JobRow, ModbFilter};
+use crate::store::{Cursor, JobRow, ModbFilter};
 
 /// The three places the fax routes are mounted.
 pub const PREFIXES: [&str; 3] = [
@@ -540,33 +540,53 @@ async fn list_outgoing(
     let scope = scope_of(&req, &state, &account).await?;
     let paging = Paging::from_query(&request::query(&req)?)?;
     let range = paging.plain_range();
-    let listing = match &scope {
-        Scope::Faxbox(id, _) => {
-            state
-                .store
-                .list_by_faxbox_state(id, None, range, paging.page())
-                .await?
+    // Rows outside the scope (another owner) are skipped, so a page may take several store
+    // pages; the continuation key is the first row not returned.
+    let want = paging.page().limit;
+    let mut page = paging.page();
+    let mut rows = Vec::new();
+    let next = loop {
+        let listing = match &scope {
+            Scope::Faxbox(id, _) => {
+                state
+                    .store
+                    .list_by_faxbox_state(id, None, range, page.clone())
+                    .await?
+            }
+            _ => {
+                state
+                    .store
+                    .list_by_account_state(&account, None, range, page.clone())
+                    .await?
+            }
+        };
+        let mut cut = None;
+        for r in listing
+            .rows
+            .iter()
+            .filter(|r| r.account_id == account.as_str() && scope.keeps_row(r))
+        {
+            if rows.len() == want {
+                cut = Some(
+                    Cursor {
+                        created: r.created,
+                        id: r.id.clone(),
+                    }
+                    .encode(),
+                );
+                break;
+            }
+            rows.push(outgoing_row(r));
         }
-        _ => {
-            state
-                .store
-                .list_by_account_state(&account, None, range, paging.page())
-                .await?
+        if cut.is_some() {
+            break cut;
+        }
+        match listing.next_start_key {
+            Some(k) if rows.len() < want => page.start_key = Some(k),
+            other => break other,
         }
     };
-    let rows = listing
-        .rows
-        .iter()
-        .filter(|r| r.account_id == account.as_str() && scope.keeps_row(r))
-        .map(outgoing_row)
-        .collect();
-    Ok(respond_list(
-        &req,
-        &state,
-        rows,
-        listing.next_start_key,
-        &paging,
-    ))
+    Ok(respond_list(&req, &state, rows, next, &paging))
 }
 
 async fn load_outgoing(
