@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CONFIG ?= rel/dev.toml
 
-.PHONY: run test build deps test-deps fmt lint bench clean
+.PHONY: run test build deps test-deps fmt lint bench bench-api clean
 
 run: deps
 	$(CARGO) build --release -p faxd-supervisors
@@ -32,6 +32,10 @@ bench:
 	$(CARGO) build --release -p faxd-supervisors
 	$(CARGO) build --release -p faxd --example t30_bench
 	tests/couchdb/with-server.sh rel/bench.sh
+
+bench-api:
+	$(CARGO) build --release -p faxd-supervisors
+	rel/bench-api.sh
 
 clean:
 	$(CARGO) clean

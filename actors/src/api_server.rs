@@ -41,13 +41,14 @@ impl Actor for ApiServer {
         let listen = ctx.config.api.listen.clone();
         let listener = TcpListener::bind(&listen)
             .map_err(|e| format!("api_server cannot listen on {listen}: {e}"))?;
-        let state = Arc::new(ApiState {
-            store: ctx.store.clone(),
-            sysconf: ctx.sysconf.clone(),
-            node: ctx.node().to_string(),
-            media: ctx.config.media.engine,
-            started: ctx.started_at.clone(),
-        });
+        let state = Arc::new(ApiState::new(
+            ctx.store.clone(),
+            ctx.sysconf.clone(),
+            ctx.node().to_string(),
+            ctx.config.media.engine,
+            ctx.started_at.clone(),
+            ctx.config.api.clone(),
+        ));
         let server = api::server(state, listener, ctx.config.api.workers)?;
         let handle = server.handle();
         let task = tokio::spawn(async move {

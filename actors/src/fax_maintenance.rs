@@ -143,6 +143,12 @@ async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
             Ok(v) => done(v.to_string()),
             Err(e) => fail(e.to_string()),
         },
+        Command::CreateAccount {
+            name,
+            realm,
+            username,
+            password,
+        } => create_account(ctx, &name, &realm, &username, &password).await,
         Command::ConfigGet { category, .. } | Command::ConfigSet { category, .. } => fail(format!(
             "config category '{category}' is not managed by faxd (known: fax)"
         )),
@@ -152,5 +158,63 @@ async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
         | Command::FaxboxJobs { .. }
         | Command::RestartJob { .. }
         | Command::UpdateJob { .. } => fail("job command not handled"),
+    }
+}
+
+/// `crossbar_maintenance create_account`: the API's account creation under the master account,
+/// then an admin user (Kazoo's output lines).
+async fn create_account(
+    ctx: &NodeContext,
+    name: &str,
+    realm: &str,
+    username: &str,
+    password: &str,
+) -> SupReply {
+    use serde_json::{Map, Value, json};
+    let store = &ctx.store;
+    let master = match faxd::bootstrap::master_account(store).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return fail("no master account: start the node once to create it"),
+        Err(e) => return fail(format!("failed to read the master account: {e}")),
+    };
+    let parent = match store.get(&faxd::ids::Db::Accounts, master.as_str()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return fail(format!("master account {master} is missing")),
+        Err(e) => return fail(format!("failed to read the master account: {e}")),
+    };
+    let mut data = Map::new();
+    data.insert("name".into(), json!(name));
+    data.insert("realm".into(), json!(realm));
+    let account = match faxd::api::accounts::create_account(store, Some(&parent), data).await {
+        Ok(a) => a,
+        Err(e) => return fail(format!("failed to create '{name}': {}", e.report())),
+    };
+    let id = account["_id"].as_str().unwrap_or_default().to_string();
+    let Ok(account_id) = faxd::ids::AccountId::parse(&id) else {
+        return fail(format!("created account has a bad id '{id}'"));
+    };
+    let db = account["pvt_account_db"]
+        .as_str()
+        .unwrap_or_default()
+        .replace('/', "%2F");
+    let mut user = Map::new();
+    for (k, v) in [
+        ("first_name", "Account"),
+        ("last_name", "Admin"),
+        ("priv_level", "admin"),
+        ("username", username),
+        ("password", password),
+    ] {
+        user.insert(k.into(), Value::String(v.to_string()));
+    }
+    match faxd::api::users::create_user(store, &account_id, user).await {
+        Ok(u) => done(format!(
+            "created new account '{id}' in db '{db}'\ncreated new account admin user '{}'",
+            u["_id"].as_str().unwrap_or_default()
+        )),
+        Err(e) => fail(format!(
+            "created new account '{id}' in db '{db}'\nfailed to create the admin user: {}",
+            e.report()
+        )),
     }
 }

@@ -31,6 +31,13 @@ pub enum Command {
     RestartJob { job: String },
     /// `fax_maintenance update_job <job> <state>`
     UpdateJob { job: String, state: JobStatus },
+    /// `crossbar_maintenance create_account <name> <realm> <username> <password>`
+    CreateAccount {
+        name: String,
+        realm: String,
+        username: String,
+        password: String,
+    },
 }
 
 /// Commands known, for help and errors.
@@ -43,7 +50,8 @@ pub const USAGE: &str = "commands:\n  \
     fax_maintenance account_jobs <account> [state]\n  \
     fax_maintenance faxbox_jobs <faxbox> [state]\n  \
     fax_maintenance restart_job <job>\n  \
-    fax_maintenance update_job <job> <state>";
+    fax_maintenance update_job <job> <state>\n  \
+    crossbar_maintenance create_account <name> <realm> <username> <password>";
 
 /// Parses `module function args…`.
 pub fn parse(args: &[String]) -> Result<Command, String> {
@@ -84,6 +92,19 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         ["fax_maintenance", "update_job", job, state] => Ok(Command::UpdateJob {
             job: job.to_string(),
             state: state.parse()?,
+        }),
+        [
+            "crossbar_maintenance",
+            "create_account",
+            name,
+            realm,
+            username,
+            password,
+        ] => Ok(Command::CreateAccount {
+            name: name.to_string(),
+            realm: realm.to_string(),
+            username: username.to_string(),
+            password: password.to_string(),
         }),
         _ => Err(format!("unknown command '{}'\n{USAGE}", args.join(" "))),
     }
@@ -192,6 +213,18 @@ mod tests {
                 value: serde_json::json!("fax.example.com")
             })
         );
+        assert_eq!(
+            parse(&args(
+                "crossbar_maintenance create_account Acme acme.example.com boss pw"
+            )),
+            Ok(Command::CreateAccount {
+                name: "Acme".into(),
+                realm: "acme.example.com".into(),
+                username: "boss".into(),
+                password: "pw".into()
+            })
+        );
+        assert!(parse(&args("crossbar_maintenance create_account Acme")).is_err());
         let err = parse(&args("nope x")).unwrap_err();
         assert!(err.contains("unknown command 'nope x'") && err.contains("kapps_config"));
         assert!(parse(&args("kapps_config set fax key")).is_err());

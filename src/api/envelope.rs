@@ -59,7 +59,7 @@ struct ErrorParts {
 /// Assigns every request an id (the client's `X-Request-ID` when it is sane, else 32 random
 /// hex), puts it on every response, errors included, and completes error envelopes.
 pub async fn request_id_middleware(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let id = req
@@ -72,21 +72,96 @@ pub async fn request_id_middleware(
         .app_data::<NodeName>()
         .map(|n| n.0.clone())
         .unwrap_or_default();
-    // Handler and extractor errors arrive here as responses (actix converts them), so
-    // every response passes below.
-    let res = next.call(req).await?;
-    let parts = res.response().extensions().get::<ErrorParts>().cloned();
-    let mut res = match parts {
-        Some(p) => {
-            let body = error_envelope(res.request(), &node, &p);
-            res.map_body(|_, _| BoxBody::new(body))
-        }
-        None => res,
+    // Kazoo's method tunnelling: `POST …?verb=PUT|PATCH|DELETE`.
+    if req.method() == actix_web::http::Method::POST
+        && let Some(verb) = tunnelled_verb(req.query_string())
+    {
+        req.head_mut().method = verb;
+    }
+    // A CORS preflight is answered here, for every path, known or not.
+    let mut res = if req.method() == actix_web::http::Method::OPTIONS {
+        req.into_response(HttpResponse::Ok().finish())
+    } else {
+        // Handler and extractor errors arrive here as responses (actix converts them), so
+        // every response passes below.
+        next.call(req).await?
     };
+    let parts = res.response().extensions().get::<ErrorParts>().cloned();
+    let status = res.status();
+    let parts = match parts {
+        Some(p) => Some(p),
+        // An error actix produced by itself (no ApiError): give it the envelope too.
+        None if status.is_client_error() || status.is_server_error() => Some(ErrorParts {
+            status,
+            message: "error",
+            data: json!({"message": status.canonical_reason().unwrap_or("error").to_lowercase()}),
+        }),
+        None => None,
+    };
+    if let Some(p) = parts {
+        let body = error_envelope(res.request(), &node, &p);
+        res = res.map_body(|_, _| BoxBody::new(body));
+        res.headers_mut().insert(
+            actix_web::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
     let header = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
-    res.headers_mut()
-        .insert(HeaderName::from_static(REQUEST_ID), header);
+    let headers = res.headers_mut();
+    headers.insert(HeaderName::from_static(REQUEST_ID), header);
+    for (name, value) in CORS_HEADERS {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
     Ok(res)
+}
+
+/// The method a `verb=` query parameter asks a POST to stand for.
+fn tunnelled_verb(query: &str) -> Option<actix_web::http::Method> {
+    use actix_web::http::Method;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        if k != "verb" {
+            return None;
+        }
+        match v.to_ascii_uppercase().as_str() {
+            "PUT" => Some(Method::PUT),
+            "PATCH" => Some(Method::PATCH),
+            "DELETE" => Some(Method::DELETE),
+            _ => None,
+        }
+    })
+}
+
+/// CORS headers put on every response (errors and preflights included), Kazoo's values.
+const CORS_HEADERS: [(&str, &str); 5] = [
+    ("access-control-allow-origin", "*"),
+    (
+        "access-control-allow-methods",
+        "GET, POST, PUT, DELETE, OPTIONS, HEAD, PATCH",
+    ),
+    (
+        "access-control-allow-headers",
+        "content-type, depth, user-agent, x-http-method-override, x-file-size, \
+         x-requested-with, if-modified-since, x-file-name, cache-control, x-auth-token, \
+         x-kazoo-cluster-id, if-match",
+    ),
+    (
+        "access-control-expose-headers",
+        "content-type, x-auth-token, x-request-id, x-kazoo-cluster-id, location, etag",
+    ),
+    ("access-control-max-age", "86400"),
+];
+
+/// The token a request used or obtained, shown as `auth_token` in its envelope. Handlers
+/// put it in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct AuthToken(pub String);
+
+fn auth_token_of(req: &HttpRequest) -> Option<String> {
+    req.extensions().get::<AuthToken>().map(|t| t.0.clone())
 }
 
 fn error_envelope(req: &HttpRequest, node: &str, p: &ErrorParts) -> String {
@@ -95,7 +170,8 @@ fn error_envelope(req: &HttpRequest, node: &str, p: &ErrorParts) -> String {
     env.insert("error".into(), json!(p.status.as_u16().to_string()));
     env.insert("message".into(), json!(p.message));
     env.insert("data".into(), p.data.clone());
-    env.insert("auth_token".into(), json!("undefined"));
+    let token = auth_token_of(req).unwrap_or_else(|| "undefined".into());
+    env.insert("auth_token".into(), json!(token));
     Value::Object(env).to_string()
 }
 
@@ -115,7 +191,12 @@ pub fn success_with(
 ) -> HttpResponse {
     let mut env = base(req, node);
     env.insert("status".into(), json!("success"));
-    env.insert("data".into(), data);
+    if !data.is_null() {
+        env.insert("data".into(), data);
+    }
+    if let Some(token) = auth_token_of(req) {
+        env.insert("auth_token".into(), json!(token));
+    }
     env.extend(extra);
     HttpResponse::build(status)
         .content_type("application/json")
@@ -154,9 +235,59 @@ pub enum ApiError {
     DatastoreFault(String),
     #[error("{0}")]
     Fault(String),
+    /// A business rule failed on a field: 400 `data.<field>.<rule>`.
+    #[error("validation error")]
+    Field {
+        field: String,
+        rule: &'static str,
+        message: String,
+        cause: Option<Value>,
+    },
+    #[error("payload too large")]
+    TooLarge(u64),
+    #[error("unsupported media type")]
+    UnsupportedMediaType(String),
+    #[error("not acceptable")]
+    NotAcceptable(String),
+    #[error("conflict: {0}")]
+    ConflictWith(String),
 }
 
 impl ApiError {
+    /// A 400 on one field and rule, as Kazoo's business validations answer.
+    pub fn field(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Field {
+            field: field.to_string(),
+            rule,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// As [`ApiError::field`], with a `cause`.
+    pub fn field_cause(
+        field: &str,
+        rule: &'static str,
+        message: impl Into<String>,
+        cause: Value,
+    ) -> Self {
+        ApiError::Field {
+            field: field.to_string(),
+            rule,
+            message: message.into(),
+            cause: Some(cause),
+        }
+    }
+}
+
+impl ApiError {
+    /// The error as Kazoo reports it (`error`, `message`, `data`), for non-HTTP callers such as
+    /// maintenance commands.
+    pub fn report(&self) -> Value {
+        let (status, message, data) = self.parts();
+        json!({"error": status.as_u16().to_string(), "message": message, "data": data})
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, Value) {
         match self {
             ApiError::BadIdentifier(id) => (
@@ -207,6 +338,45 @@ impl ApiError {
                 "unspecified_fault",
                 json!({"message": msg}),
             ),
+            ApiError::Field {
+                field,
+                rule,
+                message,
+                cause,
+            } => {
+                let mut detail = json!({"message": message});
+                if let Some(c) = cause {
+                    detail["cause"] = c.clone();
+                }
+                let mut data = Map::new();
+                data.insert(field.clone(), json!({ *rule: detail }));
+                (
+                    StatusCode::BAD_REQUEST,
+                    "validation error",
+                    Value::Object(data),
+                )
+            }
+            ApiError::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                json!({"file": {"maxSize": {
+                    "message": format!("Payload or Files must not be more than {limit} bytes"),
+                    "target": limit,
+                }}}),
+            ),
+            ApiError::UnsupportedMediaType(ct) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                json!({"message": format!("content type '{ct}' is not accepted here"), "cause": ct}),
+            ),
+            ApiError::NotAcceptable(msg) => (
+                StatusCode::NOT_ACCEPTABLE,
+                "not_acceptable",
+                json!({"message": msg}),
+            ),
+            ApiError::ConflictWith(msg) => {
+                (StatusCode::CONFLICT, "conflict", json!({"message": msg}))
+            }
         }
     }
 }
@@ -235,6 +405,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict => ApiError::Conflict,
             StoreError::NotFound(id) => ApiError::BadIdentifier(id),
+            StoreError::NoDatabase(db) => ApiError::BadIdentifier(db),
             StoreError::Unavailable(c) => ApiError::DatastoreUnreachable(c),
             other => ApiError::DatastoreFault(other.to_string()),
         }

@@ -1,18 +1,34 @@
 //! The REST API (Kazoo v2 compatible): the HTTP server, its shared state, and the routes.
-//! One file per resource; this one wires them together.
+//! One file per resource; this one wires them together. Every route is listed once in
+//! [`endpoints`], which both mounts it and describes it in `GET /v2/openapi.json`.
 
 pub mod about;
+pub mod accounts;
+pub mod callflows;
 pub mod envelope;
+pub mod faxboxes;
+pub mod faxes;
+pub mod listing;
+pub mod monster;
+pub mod openapi;
+pub mod request;
+pub mod schema;
+pub mod system_configs;
+pub mod token;
+pub mod user_auth;
+pub mod users;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use actix_web::http::Method;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpServer, Route, web};
+use tokio::sync::OnceCell;
 
 pub use envelope::{ApiError, NodeName, RequestId};
 
-use crate::config::{MediaEngine, SystemConfig};
+use crate::config::{ApiSection, MediaEngine, SystemConfig};
 use crate::store::SharedStore;
 
 /// What every handler may use: the store, the live config, and who this node is.
@@ -23,16 +39,108 @@ pub struct ApiState {
     pub media: MediaEngine,
     /// When this node started (ISO-8601 UTC).
     pub started: String,
+    /// The `[api]` section of the node configuration (limits, URL fetch policy, tokens).
+    pub options: ApiSection,
+    token_key: OnceCell<Vec<u8>>,
 }
 
-/// Routes of the API, mounted on an actix `App`.
+impl ApiState {
+    pub fn new(
+        store: SharedStore,
+        sysconf: Arc<SystemConfig>,
+        node: String,
+        media: MediaEngine,
+        started: String,
+        options: ApiSection,
+    ) -> Self {
+        Self {
+            store,
+            sysconf,
+            node,
+            media,
+            started,
+            options,
+            token_key: OnceCell::new(),
+        }
+    }
+
+    /// The cluster's token signing key (read once from the store).
+    pub async fn token_key(&self) -> Result<Vec<u8>, ApiError> {
+        self.token_key
+            .get_or_try_init(|| token::load_or_create_key(&self.store))
+            .await
+            .cloned()
+            .map_err(ApiError::from)
+    }
+}
+
+/// One route: method, path (actix syntax, which is also OpenAPI's), a summary, the handler.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: String,
+    pub summary: &'static str,
+    pub route: fn() -> Route,
+}
+
+fn ep(method: Method, path: &str, summary: &'static str, route: fn() -> Route) -> Endpoint {
+    Endpoint {
+        method,
+        path: path.to_string(),
+        summary,
+        route,
+    }
+}
+
+/// Every route of the API.
+pub fn endpoints() -> Vec<Endpoint> {
+    use Method as M;
+    let mut v = vec![
+        ep(M::GET, "/healthz", "Whether the store answers", || {
+            web::get().to(about::healthz)
+        }),
+        ep(M::GET, "/v2/about", "What this node is", || {
+            web::get().to(about::about)
+        }),
+        ep(M::GET, "/v2/openapi.json", "This document", || {
+            web::get().to(openapi::openapi)
+        }),
+    ];
+    v.extend(user_auth::endpoints());
+    v.extend(accounts::endpoints());
+    v.extend(users::endpoints());
+    v.extend(faxboxes::endpoints());
+    v.extend(callflows::endpoints());
+    v.extend(faxes::endpoints());
+    v.extend(system_configs::endpoints());
+    v.extend(monster::endpoints());
+    v
+}
+
+/// Routes of the API, mounted on an actix `App`: one resource per path, its methods, and a
+/// 405 for the others.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(about::healthz))
-        .route("/v2/about", web::get().to(about::about));
+    let mut paths: Vec<String> = Vec::new();
+    let all = endpoints();
+    for e in &all {
+        if !paths.contains(&e.path) {
+            paths.push(e.path.clone());
+        }
+    }
+    for path in paths {
+        let mut resource = web::resource(path.as_str());
+        for e in all.iter().filter(|e| e.path == path) {
+            resource = resource.route((e.route)());
+        }
+        cfg.service(resource.default_service(web::to(method_not_allowed)));
+    }
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::InvalidMethod)
 }
 
 /// Builds the HTTP server on an already bound listener (so a taken port is reported by the
@@ -43,19 +151,33 @@ pub fn server(
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::from(state);
-    let server = HttpServer::new(move || {
-        let node = NodeName(data.node.clone());
-        App::new()
-            .app_data(data.clone())
-            .app_data(node)
-            .wrap(from_fn(envelope::request_id_middleware))
-            .configure(routes)
-            .default_service(web::to(not_found))
-    })
-    .workers(workers.max(1))
-    .disable_signals()
-    .shutdown_timeout(10)
-    .listen(listener)?
-    .run();
+    let server = HttpServer::new(move || app(data.clone()))
+        .workers(workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
     Ok(server)
+}
+
+/// The actix application of the API (also used in-process by tests).
+pub fn app(
+    data: web::Data<ApiState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let node = NodeName(data.node.clone());
+    App::new()
+        .app_data(data)
+        .app_data(node)
+        .app_data(web::PayloadConfig::new(usize::MAX))
+        .wrap(from_fn(envelope::request_id_middleware))
+        .configure(routes)
+        .default_service(web::to(not_found))
 }

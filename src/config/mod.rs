@@ -82,6 +82,21 @@ pub struct ApiSection {
     pub listen: String,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Largest JSON request body, bytes (Kazoo's `crossbar.max_upload_size`).
+    pub max_body_bytes: u64,
+    /// Largest fax document upload (multipart or raw body), bytes; larger is a 413.
+    pub max_upload_bytes: u64,
+    /// Largest document fetched from a `document.url`, bytes.
+    pub url_max_bytes: u64,
+    /// Time limit of one document URL fetch, seconds.
+    pub url_timeout_s: u64,
+    /// Redirects a document URL fetch may follow.
+    pub url_max_redirects: usize,
+    /// Allow document URLs that resolve to loopback, private or link-local addresses (off:
+    /// such URLs are refused, against server-side request forgery).
+    pub url_allow_private: bool,
+    /// Lifetime of the tokens `user_auth` and `api_auth` issue, seconds.
+    pub token_expiry_s: u64,
 }
 
 impl Default for ApiSection {
@@ -89,6 +104,13 @@ impl Default for ApiSection {
         Self {
             listen: "127.0.0.1:8000".into(),
             workers: 2,
+            max_body_bytes: 8_000_000,
+            max_upload_bytes: 50 * 1024 * 1024,
+            url_max_bytes: 50 * 1024 * 1024,
+            url_timeout_s: 60,
+            url_max_redirects: 3,
+            url_allow_private: false,
+            token_expiry_s: 3600,
         }
     }
 }

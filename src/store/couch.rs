@@ -1262,6 +1262,33 @@ impl Store for CouchStore {
         }))
     }
 
+    async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {
+        let mut url = self.url_of(&[&db.name(), "_all_docs"]);
+        url.query_pairs_mut().append_pair("include_docs", "true");
+        let reply = self.request(Method::GET, url, None).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Err(StoreError::NoDatabase(db.name()));
+        }
+        if !reply.ok() {
+            return Err(unexpected(db, "list documents", &reply));
+        }
+        let Some(Value::Array(rows)) = reply.body.get("rows") else {
+            return Err(StoreError::Backend("_all_docs: reply without rows".into()));
+        };
+        Ok(rows
+            .iter()
+            .filter_map(|row| row.get("doc"))
+            .filter(|doc| doc.get("pvt_type").and_then(Value::as_str) == Some(pvt_type))
+            .map(|doc| {
+                let mut doc = doc.clone();
+                if let Some(m) = doc.as_object_mut() {
+                    m.remove("_attachments");
+                }
+                doc
+            })
+            .collect())
+    }
+
     async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>> {
         {
             let feeds = self

@@ -313,6 +313,12 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> Result<Listing<ModbRow>>;
 
+    /// Every live document of a database whose `pvt_type` is `pvt_type`, in id order, each with
+    /// its `_id` and `_rev` (no attachment stubs). For the account-level listings of the API
+    /// (users, callflows, faxboxes) and the `accounts` directory; an absent database is
+    /// [`StoreError::NoDatabase`].
+    async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>>;
+
     /// Subscribes to the change feed of a database: every later write to it is delivered.
     async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>>;
 }

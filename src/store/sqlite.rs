@@ -1001,6 +1001,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {
+        let db = db.clone();
+        let pvt_type = pvt_type.to_string();
+        self.read(move |conn| {
+            require_db(conn, &db)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, rev, body FROM docs WHERE db = ?1 AND deleted = 0 \
+                     AND json_extract(body, '$.pvt_type') = ?2 ORDER BY id",
+                )
+                .map_err(db_err)?;
+            let mut rows = stmt.query(params![db.name(), pvt_type]).map_err(db_err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(db_err)? {
+                let id: String = r.get(0).map_err(db_err)?;
+                let rev: String = r.get(1).map_err(db_err)?;
+                let body: String = r.get(2).map_err(db_err)?;
+                match serde_json::from_str::<Map<String, Value>>(&body) {
+                    Ok(mut doc) => {
+                        doc.insert("_id".into(), Value::String(id));
+                        doc.insert("_rev".into(), Value::String(rev));
+                        out.push(Value::Object(doc));
+                    }
+                    Err(e) => tracing::warn!(%id, error = %e, "skipping unreadable document"),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>> {
         let mut feeds = self
             .feeds

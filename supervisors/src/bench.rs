@@ -139,6 +139,9 @@ impl Store for CountingStore {
     ) -> Result<Listing<ModbRow>> {
         self.inner.modb_list(account, filter, range, page).await
     }
+    async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {
+        self.inner.docs_by_type(db, pvt_type).await
+    }
     async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>> {
         self.inner.subscribe(db).await
     }

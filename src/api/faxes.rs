@@ -1,0 +1,1186 @@
+//! `faxes` (Kazoo's `cb_faxes`): submit (JSON with `document.url`, multipart, raw PDF/TIFF),
+//! `outgoing` (queued jobs; DELETE cancels), `outbox`/`inbox`/`incoming` (MODB, by folder),
+//! attachments with format negotiation, resubmit/forward, `smtplog`. Every route is also
+//! served under `/faxboxes/{faxbox_id}/faxes` and `/users/{user_id}/faxes`, scoped to that box
+//! or owner.
+
+use actix_web::http::header::{CONTENT_DISPOSITION, ETAG, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Map, Value, json};
+
+use super::envelope::success_with;
+use super::listing::{Paging, page_in_memory, respond_doc, respond_list};
+use super::request::{
+    self, account_request, client_fields, is_json, load_typed, media_type, param, parse_envelope,
+    read_body,
+};
+use super::{ApiError, ApiState, Endpoint, ep};
+use crate::ids::{AccountId, Db, new_id, split_modb_doc_id};
+use crate::intake::fetch::FetchPolicy;
+use crate::intake::{self, Document, IntakeError, multipart};
+use crate::model::{Folder, JobStatus};
+use crate::store::{Cursor, JobRow, ModbFilter};
+
+/// The three places the fax routes are mounted.
+pub const PREFIXES: [&str; 3] = [
+    "/v2/accounts/{account_id}/faxes",
+    "/v2/accounts/{account_id}/faxboxes/{faxbox_id}/faxes",
+    "/v2/accounts/{account_id}/users/{user_id}/faxes",
+];
+
+pub fn endpoints() -> Vec<Endpoint> {
+    use Method as M;
+    let mut v = Vec::new();
+    for p in PREFIXES {
+        v.extend([
+            ep(
+                M::PUT,
+                p,
+                "Send a fax (JSON with document.url, multipart, or a PDF/TIFF body)",
+                || web::put().to(submit),
+            ),
+            ep(
+                M::PUT,
+                &format!("{p}/outgoing"),
+                "Send a fax (alias)",
+                || web::put().to(submit),
+            ),
+            ep(M::GET, &format!("{p}/outgoing"), "Queued faxes", || {
+                web::get().to(list_outgoing)
+            }),
+            ep(
+                M::GET,
+                &format!("{p}/outgoing/{{fax_id}}"),
+                "A queued fax",
+                || web::get().to(get_outgoing),
+            ),
+            ep(
+                M::DELETE,
+                &format!("{p}/outgoing/{{fax_id}}"),
+                "Cancel a queued fax",
+                || web::delete().to(cancel_outgoing),
+            ),
+            ep(
+                M::GET,
+                &format!("{p}/outbox"),
+                "Sent and failed faxes",
+                || web::get().to(list_outbox),
+            ),
+            ep(
+                M::GET,
+                &format!("{p}/outbox/{{fax_id}}"),
+                "A sent fax",
+                || web::get().to(get_outbox),
+            ),
+            ep(
+                M::PUT,
+                &format!("{p}/outbox/{{fax_id}}"),
+                "Resubmit a sent fax ({\"action\":\"resubmit\"})",
+                || web::put().to(resubmit),
+            ),
+            ep(
+                M::DELETE,
+                &format!("{p}/outbox/{{fax_id}}"),
+                "Delete a sent fax",
+                || web::delete().to(delete_outbox),
+            ),
+            ep(
+                M::GET,
+                &format!("{p}/outbox/{{fax_id}}/attachment"),
+                "Download a sent fax",
+                || web::get().to(attachment_outbox),
+            ),
+            ep(
+                M::DELETE,
+                &format!("{p}/outbox/{{fax_id}}/attachment"),
+                "Remove a sent fax's documents",
+                || web::delete().to(strip_outbox),
+            ),
+            ep(M::GET, &format!("{p}/inbox"), "Received faxes", || {
+                web::get().to(list_inbox)
+            }),
+            ep(
+                M::GET,
+                &format!("{p}/inbox/{{fax_id}}"),
+                "A received fax",
+                || web::get().to(get_inbox),
+            ),
+            ep(
+                M::PUT,
+                &format!("{p}/inbox/{{fax_id}}"),
+                "Forward a received fax ({\"action\":\"forward\"})",
+                || web::put().to(forward),
+            ),
+            ep(
+                M::DELETE,
+                &format!("{p}/inbox/{{fax_id}}"),
+                "Delete a received fax",
+                || web::delete().to(delete_inbox),
+            ),
+            ep(
+                M::GET,
+                &format!("{p}/inbox/{{fax_id}}/attachment"),
+                "Download a received fax",
+                || web::get().to(attachment_inbox),
+            ),
+            ep(
+                M::DELETE,
+                &format!("{p}/inbox/{{fax_id}}/attachment"),
+                "Remove a received fax's documents",
+                || web::delete().to(strip_inbox),
+            ),
+            ep(
+                M::GET,
+                &format!("{p}/incoming"),
+                "Received faxes (same as inbox)",
+                || web::get().to(list_inbox),
+            ),
+            ep(
+                M::GET,
+                &format!("{p}/incoming/{{fax_id}}"),
+                "A received fax (same as inbox)",
+                || web::get().to(get_inbox),
+            ),
+            ep(
+                M::GET,
+                &format!("{p}/smtplog"),
+                "E-mail-to-fax error logs",
+                || web::get().to(list_smtplog),
+            ),
+            ep(
+                M::GET,
+                &format!("{p}/smtplog/{{log_id}}"),
+                "One e-mail-to-fax log",
+                || web::get().to(get_smtplog),
+            ),
+        ]);
+    }
+    v
+}
+
+/// Which faxes a route sees.
+#[derive(Clone, Debug)]
+enum Scope {
+    Account,
+    Faxbox(String, Value),
+    User(String),
+}
+
+impl Scope {
+    /// Whether a fax document belongs to this scope.
+    fn keeps(&self, doc: &Value) -> bool {
+        let s = |k: &str| doc.get(k).and_then(Value::as_str);
+        match self {
+            Scope::Account => true,
+            Scope::Faxbox(id, _) => s("faxbox_id") == Some(id.as_str()),
+            Scope::User(id) => s("owner_id") == Some(id.as_str()),
+        }
+    }
+
+    fn keeps_row(&self, row: &JobRow) -> bool {
+        match self {
+            Scope::Account => true,
+            Scope::Faxbox(id, _) => row.faxbox_id.as_deref() == Some(id.as_str()),
+            Scope::User(id) => row.owner_id.as_deref() == Some(id.as_str()),
+        }
+    }
+
+    fn modb_filter(&self, folder: Folder) -> ModbFilter {
+        match self {
+            Scope::Account => ModbFilter::Folder(folder),
+            Scope::Faxbox(id, _) => ModbFilter::Faxbox(id.clone(), folder),
+            Scope::User(id) => ModbFilter::Owner(id.clone(), folder),
+        }
+    }
+}
+
+async fn scope_of(
+    req: &HttpRequest,
+    state: &ApiState,
+    account: &AccountId,
+) -> Result<Scope, ApiError> {
+    if let Some(fb) = req.match_info().get("faxbox_id") {
+        let doc = super::faxboxes::load(&state.store, account, fb).await?;
+        return Ok(Scope::Faxbox(fb.to_string(), doc));
+    }
+    if let Some(u) = req.match_info().get("user_id") {
+        load_typed(&state.store, &Db::Account(account.clone()), u, "user").await?;
+        return Ok(Scope::User(u.to_string()));
+    }
+    Ok(Scope::Account)
+}
+
+/// What clients see of a fax document.
+fn view(doc: &Value) -> Value {
+    let mut out = request::public(doc);
+    let created = doc.get("pvt_created").cloned().unwrap_or(json!(0));
+    out["created"] = created.clone();
+    if let Some(st) = doc.get("pvt_job_status") {
+        out["status"] = st.clone();
+        out["_read_only"] = json!({"created": created, "status": st});
+    } else {
+        out["_read_only"] = json!({"created": created});
+    }
+    if let Some(d) = doc.get("pvt_delivered_date") {
+        out["delivered"] = d.clone();
+    }
+    if let Some(p) = doc.get("pvt_pages") {
+        out["pages"] = p.clone();
+    }
+    out
+}
+
+fn respond_fax(
+    req: &HttpRequest,
+    state: &ApiState,
+    status: StatusCode,
+    doc: &Value,
+) -> HttpResponse {
+    let mut extra = Map::new();
+    if let Some(rev) = doc.get("_rev") {
+        extra.insert("revision".into(), rev.clone());
+    }
+    if status == StatusCode::ACCEPTED {
+        extra.insert("message".into(), json!("processing fax attachments"));
+    }
+    success_with(req, &state.node, status, view(doc), extra)
+}
+
+fn intake_err(e: IntakeError) -> ApiError {
+    match e {
+        IntakeError::Store(s) => s.into(),
+        IntakeError::Document(m) => ApiError::Fault(m),
+    }
+}
+
+/// The parts of a submission.
+struct Submission {
+    data: Map<String, Value>,
+    env: request::Envelope,
+    document: Option<Document>,
+}
+
+fn document_part(
+    parts: Vec<multipart::Part>,
+) -> Result<(Option<request::Envelope>, Option<Document>), ApiError> {
+    let mut env = None;
+    let mut doc = None;
+    for p in parts {
+        let json_like = p.content_type == "application/json"
+            || (p.content_type.is_empty() && p.body.first() == Some(&b'{'));
+        if json_like && env.is_none() {
+            env = Some(parse_envelope(&p.body)?);
+        } else if doc.is_none() && !p.body.is_empty() {
+            let ct = intake::effective_type(&p.content_type, &p.body)
+                .map_err(ApiError::UnsupportedMediaType)?;
+            doc = Some(Document {
+                content_type: ct,
+                bytes: p.body,
+            });
+        }
+    }
+    Ok((env, doc))
+}
+
+async fn read_submission(
+    req: &HttpRequest,
+    state: &ApiState,
+    payload: web::Payload,
+) -> Result<Submission, ApiError> {
+    let mt = media_type(req);
+    let multipart = mt.starts_with("multipart/");
+    if !is_json(&mt) && !multipart && !intake::accepted_type(&mt) {
+        return Err(ApiError::UnsupportedMediaType(mt));
+    }
+    let limit = if is_json(&mt) {
+        state.options.max_body_bytes
+    } else {
+        state.options.max_upload_bytes
+    };
+    let body = read_body(payload, limit).await?;
+    let (env, document) = if is_json(&mt) {
+        (parse_envelope(&body)?, None)
+    } else if multipart {
+        let ct = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let boundary = multipart::boundary(ct).ok_or_else(|| {
+            ApiError::field("content_type", "invalid", "multipart without a boundary")
+        })?;
+        let parts = multipart::parse(&body, &boundary)
+            .map_err(|m| ApiError::field("multipart", "invalid", m))?;
+        let (env, doc) = document_part(parts)?;
+        (env.unwrap_or_default(), doc)
+    } else {
+        // A raw document; the job's fields come from the query string.
+        let mut data = Map::new();
+        for (k, v) in request::query(req)? {
+            if k != "auth_token" {
+                data.insert(k, json!(v));
+            }
+        }
+        let env = request::Envelope {
+            data: Value::Object(data),
+            keys: Map::new(),
+        };
+        (
+            env,
+            Some(Document {
+                content_type: mt,
+                bytes: body,
+            }),
+        )
+    };
+    let data = match &env.data {
+        Value::Object(m) => m.clone(),
+        Value::Null => Map::new(),
+        _ => {
+            return Err(ApiError::field(
+                "data",
+                "type",
+                "Value did not match type(s): object",
+            ));
+        }
+    };
+    Ok(Submission {
+        data,
+        env,
+        document,
+    })
+}
+
+/// Fills a job's unset fields from its faxbox (Kazoo's faxbox defaults).
+fn faxbox_defaults(data: &mut Map<String, Value>, fb_id: &str, fb: &Value) {
+    let pairs = [
+        ("from_name", "caller_name"),
+        ("fax_identity_name", "fax_header"),
+        ("from_number", "caller_id"),
+        ("fax_identity_number", "fax_identity"),
+        ("fax_timezone", "fax_timezone"),
+        ("retries", "retries"),
+        ("owner_id", "owner_id"),
+    ];
+    for (job_key, box_key) in pairs {
+        if !data.contains_key(job_key)
+            && let Some(v) = fb.get(box_key)
+            && !v.is_null()
+        {
+            data.insert(job_key.into(), v.clone());
+        }
+    }
+    if !data.contains_key("retries") {
+        data.insert("retries".into(), json!(3));
+    }
+    if !data.contains_key("notifications")
+        && let Some(n) = fb.pointer("/notifications/outbound")
+    {
+        data.insert("notifications".into(), n.clone());
+    }
+    data.insert("faxbox_id".into(), json!(fb_id));
+}
+
+/// Validates a job's public fields (schema, document presence, numbers).
+fn validate_job(
+    mut data: Map<String, Value>,
+    has_upload: bool,
+) -> Result<Map<String, Value>, ApiError> {
+    if let Some(tz) = data.remove("timezone")
+        && !data.contains_key("fax_timezone")
+    {
+        data.insert("fax_timezone".into(), tz);
+    }
+    let mut doc = Value::Object(data);
+    super::schema::validate_named("faxes", &mut doc).map_err(ApiError::Validation)?;
+    if !has_upload && doc.pointer("/document/url").is_none() {
+        return Err(ApiError::field(
+            "document.url",
+            "required",
+            "add document url or upload a document",
+        ));
+    }
+    let to = doc["to_number"].as_str().unwrap_or_default().to_string();
+    let e164 = crate::numbers::normalize(&to).ok_or_else(|| {
+        ApiError::field_cause(
+            "to_number",
+            "invalid",
+            "add a valid number to send the fax to",
+            json!(to),
+        )
+    })?;
+    doc["to_number"] = json!(e164);
+    if let Some(from) = doc["from_number"]
+        .as_str()
+        .and_then(crate::numbers::normalize)
+    {
+        doc["from_number"] = json!(from);
+    }
+    match doc {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::Fault("job is not an object".into())),
+    }
+}
+
+fn fetch_policy(state: &ApiState) -> FetchPolicy {
+    FetchPolicy {
+        max_bytes: state.options.url_max_bytes,
+        timeout: std::time::Duration::from_secs(state.options.url_timeout_s.max(1)),
+        max_redirects: state.options.url_max_redirects,
+        allow_private: state.options.url_allow_private,
+    }
+}
+
+/// Stores a new job and its document: `attaching_files` until the document is stored, then
+/// [`intake::finish_intake`] (→ `pending`, or `failed` with the reason).
+async fn intake_job(
+    state: &ApiState,
+    job: Value,
+    document: Option<Document>,
+) -> Result<Value, ApiError> {
+    let saved = state.store.save(&Db::Faxes, job).await?;
+    let document = match document {
+        Some(d) => Ok(d),
+        None => {
+            let url = saved
+                .pointer("/document/url")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let post = (saved.pointer("/document/method").and_then(Value::as_str) == Some("post"))
+                .then(|| {
+                    saved
+                        .pointer("/document/content")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                });
+            intake::fetch::fetch(url, post, &fetch_policy(state)).await
+        }
+    };
+    let result = match document {
+        Ok(mut doc) => match intake::effective_type(&doc.content_type, &doc.bytes) {
+            Err(reason) => intake::fail_job(&state.store, saved, &reason).await,
+            Ok(ct) => {
+                doc.content_type = ct;
+                store_and_finish(state, &saved, doc).await
+            }
+        },
+        Err(reason) => intake::fail_job(&state.store, saved, &reason).await,
+    };
+    result.map_err(intake_err)
+}
+
+async fn store_and_finish(
+    state: &ApiState,
+    saved: &Value,
+    doc: Document,
+) -> Result<Value, IntakeError> {
+    let job = intake::store_document(&state.store, saved, doc).await?;
+    intake::finish_intake(&state.store, job).await
+}
+
+async fn submit(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let sub = read_submission(&req, &state, payload).await?;
+    let (caller, account, account_doc) = account_request(&req, &state, Some(&sub.env)).await?;
+    let scope = scope_of(&req, &state, &account).await?;
+    let mut data = client_fields(sub.data);
+    data.remove("ui_metadata");
+    if let Scope::Faxbox(id, fb) = &scope {
+        faxbox_defaults(&mut data, id, fb);
+    }
+    let mut fields = validate_job(data, sub.document.is_some())?;
+    match &scope {
+        Scope::User(u) => {
+            fields.insert("owner_id".into(), json!(u));
+        }
+        _ if !fields.contains_key("owner_id") => {
+            if let Some(o) = caller.owner_id() {
+                fields.insert("owner_id".into(), json!(o));
+            }
+        }
+        _ => {}
+    }
+    let now = crate::time::now_gregorian();
+    let mut job = Value::Object(fields);
+    job["_id"] = json!(new_id());
+    job["pvt_type"] = json!("fax");
+    job["pvt_job_status"] = json!(JobStatus::AttachingFiles.as_str());
+    job["pvt_created"] = json!(now);
+    job["pvt_modified"] = json!(now);
+    job["attempts"] = json!(0);
+    job["pvt_account_id"] = json!(account.as_str());
+    job["pvt_account_db"] = json!("faxes");
+    job["pvt_reseller_id"] = json!(super::accounts::reseller_of(&state, &account_doc).await?);
+    let done = intake_job(&state, job, sub.document).await?;
+    Ok(respond_fax(&req, &state, StatusCode::ACCEPTED, &done))
+}
+
+fn outgoing_row(r: &JobRow) -> Value {
+    json!({
+        "id": r.id,
+        "status": r.status.map(|s| s.as_str()),
+        "to": r.to,
+        "from": r.from,
+        "attempts": r.attempts,
+        "created": r.created,
+        "faxbox_id": r.faxbox_id,
+    })
+}
+
+async fn list_outgoing(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_c, account, _a) = account_request(&req, &state, None).await?;
+    let scope = scope_of(&req, &state, &account).await?;
+    let paging = Paging::from_query(&request::query(&req)?)?;
+    let range = paging.plain_range();
+    // Rows outside the scope (another owner) are skipped, so a page may take several store
+    // pages; the continuation key is the first row not returned.
+    let want = paging.page().limit;
+    let mut page = paging.page();
+    let mut rows = Vec::new();
+    let next = loop {
+        let listing = match &scope {
+            Scope::Faxbox(id, _) => {
+                state
+                    .store
+                    .list_by_faxbox_state(id, None, range, page.clone())
+                    .await?
+            }
+            _ => {
+                state
+                    .store
+                    .list_by_account_state(&account, None, range, page.clone())
+                    .await?
+            }
+        };
+        let mut cut = None;
+        for r in listing
+            .rows
+            .iter()
+            .filter(|r| r.account_id == account.as_str() && scope.keeps_row(r))
+        {
+            if rows.len() == want {
+                cut = Some(
+                    Cursor {
+                        created: r.created,
+                        id: r.id.clone(),
+                    }
+                    .encode(),
+                );
+                break;
+            }
+            rows.push(outgoing_row(r));
+        }
+        if cut.is_some() {
+            break cut;
+        }
+        match listing.next_start_key {
+            Some(k) if rows.len() < want => page.start_key = Some(k),
+            other => break other,
+        }
+    };
+    Ok(respond_list(&req, &state, rows, next, &paging))
+}
+
+async fn load_outgoing(
+    req: &HttpRequest,
+    state: &ApiState,
+) -> Result<(AccountId, Value), ApiError> {
+    let (_c, account, _a) = account_request(req, state, None).await?;
+    let scope = scope_of(req, state, &account).await?;
+    let id = param(req, "fax_id")?;
+    let doc = load_typed(&state.store, &Db::Faxes, id, "fax").await?;
+    if doc.get("pvt_account_id").and_then(Value::as_str) != Some(account.as_str())
+        || !scope.keeps(&doc)
+    {
+        return Err(ApiError::BadIdentifier(id.to_string()));
+    }
+    Ok((account, doc))
+}
+
+async fn get_outgoing(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_a, doc) = load_outgoing(&req, &state).await?;
+    Ok(respond_fax(&req, &state, StatusCode::OK, &doc))
+}
+
+/// Cancels a queued job: `cancelled`, moved to the outbox. A job being transmitted cannot be
+/// cancelled (409).
+async fn cancel_outgoing(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_a, mut doc) = load_outgoing(&req, &state).await?;
+    let status = doc
+        .get("pvt_job_status")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<JobStatus>().ok());
+    match status {
+        Some(JobStatus::Processing) => {
+            return Err(ApiError::ConflictWith(
+                "the fax is being transmitted and can no longer be cancelled".into(),
+            ));
+        }
+        Some(s) if s.is_final() => {
+            return Err(ApiError::ConflictWith(format!("the fax is already {s}")));
+        }
+        _ => {}
+    }
+    let now = crate::time::now_gregorian();
+    let created = doc
+        .get("pvt_created")
+        .and_then(Value::as_i64)
+        .unwrap_or(now);
+    doc["pvt_job_status"] = json!(JobStatus::Cancelled.as_str());
+    doc["pvt_modified"] = json!(now);
+    doc["tx_result"] = json!({
+        "time_elapsed": now - created,
+        "success": false,
+        "result_code": 0,
+        "result_text": "cancelled by the user",
+    });
+    // Rev-checked: if the queue locked the job meanwhile, this is a 409 and nothing changes.
+    let saved = state.store.save(&Db::Faxes, doc).await?;
+    let moved = intake::move_to_outbox(&state.store, saved)
+        .await
+        .map_err(intake_err)?;
+    Ok(respond_fax(&req, &state, StatusCode::OK, &moved))
+}
+
+async fn list_folder(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    folder: Folder,
+) -> Result<HttpResponse, ApiError> {
+    let (_c, account, _a) = account_request(&req, &state, None).await?;
+    let scope = scope_of(&req, &state, &account).await?;
+    let paging = Paging::from_query(&request::query(&req)?)?;
+    let range = paging.modb_range()?;
+    let listing = state
+        .store
+        .modb_list(&account, &scope.modb_filter(folder), range, paging.page())
+        .await?;
+    let mut rows = Vec::with_capacity(listing.rows.len());
+    for r in &listing.rows {
+        let Some((month, _)) = split_modb_doc_id(&r.id) else {
+            continue;
+        };
+        let mut row = json!({
+            "id": r.id, "folder": r.folder.as_str(), "status": r.status,
+            "to": r.to, "from": r.from, "created": r.created,
+        });
+        if let Some(doc) = state
+            .store
+            .get(&Db::Modb(account.clone(), month), &r.id)
+            .await?
+            && paging.keeps(&doc)
+        {
+            if let (Value::Object(row), Value::Object(full)) = (&mut row, view(&doc)) {
+                for (k, v) in full {
+                    row.entry(k).or_insert(v);
+                }
+            }
+            rows.push(row);
+        }
+    }
+    Ok(respond_list(
+        &req,
+        &state,
+        rows,
+        listing.next_start_key,
+        &paging,
+    ))
+}
+
+async fn list_outbox(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    list_folder(req, state, Folder::Outbox).await
+}
+
+async fn list_inbox(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    list_folder(req, state, Folder::Inbox).await
+}
+
+/// Loads a fax of a folder in the account's MODBs, within the route's scope.
+async fn load_folder(
+    req: &HttpRequest,
+    state: &ApiState,
+    folder: Folder,
+    env: Option<&request::Envelope>,
+) -> Result<(AccountId, Db, Value), ApiError> {
+    let (_c, account, _a) = account_request(req, state, env).await?;
+    let scope = scope_of(req, state, &account).await?;
+    let id = param(req, "fax_id")?;
+    let (month, _) =
+        split_modb_doc_id(id).ok_or_else(|| ApiError::BadIdentifier(id.to_string()))?;
+    let db = Db::Modb(account.clone(), month);
+    let doc = load_typed(&state.store, &db, id, "fax").await?;
+    let doc_folder = doc
+        .get("folder")
+        .and_then(Value::as_str)
+        .and_then(|f| f.parse::<Folder>().ok())
+        .unwrap_or(Folder::Inbox);
+    if doc_folder != folder || !scope.keeps(&doc) {
+        return Err(ApiError::BadIdentifier(id.to_string()));
+    }
+    Ok((account, db, doc))
+}
+
+async fn get_folder(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    folder: Folder,
+) -> Result<HttpResponse, ApiError> {
+    let (_a, _db, doc) = load_folder(&req, &state, folder, None).await?;
+    Ok(respond_fax(&req, &state, StatusCode::OK, &doc))
+}
+
+async fn get_outbox(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    get_folder(req, state, Folder::Outbox).await
+}
+
+async fn get_inbox(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    get_folder(req, state, Folder::Inbox).await
+}
+
+async fn delete_folder(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+    folder: Folder,
+) -> Result<HttpResponse, ApiError> {
+    let env = request::json_envelope(&req, payload, &state).await.ok();
+    let (_a, db, mut doc) = load_folder(&req, &state, folder, env.as_ref()).await?;
+    doc["pvt_deleted"] = json!(true);
+    doc["pvt_modified"] = json!(crate::time::now_gregorian());
+    let mut saved = state.store.save(&db, doc).await?;
+    let mut out = view(&saved);
+    out["_read_only"]["deleted"] = json!(true);
+    saved["_read_only"] = out["_read_only"].clone();
+    Ok(respond_doc(&req, &state, StatusCode::OK, &out))
+}
+
+async fn delete_outbox(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    delete_folder(req, state, payload, Folder::Outbox).await
+}
+
+async fn delete_inbox(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    delete_folder(req, state, payload, Folder::Inbox).await
+}
+
+/// Download formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Pdf,
+    Tiff,
+    Original,
+}
+
+impl Format {
+    fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "pdf" => Some(Format::Pdf),
+            "tiff" | "tif" => Some(Format::Tiff),
+            "original" => Some(Format::Original),
+            _ => None,
+        }
+    }
+}
+
+/// The configured default download format (`system_config/kazoo_convert`
+/// `fax.attachment_format`, default `pdf`).
+async fn default_format(state: &ApiState) -> Format {
+    let doc = state
+        .store
+        .get(&Db::SystemConfig, "kazoo_convert")
+        .await
+        .ok()
+        .flatten();
+    doc.as_ref()
+        .and_then(|d| {
+            d.pointer("/default/fax/attachment_format")
+                .or_else(|| d.pointer("/default/attachment_format"))
+        })
+        .and_then(Value::as_str)
+        .and_then(Format::parse)
+        .unwrap_or(Format::Pdf)
+}
+
+/// Picks the attachment that serves a format. `strict`: the client asked for this format
+/// explicitly (`?format=` or `Accept`), so no other format may stand in.
+pub fn pick_attachment(doc: &Value, format: Format, strict: bool) -> Option<String> {
+    let names = intake::attachment_names(doc);
+    let ct_of = |n: &str| {
+        doc.pointer(&format!(
+            "/_attachments/{}/content_type",
+            n.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+    };
+    let find = |pred: &dyn Fn(&str) -> bool| names.iter().find(|n| pred(n)).cloned();
+    let original = || {
+        find(&|n| n.starts_with("original_file"))
+            .or_else(|| find(&|n| n.starts_with("received_file_")))
+    };
+    let by_type = |ct: &str| find(&|n| ct_of(n) == ct);
+    let chosen = match format {
+        Format::Pdf => find(&|n| n == "pdf_file.pdf").or_else(|| by_type("application/pdf")),
+        Format::Tiff => find(&|n| n == "fax_file.tiff").or_else(|| by_type("image/tiff")),
+        Format::Original => original(),
+    };
+    if strict {
+        chosen
+    } else {
+        chosen.or_else(original).or_else(|| names.first().cloned())
+    }
+}
+
+fn filename_stamp(created_gregorian: i64) -> String {
+    let unix = crate::time::gregorian_to_unix(created_gregorian);
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.format("%Y-%m-%d_%H-%M-%S").to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn attachment(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    folder: Folder,
+) -> Result<HttpResponse, ApiError> {
+    let (_a, db, doc) = load_folder(&req, &state, folder, None).await?;
+    let q = request::query(&req)?;
+    let accept = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*")
+        .to_ascii_lowercase();
+    let (format, strict) = match q.get("format") {
+        Some(f) => (
+            Format::parse(f).ok_or_else(|| {
+                ApiError::field_cause(
+                    "format",
+                    "enum",
+                    "format must be pdf, tiff or original",
+                    json!(f),
+                )
+            })?,
+            true,
+        ),
+        None if accept.contains("application/pdf") => (Format::Pdf, true),
+        None if accept.contains("image/tiff") => (Format::Tiff, true),
+        None => (default_format(&state).await, false),
+    };
+    let id = doc["_id"].as_str().unwrap_or_default().to_string();
+    let name = pick_attachment(&doc, format, strict).ok_or_else(|| {
+        if intake::attachment_names(&doc).is_empty() {
+            ApiError::BadIdentifier(format!("{id}: no document attached"))
+        } else {
+            ApiError::NotAcceptable(
+                format!("this fax has no {format:?} rendition (yet); try ?format=original",)
+                    .to_lowercase(),
+            )
+        }
+    })?;
+    let att = state
+        .store
+        .get_attachment(&db, &id, &name)
+        .await?
+        .ok_or_else(|| ApiError::BadIdentifier(format!("{id}/{name}")))?;
+    let disposition = match q.get("disposition").map(String::as_str) {
+        Some("inline") => "inline",
+        _ => "attachment",
+    };
+    let ext = intake::extension(&att.content_type);
+    let created = doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0);
+    let filename = format!("fax_document_{}.{ext}", filename_stamp(created));
+    let mut res = HttpResponse::Ok();
+    res.content_type(att.content_type.as_str());
+    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename={filename}")) {
+        res.insert_header((CONTENT_DISPOSITION, v));
+    }
+    if let Some(rev) = doc.get("_rev").and_then(Value::as_str)
+        && let Ok(v) = HeaderValue::from_str(&format!("\"{rev}\""))
+    {
+        res.insert_header((ETAG, v));
+    }
+    res.no_chunking(att.length);
+    Ok(res.streaming(att.body))
+}
+
+async fn attachment_outbox(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    attachment(req, state, Folder::Outbox).await
+}
+
+async fn attachment_inbox(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    attachment(req, state, Folder::Inbox).await
+}
+
+async fn strip(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+    folder: Folder,
+) -> Result<HttpResponse, ApiError> {
+    let env = request::json_envelope(&req, payload, &state).await.ok();
+    let (_a, db, doc) = load_folder(&req, &state, folder, env.as_ref()).await?;
+    let id = doc["_id"].as_str().unwrap_or_default().to_string();
+    let mut rev = doc["_rev"].as_str().unwrap_or_default().to_string();
+    for name in intake::attachment_names(&doc) {
+        rev = state.store.delete_attachment(&db, &id, &rev, &name).await?;
+    }
+    let doc = load_typed(&state.store, &db, &id, "fax").await?;
+    Ok(respond_fax(&req, &state, StatusCode::OK, &doc))
+}
+
+async fn strip_outbox(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    strip(req, state, payload, Folder::Outbox).await
+}
+
+async fn strip_inbox(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    strip(req, state, payload, Folder::Inbox).await
+}
+
+/// Fields a copy (resubmit/forward) never carries over.
+const NOT_COPIED: [&str; 20] = [
+    "_id",
+    "_rev",
+    "_attachments",
+    "tx_result",
+    "rx_result",
+    "retry_after",
+    "pvt_job_node",
+    "pvt_queue",
+    "pvt_delivered_date",
+    "folder",
+    "pvt_deleted",
+    "reschedule_rule",
+    "previous_status",
+    "call_id",
+    "cdr_doc_id",
+    "source_type",
+    "description",
+    "media_type",
+    "timestamp",
+    "pvt_pages",
+];
+
+/// Resubmit (outbox) or forward (inbox): a new queued job with the same document, the
+/// request's fields merged in; `resubmitting` until its document is in place, then intake
+/// finishes it like any other job.
+async fn copy_job(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+    folder: Folder,
+) -> Result<HttpResponse, ApiError> {
+    let env = request::json_envelope(&req, payload, &state).await?;
+    let wanted = match folder {
+        Folder::Outbox => "resubmit",
+        Folder::Inbox => "forward",
+    };
+    let action = env
+        .action()
+        .or_else(|| env.data.get("action").and_then(Value::as_str))
+        .map(str::to_string);
+    match action.as_deref() {
+        None => {
+            return Err(ApiError::field(
+                "action",
+                "required",
+                format!("action required: use \"{wanted}\""),
+            ));
+        }
+        Some(a) if a != wanted => {
+            return Err(ApiError::field_cause(
+                "action",
+                "enum",
+                format!("invalid action: use \"{wanted}\""),
+                json!(a),
+            ));
+        }
+        Some(_) => {}
+    }
+    let (account, db, source) = load_folder(&req, &state, folder, Some(&env)).await?;
+    let mut base: Map<String, Value> = source
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+        .collect();
+    if folder == Folder::Inbox {
+        // The number the fax came in on sends it on, unless the request says otherwise.
+        let our_number = base.get("to_number").cloned();
+        base.remove("to_number");
+        base.remove("from_name");
+        base.remove("name");
+        if let Some(n) = our_number {
+            base.insert("from_number".into(), n);
+        }
+    }
+    let mut overrides = client_fields(env.data_object()?);
+    overrides.remove("ui_metadata");
+    overrides.remove("action");
+    let mut public = client_fields(base.clone());
+    public.extend(overrides);
+    let fields = validate_job(public, true)?;
+    let now = crate::time::now_gregorian();
+    let mut job: Map<String, Value> = base
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("pvt_"))
+        .collect();
+    job.extend(fields);
+    let new = new_id();
+    job.insert("_id".into(), json!(new));
+    job.insert("pvt_type".into(), json!("fax"));
+    job.insert(
+        "pvt_job_status".into(),
+        json!(JobStatus::Resubmitting.as_str()),
+    );
+    job.insert("pvt_created".into(), json!(now));
+    job.insert("pvt_modified".into(), json!(now));
+    job.insert("pvt_account_id".into(), json!(account.as_str()));
+    job.insert("pvt_account_db".into(), json!("faxes"));
+    job.insert("attempts".into(), json!(0));
+    let saved = state.store.save(&Db::Faxes, Value::Object(job)).await?;
+    let source_id = source["_id"].as_str().unwrap_or_default();
+    let mut rev = saved["_rev"].as_str().map(str::to_string);
+    for name in intake::attachment_names(&source) {
+        let target = if name.starts_with("received_file_") {
+            "original_file.tiff".to_string()
+        } else if name.starts_with("original_file")
+            || name == "fax_file.tiff"
+            || name == "pdf_file.pdf"
+        {
+            name.clone()
+        } else {
+            continue;
+        };
+        if let Some(r) = intake::copy_attachment(
+            &state.store,
+            (&db, source_id, &name),
+            (&Db::Faxes, &new, rev.as_deref(), &target),
+        )
+        .await
+        .map_err(intake_err)?
+        {
+            rev = Some(r);
+        }
+    }
+    let job = load_typed(&state.store, &Db::Faxes, &new, "fax").await?;
+    let done = intake::finish_intake(&state.store, job)
+        .await
+        .map_err(intake_err)?;
+    Ok(respond_fax(&req, &state, StatusCode::CREATED, &done))
+}
+
+async fn resubmit(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    copy_job(req, state, payload, Folder::Outbox).await
+}
+
+async fn forward(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    copy_job(req, state, payload, Folder::Inbox).await
+}
+
+async fn list_smtplog(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_c, account, _a) = account_request(&req, &state, None).await?;
+    let scope = scope_of(&req, &state, &account).await?;
+    let paging = Paging::from_query(&request::query(&req)?)?;
+    let range = paging.modb_range()?;
+    let mut rows = Vec::new();
+    for month in crate::store::months_in_range(range, 3) {
+        for d in request::list_typed(
+            &state.store,
+            &Db::Modb(account.clone(), month),
+            "fax_smtp_log",
+        )
+        .await?
+        {
+            let created = d.get("pvt_created").and_then(Value::as_i64).unwrap_or(0);
+            if created < range.from || created > range.to || !scope.keeps(&d) || !paging.keeps(&d) {
+                continue;
+            }
+            let row = json!({
+                "id": d.get("_id"), "from": d.get("from"), "to": d.get("to"),
+                "error": d.pointer("/errors/0"), "created": created,
+            });
+            rows.push(request::sort_key(&d, row));
+        }
+    }
+    let mut p = paging.clone();
+    p.created_from = None;
+    p.created_to = None;
+    let (rows, next) = page_in_memory(rows, &p);
+    Ok(respond_list(&req, &state, rows, next, &paging))
+}
+
+async fn get_smtplog(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_c, account, _a) = account_request(&req, &state, None).await?;
+    let scope = scope_of(&req, &state, &account).await?;
+    let id = param(&req, "log_id")?;
+    let (month, _) =
+        split_modb_doc_id(id).ok_or_else(|| ApiError::BadIdentifier(id.to_string()))?;
+    let doc = load_typed(&state.store, &Db::Modb(account, month), id, "fax_smtp_log").await?;
+    if !scope.keeps(&doc) {
+        return Err(ApiError::BadIdentifier(id.to_string()));
+    }
+    let mut out = doc.clone();
+    out["created"] = doc.get("pvt_created").cloned().unwrap_or(json!(0));
+    Ok(respond_doc(&req, &state, StatusCode::OK, &out))
+}
