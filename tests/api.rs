@@ -1340,16 +1340,19 @@ async fn faxes_queue_outbox_and_downloads(store: SharedStore, dir: Dir) {
             .unwrap()
             .starts_with("inline")
     );
-    let r = Api::answer(
-        api.http
-            .get(&url)
-            .header("Accept", "image/tiff")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&r, StatusCode::NOT_ACCEPTABLE, "not_acceptable");
+    // The fax-ready TIFF made at intake.
+    let r = api
+        .http
+        .get(&url)
+        .header("Accept", "image/tiff")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/tiff");
+    let tiff = r.bytes().await.unwrap();
+    let pages = faxd::convert::tiff_f::decode_fax_tiff(&tiff).expect("a fax TIFF");
+    assert_eq!((pages.len(), pages[0].width), (1, 1728));
     let r = Api::answer(
         api.http
             .get(format!("{url}&format=gif"))
@@ -1408,6 +1411,19 @@ async fn faxes_queue_outbox_and_downloads(store: SharedStore, dir: Dir) {
     api.stop().await;
 }
 
+/// A one-page fax TIFF as a receiving fax machine writes it (G4, fine, a few black rows).
+fn received_tiff() -> Vec<u8> {
+    use faxd::convert::ccitt::{Coding, FaxPage};
+    let mut page = FaxPage::blank(1728, 2200, 204.0, 196.0);
+    let stride = page.stride();
+    for row in 200..240 {
+        for byte in 20..180 {
+            page.data[row * stride + byte] = 0xff;
+        }
+    }
+    faxd::convert::tiff_f::write_fax_tiff(&[page], Coding::Mmr)
+}
+
 /// Writes an inbound fax as the receiving side stores it (MODB, `received_file_<id>.tiff`).
 async fn received_fax(
     store: &SharedStore,
@@ -1440,7 +1456,7 @@ async fn received_fax(
             saved["_rev"].as_str(),
             &format!("received_file_{id}.tiff"),
             "image/tiff",
-            bytes_stream(&b"II*\0fake tiff"[..]),
+            bytes_stream(received_tiff()),
         )
         .await
         .unwrap();

@@ -48,6 +48,7 @@ impl Actor for ApiServer {
             ctx.config.media.engine,
             ctx.started_at.clone(),
             ctx.config.api.clone(),
+            ctx.converter.clone(),
         ));
         let server = api::server(state, listener, ctx.config.api.workers)?;
         let handle = server.handle();

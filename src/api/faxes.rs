@@ -477,7 +477,7 @@ async fn store_and_finish(
     doc: Document,
 ) -> Result<Value, IntakeError> {
     let job = intake::store_document(&state.store, saved, doc).await?;
-    intake::finish_intake(&state.store, job).await
+    intake::finish_intake(&state.store, &state.conversion(), job).await
 }
 
 async fn submit(
@@ -1110,7 +1110,7 @@ async fn copy_job(
         }
     }
     let job = load_typed(&state.store, &Db::Faxes, &new, "fax").await?;
-    let done = intake::finish_intake(&state.store, job)
+    let done = intake::finish_intake(&state.store, &state.conversion(), job)
         .await
         .map_err(intake_err)?;
     Ok(respond_fax(&req, &state, StatusCode::CREATED, &done))

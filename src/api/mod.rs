@@ -41,10 +41,20 @@ pub struct ApiState {
     pub started: String,
     /// The `[api]` section of the node configuration (limits, URL fetch policy, tokens).
     pub options: ApiSection,
+    /// Document conversion at intake.
+    pub converter: Arc<crate::convert::Converter>,
     token_key: OnceCell<Vec<u8>>,
 }
 
 impl ApiState {
+    /// How intake converts documents, with the live `store_fax_tiff`.
+    pub fn conversion(&self) -> crate::intake::Conversion {
+        crate::intake::Conversion {
+            converter: self.converter.clone(),
+            keep_tiff: self.sysconf.fax().store_fax_tiff,
+        }
+    }
+
     pub fn new(
         store: SharedStore,
         sysconf: Arc<SystemConfig>,
@@ -52,8 +62,10 @@ impl ApiState {
         media: MediaEngine,
         started: String,
         options: ApiSection,
+        converter: Arc<crate::convert::Converter>,
     ) -> Self {
         Self {
+            converter,
             store,
             sysconf,
             node,

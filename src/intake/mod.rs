@@ -154,13 +154,24 @@ pub fn attachment_names(doc: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// **The conversion hook.** Called with a job whose original document is stored, before the
-/// job becomes runnable. Today it checks that an original is there; the `convert` module
-/// plugs in here: convert `original_file.*` to `fax_file.tiff` (and `pdf_file.pdf` when
-/// `store_fax_pdf`), store them on the job, set `pvt_pages`/`pvt_size`, and return the job
-/// re-read. An `Err` ends the job `failed` with the message as `tx_result.result_text`.
-pub async fn prepare_document(store: &SharedStore, job: Value) -> Result<Value, IntakeError> {
-    let _ = store;
+/// How intake turns a stored original into a fax-ready document.
+#[derive(Clone)]
+pub struct Conversion {
+    pub converter: std::sync::Arc<crate::convert::Converter>,
+    /// Keep the converted TIFF as `fax_file.tiff` (`store_fax_tiff`); the worker converts
+    /// again otherwise.
+    pub keep_tiff: bool,
+}
+
+/// Converts the job's original document (or validates its `fax_file.tiff`) before the job
+/// becomes runnable, and records `pvt_pages` / `pvt_size`. An `Err(Document)` ends the job
+/// `failed` with the conversion error as `tx_result.result_text`.
+pub async fn prepare_document(
+    store: &SharedStore,
+    conversion: &Conversion,
+    job: Value,
+) -> Result<Value, IntakeError> {
+    use crate::convert::stored::{self, DocumentError};
     if !attachment_names(&job)
         .iter()
         .any(|n| n.starts_with("original_file") || n == "fax_file.tiff")
@@ -169,21 +180,40 @@ pub async fn prepare_document(store: &SharedStore, job: Value) -> Result<Value, 
             "no document attached to the job".into(),
         ));
     }
+    let id = job_id(&job)?;
+    let faxable = stored::faxable(
+        store,
+        &conversion.converter,
+        &Db::Faxes,
+        &id,
+        conversion.keep_tiff,
+    )
+    .await
+    .map_err(|e| match e {
+        DocumentError::Store(s) => IntakeError::Store(s),
+        other => IntakeError::Document(other.to_string()),
+    })?;
+    let mut job = reread(store, &Db::Faxes, &id).await?;
+    job["pvt_pages"] = json!(faxable.pages);
+    job["pvt_size"] = json!(faxable.tiff.len());
     Ok(job)
 }
 
 /// Finishes intake: runs [`prepare_document`], then `attaching_files`/`resubmitting` →
 /// `pending` (rev-checked). On a document error the job ends `failed`.
-pub async fn finish_intake(store: &SharedStore, job: Value) -> Result<Value, IntakeError> {
-    match prepare_document(store, job.clone()).await {
+pub async fn finish_intake(
+    store: &SharedStore,
+    conversion: &Conversion,
+    job: Value,
+) -> Result<Value, IntakeError> {
+    match prepare_document(store, conversion, job.clone()).await {
         Ok(mut job) => {
             job["pvt_job_status"] = json!(JobStatus::Pending.as_str());
             job["pvt_modified"] = json!(crate::time::now_gregorian());
             Ok(store.save(&Db::Faxes, job).await?)
         }
         Err(IntakeError::Document(reason)) => {
-            let id = job_id(&job)?;
-            let current = reread(store, &Db::Faxes, &id).await?;
+            let current = reread(store, &Db::Faxes, &job_id(&job)?).await?;
             fail_job(store, current, &reason).await
         }
         Err(e) => Err(e),

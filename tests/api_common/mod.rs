@@ -117,6 +117,7 @@ impl Api {
             MediaEngine::Loopback,
             faxd::time::iso8601_now(),
             options,
+            Arc::new(faxd::convert::Converter::new(Default::default())),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
