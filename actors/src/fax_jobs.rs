@@ -117,6 +117,9 @@ impl Actor for FaxJobs {
             JobsMsg::Wake => st.stale = true,
             JobsMsg::WorkerDone { job_id } => {
                 st.book.finish(&job_id);
+                // The job may be pending again (a retry): a read made while it was still in
+                // flight skipped it, so read again rather than go idle over it.
+                st.stale = true;
             }
             JobsMsg::Due { generation } => {
                 if generation != st.due_generation {
