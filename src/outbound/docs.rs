@@ -123,19 +123,22 @@ pub fn tiff_pages(data: &[u8]) -> Option<u32> {
     Some(pages)
 }
 
-/// A minimal valid little-endian TIFF with `pages` empty IFDs (tests and benchmarks).
+/// A fax TIFF (G4, fine, 1728 px) of `pages` white pages, each with its own black bar (tests
+/// and benchmarks).
 pub fn blank_tiff(pages: u32) -> Vec<u8> {
-    let mut out = vec![b'I', b'I', 42, 0, 8, 0, 0, 0];
-    for p in 0..pages {
-        let next = if p + 1 == pages {
-            0
-        } else {
-            out.len() as u32 + 6
-        };
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&next.to_le_bytes());
-    }
-    out
+    use crate::convert::ccitt::{Coding, FaxPage};
+    let pages: Vec<FaxPage> = (0..pages)
+        .map(|n| {
+            let mut page = FaxPage::blank(1728, 2200, 204.0, 196.0);
+            let stride = page.stride();
+            // A bar per page, so pages differ.
+            for row in 100 + n as usize * 10..110 + n as usize * 10 {
+                page.data[row * stride..(row + 1) * stride].fill(0xff);
+            }
+            page
+        })
+        .collect();
+    crate::convert::tiff_f::write_fax_tiff(&pages, Coding::Mmr)
 }
 
 #[cfg(test)]
