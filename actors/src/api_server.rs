@@ -41,7 +41,7 @@ impl Actor for ApiServer {
         let listen = ctx.config.api.listen.clone();
         let listener = TcpListener::bind(&listen)
             .map_err(|e| format!("api_server cannot listen on {listen}: {e}"))?;
-        let state = Arc::new(ApiState::new(
+        let mut state = ApiState::new(
             ctx.store.clone(),
             ctx.sysconf.clone(),
             ctx.node().to_string(),
@@ -49,7 +49,9 @@ impl Actor for ApiServer {
             ctx.started_at.clone(),
             ctx.config.api.clone(),
             ctx.converter.clone(),
-        ));
+        );
+        state.status = Some(Arc::new(crate::outbound::WorkerStatus));
+        let state = Arc::new(state);
         let server = api::server(state, listener, ctx.config.api.workers)?;
         let handle = server.handle();
         let task = tokio::spawn(async move {

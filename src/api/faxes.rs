@@ -610,7 +610,34 @@ async fn get_outgoing(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let (_a, doc) = load_outgoing(&req, &state).await?;
-    Ok(respond_fax(&req, &state, StatusCode::OK, &doc))
+    let processing =
+        doc.get("pvt_job_status").and_then(Value::as_str) == Some(JobStatus::Processing.as_str());
+    let live = match (&state.status, processing) {
+        (Some(source), true) => {
+            let id = doc["_id"].as_str().unwrap_or_default();
+            let to = doc["to_number"].as_str().unwrap_or_default();
+            source.live_status(id, to).await
+        }
+        _ => None,
+    };
+    let Some(live) = live else {
+        return Ok(respond_fax(&req, &state, StatusCode::OK, &doc));
+    };
+    // While a worker transmits the job, `status` is its live text (as Kazoo shows it) and
+    // `live` has the stage and pages.
+    let mut body = view(&doc);
+    body["status"] = json!(live.status);
+    body["live"] = json!({
+        "stage": live.stage,
+        "page": live.page,
+        "total_pages": live.total_pages,
+        "node": live.node,
+    });
+    let mut extra = Map::new();
+    if let Some(rev) = doc.get("_rev") {
+        extra.insert("revision".into(), rev.clone());
+    }
+    Ok(success_with(&req, &state.node, StatusCode::OK, body, extra))
 }
 
 /// Cancels a queued job: `cancelled`, moved to the outbox. A job being transmitted cannot be
@@ -899,6 +926,12 @@ async fn attachment(
         None => (default_format(&state).await, false),
     };
     let id = doc["_id"].as_str().unwrap_or_default().to_string();
+    if format == Format::Pdf
+        && pick_attachment(&doc, Format::Pdf, true).is_none()
+        && let Some(pdf) = render_pdf(&state, &db, &doc).await?
+    {
+        return Ok(download(&doc, &q, "application/pdf", pdf));
+    }
     let name = pick_attachment(&doc, format, strict).ok_or_else(|| {
         if intake::attachment_names(&doc).is_empty() {
             ApiError::BadIdentifier(format!("{id}: no document attached"))
@@ -933,6 +966,68 @@ async fn attachment(
     }
     res.no_chunking(att.length);
     Ok(res.streaming(att.body))
+}
+
+/// The PDF of a fax that has none stored: its fax TIFF (sent or received) wrapped as PDF
+/// without re-encoding, kept as `pdf_file.pdf` when `store_fax_pdf` is on. `None` when the
+/// fax has no TIFF either.
+async fn render_pdf(state: &ApiState, db: &Db, doc: &Value) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(name) = pick_attachment(doc, Format::Tiff, true) else {
+        return Ok(None);
+    };
+    let id = doc["_id"].as_str().unwrap_or_default().to_string();
+    let Some(att) = state.store.get_attachment(db, &id, &name).await? else {
+        return Ok(None);
+    };
+    let tiff = crate::store::read_all(att.body).await?;
+    let pdf = tokio::task::spawn_blocking(move || crate::convert::pdf::fax_tiff_to_pdf(&tiff))
+        .await
+        .map_err(|e| ApiError::Fault(e.to_string()))?
+        .map_err(|e| ApiError::Fault(format!("cannot render the fax as PDF: {e}")))?;
+    if state.sysconf.fax().store_fax_pdf {
+        let rev = doc.get("_rev").and_then(Value::as_str);
+        // Best effort: a concurrent change only means the PDF is rendered again next time.
+        if let Err(e) = state
+            .store
+            .put_attachment(
+                db,
+                &id,
+                rev,
+                "pdf_file.pdf",
+                "application/pdf",
+                crate::store::bytes_stream(pdf.clone()),
+            )
+            .await
+        {
+            tracing::debug!(error = %e, fax_id = %id, "pdf_file.pdf not kept");
+        }
+    }
+    Ok(Some(pdf))
+}
+
+/// A download response with Kazoo's headers.
+fn download(
+    doc: &Value,
+    q: &std::collections::HashMap<String, String>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> HttpResponse {
+    let disposition = match q.get("disposition").map(String::as_str) {
+        Some("inline") => "inline",
+        _ => "attachment",
+    };
+    let created = doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0);
+    let filename = format!(
+        "fax_document_{}.{}",
+        filename_stamp(created),
+        intake::extension(content_type)
+    );
+    let mut res = HttpResponse::Ok();
+    res.content_type(content_type);
+    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename={filename}")) {
+        res.insert_header((CONTENT_DISPOSITION, v));
+    }
+    res.body(body)
 }
 
 async fn attachment_outbox(

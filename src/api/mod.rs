@@ -43,6 +43,9 @@ pub struct ApiState {
     pub options: ApiSection,
     /// Document conversion at intake.
     pub converter: Arc<crate::convert::Converter>,
+    /// Live status of jobs being transmitted on this node (set by the node; `None` in
+    /// API-only setups).
+    pub status: Option<Arc<dyn crate::outbound::StatusSource>>,
     token_key: OnceCell<Vec<u8>>,
 }
 
@@ -66,6 +69,7 @@ impl ApiState {
     ) -> Self {
         Self {
             converter,
+            status: None,
             store,
             sysconf,
             node,
