@@ -117,6 +117,9 @@ impl Actor for FaxJobs {
             JobsMsg::Wake => st.stale = true,
             JobsMsg::WorkerDone { job_id } => {
                 st.book.finish(&job_id);
+                // Its release may have queued the job again (due now or later); the Wake
+                // for that write can arrive after this message.
+                st.stale = true;
             }
             JobsMsg::Due { generation } => {
                 if generation != st.due_generation {
