@@ -117,8 +117,8 @@ impl Actor for FaxJobs {
             JobsMsg::Wake => st.stale = true,
             JobsMsg::WorkerDone { job_id } => {
                 st.book.finish(&job_id);
-                // The job may be pending again (a retry): a read made while it was still in
-                // flight skipped it, so read again rather than go idle over it.
+                // Its release may have queued the job again (due now or later); the Wake
+                // for that write can arrive after this message.
                 st.stale = true;
             }
             JobsMsg::Due { generation } => {
