@@ -87,12 +87,27 @@ impl FaxPage {
         while i < t.len() {
             let start = t[i].min(w);
             let end = t.get(i + 1).copied().unwrap_or(w).min(w);
-            for x in start..end {
-                row[(x / 8) as usize] |= 0x80 >> (x % 8);
-            }
+            fill_run(row, start, end);
             i += 2;
         }
     }
+}
+
+/// Sets bits `start..end` of a packed row, whole bytes at a time in the middle.
+fn fill_run(row: &mut [u8], start: u32, end: u32) {
+    if start >= end {
+        return;
+    }
+    let (sb, eb) = ((start / 8) as usize, ((end - 1) / 8) as usize);
+    let head = 0xFFu8 >> (start % 8);
+    let tail = 0xFFu8 << (7 - (end - 1) % 8);
+    if sb == eb {
+        row[sb] |= head & tail;
+        return;
+    }
+    row[sb] |= head;
+    row[sb + 1..eb].fill(0xFF);
+    row[eb] |= tail;
 }
 
 /// Which CCITT coding.
@@ -349,10 +364,14 @@ fn decode_1d(r: &mut Reader, cur: &mut Vec<u32>, width: u32) -> Option<()> {
 }
 
 /// b1: the first changing element on the reference line right of `a0` (or at 0 at the start
-/// of a row) whose colour is opposite to `color`; b2 the next one.
-fn b1b2(reference: &[u32], a0: i64, black: bool, width: u32) -> (u32, u32) {
+/// of a row) whose colour is opposite to `black`; b2 the next one. `hint` carries the scan
+/// position from one call to the next within a row, so a row costs O(changes), not O(n²).
+fn b1b2(reference: &[u32], a0: i64, black: bool, width: u32, hint: &mut usize) -> (u32, u32) {
+    let mut k = (*hint).min(reference.len());
+    while k > 0 && reference[k - 1] as i64 > a0 {
+        k -= 1;
+    }
     // Element k of the reference changes to black when k is even, to white when odd.
-    let mut k = 0;
     while k < reference.len() {
         let pos = reference[k] as i64;
         let to_black = k % 2 == 0;
@@ -361,6 +380,7 @@ fn b1b2(reference: &[u32], a0: i64, black: bool, width: u32) -> (u32, u32) {
         }
         k += 1;
     }
+    *hint = k;
     let b1 = reference.get(k).copied().unwrap_or(width);
     let b2 = reference.get(k + 1).copied().unwrap_or(width);
     (b1, b2)
@@ -369,11 +389,12 @@ fn b1b2(reference: &[u32], a0: i64, black: bool, width: u32) -> (u32, u32) {
 fn decode_2d(r: &mut Reader, reference: &[u32], cur: &mut Vec<u32>, width: u32) -> Option<()> {
     let mut a0: i64 = -1;
     let mut black = false;
+    let mut hint = 0usize;
     while a0 < width as i64 {
         let m = mode::decode(&mut r.r)?;
         match m {
             Mode::Pass => {
-                let (_, b2) = b1b2(reference, a0, black, width);
+                let (_, b2) = b1b2(reference, a0, black, width, &mut hint);
                 a0 = b2 as i64;
             }
             Mode::Horizontal => {
@@ -394,7 +415,7 @@ fn decode_2d(r: &mut Reader, reference: &[u32], cur: &mut Vec<u32>, width: u32) 
                 a0 = a2 as i64;
             }
             Mode::Vertical(d) => {
-                let (b1, _) = b1b2(reference, a0, black, width);
+                let (b1, _) = b1b2(reference, a0, black, width, &mut hint);
                 let a1 = b1 as i64 + d as i64;
                 if a1 < 0 || a1 > width as i64 || a1 < a0 {
                     return None;
