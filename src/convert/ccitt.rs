@@ -374,7 +374,7 @@ fn b1b2(reference: &[u32], a0: i64, black: bool, width: u32, hint: &mut usize) -
     // Element k of the reference changes to black when k is even, to white when odd.
     while k < reference.len() {
         let pos = reference[k] as i64;
-        let to_black = k % 2 == 0;
+        let to_black = k.is_multiple_of(2);
         if pos > a0 && to_black != black {
             break;
         }
