@@ -208,9 +208,12 @@ impl Config {
                     message: e.to_string(),
                 })?;
         }
+        // `FAXD_LOG` (log filter) and `FAXD_TEST_*` (test suite) are not settings.
         let env: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("FAXD_"))
+            .filter(|(k, _)| {
+                k.starts_with("FAXD_") && k != "FAXD_LOG" && !k.starts_with("FAXD_TEST_")
+            })
             .collect();
         apply_env(&mut value, &defaults, &mut Vec::new(), &env)?;
         value
