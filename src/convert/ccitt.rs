@@ -293,6 +293,25 @@ pub fn decode(
     yres: f32,
 ) -> Result<FaxPage, DecodeError> {
     let mut page = FaxPage::blank(width, height, xres, yres);
+    decode_rows(data, coding, width, height, |y, t| {
+        page.set_row_from_transitions(y, t)
+    })?;
+    Ok(page)
+}
+
+/// Checks that `height` rows of `width` pixels decode, without building the bitmap (output
+/// validation).
+pub fn check(data: &[u8], coding: Coding, width: u32, height: u32) -> Result<(), DecodeError> {
+    decode_rows(data, coding, width, height, |_, _| {})
+}
+
+fn decode_rows(
+    data: &[u8],
+    coding: Coding,
+    width: u32,
+    height: u32,
+    mut row: impl FnMut(u32, &[u32]),
+) -> Result<(), DecodeError> {
     // The code tables look ahead up to 13 bits; zeros after the end let the last code decode.
     let mut padded = Vec::with_capacity(data.len() + 4);
     padded.extend_from_slice(data);
@@ -340,10 +359,10 @@ pub fn decode(
                 what: "bad 1-D code",
             })?;
         }
-        page.set_row_from_transitions(y, &current);
+        row(y, &current);
         std::mem::swap(&mut reference, &mut current);
     }
-    Ok(page)
+    Ok(())
 }
 
 fn decode_1d(r: &mut Reader, cur: &mut Vec<u32>, width: u32) -> Option<()> {
