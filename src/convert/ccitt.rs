@@ -3,7 +3,7 @@
 //! alignment, G4), built on the code tables of the `fax` crate.
 
 use fax::maps::{Mode, black, mode, white};
-use fax::{BitReader, BitWriter, Bits, ByteReader, Color, VecWriter};
+use fax::{BitReader, BitWriter, Bits, Color, VecWriter};
 
 /// A 1-bit page: packed rows, most significant bit first, 1 = black.
 #[derive(Clone, Debug, PartialEq)]
@@ -226,22 +226,53 @@ pub struct DecodeError {
     pub what: &'static str,
 }
 
-type ByteIter<'a> =
-    std::iter::Map<std::slice::Iter<'a, u8>, fn(&u8) -> Result<u8, std::convert::Infallible>>;
+/// A bit reader over a byte slice (most significant bit first) for the `fax` code tables.
+struct SliceBits<'a> {
+    data: &'a [u8],
+    /// Position in bits.
+    pos: usize,
+}
+
+impl BitReader for SliceBits<'_> {
+    type Error = ();
+
+    fn peek(&self, bits: u8) -> Option<u16> {
+        if bits > 16 || self.pos + bits as usize > self.data.len() * 8 {
+            return None;
+        }
+        if bits == 0 {
+            return Some(0);
+        }
+        let i = self.pos / 8;
+        let word = match self.data.get(i..i + 4) {
+            Some(w) => u32::from_be_bytes([w[0], w[1], w[2], w[3]]),
+            None => {
+                let b = |k: usize| self.data.get(i + k).copied().unwrap_or(0) as u32;
+                (b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3)
+            }
+        };
+        let shifted = word << (self.pos % 8);
+        Some((shifted >> (32 - bits as u32)) as u16)
+    }
+
+    fn consume(&mut self, bits: u8) -> Result<(), ()> {
+        self.pos += bits as usize;
+        Ok(())
+    }
+
+    fn bits_to_byte_boundary(&self) -> u8 {
+        ((8 - self.pos % 8) % 8) as u8
+    }
+}
 
 struct Reader<'a> {
-    r: ByteReader<ByteIter<'a>>,
+    r: SliceBits<'a>,
 }
 
 impl<'a> Reader<'a> {
     fn new(data: &'a [u8]) -> Self {
-        fn ok(b: &u8) -> Result<u8, std::convert::Infallible> {
-            Ok(*b)
-        }
-        let it = data.iter().map(ok as fn(&u8) -> _);
-        match ByteReader::new(it) {
-            Ok(r) => Reader { r },
-            Err(never) => match never {},
+        Reader {
+            r: SliceBits { data, pos: 0 },
         }
     }
     fn peek(&self, n: u8) -> Option<u16> {
