@@ -3,7 +3,7 @@
 //! alignment, G4), built on the code tables of the `fax` crate.
 
 use fax::maps::{Mode, black, mode, white};
-use fax::{BitReader, BitWriter, Bits, ByteReader, Color, VecWriter};
+use fax::{BitReader, BitWriter, Bits, Color, VecWriter};
 
 /// A 1-bit page: packed rows, most significant bit first, 1 = black.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,12 +87,27 @@ impl FaxPage {
         while i < t.len() {
             let start = t[i].min(w);
             let end = t.get(i + 1).copied().unwrap_or(w).min(w);
-            for x in start..end {
-                row[(x / 8) as usize] |= 0x80 >> (x % 8);
-            }
+            fill_run(row, start, end);
             i += 2;
         }
     }
+}
+
+/// Sets bits `start..end` of a packed row, whole bytes at a time in the middle.
+fn fill_run(row: &mut [u8], start: u32, end: u32) {
+    if start >= end {
+        return;
+    }
+    let (sb, eb) = ((start / 8) as usize, ((end - 1) / 8) as usize);
+    let head = 0xFFu8 >> (start % 8);
+    let tail = 0xFFu8 << (7 - (end - 1) % 8);
+    if sb == eb {
+        row[sb] |= head & tail;
+        return;
+    }
+    row[sb] |= head;
+    row[sb + 1..eb].fill(0xFF);
+    row[eb] |= tail;
 }
 
 /// Which CCITT coding.
@@ -211,22 +226,53 @@ pub struct DecodeError {
     pub what: &'static str,
 }
 
-type ByteIter<'a> =
-    std::iter::Map<std::slice::Iter<'a, u8>, fn(&u8) -> Result<u8, std::convert::Infallible>>;
+/// A bit reader over a byte slice (most significant bit first) for the `fax` code tables.
+struct SliceBits<'a> {
+    data: &'a [u8],
+    /// Position in bits.
+    pos: usize,
+}
+
+impl BitReader for SliceBits<'_> {
+    type Error = ();
+
+    fn peek(&self, bits: u8) -> Option<u16> {
+        if bits > 16 || self.pos + bits as usize > self.data.len() * 8 {
+            return None;
+        }
+        if bits == 0 {
+            return Some(0);
+        }
+        let i = self.pos / 8;
+        let word = match self.data.get(i..i + 4) {
+            Some(w) => u32::from_be_bytes([w[0], w[1], w[2], w[3]]),
+            None => {
+                let b = |k: usize| self.data.get(i + k).copied().unwrap_or(0) as u32;
+                (b(0) << 24) | (b(1) << 16) | (b(2) << 8) | b(3)
+            }
+        };
+        let shifted = word << (self.pos % 8);
+        Some((shifted >> (32 - bits as u32)) as u16)
+    }
+
+    fn consume(&mut self, bits: u8) -> Result<(), ()> {
+        self.pos += bits as usize;
+        Ok(())
+    }
+
+    fn bits_to_byte_boundary(&self) -> u8 {
+        ((8 - self.pos % 8) % 8) as u8
+    }
+}
 
 struct Reader<'a> {
-    r: ByteReader<ByteIter<'a>>,
+    r: SliceBits<'a>,
 }
 
 impl<'a> Reader<'a> {
     fn new(data: &'a [u8]) -> Self {
-        fn ok(b: &u8) -> Result<u8, std::convert::Infallible> {
-            Ok(*b)
-        }
-        let it = data.iter().map(ok as fn(&u8) -> _);
-        match ByteReader::new(it) {
-            Ok(r) => Reader { r },
-            Err(never) => match never {},
+        Reader {
+            r: SliceBits { data, pos: 0 },
         }
     }
     fn peek(&self, n: u8) -> Option<u16> {
@@ -278,6 +324,25 @@ pub fn decode(
     yres: f32,
 ) -> Result<FaxPage, DecodeError> {
     let mut page = FaxPage::blank(width, height, xres, yres);
+    decode_rows(data, coding, width, height, |y, t| {
+        page.set_row_from_transitions(y, t)
+    })?;
+    Ok(page)
+}
+
+/// Checks that `height` rows of `width` pixels decode, without building the bitmap (output
+/// validation).
+pub fn check(data: &[u8], coding: Coding, width: u32, height: u32) -> Result<(), DecodeError> {
+    decode_rows(data, coding, width, height, |_, _| {})
+}
+
+fn decode_rows(
+    data: &[u8],
+    coding: Coding,
+    width: u32,
+    height: u32,
+    mut row: impl FnMut(u32, &[u32]),
+) -> Result<(), DecodeError> {
     // The code tables look ahead up to 13 bits; zeros after the end let the last code decode.
     let mut padded = Vec::with_capacity(data.len() + 4);
     padded.extend_from_slice(data);
@@ -325,10 +390,10 @@ pub fn decode(
                 what: "bad 1-D code",
             })?;
         }
-        page.set_row_from_transitions(y, &current);
+        row(y, &current);
         std::mem::swap(&mut reference, &mut current);
     }
-    Ok(page)
+    Ok(())
 }
 
 fn decode_1d(r: &mut Reader, cur: &mut Vec<u32>, width: u32) -> Option<()> {
@@ -349,18 +414,23 @@ fn decode_1d(r: &mut Reader, cur: &mut Vec<u32>, width: u32) -> Option<()> {
 }
 
 /// b1: the first changing element on the reference line right of `a0` (or at 0 at the start
-/// of a row) whose colour is opposite to `color`; b2 the next one.
-fn b1b2(reference: &[u32], a0: i64, black: bool, width: u32) -> (u32, u32) {
+/// of a row) whose colour is opposite to `black`; b2 the next one. `hint` carries the scan
+/// position from one call to the next within a row, so a row costs O(changes), not O(n²).
+fn b1b2(reference: &[u32], a0: i64, black: bool, width: u32, hint: &mut usize) -> (u32, u32) {
+    let mut k = (*hint).min(reference.len());
+    while k > 0 && reference[k - 1] as i64 > a0 {
+        k -= 1;
+    }
     // Element k of the reference changes to black when k is even, to white when odd.
-    let mut k = 0;
     while k < reference.len() {
         let pos = reference[k] as i64;
-        let to_black = k % 2 == 0;
+        let to_black = k.is_multiple_of(2);
         if pos > a0 && to_black != black {
             break;
         }
         k += 1;
     }
+    *hint = k;
     let b1 = reference.get(k).copied().unwrap_or(width);
     let b2 = reference.get(k + 1).copied().unwrap_or(width);
     (b1, b2)
@@ -369,11 +439,12 @@ fn b1b2(reference: &[u32], a0: i64, black: bool, width: u32) -> (u32, u32) {
 fn decode_2d(r: &mut Reader, reference: &[u32], cur: &mut Vec<u32>, width: u32) -> Option<()> {
     let mut a0: i64 = -1;
     let mut black = false;
+    let mut hint = 0usize;
     while a0 < width as i64 {
         let m = mode::decode(&mut r.r)?;
         match m {
             Mode::Pass => {
-                let (_, b2) = b1b2(reference, a0, black, width);
+                let (_, b2) = b1b2(reference, a0, black, width, &mut hint);
                 a0 = b2 as i64;
             }
             Mode::Horizontal => {
@@ -394,7 +465,7 @@ fn decode_2d(r: &mut Reader, reference: &[u32], cur: &mut Vec<u32>, width: u32) 
                 a0 = a2 as i64;
             }
             Mode::Vertical(d) => {
-                let (b1, _) = b1b2(reference, a0, black, width);
+                let (b1, _) = b1b2(reference, a0, black, width, &mut hint);
                 let a1 = b1 as i64 + d as i64;
                 if a1 < 0 || a1 > width as i64 || a1 < a0 {
                     return None;

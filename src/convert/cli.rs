@@ -45,17 +45,17 @@ fn run_once(args: &ConvertArgs, conv: &Converter) -> Result<String, String> {
     let format = args.format.clone().unwrap_or_else(|| "tiff".into());
     let input = std::fs::read(&args.input).map_err(|e| format!("{}: {e}", args.input.display()))?;
     let kind = sniff(&input).map_err(|e| e.to_string())?;
-    // A fax TIFF is wrapped or previewed as it is; anything else is converted first.
-    let fax_tiff = if kind == Kind::Tiff
-        && super::validate_fax_tiff(&input, None, conv.config().max_pages).is_ok()
-        && format != "tiff"
-    {
-        input.clone()
-    } else {
-        conv.to_fax(&input, &opts).map_err(|e| e.to_string())?.tiff
+    // A fax TIFF is wrapped or previewed as it is; anything else is converted (and validated).
+    let as_is = (kind == Kind::Tiff && format != "tiff")
+        .then(|| super::inspect_fax_tiff(&input, cfg.max_pages).ok())
+        .flatten();
+    let (fax_tiff, info) = match as_is {
+        Some(info) => (input, info),
+        None => {
+            let doc = conv.to_fax(&input, &opts).map_err(|e| e.to_string())?;
+            (doc.tiff, doc.info)
+        }
     };
-    let info = super::validate_fax_tiff(&fax_tiff, None, conv.config().max_pages)
-        .map_err(|e| e.to_string())?;
     let written: u64 = match format.as_str() {
         "tiff" | "tif" => write(&args.output, &fax_tiff)?,
         "pdf" => write(

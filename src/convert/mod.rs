@@ -30,7 +30,7 @@ pub use ccitt::{Coding, FaxPage};
 pub use error::ConvertError;
 pub use preview::{Preview, PreviewSize};
 pub use sniff::{Kind, OfficeKind, sniff};
-pub use tiff_f::{FaxTiffInfo, decode_fax_tiff, similarity, validate_fax_tiff};
+pub use tiff_f::{FaxTiffInfo, decode_fax_tiff, inspect_fax_tiff, similarity, validate_fax_tiff};
 
 /// Vertical resolution of a fax page (horizontal is always 204 dpi, 1728 pixels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,7 +250,9 @@ pub struct Converter {
 impl Converter {
     pub fn new(cfg: ConvertConfig) -> Self {
         let base = cfg.work_parent().unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("faxd-office-{}", std::process::id()));
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = base.join(format!("faxd-office-{}-{seq}", std::process::id()));
         let limits = sandbox::Limits {
             memory: cfg.office_memory_mb << 20,
             ..cfg.limits()

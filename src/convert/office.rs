@@ -238,7 +238,9 @@ impl Office {
         if let Ok(mut g) = self.running.lock() {
             *g = None;
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.starts() > 0 {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
         if let Ok(mut mine) = self.sockets.lock() {
             for p in mine.drain(..) {
                 let _ = std::fs::remove_file(p);

@@ -119,10 +119,20 @@ pub fn render(job: &GsJob, limits: &Limits, workdir: &Path) -> Result<u32, Conve
         });
     }
     if !out.status.success() || pages.is_none() {
+        // Ghostscript's own words, without its stack dumps and banner noise.
         let detail: Vec<&str> = all
             .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with("FAXD-"))
-            .take(4)
+            .map(|l| l.trim().trim_start_matches("****").trim())
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with("FAXD-")
+                    && !l.contains("stack")
+                    && !l.starts_with("Current allocation")
+                    && !l.starts_with("Last OS error")
+                    && !l.starts_with("--")
+                    && !l.starts_with("Output may be incorrect")
+            })
+            .take(2)
             .collect();
         let detail = if detail.is_empty() {
             format!("Ghostscript exited with {}", out.status)

@@ -259,6 +259,33 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_limit_stops_a_greedy_converter() {
+        let wd = WorkDir::new(None).unwrap();
+        let greedy =
+            "awk 'BEGIN { s = \"x\"; while (length(s) < 50000000) s = s s; print length(s) }'";
+        let limits = Limits {
+            memory: 24 << 20,
+            ..Limits::default()
+        };
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(greedy);
+        let out = run("awk", cmd, &limits, wd.path()).unwrap();
+        assert!(
+            !out.status.success(),
+            "64 MB under a 24 MB limit: {}",
+            out.stdout
+        );
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(greedy);
+        let roomy = Limits {
+            memory: 1 << 30,
+            ..Limits::default()
+        };
+        let out = run("awk", cmd, &roomy, wd.path()).unwrap();
+        assert_eq!(out.stdout.trim(), "67108864");
+    }
+
+    #[test]
     fn no_network_no_big_files_and_a_clean_environment() {
         let wd = WorkDir::new(None).unwrap();
         let mut cmd = Command::new("/bin/sh");
