@@ -1517,6 +1517,24 @@ async fn faxes_inbox_forward_and_smtplog(store: SharedStore, dir: Dir) {
             .unwrap()
             .ends_with(".tiff")
     );
+    // PDF of a received fax: its TIFF wrapped without re-encoding, then kept as pdf_file.pdf.
+    for _ in 0..2 {
+        let r = api
+            .http
+            .get(&url)
+            .header("X-Auth-Token", &a.token)
+            .header("Accept", "application/pdf")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "application/pdf");
+        let body = r.bytes().await.unwrap();
+        assert!(body.starts_with(b"%PDF-"), "not a PDF");
+    }
+    let month_db = Db::Modb(AccountId::parse(&a.id).unwrap(), YearMonth::now());
+    let kept = store.get(&month_db, &in1).await.unwrap().unwrap();
+    assert!(kept["_attachments"].get("pdf_file.pdf").is_some(), "{kept}");
     // Forward works (Kazoo's was broken): a pending job with the received image as its original.
     let r = api
         .call(
