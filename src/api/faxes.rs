@@ -930,7 +930,7 @@ async fn attachment(
         && pick_attachment(&doc, Format::Pdf, true).is_none()
         && let Some(pdf) = render_pdf(&state, &db, &doc).await?
     {
-        return Ok(download(&doc, &q, "application/pdf", pdf));
+        return Ok(download(&doc, &q, "application/pdf").body(pdf));
     }
     let name = pick_attachment(&doc, format, strict).ok_or_else(|| {
         if intake::attachment_names(&doc).is_empty() {
@@ -947,23 +947,7 @@ async fn attachment(
         .get_attachment(&db, &id, &name)
         .await?
         .ok_or_else(|| ApiError::BadIdentifier(format!("{id}/{name}")))?;
-    let disposition = match q.get("disposition").map(String::as_str) {
-        Some("inline") => "inline",
-        _ => "attachment",
-    };
-    let ext = intake::extension(&att.content_type);
-    let created = doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0);
-    let filename = format!("fax_document_{}.{ext}", filename_stamp(created));
-    let mut res = HttpResponse::Ok();
-    res.content_type(att.content_type.as_str());
-    if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename={filename}")) {
-        res.insert_header((CONTENT_DISPOSITION, v));
-    }
-    if let Some(rev) = doc.get("_rev").and_then(Value::as_str)
-        && let Ok(v) = HeaderValue::from_str(&format!("\"{rev}\""))
-    {
-        res.insert_header((ETAG, v));
-    }
+    let mut res = download(&doc, &q, &att.content_type);
     res.no_chunking(att.length);
     Ok(res.streaming(att.body))
 }
@@ -1005,13 +989,14 @@ async fn render_pdf(state: &ApiState, db: &Db, doc: &Value) -> Result<Option<Vec
     Ok(Some(pdf))
 }
 
-/// A download response with Kazoo's headers.
+/// A download response builder with Kazoo's headers: content type, `Content-Disposition`
+/// (`?disposition=inline|attachment`, filename `fax_document_<created>.<ext>`) and the
+/// document's revision as ETag.
 fn download(
     doc: &Value,
     q: &std::collections::HashMap<String, String>,
     content_type: &str,
-    body: Vec<u8>,
-) -> HttpResponse {
+) -> actix_web::HttpResponseBuilder {
     let disposition = match q.get("disposition").map(String::as_str) {
         Some("inline") => "inline",
         _ => "attachment",
@@ -1027,7 +1012,12 @@ fn download(
     if let Ok(v) = HeaderValue::from_str(&format!("{disposition}; filename={filename}")) {
         res.insert_header((CONTENT_DISPOSITION, v));
     }
-    res.body(body)
+    if let Some(rev) = doc.get("_rev").and_then(Value::as_str)
+        && let Ok(v) = HeaderValue::from_str(&format!("\"{rev}\""))
+    {
+        res.insert_header((ETAG, v));
+    }
+    res
 }
 
 async fn attachment_outbox(
