@@ -1,10 +1,14 @@
 //! The `embedded` store: every logical database in one SQLite file (WAL, full sync), with
 //! CouchDB document semantics, attachments kept as chunked blobs, and the queue views as SQL.
 //!
-//! One writer connection (serialised by a mutex, used only on the blocking pool) and a small
-//! pool of reader connections. Attachments are first spooled to a temporary file so the write
+//! One writer thread owns the write connection and commits writes in groups: writes that
+//! arrive while a commit is in progress share the next transaction (each in its own
+//! savepoint, so one failing write never undoes another) and one fsync; a write is
+//! acknowledged only after its transaction committed. Reads use a small pool of reader
+//! connections. Attachments are first spooled to a temporary file so the write
 //! lock is held only for the time it takes to copy them in, never while a client uploads.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
@@ -72,7 +76,7 @@ const LIVE_FAX: &str = "deleted = 0 AND json_extract(body, '$.pvt_type') = 'fax'
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
+    writer: std::sync::mpsc::Sender<PendingWrite>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     spool: PathBuf,
@@ -130,8 +134,13 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(open_conn(&path)?);
         }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("faxd-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(StoreError::Io)?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: tx,
             readers: Arc::new(Mutex::new(readers)),
             path,
             spool,
@@ -144,27 +153,27 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` inside one write transaction on the blocking pool, then announces the changes
-    /// it reports.
+    /// Runs `f` inside the writer's next transaction (in its own savepoint), then announces
+    /// the changes it reports once the transaction committed.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<(T, Vec<Change>)> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<(T, Vec<Change>)> + Send + 'static,
     {
-        let writer = self.writer.clone();
-        let (out, changes) = tokio::task::spawn_blocking(move || {
-            let mut conn = writer
-                .lock()
-                .map_err(|_| StoreError::Backend("writer lock poisoned".into()))?;
-            let tx = conn.transaction().map_err(db_err)?;
-            let res = f(&tx)?;
-            tx.commit().map_err(db_err)?;
-            Ok::<_, StoreError>(res)
-        })
-        .await
-        .map_err(join_err)??;
+        let (reply, answer) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            f(conn).map(|(out, changes)| (Box::new(out) as Box<dyn Any + Send>, changes))
+        });
+        self.writer
+            .send(PendingWrite { job, reply })
+            .map_err(|_| StoreError::Unavailable("the store's writer stopped".into()))?;
+        let (out, changes) = answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer stopped".into()))??;
         self.announce(changes);
-        Ok(out)
+        out.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| StoreError::Backend("write result of an unexpected type".into()))
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
@@ -255,6 +264,85 @@ impl SqliteStore {
     }
 }
 
+/// A write waiting for the writer thread.
+type WriteJob = Box<dyn FnOnce(&Connection) -> Result<(Box<dyn Any + Send>, Vec<Change>)> + Send>;
+type WriteOutcome = Result<(Box<dyn Any + Send>, Vec<Change>)>;
+
+struct PendingWrite {
+    job: WriteJob,
+    reply: oneshot::Sender<WriteOutcome>,
+}
+
+/// Most writes sharing one transaction.
+const GROUP: usize = 128;
+
+/// The writer thread: takes the writes that are waiting, runs each in a savepoint of one
+/// transaction, commits once, then answers every caller. Ends when the store is dropped.
+fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for p in batch {
+                let _ = p.reply.send(Err(StoreError::Unavailable(msg.clone())));
+            }
+            continue;
+        }
+        let mut done: Vec<(oneshot::Sender<WriteOutcome>, WriteOutcome)> =
+            Vec::with_capacity(batch.len());
+        let mut broken: Option<String> = None;
+        for p in batch {
+            if broken.is_some() {
+                done.push((
+                    p.reply,
+                    Err(StoreError::Backend("transaction aborted".into())),
+                ));
+                continue;
+            }
+            if let Err(e) = conn.execute_batch("SAVEPOINT w") {
+                broken = Some(e.to_string());
+                done.push((p.reply, Err(db_err(e))));
+                continue;
+            }
+            let outcome = (p.job)(&conn);
+            let end = if outcome.is_ok() {
+                conn.execute_batch("RELEASE w")
+            } else {
+                conn.execute_batch("ROLLBACK TO w; RELEASE w")
+            };
+            if let Err(e) = end {
+                broken = Some(e.to_string());
+            }
+            done.push((p.reply, outcome));
+        }
+        let committed = match broken {
+            None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+            Some(why) => Err(why),
+        };
+        match committed {
+            Ok(()) => {
+                for (reply, outcome) in done {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(why) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                for (reply, _) in done {
+                    let _ = reply.send(Err(StoreError::Backend(format!(
+                        "write not committed: {why}"
+                    ))));
+                }
+            }
+        }
+    }
+}
+
 /// Result of [`SqliteStore::check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckReport {
@@ -276,7 +364,7 @@ impl CheckReport {
 
 // ---- helpers running inside a transaction or on a reader connection ----
 
-fn bump(tx: &Transaction<'_>, counter: &str) -> Result<i64> {
+fn bump(tx: &Connection, counter: &str) -> Result<i64> {
     tx.query_row(
         "UPDATE counters SET value = value + 1 WHERE name = ?1 RETURNING value",
         [counter],
@@ -322,7 +410,7 @@ fn check_rev(conn: &Connection, db: &Db, id: &str, rev: Option<&str>) -> Result<
 }
 
 fn write_row(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     db: &Db,
     id: &str,
     rev: &str,
@@ -339,7 +427,7 @@ fn write_row(
     Ok(())
 }
 
-fn drop_attachment(tx: &Transaction<'_>, db: &Db, id: &str, name: &str) -> Result<bool> {
+fn drop_attachment(tx: &Connection, db: &Db, id: &str, name: &str) -> Result<bool> {
     let blob: Option<i64> = tx
         .query_row(
             "DELETE FROM attachments WHERE db = ?1 AND id = ?2 AND name = ?3 RETURNING blob",
