@@ -2,7 +2,8 @@
 //! (SQLite, loopback media engine): log in as the first-start admin, submit a 3-page PDF by
 //! multipart, and find it `completed` in the outbox with `tx_result.success`, 3 pages and a
 //! transfer rate — and the simulated far end's received image equal to the sent fax TIFF. A
-//! document that cannot be converted ends `failed` with the reason, never `pending`.
+//! document that cannot be converted ends `failed` with the reason, never `pending`. While a
+//! fax is being transmitted, `GET /faxes/outgoing/{id}` shows the worker's live status.
 
 mod common;
 
@@ -96,20 +97,7 @@ async fn a_pdf_submitted_by_multipart_is_delivered_page_for_page() {
     let api = node.url("/v2");
     let http = reqwest::Client::new();
 
-    let login: Value = http
-        .put(format!("{api}/user_auth"))
-        .json(&json!({"data": {
-            "credentials": credentials(dir.path(), "credentials"),
-            "account_name": credentials(dir.path(), "account_name"),
-        }}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["auth_token"].as_str().expect("token").to_string();
-    let account = login["data"]["account_id"].as_str().unwrap().to_string();
+    let (token, account) = login(&http, &api, dir.path()).await;
     let faxes = format!("{api}/accounts/{account}/faxes");
 
     let job = submit(&http, &faxes, &token, "+15557654321", text_pdf(3)).await;
@@ -232,6 +220,74 @@ async fn a_pdf_submitted_by_multipart_is_delivered_page_for_page() {
         .as_str()
         .unwrap_or("");
     assert!(!text.is_empty(), "{bad}");
+    tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
+        .await
+        .unwrap();
+}
+
+async fn login(http: &reqwest::Client, api: &str, dir: &std::path::Path) -> (String, String) {
+    let login: Value = http
+        .put(format!("{api}/user_auth"))
+        .json(&json!({"data": {
+            "credentials": credentials(dir, "credentials"),
+            "account_name": credentials(dir, "account_name"),
+        }}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        login["auth_token"].as_str().expect("token").to_string(),
+        login["data"]["account_id"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_detail_shows_live_status_while_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    // The scripted engine with slow pages, so the transmission can be watched.
+    let node = tokio::task::spawn_blocking(move || {
+        let mut env = Node::env_for(&path);
+        env.push(("FAXD_MEDIA_ENGINE".into(), "script".into()));
+        env.push(("FAXD_MEDIA_SCRIPT_PAGE_MS".into(), "1000".into()));
+        Node::start(&path, env)
+    })
+    .await
+    .unwrap();
+    let api = node.url("/v2");
+    let http = reqwest::Client::new();
+    let (token, account) = login(&http, &api, dir.path()).await;
+    let faxes = format!("{api}/accounts/{account}/faxes");
+    let job = submit(&http, &faxes, &token, "+15557654321", text_pdf(3)).await;
+    let id = job["id"].as_str().unwrap().to_string();
+
+    let url = format!("{faxes}/outgoing/{id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let live = loop {
+        let r: Value = http
+            .get(&url)
+            .header("X-Auth-Token", &token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["data"]["live"]["stage"] == "send" && r["data"]["live"]["page"].as_u64() >= Some(1) {
+            break r["data"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no live status while sending: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(live["live"]["total_pages"], 3, "{live}");
+    let text = live["status"].as_str().unwrap_or_default();
+    assert!(text.contains("page"), "{live}");
     tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
         .await
         .unwrap();
