@@ -7,10 +7,9 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
 
-use super::listing::{Paging, page_in_memory, respond_doc, respond_list};
+use super::listing::{respond_account_listing, respond_doc};
 use super::request::{
-    self, account_request, client_fields, json_envelope, list_typed, load_typed, merge_patch,
-    param, sort_key,
+    self, account_request, client_fields, json_envelope, list_typed, load_typed, merge_patch, param,
 };
 use super::{ApiError, ApiState, Endpoint, ep};
 use crate::ids::{AccountId, Db, new_id};
@@ -138,16 +137,7 @@ async fn save_both(
 }
 
 async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let (_c, id, _a) = account_request(&req, &state, None).await?;
-    let paging = Paging::from_query(&request::query(&req)?)?;
-    let rows = list_typed(&state.store, &Db::Account(id), "faxbox")
-        .await?
-        .iter()
-        .filter(|d| paging.keeps(d))
-        .map(|d| sort_key(d, request::public(&view(d))))
-        .collect();
-    let (rows, next) = page_in_memory(rows, &paging);
-    Ok(respond_list(&req, &state, rows, next, &paging))
+    respond_account_listing(&req, &state, "faxbox", |d| request::public(&view(d))).await
 }
 
 async fn create(

@@ -176,6 +176,26 @@ pub fn page_in_memory(
     (out, None)
 }
 
+/// `GET /v2/accounts/{account_id}/<resource>`: the account's live documents of one
+/// `pvt_type`, filtered and paged as Kazoo pages them, each shown through `row`.
+pub async fn respond_account_listing(
+    req: &HttpRequest,
+    state: &ApiState,
+    pvt_type: &str,
+    row: impl Fn(&Value) -> Value,
+) -> Result<HttpResponse, ApiError> {
+    let (_c, id, _a) = super::request::account_request(req, state, None).await?;
+    let paging = Paging::from_query(&super::request::query(req)?)?;
+    let rows = super::request::list_typed(&state.store, &crate::ids::Db::Account(id), pvt_type)
+        .await?
+        .iter()
+        .filter(|d| paging.keeps(d))
+        .map(|d| super::request::sort_key(d, row(d)))
+        .collect();
+    let (rows, next) = page_in_memory(rows, &paging);
+    Ok(respond_list(req, state, rows, next, &paging))
+}
+
 /// Answers a listing page.
 pub fn respond_list(
     req: &HttpRequest,
