@@ -5,11 +5,11 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
 use faxd::api::{self, ApiState};
 use faxd::context::NodeContext;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::task::JoinHandle;
+
+use crate::http_server::RunningServer;
 
 /// Messages of the api_server.
 #[derive(Debug)]
@@ -22,15 +22,10 @@ impl ractor::Message for ApiServerMsg {}
 
 pub struct ApiServer;
 
-pub struct ApiServerState {
-    handle: ServerHandle,
-    task: Option<JoinHandle<()>>,
-}
-
 #[ractor::async_trait]
 impl Actor for ApiServer {
     type Msg = ApiServerMsg;
-    type State = ApiServerState;
+    type State = RunningServer;
     type Arguments = NodeContext;
 
     async fn pre_start(
@@ -53,19 +48,9 @@ impl Actor for ApiServer {
         state.status = Some(Arc::new(crate::outbound::WorkerStatus));
         let state = Arc::new(state);
         let server = api::server(state, listener, ctx.config.api.workers)?;
-        let handle = server.handle();
-        let task = tokio::spawn(async move {
-            let outcome = match server.await {
-                Ok(()) => "HTTP server stopped".to_string(),
-                Err(e) => format!("HTTP server failed: {e}"),
-            };
-            let _ = myself.cast(ApiServerMsg::Exited(outcome));
-        });
+        let running = RunningServer::start(server, myself, ApiServerMsg::Exited);
         tracing::info!(%listen, "api_server listening");
-        Ok(ApiServerState {
-            handle,
-            task: Some(task),
-        })
+        Ok(running)
     }
 
     async fn handle(
@@ -84,10 +69,7 @@ impl Actor for ApiServer {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.handle.stop(true).await;
-        if let Some(task) = state.task.take() {
-            let _ = task.await;
-        }
+        state.stop().await;
         tracing::info!("api_server stopped");
         Ok(())
     }

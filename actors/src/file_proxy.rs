@@ -7,11 +7,11 @@
 
 use std::net::TcpListener;
 
-use actix_web::dev::ServerHandle;
 use faxd::context::NodeContext;
 use faxd::gateway::file_proxy::{self, AllowList};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::task::JoinHandle;
+
+use crate::http_server::RunningServer;
 
 /// Messages of the file_proxy.
 #[derive(Debug)]
@@ -23,11 +23,6 @@ pub enum FileProxyMsg {
 impl ractor::Message for FileProxyMsg {}
 
 pub struct FileProxy;
-
-pub struct FileProxyState {
-    handle: ServerHandle,
-    task: Option<JoinHandle<()>>,
-}
 
 /// The address the file proxy listens on for this node.
 pub fn listen_addr(ctx: &NodeContext) -> String {
@@ -47,7 +42,7 @@ pub fn listen_addr(ctx: &NodeContext) -> String {
 #[ractor::async_trait]
 impl Actor for FileProxy {
     type Msg = FileProxyMsg;
-    type State = FileProxyState;
+    type State = RunningServer;
     type Arguments = NodeContext;
 
     async fn pre_start(
@@ -60,19 +55,9 @@ impl Actor for FileProxy {
         let listener = TcpListener::bind(&listen)
             .map_err(|e| format!("file_proxy cannot listen on {listen}: {e}"))?;
         let server = file_proxy::server(ctx.files.clone(), allow, listener)?;
-        let handle = server.handle();
-        let task = tokio::spawn(async move {
-            let outcome = match server.await {
-                Ok(()) => "HTTP server stopped".to_string(),
-                Err(e) => format!("HTTP server failed: {e}"),
-            };
-            let _ = myself.cast(FileProxyMsg::Exited(outcome));
-        });
+        let running = RunningServer::start(server, myself, FileProxyMsg::Exited);
         tracing::info!(%listen, "file_proxy listening");
-        Ok(FileProxyState {
-            handle,
-            task: Some(task),
-        })
+        Ok(running)
     }
 
     async fn handle(
@@ -91,10 +76,7 @@ impl Actor for FileProxy {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.handle.stop(true).await;
-        if let Some(task) = state.task.take() {
-            let _ = task.await;
-        }
+        state.stop().await;
         tracing::info!("file_proxy stopped");
         Ok(())
     }

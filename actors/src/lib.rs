@@ -9,6 +9,7 @@ pub mod fax_maintenance;
 pub mod fax_monitor;
 pub mod fax_worker;
 pub mod file_proxy;
+pub mod http_server;
 pub mod job_book;
 pub mod job_commands;
 pub mod maintenance;
