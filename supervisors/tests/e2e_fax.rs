@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Node, poll};
+use common::Node;
 use serde_json::{Value, json};
 
 /// A PDF of `pages` letter pages, each with a few lines of text (Ghostscript repairs the
@@ -87,6 +87,34 @@ async fn submit(http: &reqwest::Client, url: &str, token: &str, to: &str, doc: V
     v["data"].clone()
 }
 
+/// `GET url` as the logged-in user, the JSON answer.
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url)
+        .header("X-Auth-Token", token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The outbox id (`YYYYMM-<id>`) of job `id`, if it is in the outbox.
+async fn find_in_outbox(
+    http: &reqwest::Client,
+    faxes: &str,
+    token: &str,
+    id: &str,
+) -> Option<String> {
+    let list = get_json(http, &format!("{faxes}/outbox"), token).await;
+    list["data"]
+        .as_array()?
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .find(|x| x.ends_with(id))
+        .map(str::to_string)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pdf_submitted_by_multipart_is_delivered_page_for_page() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,40 +133,18 @@ async fn a_pdf_submitted_by_multipart_is_delivered_page_for_page() {
     assert_ne!(job["status"], "failed", "{job}");
 
     // Completed jobs leave the queue for the outbox (`YYYYMM-<id>`).
-    let outbox_id = {
-        let (http, faxes, token, id) = (http.clone(), faxes.clone(), token.clone(), id.clone());
-        tokio::task::spawn_blocking(move || {
-            let rt = tokio::runtime::Handle::current();
-            poll("the fax in the outbox", Duration::from_secs(120), || {
-                let list: Value = rt.block_on(async {
-                    http.get(format!("{faxes}/outbox"))
-                        .header("X-Auth-Token", &token)
-                        .send()
-                        .await
-                        .ok()?
-                        .json()
-                        .await
-                        .ok()
-                })?;
-                list["data"]
-                    .as_array()?
-                    .iter()
-                    .find(|f| f["id"].as_str().is_some_and(|x| x.ends_with(&id)))
-                    .and_then(|f| f["id"].as_str().map(str::to_string))
-            })
-        })
-        .await
-        .unwrap()
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let outbox_id = loop {
+        if let Some(found) = find_in_outbox(&http, &faxes, &token, &id).await {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fax never reached the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let detail: Value = http
-        .get(format!("{faxes}/outbox/{outbox_id}"))
-        .header("X-Auth-Token", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = get_json(&http, &format!("{faxes}/outbox/{outbox_id}"), &token).await;
     let fax = &detail["data"];
     assert_eq!(fax["_read_only"]["status"], "completed", "{fax}");
     let tx = &fax["tx_result"];
@@ -191,31 +197,10 @@ async fn a_pdf_submitted_by_multipart_is_delivered_page_for_page() {
     let job = submit(&http, &faxes, &token, "+15557654322", broken.to_vec()).await;
     assert_eq!(job["status"], "failed", "{job}");
     let bad_id = job["id"].as_str().unwrap().to_string();
-    let list: Value = http
-        .get(format!("{faxes}/outbox"))
-        .header("X-Auth-Token", &token)
-        .send()
+    let bad_outbox = find_in_outbox(&http, &faxes, &token, &bad_id)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bad = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"].as_str().is_some_and(|x| x.ends_with(&bad_id)))
-        .expect("failed job in the outbox")
-        .clone();
-    let bad: Value = http
-        .get(format!("{faxes}/outbox/{}", bad["id"].as_str().unwrap()))
-        .header("X-Auth-Token", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .expect("failed job in the outbox");
+    let bad = get_json(&http, &format!("{faxes}/outbox/{bad_outbox}"), &token).await;
     let text = bad["data"]["tx_result"]["result_text"]
         .as_str()
         .unwrap_or("");
@@ -267,15 +252,7 @@ async fn outgoing_detail_shows_live_status_while_sending() {
     let url = format!("{faxes}/outgoing/{id}");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let live = loop {
-        let r: Value = http
-            .get(&url)
-            .header("X-Auth-Token", &token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = get_json(&http, &url, &token).await;
         if r["data"]["live"]["stage"] == "send" && r["data"]["live"]["page"].as_u64() >= Some(1) {
             break r["data"].clone();
         }
