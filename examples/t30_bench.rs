@@ -11,16 +11,7 @@ use std::time::{Duration, Instant};
 use faxd::config::{LineTime, LoopbackSection};
 use faxd::gateway::loopback::LoopbackGateway;
 use faxd::gateway::tiff::{self, Compression, FAX_WIDTH, FINE_DPI, Page};
-use faxd::gateway::{FaxEvent, FaxResult, Gateway, NumberDirectory, OutboundFax, TxOptions};
-
-struct NoLocalNumbers;
-
-#[async_trait::async_trait]
-impl NumberDirectory for NoLocalNumbers {
-    async fn is_local(&self, _: &str) -> bool {
-        false
-    }
-}
+use faxd::gateway::{FaxEvent, FaxResult, Gateway, NoLocalNumbers, OutboundFax, TxOptions};
 
 /// A letter page at fine resolution that looks like a page of text (about 40 lines of
 /// words), so it compresses like a real business letter.

@@ -13,17 +13,7 @@ use faxd::convert::ccitt::FaxPage;
 use faxd::convert::tiff_f::decode_fax_tiff;
 use faxd::convert::{Compression, ConvertConfig, Converter, FaxOptions, PageSize, Resolution};
 use faxd::gateway::loopback::LoopbackGateway;
-use faxd::gateway::{FaxEvent, Gateway, NumberDirectory, OutboundFax, TxOptions};
-
-/// No local numbers: every call goes to the simulated remote fax machine.
-struct NoLocalNumbers;
-
-#[async_trait::async_trait]
-impl NumberDirectory for NoLocalNumbers {
-    async fn is_local(&self, _number: &str) -> bool {
-        false
-    }
-}
+use faxd::gateway::{FaxEvent, Gateway, NoLocalNumbers, OutboundFax, TxOptions};
 
 async fn round_trip(resolution: Resolution, compression: Compression, t38: bool) {
     let dir = tempfile::tempdir().unwrap();

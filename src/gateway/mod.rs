@@ -170,6 +170,17 @@ pub trait NumberDirectory: Send + Sync + 'static {
     async fn is_local(&self, number: &str) -> bool;
 }
 
+/// A directory without local numbers: every number is remote (until inbound faxes are
+/// delivered to callflows, and for tools and tests).
+pub struct NoLocalNumbers;
+
+#[async_trait]
+impl NumberDirectory for NoLocalNumbers {
+    async fn is_local(&self, _number: &str) -> bool {
+        false
+    }
+}
+
 /// A media engine.
 #[async_trait]
 pub trait Gateway: Send + Sync + 'static {

@@ -11,7 +11,7 @@ use faxd::config::MediaEngine;
 use faxd::context::NodeContext;
 use faxd::gateway::loopback::LoopbackGateway;
 use faxd::gateway::script::ScriptGateway;
-use faxd::gateway::{Gateway, NumberDirectory};
+use faxd::gateway::{Gateway, NoLocalNumbers};
 use faxd::outbound::ConvertedDocuments;
 use faxd_actors::api_server::ApiServer;
 use faxd_actors::cluster;
@@ -89,17 +89,6 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
         },
     ));
     out
-}
-
-/// Inbound fax calls are not taken yet (fax_request comes with the inbound issue): every
-/// number reaches the loopback engine's simulated remote fax machines.
-struct NoLocalNumbers;
-
-#[ractor::async_trait]
-impl NumberDirectory for NoLocalNumbers {
-    async fn is_local(&self, _number: &str) -> bool {
-        false
-    }
 }
 
 /// The media engine outbound faxes go through (the FreeSWITCH engine plugs in here when it
