@@ -99,6 +99,7 @@ fn gateway(ctx: &NodeContext) -> Option<Arc<dyn Gateway>> {
             Duration::from_millis(ctx.config.media.script_page_ms),
             false,
         )),
+        // Inbound fax calls (fax_request) are not taken yet: every number is remote.
         MediaEngine::Loopback => {
             match LoopbackGateway::from_config(&ctx.config, Arc::new(NoLocalNumbers), None) {
                 Ok(gw) => Some(Arc::new(gw)),
