@@ -2,15 +2,30 @@
 //! `fax_monitor`), and recovers jobs whose owner is gone. Spawned by fax_sup after
 //! fax_jobs_sup and fax_worker_sup, permanent; it exits with the node.
 //!
-//! It is woken by the change feed of the `faxes` database: a forwarding task hands it
-//! batches of changes, one `Changed` call at a time, so bursts coalesce into one scheduling
-//! pass. A slow sweep (`Settings::sweep`) is only a safety net; it also requeues
-//! `processing` jobs whose lease ran out (or that name this node but have no worker here —
-//! the node restarted) and `locked` jobs whose queue is gone. The first sweep runs at start.
+//! It is a cluster singleton in effect: on a store shared by a cluster, every node runs a
+//! fax_monitor, but only the one holding the outbound leader lease
+//! ([`faxd::outbound::leader`]) schedules, so every fax_jobs — and with it `max_outbound` and
+//! `serialize_outbound_numbers` — runs on one node. The others renew nothing; they look at
+//! the lease every `renew` period (and when its document changes) and take it over once it
+//! was not renewed for a lease time. A holder that cannot renew in time steps down before
+//! anyone can take over: it stops its fax_jobs at once (transmissions in flight finish and
+//! release normally). On the embedded store (`Settings::leader` is `None`) the node always
+//! schedules.
+//!
+//! The leader is woken by the change feed of the `faxes` database: a forwarding task hands
+//! it batches of changes, one `Changed` call at a time, so bursts coalesce into one
+//! scheduling pass. A slow sweep (`Settings::sweep`) is only a safety net; it also requeues
+//! `processing` jobs whose lease ran out (a dead node's, or a former leader's) or that name
+//! this node but have no worker here (the node restarted), and `locked` jobs whose queue is
+//! gone. Every node sweeps once at start (its own leftovers); a new leader sweeps when it
+//! takes the lease.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use faxd::ids::{AccountId, Db};
+use faxd::outbound::leader::{self, Claim, LEADER_DOC, Watch};
 use faxd::outbound::{Job, lease};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -18,7 +33,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::fax_jobs::JobsMsg;
-use crate::outbound::{Env, RPC_TIMEOUT};
+use crate::outbound::{Env, LeaderLease, RPC_TIMEOUT};
 
 /// Messages of fax_monitor (local only).
 pub enum MonitorMsg {
@@ -26,6 +41,10 @@ pub enum MonitorMsg {
     Changed(RpcReplyPort<()>),
     /// Safety sweep and lease recovery (periodic, and once at start).
     Sweep,
+    /// Renew, or look at, the outbound leader lease (periodic).
+    Lease,
+    /// The lease document changed (the holder may have released it).
+    LeaseChanged,
 }
 
 impl ractor::Message for MonitorMsg {}
@@ -36,6 +55,22 @@ pub struct MonitorState {
     env: Arc<Env>,
     feed: Option<JoinHandle<()>>,
     sweep: Option<JoinHandle<()>>,
+    lease_timer: Option<JoinHandle<()>>,
+    leader: Leadership,
+}
+
+/// This node's view of the outbound leader lease.
+struct Leadership {
+    /// `None`: always the leader.
+    lease: Option<LeaderLease>,
+    leading: bool,
+    /// The lease is ours until then (from the start of the last successful renewal).
+    valid_until: Option<Instant>,
+    watch: Watch,
+    /// The holder last seen (for logs).
+    holder: Option<String>,
+    /// Accounts whose fax_jobs this node started while leading.
+    queues: HashSet<AccountId>,
 }
 
 #[ractor::async_trait]
@@ -52,14 +87,37 @@ impl Actor for FaxMonitor {
         let mut changes = env.ctx.store.subscribe(&Db::Faxes).await?;
         let me = myself.clone();
         // Forwards the change feed: waits for a change, drains what else arrived, and asks
-        // the monitor to schedule (one request outstanding at a time).
+        // the monitor to schedule (one request outstanding at a time). Changes of the lease
+        // document only tell a watching node to look at the lease.
         let feed = tokio::spawn(async move {
             loop {
+                let mut jobs = false;
+                let mut lease_doc = false;
+                let mut note = |id: &str| {
+                    if id == LEADER_DOC {
+                        lease_doc = true;
+                    } else {
+                        jobs = true;
+                    }
+                };
                 match changes.recv().await {
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Ok(c) => note(&c.id),
+                    Err(RecvError::Lagged(_)) => note(""),
                     Err(RecvError::Closed) => return,
                 }
-                while let Ok(_) | Err(TryRecvError::Lagged(_)) = changes.try_recv() {}
+                loop {
+                    match changes.try_recv() {
+                        Ok(c) => note(&c.id),
+                        Err(TryRecvError::Lagged(_)) => note(""),
+                        Err(_) => break,
+                    }
+                }
+                if lease_doc && me.cast(MonitorMsg::LeaseChanged).is_err() {
+                    return;
+                }
+                if !jobs {
+                    continue;
+                }
                 // A slow pass (timeout) is fine: the next change asks again. Only a gone
                 // monitor ends the forwarding (its restart subscribes anew).
                 match me.call(MonitorMsg::Changed, Some(RPC_TIMEOUT * 6)).await {
@@ -69,19 +127,36 @@ impl Actor for FaxMonitor {
             }
         });
         let sweep = myself.send_interval(env.settings.sweep, || MonitorMsg::Sweep);
+        let lease = env.settings.leader;
+        let lease_timer = lease.map(|l| myself.send_interval(l.renew, || MonitorMsg::Lease));
         Ok(MonitorState {
             env,
             feed: Some(feed),
             sweep: Some(sweep),
+            lease_timer,
+            leader: Leadership {
+                lease,
+                leading: lease.is_none(),
+                valid_until: None,
+                watch: Watch::default(),
+                holder: None,
+                queues: HashSet::new(),
+            },
         })
     }
 
     async fn post_start(
         &self,
         myself: ActorRef<MonitorMsg>,
-        _st: &mut MonitorState,
+        st: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
-        myself.cast(MonitorMsg::Sweep)?;
+        // This node's own leftovers (a restart) are recovered whoever leads.
+        st.recover().await;
+        if st.leader.lease.is_some() {
+            myself.cast(MonitorMsg::Lease)?;
+        } else {
+            st.schedule().await;
+        }
         Ok(())
     }
 
@@ -90,8 +165,21 @@ impl Actor for FaxMonitor {
         _myself: ActorRef<MonitorMsg>,
         st: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
-        for h in [st.feed.take(), st.sweep.take()].into_iter().flatten() {
+        for h in [st.feed.take(), st.sweep.take(), st.lease_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             h.abort();
+        }
+        // Hand the lease over at once rather than after it expires.
+        if st.leader.lease.is_some() && st.leader.leading {
+            st.step_down("node stopping");
+            let me = st.env.node().to_string();
+            match leader::release(&st.env.ctx.store, &me).await {
+                Ok(true) => info!("released the outbound leader lease"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "could not release the outbound leader lease"),
+            }
         }
         Ok(())
     }
@@ -104,12 +192,22 @@ impl Actor for FaxMonitor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MonitorMsg::Changed(reply) => {
-                st.schedule().await;
+                if st.leading() {
+                    st.schedule().await;
+                }
                 let _ = reply.send(());
             }
             MonitorMsg::Sweep => {
-                st.recover().await;
-                st.schedule().await;
+                if st.leading() {
+                    st.recover().await;
+                    st.schedule().await;
+                }
+            }
+            MonitorMsg::Lease => st.lease_round().await,
+            MonitorMsg::LeaseChanged => {
+                if !st.leader.leading {
+                    st.lease_round().await;
+                }
             }
         }
         Ok(())
@@ -117,6 +215,82 @@ impl Actor for FaxMonitor {
 }
 
 impl MonitorState {
+    /// Whether this node schedules now. A holder whose lease ran out without a renewal
+    /// steps down here, before it starts anything more.
+    fn leading(&mut self) -> bool {
+        if self.leader.leading
+            && self
+                .leader
+                .valid_until
+                .is_some_and(|until| Instant::now() >= until)
+        {
+            self.step_down("lease not renewed in time");
+        }
+        self.leader.leading
+    }
+
+    /// One round of the lease protocol: renew (holder) or look and maybe take over (others).
+    async fn lease_round(&mut self) {
+        let Some(cfg) = self.leader.lease else {
+            return;
+        };
+        let started = Instant::now();
+        let me = self.env.node().to_string();
+        match leader::claim(&self.env.ctx.store, &me, cfg.lease, &mut self.leader.watch).await {
+            Ok(Claim::Held { taken }) => {
+                self.leader.valid_until = Some(started + cfg.lease);
+                self.leader.holder = Some(me);
+                if !self.leader.leading {
+                    self.leader.leading = true;
+                    info!(
+                        taken,
+                        "holding the outbound leader lease: scheduling outbound faxes"
+                    );
+                    // A former leader's jobs whose lease ran out are requeued here.
+                    self.recover().await;
+                    self.schedule().await;
+                }
+            }
+            Ok(Claim::Other { node }) => {
+                if self.leader.leading {
+                    self.step_down(&format!("lease taken by {node}"));
+                }
+                if self.leader.holder.as_deref() != Some(node.as_str()) {
+                    info!(holder = %node, "outbound leader lease held by another node");
+                }
+                self.leader.holder = Some(node);
+            }
+            Err(e) => {
+                warn!(error = %e, "outbound leader lease round failed");
+                // Without a renewal before the next round the lease may be gone: stop now.
+                let next = Instant::now() + cfg.renew;
+                if self.leader.leading && self.leader.valid_until.is_none_or(|u| next >= u) {
+                    self.step_down("cannot renew the lease in time");
+                }
+            }
+        }
+    }
+
+    /// Stops scheduling: no fax_jobs of this node starts another transmission. Those in
+    /// flight finish and release as usual.
+    fn step_down(&mut self, why: &str) {
+        if !self.leader.leading || self.leader.lease.is_none() {
+            return;
+        }
+        warn!(
+            why,
+            "lost the outbound leader lease: stopping outbound scheduling"
+        );
+        self.leader.leading = false;
+        self.leader.valid_until = None;
+        self.leader.watch.forget();
+        for account in self.leader.queues.drain() {
+            if let Some(jobs) = Env::jobs_of(account.as_str()) {
+                jobs.stop(Some("normal".into()));
+            }
+        }
+    }
+
     /// Wakes (starting when needed) the queue of every account with pending or locked jobs.
     async fn schedule(&mut self) {
         let accounts = match self.env.ctx.store.schedule_accounts().await {
@@ -134,7 +308,8 @@ impl MonitorState {
         }
     }
 
-    async fn wake(&self, account: AccountId) {
+    async fn wake(&mut self, account: AccountId) {
+        self.leader.queues.insert(account.clone());
         if let Some(jobs) = Env::jobs_of(account.as_str())
             && jobs.cast(JobsMsg::Wake).is_ok()
         {

@@ -38,6 +38,19 @@ pub struct Settings {
     /// Only these accounts are scheduled (tests and benchmarks sharing a store); `None`:
     /// every account.
     pub accounts: Option<HashSet<AccountId>>,
+    /// The outbound leader lease (a store shared by a cluster): only its holder schedules.
+    /// `None`: this node always schedules (the embedded store is single-node; tests and
+    /// benchmarks that partition a shared store by `accounts`).
+    pub leader: Option<LeaderLease>,
+}
+
+/// Timing of the outbound leader lease ([`faxd::outbound::leader`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderLease {
+    /// The holder renews it this often; the others look this often.
+    pub renew: Duration,
+    /// Not renewed for this long (as a watcher sees it), it is taken over.
+    pub lease: Duration,
 }
 
 impl Default for Settings {
@@ -49,6 +62,7 @@ impl Default for Settings {
             sweep: Duration::from_secs(60),
             file_cache: None,
             accounts: None,
+            leader: None,
         }
     }
 }

@@ -301,6 +301,11 @@ pub struct OutboundSection {
     pub lease: u64,
     /// fax_monitor's safety sweep (the change feed does the real work).
     pub sweep: u64,
+    /// On a shared (CouchDB) store, one node of the cluster schedules outbound faxes: it
+    /// renews its leader lease this often (seconds)…
+    pub leader_renew: u64,
+    /// …and another node takes the lease over when it was not renewed for this long.
+    pub leader_lease: u64,
 }
 
 impl Default for OutboundSection {
@@ -312,6 +317,8 @@ impl Default for OutboundSection {
             heartbeat: 30,
             lease: 120,
             sweep: 60,
+            leader_renew: 5,
+            leader_lease: 15,
         }
     }
 }

@@ -63,7 +63,8 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
                 converter: ctx.converter.clone(),
                 sysconf: ctx.sysconf.clone(),
             });
-            let settings = outbound::settings(&ctx.config.outbound);
+            let shared = ctx.config.store.backend == faxd::store::Backend::Couchdb;
+            let settings = outbound::settings(&ctx.config.outbound, shared);
             out.extend(outbound::children(ctx.clone(), gw, docs, settings));
         }
         None => tracing::warn!(

@@ -13,7 +13,7 @@ use faxd::outbound::{DocumentSource, names};
 use faxd_actors::fax_jobs::{FaxJobs, JobsMsg};
 use faxd_actors::fax_monitor::FaxMonitor;
 use faxd_actors::fax_worker::{FaxWorker, WorkerArgs, WorkerMsg};
-use faxd_actors::outbound::{Env, RPC_TIMEOUT, Settings, Spawner};
+use faxd_actors::outbound::{Env, LeaderLease, RPC_TIMEOUT, Settings, Spawner};
 use faxd_actors::stage::Timeouts;
 use ractor::{Actor, ActorRef};
 
@@ -115,8 +115,9 @@ fn dynamic_sup(
     .supervisor()
 }
 
-/// Engine settings from the node configuration's `[outbound]` section.
-pub fn settings(c: &OutboundSection) -> Settings {
+/// Engine settings from the node configuration's `[outbound]` section. On a store shared by
+/// a cluster (`shared_store`) only the holder of the outbound leader lease schedules.
+pub fn settings(c: &OutboundSection, shared_store: bool) -> Settings {
     let s = Duration::from_secs;
     Settings {
         timeouts: Timeouts {
@@ -129,6 +130,13 @@ pub fn settings(c: &OutboundSection) -> Settings {
         sweep: s(c.sweep.max(1)),
         file_cache: None,
         accounts: None,
+        leader: shared_store.then(|| {
+            let renew = c.leader_renew.max(1);
+            LeaderLease {
+                renew: s(renew),
+                lease: s(c.leader_lease.max(2 * renew)),
+            }
+        }),
     }
 }
 

@@ -122,6 +122,7 @@ impl Engine {
             sweep: Duration::from_secs(60),
             file_cache: Some(cache.path().to_path_buf()),
             accounts: Some(accounts.iter().map(|a| (*a).clone()).collect()),
+            leader: None,
         };
         let docs = Arc::new(StoredTiff {
             store: store.clone(),

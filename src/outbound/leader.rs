@@ -1,0 +1,231 @@
+//! The outbound leader lease: which node of a cluster runs outbound scheduling (fax_monitor's
+//! passes, and so every fax_jobs), so that `max_outbound` and `serialize_outbound_numbers`
+//! hold cluster-wide. One document in the `faxes` database ([`LEADER_DOC`], `pvt_type`
+//! `outbound_leader`, so no job view or listing sees it) names the holder; every save is
+//! rev-checked, so two nodes can never both take it.
+//!
+//! Expiry does not trust clocks across nodes: a watcher takes the lease only after it has
+//! seen the same revision for a whole lease time on its own monotonic clock ([`Watch`]); the
+//! holder counts its own validity from the moment it started its last successful renewal,
+//! so it always steps down before anyone else can take over. The wall-clock times in the
+//! document are for operators (`faxd_maintenance status`).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::ids::Db;
+use crate::store::{SharedStore, StoreError};
+
+/// Id of the lease document in the `faxes` database.
+pub const LEADER_DOC: &str = "faxd_outbound_leader";
+/// `pvt_type` of the lease document.
+pub const LEADER_TYPE: &str = "outbound_leader";
+
+/// The lease document as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseDoc {
+    /// Holder (empty: released).
+    pub node: String,
+    pub rev: String,
+    /// When the holder took it, unix ms (its clock).
+    pub taken_ms: i64,
+    /// Last renewal, unix ms (its clock).
+    pub renewed_ms: i64,
+    /// Renewed-at plus lease time, unix ms (its clock).
+    pub expires_ms: i64,
+}
+
+impl LeaseDoc {
+    fn from_doc(doc: &Value) -> LeaseDoc {
+        let s = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let i = |k: &str| doc.get(k).and_then(Value::as_i64).unwrap_or(0);
+        LeaseDoc {
+            node: s("node"),
+            rev: s("_rev"),
+            taken_ms: i("taken_ms"),
+            renewed_ms: i("renewed_ms"),
+            expires_ms: i("expires_ms"),
+        }
+    }
+}
+
+/// Reads the lease document (`None`: no node ever took it).
+pub async fn read(store: &SharedStore) -> Result<Option<LeaseDoc>, StoreError> {
+    Ok(store
+        .get(&Db::Faxes, LEADER_DOC)
+        .await?
+        .map(|d| LeaseDoc::from_doc(&d)))
+}
+
+/// What a node sees of another holder: the revision and since when (its own clock) it has
+/// seen it unchanged.
+#[derive(Clone, Debug, Default)]
+pub struct Watch {
+    seen: Option<(String, Instant)>,
+}
+
+impl Watch {
+    /// Records `rev` as seen at `now`; returns how long it has been unchanged.
+    pub fn observe(&mut self, rev: &str, now: Instant) -> Duration {
+        match &self.seen {
+            Some((r, since)) if r == rev => now.saturating_duration_since(*since),
+            _ => {
+                self.seen = Some((rev.to_string(), now));
+                Duration::ZERO
+            }
+        }
+    }
+
+    pub fn forget(&mut self) {
+        self.seen = None;
+    }
+}
+
+/// The outcome of one [`claim`] round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This node holds the lease (taken or renewed now).
+    Held { taken: bool },
+    /// Another node holds it (`node`), not expired as far as this node can tell.
+    Other { node: String },
+}
+
+/// One round of the lease protocol for node `me`: renew the lease if it is ours, take it if
+/// it is free, released, or unchanged for `lease` (as seen by `watch`), else report the
+/// holder. Every write is rev-checked: losing a race reports the winner.
+pub async fn claim(
+    store: &SharedStore,
+    me: &str,
+    lease: Duration,
+    watch: &mut Watch,
+) -> Result<Claim, StoreError> {
+    let now_ms = crate::time::now_unix_ms();
+    let lease_ms = lease.as_millis() as i64;
+    let current = store.get(&Db::Faxes, LEADER_DOC).await?;
+    let (doc, taken) = match current {
+        None => (json!({"_id": LEADER_DOC, "taken_ms": now_ms}), true),
+        Some(doc) => {
+            let held = LeaseDoc::from_doc(&doc);
+            if held.node == me {
+                (doc, false)
+            } else if held.node.is_empty() || watch.observe(&held.rev, Instant::now()) >= lease {
+                let mut doc = doc;
+                doc["taken_ms"] = json!(now_ms);
+                (doc, true)
+            } else {
+                return Ok(Claim::Other { node: held.node });
+            }
+        }
+    };
+    let mut doc = doc;
+    doc["pvt_type"] = json!(LEADER_TYPE);
+    doc["node"] = json!(me);
+    doc["renewed_ms"] = json!(now_ms);
+    doc["expires_ms"] = json!(now_ms + lease_ms);
+    match store.save(&Db::Faxes, doc).await {
+        Ok(_) => {
+            watch.forget();
+            Ok(Claim::Held { taken })
+        }
+        Err(StoreError::Conflict) => {
+            // Someone else wrote first (took it, or renewed just now): they hold it.
+            let node = read(store).await?.map(|d| d.node).unwrap_or_default();
+            Ok(Claim::Other { node })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives the lease up (node shutdown), so another node takes over at once. Only if `me`
+/// still holds it; a lost race is not an error.
+pub async fn release(store: &SharedStore, me: &str) -> Result<bool, StoreError> {
+    let Some(mut doc) = store.get(&Db::Faxes, LEADER_DOC).await? else {
+        return Ok(false);
+    };
+    if doc.get("node").and_then(Value::as_str) != Some(me) {
+        return Ok(false);
+    }
+    doc["node"] = json!("");
+    doc["expires_ms"] = json!(crate::time::now_unix_ms());
+    match store.save(&Db::Faxes, doc).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// One line for `faxd_maintenance status`: who holds the outbound lease.
+pub fn describe(doc: Option<&LeaseDoc>, me: &str, now_ms: i64) -> String {
+    match doc {
+        None => "no node has taken it yet".to_string(),
+        Some(d) if d.node.is_empty() => "released, no holder".to_string(),
+        Some(d) => {
+            let who = if d.node == me {
+                format!("{} (this node)", d.node)
+            } else {
+                d.node.clone()
+            };
+            let left = d.expires_ms - now_ms;
+            let state = if left >= 0 {
+                format!("expires in {:.1}s", left as f64 / 1000.0)
+            } else {
+                format!("expired {:.1}s ago", -left as f64 / 1000.0)
+            };
+            format!(
+                "{who}, renewed {:.1}s ago, {state}",
+                (now_ms - d.renewed_ms).max(0) as f64 / 1000.0
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watcher_counts_from_the_first_sight_of_a_revision() {
+        let mut w = Watch::default();
+        let t0 = Instant::now();
+        assert_eq!(w.observe("1-a", t0), Duration::ZERO);
+        assert_eq!(
+            w.observe("1-a", t0 + Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
+        // A renewal restarts the count.
+        assert_eq!(
+            w.observe("2-b", t0 + Duration::from_secs(4)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            w.observe("2-b", t0 + Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+        w.forget();
+        assert_eq!(
+            w.observe("2-b", t0 + Duration::from_secs(9)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn describes_the_holder() {
+        let d = LeaseDoc {
+            node: "faxd@a".into(),
+            rev: "3-x".into(),
+            taken_ms: 0,
+            renewed_ms: 10_000,
+            expires_ms: 25_000,
+        };
+        assert_eq!(
+            describe(Some(&d), "faxd@a", 12_000),
+            "faxd@a (this node), renewed 2.0s ago, expires in 13.0s"
+        );
+        assert_eq!(
+            describe(Some(&d), "faxd@b", 26_000),
+            "faxd@a, renewed 16.0s ago, expired 1.0s ago"
+        );
+        assert_eq!(describe(None, "faxd@b", 0), "no node has taken it yet");
+    }
+}
