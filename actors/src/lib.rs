@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod fax_jobs;
 pub mod fax_maintenance;
 pub mod fax_monitor;
+pub mod fax_status;
 pub mod fax_worker;
 pub mod file_proxy;
 pub mod http_server;

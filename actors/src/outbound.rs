@@ -126,20 +126,37 @@ impl Env {
     }
 }
 
-/// Live status through the workers of this node: the [`StatusSource`] the API gets.
+/// Live status: the [`StatusSource`] the API gets. It asks the job's worker on this node,
+/// else, over the cluster, the fax_status process of the node the job names
+/// ([`crate::fax_status`]), bounded by [`crate::fax_status::ASK_TIMEOUT`].
 pub struct WorkerStatus;
 
-#[ractor::async_trait]
-impl StatusSource for WorkerStatus {
-    async fn live_status(&self, job_id: &str, to_number: &str) -> Option<LiveStatus> {
+impl WorkerStatus {
+    /// The status from a worker of this node, if it answers within `timeout`.
+    pub async fn local(job_id: &str, to_number: &str, timeout: Duration) -> Option<LiveStatus> {
         for w in Env::worker_of(job_id, to_number) {
             if let Ok(ractor::rpc::CallResult::Success(st)) =
-                w.call(WorkerMsg::Status, Some(RPC_TIMEOUT)).await
+                w.call(WorkerMsg::Status, Some(timeout)).await
                 && st.job_id == job_id
             {
                 return Some(st);
             }
         }
         None
+    }
+}
+
+#[ractor::async_trait]
+impl StatusSource for WorkerStatus {
+    async fn live_status(
+        &self,
+        job_id: &str,
+        to_number: &str,
+        node: Option<&str>,
+    ) -> Option<LiveStatus> {
+        if let Some(st) = Self::local(job_id, to_number, RPC_TIMEOUT).await {
+            return Some(st);
+        }
+        crate::fax_status::ask(node?, job_id, to_number).await
     }
 }

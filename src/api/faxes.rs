@@ -616,7 +616,8 @@ async fn get_outgoing(
         (Some(source), true) => {
             let id = doc["_id"].as_str().unwrap_or_default();
             let to = doc["to_number"].as_str().unwrap_or_default();
-            source.live_status(id, to).await
+            let node = doc.get("pvt_job_node").and_then(Value::as_str);
+            source.live_status(id, to, node).await
         }
         _ => None,
     };

@@ -20,10 +20,18 @@ pub struct LiveStatus {
     pub node: String,
 }
 
-/// Live status lookup (implemented in `faxd-actors` by asking the job's worker).
+/// Live status lookup (implemented in `faxd-actors` by asking the job's worker, on this node
+/// or, over the cluster, on the node the job names).
 #[async_trait]
 pub trait StatusSource: Send + Sync + 'static {
-    /// The status of a job being transmitted on this node, `None` if no worker runs it.
-    /// `to_number` (the doc's `to_number`) lets the lookup find number-named workers.
-    async fn live_status(&self, job_id: &str, to_number: &str) -> Option<LiveStatus>;
+    /// The status of a job being transmitted, `None` if no reachable worker runs it (the
+    /// caller then shows the stored state). `to_number` (the doc's `to_number`) lets the
+    /// lookup find number-named workers; `node` (the doc's `pvt_job_node`) is where to ask
+    /// when the worker is not on this node.
+    async fn live_status(
+        &self,
+        job_id: &str,
+        to_number: &str,
+        node: Option<&str>,
+    ) -> Option<LiveStatus>;
 }

@@ -1,7 +1,7 @@
 //! fax_sup: the top of a faxd node's supervision tree (Kazoo's `fax_sup`): one-for-one, at
 //! most 5 restarts in 25 s, children started in this order and stopped in reverse:
 //! cluster → file_proxy → sysconf → api_server → fax_jobs_sup → fax_worker_sup →
-//! fax_monitor → fax_maintenance. Later parts of faxd add their children here, in the order
+//! fax_monitor → fax_status → fax_maintenance. Later parts of faxd add their children here, in the order
 //! of DESIGN.md §1. The outbound children run when a media engine is available.
 
 use std::sync::Arc;

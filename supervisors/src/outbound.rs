@@ -1,5 +1,5 @@
 //! The outbound part of fax_sup (DESIGN.md §1): fax_jobs_sup and fax_worker_sup (dynamic,
-//! transient children) and fax_monitor, plus the [`Spawner`] the outbound actors use to
+//! transient children), fax_monitor and fax_status, plus the [`Spawner`] the outbound actors use to
 //! start their children under these supervisors.
 
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use faxd::ids::AccountId;
 use faxd::outbound::{DocumentSource, names};
 use faxd_actors::fax_jobs::{FaxJobs, JobsMsg};
 use faxd_actors::fax_monitor::FaxMonitor;
+use faxd_actors::fax_status::FaxStatus;
 use faxd_actors::fax_worker::{FaxWorker, WorkerArgs, WorkerMsg};
 use faxd_actors::outbound::{Env, LeaderLease, RPC_TIMEOUT, Settings, Spawner};
 use faxd_actors::stage::Timeouts;
@@ -140,7 +141,7 @@ pub fn settings(c: &OutboundSection, shared_store: bool) -> Settings {
     }
 }
 
-/// fax_jobs_sup, fax_worker_sup and fax_monitor, in start order.
+/// fax_jobs_sup, fax_worker_sup, fax_monitor and fax_status, in start order.
 pub fn children(
     ctx: NodeContext,
     gateway: Arc<dyn Gateway>,
@@ -148,6 +149,7 @@ pub fn children(
     settings: Settings,
 ) -> Vec<ChildSpec> {
     let slots = Arc::new(Slots::default());
+    let node = ctx.node().to_string();
     let env = Arc::new(Env {
         ctx,
         gateway,
@@ -160,6 +162,9 @@ pub fn children(
         dynamic_sup("fax_worker_sup", slots, |s| &s.workers),
         ChildSpec::new("fax_monitor", Restart::Permanent, move |sup| {
             spawn_child(None, FaxMonitor, env.clone(), sup)
+        }),
+        ChildSpec::new("fax_status", Restart::Permanent, move |sup| {
+            spawn_child(None, FaxStatus, node.clone(), sup)
         }),
     ]
 }

@@ -469,7 +469,7 @@ async fn killed_worker_is_retried_and_completes(store: SharedStore) {
     let status = WorkerStatus;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(st) = status.live_status(&id, &to).await
+        if let Some(st) = status.live_status(&id, &to, None).await
             && st.stage == "send"
             && st.page >= 1
         {
@@ -523,7 +523,7 @@ async fn stage_timeout_fails_the_attempt_and_live_status_reads(store: SharedStor
     let mut seen = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while store.get(&Db::Faxes, &id).await.expect("get").is_some() {
-        if let Some(st) = status.live_status(&id, &to).await {
+        if let Some(st) = status.live_status(&id, &to, None).await {
             seen.insert(st.stage);
         }
         assert!(Instant::now() < deadline, "timeout never fired");
