@@ -115,17 +115,19 @@ async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
                     format!("couchdb ({})", redact_url(&ctx.config.store.couch_url))
                 }
             };
+            let outbound = outbound_leader(ctx).await;
             let tree = match state.tree.render_tree().await {
                 Ok(t) => t,
                 Err(e) => format!("(supervision tree unavailable: {e})"),
             };
             done(format!(
-                "node:     {}\nversion:  {}\nuptime:   {}\nstore:    {}\nmedia:    {}\n\nsupervision tree:\n{}",
+                "node:     {}\nversion:  {}\nuptime:   {}\nstore:    {}\nmedia:    {}\noutbound: {}\n\nsupervision tree:\n{}",
                 ctx.node(),
                 faxd::api::envelope::VERSION,
                 uptime(ctx.started.elapsed()),
                 store,
                 ctx.config.media.engine.as_str(),
+                outbound,
                 tree
             ))
         }
@@ -158,6 +160,24 @@ async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
         | Command::FaxboxJobs { .. }
         | Command::RestartJob { .. }
         | Command::UpdateJob { .. } => fail("job command not handled"),
+    }
+}
+
+/// Who schedules outbound faxes: the holder of the cluster's outbound leader lease on a
+/// shared store; this node on the embedded (single-node) store.
+async fn outbound_leader(ctx: &NodeContext) -> String {
+    use faxd::outbound::leader;
+    match ctx.config.store.backend {
+        faxd::store::Backend::Embedded => {
+            format!("leader {} (embedded store: single node)", ctx.node())
+        }
+        faxd::store::Backend::Couchdb => match leader::read(&ctx.store).await {
+            Ok(doc) => format!(
+                "leader lease {}",
+                leader::describe(doc.as_ref(), ctx.node(), faxd::time::now_unix_ms())
+            ),
+            Err(e) => format!("leader lease unreadable: {e}"),
+        },
     }
 }
 

@@ -93,6 +93,10 @@ fn sup_reports_status_and_changes_config_live() {
     assert!(out.contains("node:     faxd@127.0.0.1"), "{out}");
     assert!(out.contains("store:    embedded"), "{out}");
     assert!(out.contains("uptime:"), "{out}");
+    assert!(
+        out.contains("outbound: leader faxd@127.0.0.1 (embedded store: single node)"),
+        "{out}"
+    );
     for child in [
         "cluster",
         "file_proxy",
