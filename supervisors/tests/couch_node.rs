@@ -4,46 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-
-/// A private CouchDB-API test server (tests/couchdb/server.js), so this test can stop it.
-struct Couch {
-    child: Child,
-    url: String,
-}
-
-impl Couch {
-    fn start(dir: &std::path::Path) -> Couch {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/couchdb/server.js");
-        let port_file = dir.join("couch-url");
-        let child = Command::new("node")
-            .arg(&script)
-            .args(["--host", "127.0.0.1", "--port", "0", "--port-file"])
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node tests/couchdb/server.js (run through `make test`)");
-        let url = poll("CouchDB-API test server", Duration::from_secs(30), || {
-            std::fs::read_to_string(&port_file)
-                .ok()
-                .filter(|s| !s.is_empty())
-        });
-        Couch { child, url }
-    }
-}
-
-impl Drop for Couch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn couchdb_node_installs_views_follows_config_and_reports_health() {

@@ -34,6 +34,41 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+/// A private CouchDB-API test server (tests/couchdb/server.js) for one test: the test can
+/// stop it, and nodes scheduling every account of it see only that test's jobs.
+pub struct Couch {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Couch {
+    pub fn start(dir: &Path) -> Couch {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/couchdb/server.js");
+        let port_file = dir.join("couch-url");
+        let child = Command::new("node")
+            .arg(&script)
+            .args(["--host", "127.0.0.1", "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node tests/couchdb/server.js (run through `make test`)");
+        let url = poll("CouchDB-API test server", Duration::from_secs(30), || {
+            std::fs::read_to_string(&port_file)
+                .ok()
+                .filter(|s| !s.is_empty())
+        });
+        Couch { child, url }
+    }
+}
+
+impl Drop for Couch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `faxd serve` with its own data directory and ports.
 pub struct Node {
     pub child: Child,

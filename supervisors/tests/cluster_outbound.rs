@@ -1,0 +1,355 @@
+//! Two real `faxd` nodes on one CouchDB-API server, connected over the cluster port, with the
+//! scripted media engine: exactly one of them holds the outbound leader lease and schedules
+//! for the whole cluster, so 30 faxes of one account submitted through both nodes' APIs never
+//! have more than `max_outbound` (3) in flight (checked from `tx_result` start and finish
+//! times in the outbox); the other node's API shows the live stage and page of a fax the
+//! leader is sending; and after the leader is killed with SIGKILL mid-transmission, the
+//! other node takes the lease over, requeues the dead attempt and completes the fax — nothing
+//! left processing or queued.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use faxd::ids::Db;
+use faxd::outbound::docs::blank_tiff;
+use faxd::store::SharedStore;
+use faxd::store::couch::CouchStore;
+use serde_json::{Value, json};
+
+const NODE_A: &str = "faxd-a@127.0.0.1";
+const NODE_B: &str = "faxd-b@127.0.0.1";
+
+/// Environment of a cluster node on the shared CouchDB, with short leases so that a
+/// takeover happens within seconds.
+fn node_env(dir: &Path, name: &str, couch: &str, seeds: &[&str]) -> Vec<(String, String)> {
+    let mut env = Node::env_for(dir);
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    for (k, v) in [
+        ("FAXD_NODE_NAME", name.to_string()),
+        ("FAXD_STORE_BACKEND", "couchdb".into()),
+        ("FAXD_STORE_COUCH_URL", couch.to_string()),
+        ("FAXD_CLUSTER_COOKIE", "faxd-cluster-test".into()),
+        ("FAXD_CLUSTER_SEEDS", format!("[{}]", seeds.join(","))),
+        ("FAXD_MEDIA_ENGINE", "script".into()),
+        ("FAXD_MEDIA_SCRIPT_PAGE_MS", "500".into()),
+        ("FAXD_OUTBOUND_LEADER_RENEW", "1".into()),
+        ("FAXD_OUTBOUND_LEADER_LEASE", "3".into()),
+        ("FAXD_OUTBOUND_HEARTBEAT", "1".into()),
+        ("FAXD_OUTBOUND_LEASE", "2".into()),
+        ("FAXD_OUTBOUND_SWEEP", "1".into()),
+    ] {
+        env.push((k.into(), v));
+    }
+    env
+}
+
+async fn start(dir: &Path, env: Vec<(String, String)>) -> Node {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || Node::start(&dir, env))
+        .await
+        .unwrap()
+}
+
+/// `faxd sup faxd_maintenance status` of a node: its `outbound:` line.
+fn outbound_line(node: &Node) -> String {
+    let (code, out, err) =
+        tokio::task::block_in_place(|| node.sup(&["faxd_maintenance", "status"], &[]));
+    assert_eq!(code, 0, "{out}{err}");
+    out.lines()
+        .find(|l| l.starts_with("outbound:"))
+        .unwrap_or_else(|| panic!("no outbound line in:\n{out}"))
+        .to_string()
+}
+
+/// Polls (async) until `f` gives `Some`, or fails after `timeout`.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Api {
+    async fn get(&self, url: &str) -> Value {
+        self.http
+            .get(url)
+            .header("X-Auth-Token", &self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Submits a fax TIFF of `pages` pages by multipart; returns the job id.
+    async fn submit(
+        &self,
+        faxes: &str,
+        to: &str,
+        pages: u32,
+        retries: u32,
+        send_at: Option<i64>,
+    ) -> String {
+        let mut meta =
+            json!({"data": {"from_number": "+15551230000", "to_number": to, "retries": retries}});
+        if let Some(at) = send_at {
+            meta["data"]["send_at"] = json!(at);
+        }
+        let boundary = "faxd-cluster-boundary";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Type: application/json\r\n\r\n{meta}\r\n--{boundary}\r\nContent-Type: image/tiff\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(&blank_tiff(pages));
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let r = self
+            .http
+            .put(faxes)
+            .header("X-Auth-Token", &self.token)
+            .header(
+                "Content-Type",
+                format!("multipart/mixed; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "{status}: {v}");
+        assert_ne!(v["data"]["status"], "failed", "{v}");
+        v["data"]["id"].as_str().expect("job id").to_string()
+    }
+
+    /// The outbox document of job `id`, once it is there.
+    async fn in_outbox(&self, faxes: &str, id: &str) -> Option<Value> {
+        let list = self.get(&format!("{faxes}/outbox")).await;
+        let outbox_id = list["data"]
+            .as_array()?
+            .iter()
+            .filter_map(|f| f["id"].as_str())
+            .find(|x| x.ends_with(id))?
+            .to_string();
+        let detail = self.get(&format!("{faxes}/outbox/{outbox_id}")).await;
+        Some(detail["data"].clone())
+    }
+}
+
+async fn login(http: &reqwest::Client, api: &str, dir: &Path) -> (String, String) {
+    let cred = |key: &str| {
+        std::fs::read_to_string(dir.join("admin-credentials"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("{key} missing from admin-credentials"))
+    };
+    let login: Value = http
+        .put(format!("{api}/user_auth"))
+        .json(&json!({"data": {
+            "credentials": cred("credentials"),
+            "account_name": cred("account_name"),
+        }}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        login["auth_token"].as_str().expect("token").to_string(),
+        login["data"]["account_id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The most transmissions that overlapped in time, from `[started, finished)` intervals.
+fn max_overlap(intervals: &[(i64, i64)]) -> usize {
+    let mut edges: Vec<(i64, i32)> = intervals
+        .iter()
+        .flat_map(|&(s, f)| [(s, 1), (f, -1)])
+        .collect();
+    // At equal times a finish comes before a start.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_outbound_scheduler() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (root.path().join("a"), root.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let couch = Couch::start(root.path());
+    let store: SharedStore = Arc::new(CouchStore::connect(&couch.url).await.unwrap());
+
+    let env_a = node_env(&dir_a, NODE_A, &couch.url, &[]);
+    let node_a = start(&dir_a, env_a.clone()).await;
+    let cluster_a = node_a.cluster.clone();
+    let node_b = start(&dir_b, node_env(&dir_b, NODE_B, &couch.url, &[&cluster_a])).await;
+
+    // Exactly one node holds the outbound lease, and both say which.
+    let holder = wait_for("one lease holder", Duration::from_secs(30), || async {
+        let a = outbound_line(&node_a);
+        let b = outbound_line(&node_b);
+        let a_leads = a.contains("(this node)");
+        let b_leads = b.contains("(this node)");
+        (a_leads != b_leads).then_some((if a_leads { NODE_A } else { NODE_B }, a, b))
+    })
+    .await;
+    let (leader, line_a, line_b) = holder;
+    assert_eq!(leader, NODE_A, "the first node takes the free lease");
+    assert!(
+        line_a.contains(&format!("leader lease {NODE_A}")),
+        "{line_a}"
+    );
+    assert!(
+        line_b.contains(&format!("leader lease {NODE_A},")),
+        "{line_b}"
+    );
+
+    // max_outbound 3 for the cluster (system default, read by the leader's queues).
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        node_a.sup(&["kapps_config", "set", "fax", "max_outbound", "3"], &[])
+    });
+    assert_eq!(code, 0, "{out}{err}");
+
+    let http = reqwest::Client::new();
+    let (token, account) = login(&http, &node_a.url("/v2"), &dir_a).await;
+    let api = Api { http, token };
+    let faxes_a = node_a.url(&format!("/v2/accounts/{account}/faxes"));
+    let faxes_b = node_b.url(&format!("/v2/accounts/{account}/faxes"));
+
+    // 30 faxes of one account, alternately through each node, to be sent tomorrow; then an
+    // operator makes them all due now (in the store, as `send_at` cannot be changed through
+    // the API), so they queue up behind the limit at once.
+    let tomorrow = faxd::time::now_unix_ms() / 1000 + 86_400;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let faxes = if i % 2 == 0 { &faxes_a } else { &faxes_b };
+        let to = format!("+1555777{i:04}");
+        ids.push(api.submit(faxes, &to, 2, 1, Some(tomorrow)).await);
+    }
+    for id in &ids {
+        loop {
+            let mut doc = store
+                .get(&Db::Faxes, id)
+                .await
+                .unwrap()
+                .expect("queued job");
+            assert_eq!(doc["pvt_job_status"], "pending", "{doc}");
+            doc["send_at"] = json!(faxd::time::now_unix_ms() / 1000);
+            match store.save(&Db::Faxes, doc).await {
+                Ok(_) => break,
+                Err(faxd::store::StoreError::Conflict) => continue,
+                Err(e) => panic!("save: {e}"),
+            }
+        }
+    }
+    let mut intervals = Vec::new();
+    for id in &ids {
+        let fax = wait_for("every fax in the outbox", Duration::from_secs(120), || {
+            api.in_outbox(&faxes_b, id)
+        })
+        .await;
+        assert_eq!(fax["_read_only"]["status"], "completed", "{fax}");
+        let tx = &fax["tx_result"];
+        assert_eq!(tx["success"], true, "{tx}");
+        let (s, f) = (tx["started"].as_i64(), tx["finished"].as_i64());
+        intervals.push((s.expect("started"), f.expect("finished")));
+    }
+    let most = max_overlap(&intervals);
+    eprintln!("at most {most} of 30 transmissions at once");
+    assert!(most <= 3, "{most} transmissions at once, max_outbound is 3");
+    assert!(most > 1, "the queued faxes ran one at a time");
+
+    // A long fax on the leader: the other node's API shows its live stage and page.
+    let id = api.submit(&faxes_b, "+15557770999", 8, 3, None).await;
+    let live = wait_for(
+        "live status through node b",
+        Duration::from_secs(60),
+        || {
+            let url = format!("{faxes_b}/outgoing/{id}");
+            let api = &api;
+            async move {
+                let r = api.get(&url).await;
+                let live = &r["data"]["live"];
+                (live["stage"] == "send" && live["page"].as_u64() >= Some(1))
+                    .then(|| r["data"].clone())
+            }
+        },
+    )
+    .await;
+    assert_eq!(live["live"]["node"], NODE_A, "{live}");
+    assert_eq!(live["live"]["total_pages"], 8, "{live}");
+    assert!(
+        live["status"].as_str().unwrap_or_default().contains("page"),
+        "{live}"
+    );
+
+    // Kill the leader mid-transmission: node b takes the lease over and the fax completes
+    // after a retry.
+    let code = tokio::task::spawn_blocking(move || node_a.stop_with("KILL"))
+        .await
+        .unwrap();
+    assert_ne!(code, 0);
+    let doc = store
+        .get(&Db::Faxes, &id)
+        .await
+        .unwrap()
+        .expect("job still queued");
+    assert_eq!(
+        doc["pvt_job_status"], "processing",
+        "killed mid-transmission"
+    );
+    assert_eq!(doc["pvt_job_node"], NODE_A);
+    wait_for("node b to take the lease", Duration::from_secs(60), || {
+        let line = outbound_line(&node_b);
+        async move {
+            line.contains(&format!("{NODE_B} (this node)"))
+                .then_some(())
+        }
+    })
+    .await;
+    let fax = wait_for(
+        "the fax completed by node b",
+        Duration::from_secs(120),
+        || api.in_outbox(&faxes_b, &id),
+    )
+    .await;
+    assert_eq!(fax["_read_only"]["status"], "completed", "{fax}");
+    assert_eq!(
+        fax["attempts"], 2,
+        "the attempt cut by the kill counts: {fax}"
+    );
+    assert_eq!(fax["tx_result"]["transferred_pages"], 8, "{fax}");
+
+    // Nothing left processing, locked or pending.
+    assert!(store.processing_by_node(None).await.unwrap().is_empty());
+    assert!(store.schedule_accounts().await.unwrap().is_empty());
+    tokio::task::spawn_blocking(move || assert_eq!(node_b.stop_with("TERM"), 0))
+        .await
+        .unwrap();
+    drop(couch);
+}
