@@ -228,4 +228,82 @@ mod tests {
         );
         assert_eq!(describe(None, "faxd@b", 0), "no node has taken it yet");
     }
+
+    /// Polls `claim` for `me` until it holds the lease.
+    async fn take(store: &SharedStore, me: &str, lease: Duration, w: &mut Watch) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Claim::Held { taken } = claim(store, me, lease, w).await.unwrap() {
+                return taken;
+            }
+            assert!(Instant::now() < deadline, "{me} never took the lease");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Two nodes on one real store: one holds, the other takes over only after a lease time
+    /// without renewal, the former holder then sees it lost; a release hands over at once;
+    /// the lease document stays out of the job views.
+    async fn lease_protocol(store: SharedStore) {
+        crate::bootstrap::ensure_global_dbs(&store).await.unwrap();
+        let run = crate::ids::new_id();
+        let (a, b) = (format!("a-{run}"), format!("b-{run}"));
+        let lease = Duration::from_millis(300);
+        let (mut wa, mut wb) = (Watch::default(), Watch::default());
+
+        assert!(take(&store, &a, lease, &mut wa).await);
+        let other_a = Claim::Other { node: a.clone() };
+        assert_eq!(claim(&store, &b, lease, &mut wb).await.unwrap(), other_a);
+        assert_eq!(
+            claim(&store, &a, lease, &mut wa).await.unwrap(),
+            Claim::Held { taken: false }
+        );
+        // a renewed: b starts counting again.
+        assert_eq!(claim(&store, &b, lease, &mut wb).await.unwrap(), other_a);
+
+        // a stops renewing: b takes over once it has seen the same revision for `lease`.
+        assert!(take(&store, &b, lease, &mut wb).await);
+        assert_eq!(
+            claim(&store, &a, lease, &mut wa).await.unwrap(),
+            Claim::Other { node: b.clone() }
+        );
+        assert_eq!(read(&store).await.unwrap().unwrap().node, b);
+
+        // b releases (shutdown): a takes it at once; a release by a non-holder does nothing.
+        assert!(!release(&store, &a).await.unwrap());
+        assert!(release(&store, &b).await.unwrap());
+        assert_eq!(read(&store).await.unwrap().unwrap().node, "");
+        assert_eq!(
+            claim(&store, &a, lease, &mut wa).await.unwrap(),
+            Claim::Held { taken: true }
+        );
+        assert!(release(&store, &a).await.unwrap());
+
+        // Not a job: no queue view or type listing shows it.
+        let rows = store.processing_by_node(None).await.unwrap();
+        assert!(rows.iter().all(|r| r.id != LEADER_DOC));
+        let docs = store.docs_by_type(&Db::Faxes, "fax").await.unwrap();
+        assert!(docs.iter().all(|d| d["_id"] != LEADER_DOC));
+    }
+
+    #[tokio::test]
+    async fn lease_protocol_on_the_embedded_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(dir.path())
+            .await
+            .unwrap();
+        lease_protocol(std::sync::Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn lease_protocol_on_couchdb() {
+        let Ok(url) = std::env::var("FAXD_TEST_COUCH_URL") else {
+            eprintln!("FAXD_TEST_COUCH_URL not set: skipped");
+            return;
+        };
+        let store = crate::store::couch::CouchStore::connect(&url)
+            .await
+            .unwrap();
+        lease_protocol(std::sync::Arc::new(store)).await;
+    }
 }
