@@ -63,6 +63,9 @@ pub struct JobsState {
     blocked: HashMap<String, Instant>,
     /// A worker could not start: look again in a second.
     retry_blocked: bool,
+    /// Jobs in flight on another node (a former outbound leader finishing its
+    /// transmissions): they count against the limits until their document says otherwise.
+    foreign: HashSet<String>,
 }
 
 #[ractor::async_trait]
@@ -94,6 +97,7 @@ impl Actor for FaxJobs {
             due_generation: 0,
             blocked: HashMap::new(),
             retry_blocked: false,
+            foreign: HashSet::new(),
         };
         st.recover().await?;
         Ok(st)
@@ -114,7 +118,10 @@ impl Actor for FaxJobs {
         st: &mut JobsState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            JobsMsg::Wake => st.stale = true,
+            JobsMsg::Wake => {
+                st.stale = true;
+                st.check_foreign().await;
+            }
             JobsMsg::WorkerDone { job_id } => {
                 st.book.finish(&job_id);
                 // Its release may have queued the job again (due now or later); the Wake
@@ -135,7 +142,8 @@ impl Actor for FaxJobs {
 
 impl JobsState {
     /// At start: locked jobs left by an earlier queue of this account on this node go back
-    /// to pending; processing jobs whose worker still runs here count as in flight.
+    /// to pending; processing jobs whose worker still runs here count as in flight, and so
+    /// do those of other nodes whose lease is alive (the limits are cluster-wide).
     async fn recover(&mut self) -> Result<(), StoreError> {
         let store = &self.env.ctx.store;
         let me = self.env.node().to_string();
@@ -154,20 +162,56 @@ impl JobsState {
             .await?;
         for row in processing.rows {
             let to = row.to.clone().unwrap_or_default();
-            if row.node.as_deref() == Some(me.as_str()) && !Env::worker_of(&row.id, &to).is_empty()
-            {
-                self.book.start(&row.id, &to);
+            if row.node.as_deref() == Some(me.as_str()) {
+                if !Env::worker_of(&row.id, &to).is_empty() {
+                    self.book.start(&row.id, &to);
+                }
+            } else if self.foreign_alive(&row.id).await && self.book.start(&row.id, &to) {
+                self.foreign.insert(row.id);
             }
         }
         Ok(())
+    }
+
+    /// Whether job `id` is processing on another node under a live lease.
+    async fn foreign_alive(&self, id: &str) -> bool {
+        let Ok(Some(doc)) = self.env.ctx.store.get(&Db::Faxes, id).await else {
+            return false;
+        };
+        let lease_ms = self.env.settings.lease.as_millis() as i64;
+        Job::from_doc(&doc).is_ok_and(|job| {
+            job.status == JobStatus::Processing
+                && job.node.as_deref() != Some(self.env.node())
+                && !lease::lease_expired(&job, faxd::time::now_unix_ms(), lease_ms)
+        })
+    }
+
+    /// Frees the slots of other nodes' transmissions that ended (or were requeued).
+    async fn check_foreign(&mut self) {
+        if self.foreign.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self.foreign.iter().cloned().collect();
+        for id in ids {
+            if !self.foreign_alive(&id).await {
+                self.foreign.remove(&id);
+                self.book.finish(&id);
+            }
+        }
     }
 
     /// Starts as many due jobs as the limits allow; stops the queue when it is idle.
     async fn fill(&mut self, myself: &ActorRef<JobsMsg>) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         self.blocked.retain(|_, until| *until > now);
+        if !self.env.gate.is_open() {
+            // This node no longer holds the outbound leader lease: start nothing more.
+            debug!(account_id = %self.account, "not the outbound leader; stopping");
+            myself.stop(Some("normal".into()));
+            return Ok(());
+        }
         for _ in 0..64 {
-            if self.book.free() == 0 {
+            if self.book.free() == 0 || !self.env.gate.is_open() {
                 break;
             }
             // The buffer holds the earliest-due rows; newer jobs queue behind them, so the

@@ -239,6 +239,7 @@ impl MonitorState {
         match leader::claim(&self.env.ctx.store, &me, cfg.lease, &mut self.leader.watch).await {
             Ok(Claim::Held { taken }) => {
                 self.leader.valid_until = Some(started + cfg.lease);
+                self.env.gate.open_until(started + cfg.lease);
                 self.leader.holder = Some(me);
                 if !self.leader.leading {
                     self.leader.leading = true;
@@ -283,6 +284,7 @@ impl MonitorState {
         );
         self.leader.leading = false;
         self.leader.valid_until = None;
+        self.env.gate.close();
         self.leader.watch.forget();
         for account in self.leader.queues.drain() {
             if let Some(jobs) = Env::jobs_of(account.as_str()) {

@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use faxd::context::NodeContext;
 use faxd::gateway::Gateway;
@@ -86,14 +86,55 @@ pub trait Spawner: Send + Sync + 'static {
     async fn start_worker(&self, args: WorkerArgs) -> Result<ActorRef<WorkerMsg>, String>;
 }
 
-/// Everything the outbound processes share (read-only).
+/// Everything the outbound processes share (read-only but for the [`LeaderGate`]).
 pub struct Env {
     pub ctx: NodeContext,
     pub gateway: Arc<dyn Gateway>,
     pub docs: Arc<dyn DocumentSource>,
     pub settings: Settings,
     pub spawner: Arc<dyn Spawner>,
+    /// Whether this node may start transmissions (the outbound leader lease).
+    pub gate: LeaderGate,
 }
+
+/// Whether this node may start transmissions now: opened by fax_monitor until the end of
+/// the leader lease it holds, closed when it steps down. fax_jobs looks before taking each
+/// job, so a node whose lease ran out (a long pause, a store it cannot reach) starts nothing
+/// more even before its fax_monitor notices.
+#[derive(Debug)]
+pub struct LeaderGate(Mutex<Option<Instant>>);
+
+impl LeaderGate {
+    /// A gate for `settings`: closed until the lease is taken, or open for good when this
+    /// node always schedules (`settings.leader` is `None`).
+    pub fn new(settings: &Settings) -> Self {
+        let always = settings.leader.is_none().then(|| Instant::now() + FOREVER);
+        LeaderGate(Mutex::new(always))
+    }
+
+    /// Open until `until` (the end of the lease just taken or renewed).
+    pub fn open_until(&self, until: Instant) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(until);
+        }
+    }
+
+    pub fn close(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = None;
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0
+            .lock()
+            .map(|g| g.is_some_and(|until| Instant::now() < until))
+            .unwrap_or(false)
+    }
+}
+
+/// "For good" for an always-open gate (far enough, and no overflow on any platform).
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Env {
     pub fn node(&self) -> &str {

@@ -14,7 +14,7 @@ use faxd_actors::fax_jobs::{FaxJobs, JobsMsg};
 use faxd_actors::fax_monitor::FaxMonitor;
 use faxd_actors::fax_status::FaxStatus;
 use faxd_actors::fax_worker::{FaxWorker, WorkerArgs, WorkerMsg};
-use faxd_actors::outbound::{Env, LeaderLease, RPC_TIMEOUT, Settings, Spawner};
+use faxd_actors::outbound::{Env, LeaderGate, LeaderLease, RPC_TIMEOUT, Settings, Spawner};
 use faxd_actors::stage::Timeouts;
 use ractor::{Actor, ActorRef};
 
@@ -154,6 +154,7 @@ pub fn children(
         ctx,
         gateway,
         docs,
+        gate: LeaderGate::new(&settings),
         settings,
         spawner: Arc::new(TreeSpawner(slots.clone())),
     });

@@ -23,9 +23,16 @@ use serde_json::{Value, json};
 const NODE_A: &str = "faxd-a@127.0.0.1";
 const NODE_B: &str = "faxd-b@127.0.0.1";
 
-/// Environment of a cluster node on the shared CouchDB, with short leases so that a
-/// takeover happens within seconds.
-fn node_env(dir: &Path, name: &str, couch: &str, seeds: &[&str]) -> Vec<(String, String)> {
+/// Environment of a cluster node on the shared CouchDB, with a short leader lease so that a
+/// takeover happens within seconds, and processing jobs requeued after `job_lease` seconds
+/// without a heartbeat.
+fn node_env(
+    dir: &Path,
+    name: &str,
+    couch: &str,
+    seeds: &[&str],
+    job_lease: u64,
+) -> Vec<(String, String)> {
     let mut env = Node::env_for(dir);
     let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
     for (k, v) in [
@@ -39,7 +46,7 @@ fn node_env(dir: &Path, name: &str, couch: &str, seeds: &[&str]) -> Vec<(String,
         ("FAXD_OUTBOUND_LEADER_RENEW", "1".into()),
         ("FAXD_OUTBOUND_LEADER_LEASE", "3".into()),
         ("FAXD_OUTBOUND_HEARTBEAT", "1".into()),
-        ("FAXD_OUTBOUND_LEASE", "2".into()),
+        ("FAXD_OUTBOUND_LEASE", job_lease.to_string()),
         ("FAXD_OUTBOUND_SWEEP", "1".into()),
     ] {
         env.push((k.into(), v));
@@ -195,109 +202,175 @@ fn max_overlap(intervals: &[(i64, i64)]) -> usize {
     most as usize
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_share_one_outbound_scheduler() {
-    let root = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (root.path().join("a"), root.path().join("b"));
-    std::fs::create_dir_all(&dir_a).unwrap();
-    std::fs::create_dir_all(&dir_b).unwrap();
-    let couch = Couch::start(root.path());
-    let store: SharedStore = Arc::new(CouchStore::connect(&couch.url).await.unwrap());
+/// Node a (started first, so it takes the free lease) and node b on a private CouchDB, an
+/// API session of the master account, and `max_outbound` set for the cluster.
+struct Cluster {
+    _root: tempfile::TempDir,
+    couch: Couch,
+    store: SharedStore,
+    a: Option<Node>,
+    b: Option<Node>,
+    api: Api,
+    faxes_a: String,
+    faxes_b: String,
+}
 
-    let env_a = node_env(&dir_a, NODE_A, &couch.url, &[]);
-    let node_a = start(&dir_a, env_a.clone()).await;
-    let cluster_a = node_a.cluster.clone();
-    let node_b = start(&dir_b, node_env(&dir_b, NODE_B, &couch.url, &[&cluster_a])).await;
+impl Cluster {
+    async fn start(job_lease: u64, max_outbound: u32) -> Cluster {
+        let root = tempfile::tempdir().unwrap();
+        let (dir_a, dir_b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::create_dir_all(&dir_a).unwrap();
+        std::fs::create_dir_all(&dir_b).unwrap();
+        let couch = Couch::start(root.path());
+        let store: SharedStore = Arc::new(CouchStore::connect(&couch.url).await.unwrap());
+        let a = start(&dir_a, node_env(&dir_a, NODE_A, &couch.url, &[], job_lease)).await;
+        let seed = a.cluster.clone();
+        let env_b = node_env(&dir_b, NODE_B, &couch.url, &[&seed], job_lease);
+        let b = start(&dir_b, env_b).await;
 
-    // Exactly one node holds the outbound lease, and both say which.
-    let holder = wait_for("one lease holder", Duration::from_secs(30), || async {
-        let a = outbound_line(&node_a);
-        let b = outbound_line(&node_b);
-        let a_leads = a.contains("(this node)");
-        let b_leads = b.contains("(this node)");
-        (a_leads != b_leads).then_some((if a_leads { NODE_A } else { NODE_B }, a, b))
-    })
-    .await;
-    let (leader, line_a, line_b) = holder;
-    assert_eq!(leader, NODE_A, "the first node takes the free lease");
-    assert!(
-        line_a.contains(&format!("leader lease {NODE_A}")),
-        "{line_a}"
-    );
-    assert!(
-        line_b.contains(&format!("leader lease {NODE_A},")),
-        "{line_b}"
-    );
-
-    // max_outbound 3 for the cluster (system default, read by the leader's queues).
-    let (code, out, err) = tokio::task::block_in_place(|| {
-        node_a.sup(&["kapps_config", "set", "fax", "max_outbound", "3"], &[])
-    });
-    assert_eq!(code, 0, "{out}{err}");
-
-    let http = reqwest::Client::new();
-    let (token, account) = login(&http, &node_a.url("/v2"), &dir_a).await;
-    let api = Api { http, token };
-    let faxes_a = node_a.url(&format!("/v2/accounts/{account}/faxes"));
-    let faxes_b = node_b.url(&format!("/v2/accounts/{account}/faxes"));
-
-    // 30 faxes of one account, alternately through each node, to be sent tomorrow; then an
-    // operator makes them all due now (in the store, as `send_at` cannot be changed through
-    // the API), so they queue up behind the limit at once.
-    let tomorrow = faxd::time::now_unix_ms() / 1000 + 86_400;
-    let mut ids = Vec::new();
-    for i in 0..30 {
-        let faxes = if i % 2 == 0 { &faxes_a } else { &faxes_b };
-        let to = format!("+1555777{i:04}");
-        ids.push(api.submit(faxes, &to, 2, 1, Some(tomorrow)).await);
-    }
-    for id in &ids {
-        loop {
-            let mut doc = store
-                .get(&Db::Faxes, id)
-                .await
-                .unwrap()
-                .expect("queued job");
-            assert_eq!(doc["pvt_job_status"], "pending", "{doc}");
-            doc["send_at"] = json!(faxd::time::now_unix_ms() / 1000);
-            match store.save(&Db::Faxes, doc).await {
-                Ok(_) => break,
-                Err(faxd::store::StoreError::Conflict) => continue,
-                Err(e) => panic!("save: {e}"),
-            }
-        }
-    }
-    let mut intervals = Vec::new();
-    for id in &ids {
-        let fax = wait_for("every fax in the outbox", Duration::from_secs(120), || {
-            api.in_outbox(&faxes_b, id)
+        // Exactly one node holds the outbound lease, and both say which.
+        let (line_a, line_b) = wait_for("one lease holder", Duration::from_secs(30), || async {
+            let (la, lb) = (outbound_line(&a), outbound_line(&b));
+            (la.contains("(this node)") != lb.contains("(this node)")).then_some((la, lb))
         })
         .await;
-        assert_eq!(fax["_read_only"]["status"], "completed", "{fax}");
-        let tx = &fax["tx_result"];
-        assert_eq!(tx["success"], true, "{tx}");
-        let (s, f) = (tx["started"].as_i64(), tx["finished"].as_i64());
-        intervals.push((s.expect("started"), f.expect("finished")));
+        let a_holds = format!("leader lease {NODE_A} (this node),");
+        assert!(
+            line_a.contains(&a_holds),
+            "the first node takes the free lease: {line_a}"
+        );
+        assert!(
+            line_b.contains(&format!("leader lease {NODE_A},")),
+            "{line_b}"
+        );
+
+        // max_outbound for the cluster (system default, read by the leader's queues).
+        let max = max_outbound.to_string();
+        let (code, out, err) = tokio::task::block_in_place(|| {
+            a.sup(&["kapps_config", "set", "fax", "max_outbound", &max], &[])
+        });
+        assert_eq!(code, 0, "{out}{err}");
+
+        let http = reqwest::Client::new();
+        let (token, account) = login(&http, &a.url("/v2"), &dir_a).await;
+        Cluster {
+            faxes_a: a.url(&format!("/v2/accounts/{account}/faxes")),
+            faxes_b: b.url(&format!("/v2/accounts/{account}/faxes")),
+            api: Api { http, token },
+            _root: root,
+            couch,
+            store,
+            a: Some(a),
+            b: Some(b),
+        }
     }
-    let most = max_overlap(&intervals);
+
+    /// Submits `n` faxes of `pages` pages, alternately through each node, to be sent
+    /// tomorrow; then an operator makes them all due now (in the store, as `send_at` cannot
+    /// be changed through the API), so they queue up behind the limit at once.
+    async fn submit_due_together(&self, n: usize, pages: u32) -> Vec<String> {
+        let tomorrow = faxd::time::now_unix_ms() / 1000 + 86_400;
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let faxes = if i % 2 == 0 {
+                &self.faxes_a
+            } else {
+                &self.faxes_b
+            };
+            let to = format!("+1555777{i:04}");
+            ids.push(self.api.submit(faxes, &to, pages, 1, Some(tomorrow)).await);
+        }
+        for id in &ids {
+            loop {
+                let mut doc = self
+                    .store
+                    .get(&Db::Faxes, id)
+                    .await
+                    .unwrap()
+                    .expect("queued job");
+                assert_eq!(doc["pvt_job_status"], "pending", "{doc}");
+                doc["send_at"] = json!(faxd::time::now_unix_ms() / 1000);
+                match self.store.save(&Db::Faxes, doc).await {
+                    Ok(_) => break,
+                    Err(faxd::store::StoreError::Conflict) => continue,
+                    Err(e) => panic!("save: {e}"),
+                }
+            }
+        }
+        ids
+    }
+
+    /// Waits until every job is completed in the outbox; their `[started, finished)` times.
+    async fn completed(&self, ids: &[String]) -> Vec<(i64, i64)> {
+        let mut intervals = Vec::new();
+        for id in ids {
+            let fax = wait_for("every fax in the outbox", Duration::from_secs(120), || {
+                self.api.in_outbox(&self.faxes_b, id)
+            })
+            .await;
+            assert_eq!(fax["_read_only"]["status"], "completed", "{fax}");
+            let tx = &fax["tx_result"];
+            assert_eq!(tx["success"], true, "{tx}");
+            let (s, f) = (tx["started"].as_i64(), tx["finished"].as_i64());
+            intervals.push((s.expect("started"), f.expect("finished")));
+        }
+        intervals
+    }
+
+    /// Nothing left processing, locked or pending.
+    async fn assert_drained(&self) {
+        assert!(
+            self.store
+                .processing_by_node(None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(self.store.schedule_accounts().await.unwrap().is_empty());
+    }
+
+    async fn stop(mut self) {
+        for node in [self.a.take(), self.b.take()].into_iter().flatten() {
+            tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
+                .await
+                .unwrap();
+        }
+        drop(self.couch);
+    }
+}
+
+/// Sends `signal` to a running node without waiting for it to exit.
+fn signal(node: &Node, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &node.child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{signal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_outbound_scheduler() {
+    let c = Cluster::start(2, 3).await;
+    let (api, faxes_b) = (&c.api, &c.faxes_b);
+
+    // 30 faxes of one account through both nodes: never more than 3 in flight.
+    let ids = c.submit_due_together(30, 2).await;
+    let most = max_overlap(&c.completed(&ids).await);
     eprintln!("at most {most} of 30 transmissions at once");
     assert!(most <= 3, "{most} transmissions at once, max_outbound is 3");
     assert!(most > 1, "the queued faxes ran one at a time");
 
     // A long fax on the leader: the other node's API shows its live stage and page.
-    let id = api.submit(&faxes_b, "+15557770999", 8, 3, None).await;
+    let id = api.submit(faxes_b, "+15557770999", 8, 3, None).await;
+    let url = format!("{faxes_b}/outgoing/{id}");
     let live = wait_for(
         "live status through node b",
         Duration::from_secs(60),
-        || {
-            let url = format!("{faxes_b}/outgoing/{id}");
-            let api = &api;
-            async move {
-                let r = api.get(&url).await;
-                let live = &r["data"]["live"];
-                (live["stage"] == "send" && live["page"].as_u64() >= Some(1))
-                    .then(|| r["data"].clone())
-            }
+        || async {
+            let r = api.get(&url).await;
+            let live = &r["data"]["live"];
+            (live["stage"] == "send" && live["page"].as_u64() >= Some(1)).then(|| r["data"].clone())
         },
     )
     .await;
@@ -310,11 +383,14 @@ async fn two_nodes_share_one_outbound_scheduler() {
 
     // Kill the leader mid-transmission: node b takes the lease over and the fax completes
     // after a retry.
-    let code = tokio::task::spawn_blocking(move || node_a.stop_with("KILL"))
+    let mut c = c;
+    let a = c.a.take().unwrap();
+    let code = tokio::task::spawn_blocking(move || a.stop_with("KILL"))
         .await
         .unwrap();
     assert_ne!(code, 0);
-    let doc = store
+    let doc = c
+        .store
         .get(&Db::Faxes, &id)
         .await
         .unwrap()
@@ -324,8 +400,9 @@ async fn two_nodes_share_one_outbound_scheduler() {
         "killed mid-transmission"
     );
     assert_eq!(doc["pvt_job_node"], NODE_A);
+    let b = c.b.as_ref().unwrap();
     wait_for("node b to take the lease", Duration::from_secs(60), || {
-        let line = outbound_line(&node_b);
+        let line = outbound_line(b);
         async move {
             line.contains(&format!("{NODE_B} (this node)"))
                 .then_some(())
@@ -335,7 +412,7 @@ async fn two_nodes_share_one_outbound_scheduler() {
     let fax = wait_for(
         "the fax completed by node b",
         Duration::from_secs(120),
-        || api.in_outbox(&faxes_b, &id),
+        || c.api.in_outbox(&c.faxes_b, &id),
     )
     .await;
     assert_eq!(fax["_read_only"]["status"], "completed", "{fax}");
@@ -344,12 +421,39 @@ async fn two_nodes_share_one_outbound_scheduler() {
         "the attempt cut by the kill counts: {fax}"
     );
     assert_eq!(fax["tx_result"]["transferred_pages"], 8, "{fax}");
+    c.assert_drained().await;
+    c.stop().await;
+}
 
-    // Nothing left processing, locked or pending.
-    assert!(store.processing_by_node(None).await.unwrap().is_empty());
-    assert!(store.schedule_accounts().await.unwrap().is_empty());
-    tokio::task::spawn_blocking(move || assert_eq!(node_b.stop_with("TERM"), 0))
-        .await
-        .unwrap();
-    drop(couch);
+/// A leader that stops renewing while alive (here: paused with SIGSTOP) loses the lease to
+/// the other node; when it resumes it starts nothing more, its transmissions in flight
+/// finish, and the new leader counts them against `max_outbound` until they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_hands_over_without_exceeding_the_limit() {
+    // Jobs keep their lease through the pause: only the leader lease runs out.
+    let c = Cluster::start(120, 2).await;
+    let ids = c.submit_due_together(8, 4).await;
+    let a = c.a.as_ref().unwrap();
+    let b = c.b.as_ref().unwrap();
+    wait_for("node a transmitting", Duration::from_secs(60), || async {
+        let rows = c.store.processing_by_node(Some(NODE_A)).await.unwrap();
+        (rows.len() == 2).then_some(())
+    })
+    .await;
+    signal(a, "STOP");
+    wait_for("node b to take the lease", Duration::from_secs(60), || {
+        let line = outbound_line(b);
+        async move {
+            line.contains(&format!("{NODE_B} (this node)"))
+                .then_some(())
+        }
+    })
+    .await;
+    signal(a, "CONT");
+    let most = max_overlap(&c.completed(&ids).await);
+    assert!(most <= 2, "{most} transmissions at once, max_outbound is 2");
+    let line = outbound_line(a);
+    assert!(line.contains(&format!("leader lease {NODE_B},")), "{line}");
+    c.assert_drained().await;
+    c.stop().await;
 }
