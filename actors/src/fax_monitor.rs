@@ -69,7 +69,8 @@ struct Leadership {
     watch: Watch,
     /// The holder last seen (for logs).
     holder: Option<String>,
-    /// Accounts whose fax_jobs this node started while leading.
+    /// Accounts whose fax_jobs this node woke while leading (stopped when it steps down;
+    /// a queue also stops by itself at its next pass once the gate is closed).
     queues: HashSet<AccountId>,
 }
 
@@ -311,7 +312,9 @@ impl MonitorState {
     }
 
     async fn wake(&mut self, account: AccountId) {
-        self.leader.queues.insert(account.clone());
+        if self.leader.lease.is_some() {
+            self.leader.queues.insert(account.clone());
+        }
         if let Some(jobs) = Env::jobs_of(account.as_str())
             && jobs.cast(JobsMsg::Wake).is_ok()
         {
