@@ -66,6 +66,8 @@ pub struct JobsState {
     /// Jobs in flight on another node (a former outbound leader finishing its
     /// transmissions): they count against the limits until their document says otherwise.
     foreign: HashSet<String>,
+    /// Looks at `foreign` again every heartbeat (their end is not reported to this queue).
+    foreign_timer: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[ractor::async_trait]
@@ -98,6 +100,7 @@ impl Actor for FaxJobs {
             blocked: HashMap::new(),
             retry_blocked: false,
             foreign: HashSet::new(),
+            foreign_timer: None,
         };
         st.recover().await?;
         Ok(st)
@@ -108,7 +111,22 @@ impl Actor for FaxJobs {
         myself: ActorRef<JobsMsg>,
         st: &mut JobsState,
     ) -> Result<(), ActorProcessingErr> {
+        if !st.foreign.is_empty() {
+            let every = st.env.settings.heartbeat;
+            st.foreign_timer = Some(myself.send_interval(every, || JobsMsg::Wake));
+        }
         st.fill(&myself).await
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<JobsMsg>,
+        st: &mut JobsState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = st.foreign_timer.take() {
+            t.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -197,6 +215,11 @@ impl JobsState {
                 self.foreign.remove(&id);
                 self.book.finish(&id);
             }
+        }
+        if self.foreign.is_empty()
+            && let Some(t) = self.foreign_timer.take()
+        {
+            t.abort();
         }
     }
 
