@@ -251,7 +251,12 @@ impl Cluster {
         });
         assert_eq!(code, 0, "{out}{err}");
 
-        let http = reqwest::Client::new();
+        // A fresh connection per request: a kept-alive one may be closed by the node just as
+        // the next request goes out on it (the uploads are not safe to retry).
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
         let (token, account) = login(&http, &a.url("/v2"), &dir_a).await;
         Cluster {
             faxes_a: a.url(&format!("/v2/accounts/{account}/faxes")),
