@@ -33,6 +33,8 @@ use super::sandbox::{self, Limits, WorkDir};
 pub const MAX_JOBS: u32 = 500;
 /// Idle processes kept.
 pub const MAX_IDLE: usize = 2;
+/// Message lines kept per job.
+const MAX_LINES: usize = 200;
 
 /// What a page is rendered as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -409,7 +411,7 @@ impl WarmGs {
              {{ << /OutputFile {out} >> setpagedevice\n{program}\n}} stopped\n\
              {{ FaxdTag (ERROR ) print $error /errorname get =only (\\n) print flush }} if\n\
              clear cleardictstack FaxdSave restore\n\
-             ({tag} DONE) = flush\n",
+             (%stderr) (w) file flushfile ({tag} DONE) = flush\n",
             input = ps_string(&input_path),
             out = ps_string(&out),
         );
@@ -426,7 +428,9 @@ impl WarmGs {
             let line = match p.lines.recv_timeout(left) {
                 Ok(l) => l,
                 Err(RecvTimeoutError::Timeout) => {
+                    // Killed and reaped before the job directory goes.
                     p.kill();
+                    drop(p);
                     return Err(ConvertError::Timeout {
                         tool: "ghostscript".into(),
                         limit: self.limits.wall,
@@ -443,7 +447,8 @@ impl WarmGs {
                 }
             };
             let Some(payload) = line.strip_prefix(&prefix) else {
-                if started_job && !line.trim().is_empty() {
+                // A document that makes Ghostscript warn without end costs no memory.
+                if started_job && !line.trim().is_empty() && end.diagnostics.len() < MAX_LINES {
                     end.diagnostics.push(line);
                 }
                 continue;
@@ -455,6 +460,7 @@ impl WarmGs {
                     end.pages += 1;
                     if let Err(e) = take_page(&dir.0, ext, end.pages, on_page) {
                         p.kill();
+                        drop(p);
                         return Err(e);
                     }
                 }
