@@ -152,6 +152,7 @@ pub struct WarmGs {
     idle: Mutex<Vec<Process>>,
     starts: AtomicU32,
     seq: AtomicU64,
+    max_jobs: u32,
 }
 
 fn tool_failed(detail: impl Into<String>) -> ConvertError {
@@ -223,7 +224,14 @@ impl WarmGs {
             idle: Mutex::new(Vec::new()),
             starts: AtomicU32::new(0),
             seq: AtomicU64::new(0),
+            max_jobs: MAX_JOBS,
         }
+    }
+
+    /// Replaces processes after `n` jobs instead of [`MAX_JOBS`].
+    pub fn with_max_jobs(mut self, n: u32) -> Self {
+        self.max_jobs = n.max(1);
+        self
     }
 
     /// How many Ghostscript processes were started so far.
@@ -328,7 +336,7 @@ impl WarmGs {
     fn put_back(&self, mut p: Process) {
         let budget = self.limits.cpu_secs as f64;
         let wall = self.limits.wall.as_secs_f64();
-        if p.jobs >= MAX_JOBS || p.cpu_secs() + wall + 5.0 >= budget || !p.alive() {
+        if p.jobs >= self.max_jobs || p.cpu_secs() + wall + 5.0 >= budget || !p.alive() {
             return; // dropped: quits and is reaped
         }
         let evicted = match self.idle.lock() {
@@ -497,5 +505,59 @@ fn take_page(
 impl Drop for WarmGs {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETUP: Setup = Setup {
+        raster: Raster::Bilevel,
+        xres: 204,
+        yres: 98,
+        width: 1728,
+        height: 1078,
+    };
+
+    fn markers(gs: &WarmGs, program: &str) -> JobEnd {
+        let mut no_pages = |_: u32, _: Vec<u8>| -> Result<(), ConvertError> { Ok(()) };
+        gs.run(SETUP, b"%PDF-1.4\n", program, &mut no_pages)
+            .unwrap()
+    }
+
+    #[test]
+    fn jobs_leave_no_state_behind_and_processes_are_recycled() {
+        let gs = WarmGs::new(None, Limits::default()).with_max_jobs(3);
+        // A job's definitions, even in userdict, are undone by the restore after it.
+        let end = markers(&gs, "userdict /FaxdLeak 42 put FaxdTag (SET) = flush");
+        assert_eq!(end.markers, ["SET"]);
+        let end = markers(
+            &gs,
+            "FaxdTag userdict /FaxdLeak known { (LEAKED) } { (CLEAN) } ifelse = flush",
+        );
+        assert_eq!(end.markers, ["CLEAN"]);
+        assert_eq!(gs.starts(), 1);
+        // The third job is the process's last; the fourth starts a new one.
+        markers(&gs, "");
+        assert!(gs.idle_pids().is_empty());
+        markers(&gs, "");
+        assert_eq!(gs.starts(), 2);
+        // A PostScript error is reported with its name and retires the process.
+        let end = markers(&gs, "1 0 div");
+        assert_eq!(end.error.as_deref(), Some("undefinedresult"));
+        assert!(gs.idle_pids().is_empty());
+        let end = markers(&gs, "FaxdTag (AFTER) = flush");
+        assert_eq!(end.markers, ["AFTER"]);
+        assert_eq!(gs.starts(), 3);
+        // The input is where the program is told it is, inside the process's own directory.
+        let end = markers(
+            &gs,
+            "FaxdTag FaxdIn (r) file 8 string readstring pop print (\n) print flush",
+        );
+        assert_eq!(end.markers, ["%PDF-1.4"]);
+        // Nothing outside it.
+        let end = markers(&gs, "(/etc/passwd) (r) file");
+        assert_eq!(end.error.as_deref(), Some("invalidfileaccess"));
     }
 }
