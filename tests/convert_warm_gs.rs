@@ -295,3 +295,26 @@ fn pdf_photos_take_each_dither_and_text_stays_crisp() {
     assert_eq!(pages[1], pages[0], "floyd-steinberg text");
     assert_eq!(pages[2], pages[0], "threshold text");
 }
+
+#[test]
+fn directories_left_by_a_killed_faxd_are_removed_at_the_next_start() {
+    let work = tempfile::tempdir().unwrap();
+    // A process that has exited (and is reaped): its pid names no running faxd.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = work.path().join(format!("faxd-gs-{dead}-Ab12Cd"));
+    std::fs::create_dir_all(stale.join("job-7")).unwrap();
+    std::fs::write(stale.join("job-7/in.pdf"), b"%PDF-1.4").unwrap();
+    // One of a faxd that is still running stays.
+    let live = work
+        .path()
+        .join(format!("faxd-gs-{}-Ef34Gh", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+    let _conv = Converter::new(ConvertConfig {
+        work_dir: work.path().display().to_string(),
+        ..ConvertConfig::default()
+    });
+    assert!(!stale.exists(), "the dead faxd's directory is removed");
+    assert!(live.exists(), "a running faxd's directory is kept");
+}

@@ -16,7 +16,9 @@
 //! slow job never holds up another. A job over its wall limit has its process group killed; a
 //! job that fails is reported and its process retired; a process is recycled after
 //! [`MAX_JOBS`] jobs or before it uses up its CPU budget; a process found dead is replaced
-//! and the job run again. Dropping the pool asks every idle process to quit and reaps it.
+//! and the job run again. Dropping the pool asks every idle process to quit and reaps it; a
+//! process whose faxd is killed ends at the end of its input, and the root directories such a
+//! faxd left behind are removed when the next pool starts.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -35,6 +37,33 @@ pub const MAX_JOBS: u32 = 500;
 pub const MAX_IDLE: usize = 2;
 /// Message lines kept per job.
 const MAX_LINES: usize = 200;
+/// Root directories are `faxd-gs-<pid of faxd>-XXXXXX`.
+const ROOT_PREFIX: &str = "faxd-gs-";
+
+/// Removes the root directories that a faxd process no longer running left behind (killed
+/// before it could drop its converter).
+fn sweep(parent: Option<&Path>) {
+    let dir = parent
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(ROOT_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dead = !Path::new(&format!("/proc/{pid}")).exists();
+        if dead && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
 
 /// What a page is rendered as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -213,6 +242,7 @@ impl WarmGs {
     /// dir when `None`). `limits.wall` is the limit of one job; the CPU budget of a process
     /// is set from it.
     pub fn new(parent: Option<PathBuf>, limits: Limits) -> Self {
+        sweep(parent.as_deref());
         let wall = limits.wall.as_secs().max(1);
         let limits = Limits {
             cpu_secs: wall.saturating_mul(2).saturating_add(5),
@@ -257,7 +287,8 @@ impl WarmGs {
     }
 
     fn start(&self, setup: Setup) -> Result<Process, ConvertError> {
-        let root = WorkDir::with_prefix(self.parent.as_deref(), "faxd-gs-")?;
+        let prefix = format!("{ROOT_PREFIX}{}-", std::process::id());
+        let root = WorkDir::with_prefix(self.parent.as_deref(), &prefix)?;
         let dir = root.path().display().to_string();
         let mut cmd = Command::new("gs");
         cmd.args([
