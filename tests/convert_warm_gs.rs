@@ -3,7 +3,8 @@
 //! without the caller noticing, a document that renders forever is killed at the wall limit
 //! and the next one gets a fresh process, and dropping the converter leaves nothing behind.
 //! Also the dither option for PDFs: Ghostscript's clustered-dot screen by default,
-//! Floyd–Steinberg and threshold on request, text pixel for pixel the same with each.
+//! Floyd–Steinberg and threshold on request, text pixel for pixel the same with each, for
+//! PDFs and for Office documents (which become PDFs first).
 
 mod convert_support;
 
@@ -317,4 +318,23 @@ fn directories_left_by_a_killed_faxd_are_removed_at_the_next_start() {
     });
     assert!(!stale.exists(), "the dead faxd's directory is removed");
     assert!(live.exists(), "a running faxd's directory is kept");
+}
+
+#[test]
+fn office_documents_take_the_dither_option_through_their_pdf() {
+    let conv = Converter::new(ConvertConfig::default());
+    let text = b"Fax cover sheet\n\nTo: Accounts\nFrom: Reception\n\nThree pages follow.\n";
+    let pages: Vec<FaxPage> = [Dither::Cluster, Dither::FloydSteinberg, Dither::Threshold]
+        .into_iter()
+        .map(|d| {
+            let doc = conv
+                .to_fax(text, &opts(Resolution::Fine, d))
+                .unwrap_or_else(|e| panic!("{d:?}: {e}"));
+            decode_fax_tiff(&doc.tiff).unwrap().remove(0)
+        })
+        .collect();
+    conv.office().stop();
+    assert!(pages[0].ink() > 0.001, "the text is on the page");
+    assert_eq!(pages[1], pages[0], "floyd-steinberg text");
+    assert_eq!(pages[2], pages[0], "threshold text");
 }
