@@ -1,7 +1,8 @@
 //! Document conversion (DESIGN.md §4): any accepted document to a fax-ready TIFF, a fax TIFF
-//! to PDF and PNG previews. Types come from content sniffing; PDF goes through Ghostscript,
-//! Office files through a warm LibreOffice and then Ghostscript, images and TIFFs are handled
-//! in-process; every external converter runs sandboxed and every output is validated.
+//! to PDF and PNG previews. Types come from content sniffing; PDF goes through a warm
+//! Ghostscript (pages rendered there, coded to CCITT here), Office files through a warm
+//! LibreOffice and then Ghostscript, images and TIFFs are handled in-process; every external
+//! converter runs sandboxed and every output is validated.
 //!
 //! Everything here blocks: call [`Converter::to_fax`] and friends from a blocking thread, or
 //! the `*_async` wrappers, which move the work to tokio's blocking pool.
@@ -19,6 +20,7 @@ pub mod sandbox;
 pub mod sniff;
 pub mod stored;
 pub mod tiff_f;
+pub mod warm_gs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -220,6 +222,7 @@ impl ConvertConfig {
             memory: self.memory_mb << 20,
             file_size: self.max_output_mb << 20,
             no_network: true,
+            cpu_secs: 0,
         }
     }
 
@@ -241,10 +244,12 @@ pub struct FaxDocument {
     pub elapsed: Duration,
 }
 
-/// The conversion service: configuration plus the warm LibreOffice. Cheap to share (`Arc`).
+/// The conversion service: configuration plus the warm LibreOffice and Ghostscript processes.
+/// Cheap to share (`Arc`); dropping it stops and reaps them.
 pub struct Converter {
     cfg: ConvertConfig,
     office: office::Office,
+    gs: warm_gs::WarmGs,
 }
 
 impl Converter {
@@ -259,6 +264,7 @@ impl Converter {
         };
         Converter {
             office: office::Office::new(dir, limits),
+            gs: warm_gs::WarmGs::new(cfg.work_parent(), cfg.limits()),
             cfg,
         }
     }
@@ -270,6 +276,11 @@ impl Converter {
     /// The warm LibreOffice converter (to start it early, or to inspect it).
     pub fn office(&self) -> &office::Office {
         &self.office
+    }
+
+    /// The warm Ghostscript processes that render PDFs.
+    pub fn ghostscript(&self) -> &warm_gs::WarmGs {
+        &self.gs
     }
 
     /// Converts any accepted document to a validated fax TIFF.
@@ -357,14 +368,9 @@ impl Converter {
                 "tiff",
             );
         }
-        let wd = sandbox::WorkDir::new(self.cfg.work_parent().as_deref())?;
-        let input = wd.join("in.pdf");
-        let output = wd.join("out.tif");
-        std::fs::write(&input, pdf)?;
-        let job = pdf::GsJob {
-            input: &input,
-            output: &output,
+        let job = pdf::PdfJob {
             coding: opts.compression.coding(),
+            dither: opts.dither,
             xres: 204,
             yres: opts.resolution.lpi(),
             width: 1728,
@@ -372,8 +378,7 @@ impl Converter {
             max_pages: self.cfg.max_pages,
             max_page_inches: self.cfg.max_page_inches,
         };
-        pdf::render(&job, &self.cfg.limits(), wd.path())?;
-        Ok(std::fs::read(&output)?)
+        pdf::render(&self.gs, pdf, &job)
     }
 
     /// Converts an Office, OpenDocument, RTF or text document to PDF with the warm LibreOffice

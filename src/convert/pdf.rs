@@ -1,46 +1,24 @@
-//! PDF in and out. In: Ghostscript renders a PDF straight to a fax TIFF (`tiffg4`, `tiffg3`
-//! or `tiffg32d`) with fit-to-page on fixed media, under -dSAFER in the sandbox, after a
-//! PostScript prologue of ours has counted the pages and measured them, so that a PDF over
-//! the page or page-size limit is refused before anything is rendered. Out: a fax TIFF is
+//! PDF in and out. In: a warm Ghostscript ([`super::warm_gs`]) renders each page with
+//! fit-to-page on fixed media at the fax geometry, under -dSAFER in the sandbox, after a job
+//! program of ours has counted the pages and measured them, so that a PDF over the page or
+//! page-size limit is refused before anything is rendered. Pages come out as raw 1-bit
+//! bitmaps halftoned by Ghostscript's own screen (a clustered-dot round screen at fax
+//! resolutions), or as 8-bit grey when faxd dithers itself (Floyd–Steinberg, threshold); faxd
+//! codes them (G4, G3 1-D or 2-D) page by page while the next page renders. Out: a fax TIFF is
 //! wrapped into a PDF with its CCITT strips unchanged (CCITTFaxDecode), no re-encoding.
 
-use std::path::Path;
-use std::process::Command;
-
-use super::ccitt::Coding;
+use super::Dither;
+use super::ccitt::{Coding, FaxPage};
 use super::error::ConvertError;
-use super::sandbox::{self, Limits};
-use super::tiff_f;
+use super::raster::{self, Gray};
+use super::tiff_f::{self, EncodedPage};
+use super::warm_gs::{Raster, Setup, WarmGs};
 
-/// Ghostscript's fax device for a coding.
-pub fn gs_device(coding: Coding) -> &'static str {
-    match coding {
-        Coding::Mmr => "tiffg4",
-        Coding::Mh => "tiffg3",
-        Coding::Mr => "tiffg32d",
-    }
-}
-
-fn ps_string(p: &Path) -> String {
-    let mut s = String::from("(");
-    for c in p.to_string_lossy().chars() {
-        match c {
-            '(' | ')' | '\\' => {
-                s.push('\\');
-                s.push(c);
-            }
-            _ => s.push(c),
-        }
-    }
-    s.push(')');
-    s
-}
-
-/// What Ghostscript is asked to do.
-pub struct GsJob<'a> {
-    pub input: &'a Path,
-    pub output: &'a Path,
+/// What a PDF conversion asks for.
+#[derive(Clone, Debug)]
+pub struct PdfJob {
     pub coding: Coding,
+    pub dither: Dither,
     pub xres: u32,
     pub yres: u32,
     pub width: u32,
@@ -49,49 +27,148 @@ pub struct GsJob<'a> {
     pub max_page_inches: u32,
 }
 
-/// Renders `job.input` to a multi-page fax TIFF at `job.output`; returns the page count.
-pub fn render(job: &GsJob, limits: &Limits, workdir: &Path) -> Result<u32, ConvertError> {
-    let prologue = format!(
-        "/FaxdIn {input} (r) file def FaxdIn runpdfbegin \
-         pdfpagecount dup (FAXD-PAGES ) print = flush {max} gt {{ quit }} if \
-         1 1 pdfpagecount {{ dup pdfgetpage /MediaBox pget {{ aload pop 3 -1 roll sub abs \
-         3 1 roll sub abs 2 copy max {maxpt} gt {{ (FAXD-TOOBIG ) print 3 -1 roll =only \
-         ( ) print =only ( ) print = flush quit }} {{ pop pop }} ifelse }} if pop }} for runpdfend",
-        input = ps_string(job.input),
+/// The job program: count the pages and measure every MediaBox (reporting `PAGES n` and, for
+/// a page over the limit, `TOOBIG page width height` in points), then render every page
+/// unless refused.
+fn program(job: &PdfJob) -> String {
+    format!(
+        "FaxdIn (r) file runpdfbegin\n\
+         pdfpagecount dup FaxdTag (PAGES ) print = flush\n\
+         {max} gt {{ FaxdTag (REFUSED) = flush }} {{\n\
+           /FaxdFits true def\n\
+           1 1 pdfpagecount {{ dup pdfgetpage /MediaBox pget {{ aload pop 3 -1 roll sub abs \
+             3 1 roll sub abs 2 copy max {maxpt} gt {{ FaxdTag (TOOBIG ) print 3 -1 roll =only \
+             ( ) print =only ( ) print = flush /FaxdFits false def exit }} {{ pop pop }} ifelse \
+           }} if pop }} for\n\
+           FaxdFits {{ 1 1 pdfpagecount {{ pdfgetpage FaxdShow }} for }} if\n\
+         }} ifelse\n\
+         runpdfend",
         max = job.max_pages,
-        maxpt = job.max_page_inches * 72,
-    );
-    let mut cmd = Command::new("gs");
-    cmd.args([
-        "-q",
-        "-dSAFER",
-        "-dBATCH",
-        "-dNOPAUSE",
-        "-dNOPROMPT",
-        "-dPDFFitPage",
-        "-dFIXEDMEDIA",
-        "-dTextAlphaBits=1",
-        "-dGraphicsAlphaBits=1",
-    ])
-    .arg(format!("-r{}x{}", job.xres, job.yres))
-    .arg(format!("-g{}x{}", job.width, job.height))
-    .arg("-dFirstPage=1")
-    .arg(format!("-dLastPage={}", job.max_pages))
-    .arg(format!("-sDEVICE={}", gs_device(job.coding)))
-    .arg(format!("-sOutputFile={}", job.output.display()))
-    .arg(format!("--permit-file-read={}", job.input.display()))
-    .arg("-c")
-    .arg(prologue)
-    .arg("-f")
-    .arg(job.input);
-    let out = sandbox::run("ghostscript", cmd, limits, workdir)?;
-    let all = format!("{}\n{}", out.stdout, out.stderr);
-    let mut pages: Option<u64> = None;
-    for line in out.stdout.lines() {
-        if let Some(n) = line.strip_prefix("FAXD-PAGES ") {
-            pages = n.trim().parse().ok();
+        maxpt = job.max_page_inches as u64 * 72,
+    )
+}
+
+/// Parses a raw PBM (`P4`) or PGM (`P5`, maxval 255) as Ghostscript writes them: magic,
+/// width, height (and maxval), with comments, then the samples.
+fn parse_pnm(mut data: Vec<u8>) -> Result<(u8, u32, u32, Vec<u8>), String> {
+    let magic = match data.get(..2) {
+        Some(b"P4") => 4u8,
+        Some(b"P5") => 5u8,
+        _ => return Err("not a raw PBM/PGM".into()),
+    };
+    let mut pos = 2;
+    let mut fields = Vec::new();
+    let want = if magic == 4 { 2 } else { 3 };
+    while fields.len() < want {
+        while pos < data.len() && data[pos].is_ascii_whitespace() {
+            pos += 1;
         }
-        if let Some(rest) = line.strip_prefix("FAXD-TOOBIG ") {
+        if data.get(pos) == Some(&b'#') {
+            while pos < data.len() && data[pos] != b'\n' {
+                pos += 1;
+            }
+            continue;
+        }
+        let start = pos;
+        while pos < data.len() && data[pos].is_ascii_digit() {
+            pos += 1;
+        }
+        let v: u32 = std::str::from_utf8(&data[start..pos])
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or("bad header")?;
+        fields.push(v);
+    }
+    pos += 1; // the single whitespace before the samples
+    let (w, h) = (fields[0], fields[1]);
+    if magic == 5 && fields[2] != 255 {
+        return Err(format!("maxval {}", fields[2]));
+    }
+    let row = if magic == 4 { w.div_ceil(8) } else { w } as usize;
+    let need = row * h as usize;
+    if data.len() < pos + need {
+        return Err(format!(
+            "{} of {need} bytes of samples",
+            data.len() - pos.min(data.len())
+        ));
+    }
+    data.drain(..pos);
+    data.truncate(need);
+    Ok((magic, w, h, data))
+}
+
+/// Ghostscript's own words from a job's messages, without stack dumps and banner noise.
+fn gs_words(lines: &[String]) -> Option<String> {
+    let words: Vec<&str> = lines
+        .iter()
+        .map(|l| l.trim().trim_start_matches("****").trim())
+        .filter(|l| {
+            !l.is_empty()
+                && !l.contains("stack")
+                && !l.starts_with("GPL Ghostscript")
+                && !l.starts_with("Current allocation")
+                && !l.starts_with("Last OS error")
+                && !l.starts_with("--")
+                && !l.starts_with("Output may be incorrect")
+        })
+        .take(2)
+        .collect();
+    (!words.is_empty()).then(|| words.join(" / "))
+}
+
+/// Renders a PDF to a multi-page fax TIFF with the warm Ghostscript.
+pub fn render(gs: &WarmGs, pdf: &[u8], job: &PdfJob) -> Result<Vec<u8>, ConvertError> {
+    let setup = Setup {
+        raster: match job.dither {
+            Dither::Cluster => Raster::Bilevel,
+            Dither::FloydSteinberg | Dither::Threshold => Raster::Gray,
+        },
+        xres: job.xres,
+        yres: job.yres,
+        width: job.width,
+        height: job.height,
+    };
+    let (xres, yres) = (job.xres as f32, job.yres as f32);
+    let mut pages: Vec<EncodedPage> = Vec::new();
+    let mut on_page = |n: u32, data: Vec<u8>| -> Result<(), ConvertError> {
+        let bad = |d: String| ConvertError::ToolFailed {
+            tool: "ghostscript".into(),
+            detail: format!("page {n}: {d}"),
+        };
+        let (magic, w, h, samples) = parse_pnm(data).map_err(bad)?;
+        if (w, h) != (job.width, job.height) {
+            return Err(bad(format!(
+                "{w}×{h} pixels, not {}×{}",
+                job.width, job.height
+            )));
+        }
+        let page = if magic == 4 {
+            FaxPage {
+                width: w,
+                height: h,
+                xres,
+                yres,
+                data: samples,
+            }
+        } else {
+            let g = Gray {
+                width: w,
+                height: h,
+                pixels: samples,
+                dpi: None,
+            };
+            raster::to_bilevel(&g, w, h, xres, yres, job.dither)
+        };
+        pages.push(EncodedPage::encode(&page, job.coding));
+        Ok(())
+    };
+    let end = gs.run(setup, pdf, &program(job), &mut on_page)?;
+    let mut count: Option<u64> = None;
+    for m in &end.markers {
+        if let Some(n) = m.strip_prefix("PAGES ") {
+            count = n.trim().parse().ok();
+        }
+        if let Some(rest) = m.strip_prefix("TOOBIG ") {
             let v: Vec<f64> = rest
                 .split_whitespace()
                 .filter_map(|t| t.parse().ok())
@@ -106,11 +183,14 @@ pub fn render(job: &GsJob, limits: &Limits, workdir: &Path) -> Result<u32, Conve
             }
         }
     }
-    let lower = all.to_ascii_lowercase();
-    if lower.contains("password") {
+    if end
+        .diagnostics
+        .iter()
+        .any(|l| l.to_ascii_lowercase().contains("password"))
+    {
         return Err(ConvertError::Encrypted);
     }
-    if let Some(p) = pages
+    if let Some(p) = count
         && p > job.max_pages as u64
     {
         return Err(ConvertError::TooManyPages {
@@ -118,39 +198,31 @@ pub fn render(job: &GsJob, limits: &Limits, workdir: &Path) -> Result<u32, Conve
             limit: job.max_pages,
         });
     }
-    if !out.status.success() || pages.is_none() {
-        // Ghostscript's own words, without its stack dumps and banner noise.
-        let detail: Vec<&str> = all
-            .lines()
-            .map(|l| l.trim().trim_start_matches("****").trim())
-            .filter(|l| {
-                !l.is_empty()
-                    && !l.starts_with("FAXD-")
-                    && !l.contains("stack")
-                    && !l.starts_with("Current allocation")
-                    && !l.starts_with("Last OS error")
-                    && !l.starts_with("--")
-                    && !l.starts_with("Output may be incorrect")
-            })
-            .take(2)
-            .collect();
-        let detail = if detail.is_empty() {
-            format!("Ghostscript exited with {}", out.status)
-        } else {
-            detail.join(" / ")
-        };
-        if out.status.code().is_none() {
+    let words = gs_words(&end.diagnostics);
+    if let Some(status) = end.died {
+        let detail = words.unwrap_or_else(|| format!("Ghostscript exited with {status}"));
+        if status.code().is_none() {
             return Err(ConvertError::ToolFailed {
                 tool: "ghostscript".into(),
-                detail: format!("killed by {} ({detail})", out.status),
+                detail: format!("killed by {status} ({detail})"),
             });
         }
         return Err(ConvertError::malformed("PDF", detail));
     }
-    match pages {
-        Some(0) => Err(ConvertError::malformed("PDF", "it has no pages")),
-        Some(p) => Ok(p as u32),
+    if let Some(e) = &end.error {
+        let detail = words.unwrap_or_else(|| format!("Ghostscript error /{e}"));
+        return Err(ConvertError::malformed("PDF", detail));
+    }
+    match count {
         None => Err(ConvertError::malformed("PDF", "no page count")),
+        Some(0) => Err(ConvertError::malformed(
+            "PDF",
+            words.unwrap_or_else(|| "it has no pages".into()),
+        )),
+        Some(p) if p != end.pages as u64 || pages.len() as u64 != p => Err(
+            ConvertError::malformed("PDF", format!("{} of its {p} pages rendered", end.pages)),
+        ),
+        Some(_) => Ok(tiff_f::write_encoded_fax_tiff(&pages, job.coding)),
     }
 }
 

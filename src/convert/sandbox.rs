@@ -23,6 +23,9 @@ pub struct Limits {
     pub file_size: u64,
     /// Cut the network off (a new, empty network namespace).
     pub no_network: bool,
+    /// CPU-time limit (RLIMIT_CPU) in seconds; 0 = the wall limit plus 5 s. Long-lived
+    /// converters that run many jobs get a larger budget and are recycled before they use it.
+    pub cpu_secs: u64,
 }
 
 impl Default for Limits {
@@ -32,6 +35,7 @@ impl Default for Limits {
             memory: 1 << 30,
             file_size: 64 << 20,
             no_network: true,
+            cpu_secs: 0,
         }
     }
 }
@@ -44,8 +48,13 @@ pub struct WorkDir {
 impl WorkDir {
     /// Creates `faxd-convert-XXXXXX` under `parent` (the system temp dir when `None`), mode 0700.
     pub fn new(parent: Option<&Path>) -> Result<Self, ConvertError> {
+        Self::with_prefix(parent, "faxd-convert-")
+    }
+
+    /// Creates `<prefix>XXXXXX` under `parent` (the system temp dir when `None`), mode 0700.
+    pub fn with_prefix(parent: Option<&Path>, prefix: &str) -> Result<Self, ConvertError> {
         let mut b = tempfile::Builder::new();
-        b.prefix("faxd-convert-");
+        b.prefix(prefix);
         let dir = match parent {
             Some(p) => {
                 std::fs::create_dir_all(p)?;
@@ -105,7 +114,10 @@ pub fn confine(cmd: &mut Command, limits: &Limits, workdir: &Path) {
             if limits.file_size > 0 && set(libc::RLIMIT_FSIZE, limits.file_size) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let cpu = limits.wall.as_secs().saturating_add(5);
+            let cpu = match limits.cpu_secs {
+                0 => limits.wall.as_secs().saturating_add(5),
+                n => n,
+            };
             if set(libc::RLIMIT_CPU, cpu) < 0 || set(libc::RLIMIT_CORE, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }

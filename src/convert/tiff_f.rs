@@ -322,13 +322,47 @@ pub(crate) fn check_page(file: &[u8], ifd: &Ifd, n: usize) -> Result<(), Convert
 /// Writes pages as a fax TIFF: little-endian, 1 bit, min-is-white, FillOrder 1, one strip per
 /// page, NewSubfileType page, PageNumber n/N, exact resolution in dpi, CleanFaxData.
 pub fn write_fax_tiff(pages: &[FaxPage], coding: Coding) -> Vec<u8> {
-    let mut out: Vec<u8> = b"II*\0\0\0\0\0".to_vec();
+    let encoded: Vec<EncodedPage> = pages
+        .iter()
+        .map(|p| EncodedPage::encode(p, coding))
+        .collect();
+    write_encoded_fax_tiff(&encoded, coding)
+}
+
+/// One page already CCITT-coded: what a fax TIFF strip holds, with its geometry. Lets a
+/// multi-page document be coded page by page as it is rendered, without keeping the bitmaps.
+#[derive(Clone, Debug)]
+pub struct EncodedPage {
+    pub width: u32,
+    pub height: u32,
+    pub xres: f32,
+    pub yres: f32,
+    pub data: Vec<u8>,
+}
+
+impl EncodedPage {
+    pub fn encode(page: &FaxPage, coding: Coding) -> Self {
+        EncodedPage {
+            width: page.width,
+            height: page.height,
+            xres: page.xres,
+            yres: page.yres,
+            data: ccitt::encode(page, coding),
+        }
+    }
+}
+
+/// [`write_fax_tiff`] for pages coded with `coding` beforehand.
+pub fn write_encoded_fax_tiff(pages: &[EncodedPage], coding: Coding) -> Vec<u8> {
+    let mut out: Vec<u8> =
+        Vec::with_capacity(8 + pages.iter().map(|p| p.data.len() + 256).sum::<usize>());
+    out.extend_from_slice(b"II*\0\0\0\0\0");
     let mut link_at = 4usize;
     let total = pages.len() as u32;
     for (n, page) in pages.iter().enumerate() {
-        let data = ccitt::encode(page, coding);
+        let data = &page.data;
         let strip_at = out.len() as u32;
-        out.extend_from_slice(&data);
+        out.extend_from_slice(data);
         if out.len() % 2 == 1 {
             out.push(0);
         }
