@@ -297,7 +297,8 @@ struct Expect<'a> {
 
 /// Converts `input` at every combination and checks every page; returns what went wrong
 /// (empty when all is well).
-/// `FAXD_MATRIX_ONLY=<text>` runs only the inputs whose name contains it (for debugging).
+/// For debugging: `FAXD_MATRIX_ONLY=<text>` runs only the inputs whose name contains it, and
+/// `FAXD_MATRIX_TIMES=1` prints how long each conversion and its check took.
 fn run_matrix(conv: &Converter, input: &[u8], want: &Expect) -> Vec<String> {
     let mut failures = Vec::new();
     if let Ok(only) = std::env::var("FAXD_MATRIX_ONLY")
