@@ -233,7 +233,7 @@ fn office_documents_convert_with_a_warm_libreoffice_that_restarts_when_it_dies()
         .unwrap();
     let warm = started.elapsed();
     assert_eq!(doc.source, Kind::Text);
-    // Other resolutions and page sizes (the PDF step is the one tested at every combination).
+    // Other resolutions and page sizes (every type at every combination: convert_matrix.rs).
     let docx = std::fs::read(s::fixture("office/doc.docx")).unwrap();
     for (res, size) in [
         (Resolution::Normal, PageSize::Letter),
