@@ -103,7 +103,7 @@ pub fn decode_tiff(
         pages.push(InputPage::Gray(Gray {
             width: w,
             height: h,
-            pixels: to_gray(img, ct, w, h, ifd.photometric)?,
+            pixels: to_gray(img, ct, w, h)?,
             dpi,
         }));
     }
@@ -115,7 +115,6 @@ fn to_gray(
     ct: tiff::ColorType,
     w: u32,
     h: u32,
-    photometric: u32,
 ) -> Result<Vec<u8>, ConvertError> {
     use tiff::ColorType as C;
     use tiff::decoder::DecodingResult as D;
@@ -149,6 +148,8 @@ fn to_gray(
             .map(|p| ((p[0] as u32 * p[1] as u32 + 255 * (255 - p[1] as u32)) / 255) as u8)
             .collect(),
         C::RGB(_) => v8.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect(),
+        // The decoder leaves JPEG's YCbCr unconverted: Y is the grey value.
+        C::YCbCr(_) => v8.chunks_exact(3).map(|p| p[0]).collect(),
         C::RGBA(_) => v8
             .chunks_exact(4)
             .map(|p| {
@@ -174,11 +175,8 @@ fn to_gray(
             "fewer pixels than its size says",
         ));
     }
+    // WhiteIsZero needs nothing here: the decoder has already turned it into BlackIsZero.
     let mut px = px;
     px.truncate(n);
-    // WhiteIsZero: 0 is white, for grey and bilevel alike.
-    if photometric == 0 {
-        px.iter_mut().for_each(|v| *v = 255 - *v);
-    }
     Ok(px)
 }

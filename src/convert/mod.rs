@@ -473,10 +473,13 @@ fn page_to_fax(p: images::InputPage, height: u32, yres: f32, dither: Dither) -> 
     use raster::Gray;
     let (gray, bilevel) = match p {
         images::InputPage::Bilevel(fp) => {
+            // A fax page already at the asked geometry is kept pixel for pixel; any other
+            // length is fitted like every other page, so the result is always as long as the
+            // page size asked for (shorter pages centred unscaled, longer ones scaled down).
             if fp.width == 1728
                 && (fp.xres - 204.0).abs() < 1.0
                 && (fp.yres - yres).abs() < 1.0
-                && fp.height <= height * 11 / 10
+                && fp.height == height
             {
                 let mut fp = fp;
                 fp.xres = 204.0;
