@@ -84,6 +84,11 @@ GS
 chmod +x "$kz_gs"
 export kz_gs
 
+# CCITT codec alone (every output page is encoded and then validated by decoding every row):
+# CPU ms per page for encode/check/decode on fine text pages and a halftoned photo page.
+echo "-- CCITT codec (faxd in-process, CPU ms per page)"
+./target/release/examples/ccitt_bench "$docs" 20
+
 echo "-- PDF to fax TIFF"
 TO="$out/f.tif"; cpu "faxd   text100.pdf fine" 100 "$faxd" convert "$docs/text100.pdf" "$TO"
 TO="$out/f.tif"; cpu "faxd   text100.pdf normal" 100 "$faxd" convert "$docs/text100.pdf" "$TO" --resolution normal
