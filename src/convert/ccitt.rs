@@ -5,7 +5,8 @@
 //! Both sides work on changing elements (the positions where a row flips colour), never pixel
 //! by pixel: the encoder finds them 64 pixels at a time with leading-zero counts, the decoder
 //! reads codes from a 64-bit bit buffer through lookup tables built at compile time from the
-//! code tables of ITU-T T.4, and `check` (output validation) only tracks changing elements.
+//! code tables of ITU-T T.4 (one lookup per code), and `check` (output validation) only tracks
+//! changing elements.
 //! Per page there are two change lists and the output buffer; nothing is allocated per row.
 
 /// A 1-bit page: packed rows, most significant bit first, 1 = black.
@@ -323,13 +324,10 @@ const VERTICAL: [(u32, u32); 7] = [
 ];
 
 // ---------------------------------------------------------------------------------------------
-// Decoding tables. A run entry is `run << 4 | code length`; length 0 means no such code.
-// White codes are looked up by their first 9 bits; the few longer ones (they start with seven
-// zeros) by the low 5 of their first 12 bits. Black codes by their first 7 bits, and those
-// starting with four zeros (7 to 13 bits long) by the low 9 of their first 13 bits.
+// Decoding tables, indexed by the next 12 (white) or 13 (black) bits, the longest code of the
+// colour: every index that starts with a code holds `run << 4 | code length`; 0 means no code
+// starts there. Built at compile time from the tables above.
 
-/// Entry of a first-level table whose code continues in the second-level table.
-const LONG: u16 = 0xFFFF;
 /// Run value of the EOL entry: an EOL where a run code was expected.
 const EOL_RUN: u32 = 0xFFF;
 
@@ -341,57 +339,6 @@ const fn fill(table: &mut [u16], bits: u8, code: u16, len: u8, entry: u16) {
         table[start + i] = entry;
         i += 1;
     }
-}
-
-const fn white_tables() -> ([u16; 512], [u16; 32]) {
-    let mut first = [0u16; 512];
-    let mut long = [0u16; 32];
-    // Codes in `long` have seven leading zeros: the first 4 entries of `first`.
-    fill(&mut first, 9, 0, 7, LONG);
-    fill(
-        &mut long,
-        12,
-        EOL.0 as u16,
-        12,
-        ((EOL_RUN as u16) << 4) | 12,
-    );
-    let mut i = 0;
-    while i < 104 {
-        let (code, len, run) = nth_code(false, i);
-        let entry = (run << 4) | len as u16;
-        if len <= 9 {
-            fill(&mut first, 9, code, len, entry);
-        } else {
-            fill(&mut long, 12, code, len, entry);
-        }
-        i += 1;
-    }
-    (first, long)
-}
-
-const fn black_tables() -> ([u16; 128], [u16; 512]) {
-    let mut first = [0u16; 128];
-    let mut long = [0u16; 512];
-    fill(&mut first, 7, 0, 4, LONG);
-    fill(
-        &mut long,
-        13,
-        EOL.0 as u16,
-        12,
-        ((EOL_RUN as u16) << 4) | 12,
-    );
-    let mut i = 0;
-    while i < 104 {
-        let (code, len, run) = nth_code(true, i);
-        let entry = (run << 4) | len as u16;
-        if len >= 4 && code >> (len - 4) == 0 {
-            fill(&mut long, 13, code, len, entry);
-        } else {
-            fill(&mut first, 7, code, len, entry);
-        }
-        i += 1;
-    }
-    (first, long)
 }
 
 /// The `i`th code of a colour (0..104): terminating, then make-up, then shared make-up.
@@ -412,8 +359,26 @@ const fn nth_code(black: bool, i: usize) -> (u16, u8, u16) {
     }
 }
 
-static WHITE: ([u16; 512], [u16; 32]) = white_tables();
-static BLACK: ([u16; 128], [u16; 512]) = black_tables();
+const fn run_table<const N: usize>(black: bool, bits: u8) -> [u16; N] {
+    let mut t = [0u16; N];
+    fill(
+        &mut t,
+        bits,
+        EOL.0 as u16,
+        EOL.1 as u8,
+        ((EOL_RUN as u16) << 4) | EOL.1 as u16,
+    );
+    let mut i = 0;
+    while i < 104 {
+        let (code, len, run) = nth_code(black, i);
+        fill(&mut t, bits, code, len, (run << 4) | len as u16);
+        i += 1;
+    }
+    t
+}
+
+static WHITE_RUNS: [u16; 4096] = run_table::<4096>(false, 12);
+static BLACK_RUNS: [u16; 8192] = run_table::<8192>(true, 13);
 
 /// 2-D mode by the next 7 bits: `kind << 3 | length`, kind as below, 0 = invalid.
 const M_PASS: u8 = 1;
@@ -576,19 +541,9 @@ impl<'a> BitReader<'a> {
         loop {
             self.ensure();
             let e = if BLACK_RUN {
-                let e = BLACK.0[(self.buf >> 57) as usize];
-                if e == LONG {
-                    BLACK.1[((self.buf >> 51) & 0x1FF) as usize]
-                } else {
-                    e
-                }
+                BLACK_RUNS[(self.buf >> 51) as usize]
             } else {
-                let e = WHITE.0[(self.buf >> 55) as usize];
-                if e == LONG {
-                    WHITE.1[((self.buf >> 52) & 0x1F) as usize]
-                } else {
-                    e
-                }
+                WHITE_RUNS[(self.buf >> 52) as usize]
             };
             let len = (e & 15) as u32;
             let run = (e >> 4) as i32;
@@ -675,8 +630,11 @@ impl<'a> BitReader<'a> {
                 black = !black;
                 // After VL the reference change just left of b1, which has the new
                 // opposite colour, may lie right of a1.
-                let back = (k > 0) & (at(k.wrapping_sub(1)) > a0);
-                k = if back { k - 1 } else { k + 1 };
+                if kind < M_V0 && k > 0 && at(k - 1) > a0 {
+                    k -= 1;
+                } else {
+                    k += 1;
+                }
                 continue;
             }
             match kind {
