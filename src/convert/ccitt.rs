@@ -911,7 +911,8 @@ impl BitWriter {
                 a0 = a1;
                 j += 1;
                 black = !black;
-                if k > 0 && at_ref(k - 1) > a0 {
+                // As in the decoder: only after VL can the change left of b1 be right of a1.
+                if a1 < b1 && k > 0 && at_ref(k - 1) > a0 {
                     k -= 1;
                 } else {
                     k += 1;
