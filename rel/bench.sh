@@ -84,6 +84,11 @@ GS
 chmod +x "$kz_gs"
 export kz_gs
 
+# CCITT codec alone (every output page is encoded and then validated by decoding every row):
+# CPU ms per page for encode/check/decode on fine text pages and a halftoned photo page.
+echo "-- CCITT codec (faxd in-process, CPU ms per page)"
+./target/release/examples/ccitt_bench "$docs" 20
+
 # faxd renders PDFs in a warm Ghostscript: `faxd convert --repeat N` runs N jobs in one process
 # and reaps its Ghostscript before it exits, so /usr/bin/time counts the child's CPU too; the
 # per-page figure of those rows is per job. One-shot rows pay a Ghostscript start each.
