@@ -705,6 +705,54 @@ pub fn decode(
     Ok(page)
 }
 
+/// Decodes TIFF compression 2 ("CCITT RLE"): Modified Huffman rows without EOLs, each row
+/// starting on a byte boundary. Missing rows are left white, as in `decode`.
+pub fn decode_rle(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    xres: f32,
+    yres: f32,
+) -> Result<FaxPage, DecodeError> {
+    let mut page = FaxPage::blank(width, height, xres, yres);
+    if height == 0 {
+        return Ok(page);
+    }
+    if width == 0 || width > 1 << 24 {
+        return Err(DecodeError {
+            row: 0,
+            what: "page width out of range",
+        });
+    }
+    let stride = page.stride();
+    let mut r = BitReader::new(data);
+    let mut current = vec![0i32; width as usize + 1];
+    for (y, row) in page.data.chunks_exact_mut(stride).enumerate() {
+        let err = |what| DecodeError {
+            row: y as u32,
+            what,
+        };
+        r.ensure();
+        let skip = ((8 - r.position() % 8) % 8) as u32;
+        r.consume(skip);
+        if r.position() >= data.len() * 8 {
+            break;
+        }
+        let len = r.row_1d(&mut current, width as i32).map_err(err)?;
+        if r.overrun() {
+            return Err(err("the data ends inside the row"));
+        }
+        let mut pairs = current[..len].chunks_exact(2);
+        for p in &mut pairs {
+            fill_run(row, p[0] as u32, p[1] as u32);
+        }
+        if let [start] = pairs.remainder() {
+            fill_run(row, *start as u32, width);
+        }
+    }
+    Ok(page)
+}
+
 /// Checks that all `height` rows of `width` pixels are in the data and decode, without
 /// building the bitmap (output validation): unlike `decode`, missing rows are an error.
 pub fn check(data: &[u8], coding: Coding, width: u32, height: u32) -> Result<(), DecodeError> {

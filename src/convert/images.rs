@@ -75,14 +75,17 @@ pub fn decode_tiff(
     for ifd in &ifds {
         check_pixels(ifd.width as u64, ifd.height as u64, max_pixels)?;
     }
-    if ifds.iter().all(|i| i.is_fax()) {
+    if ifds.iter().all(|i| i.is_fax() || i.is_ccitt_rle()) {
         return ifds
             .iter()
             .enumerate()
             .map(|(n, ifd)| tiff_f::decode_page(data, ifd, n + 1).map(InputPage::Bilevel))
             .collect();
     }
-    let bad = |e: tiff::TiffError| ConvertError::malformed("TIFF", e);
+    let bad = |e: tiff::TiffError| match e {
+        tiff::TiffError::UnsupportedError(u) => ConvertError::Unsupported(format!("TIFF: {u}")),
+        other => ConvertError::malformed("TIFF", other),
+    };
     let mut dec = tiff::decoder::Decoder::new(Cursor::new(data)).map_err(bad)?;
     let mut limits = tiff::decoder::Limits::default();
     limits.decoding_buffer_size = (max_pixels as usize).saturating_mul(8);
@@ -92,7 +95,7 @@ pub fn decode_tiff(
         if n > 0 {
             dec.next_image().map_err(bad)?;
         }
-        if ifd.is_fax() {
+        if ifd.is_fax() || ifd.is_ccitt_rle() {
             pages.push(InputPage::Bilevel(tiff_f::decode_page(data, ifd, n + 1)?));
             continue;
         }

@@ -55,6 +55,12 @@ impl Ifd {
         self.bits_per_sample == 1 && self.samples == 1 && self.coding().is_some()
     }
 
+    /// A bilevel page in TIFF compression 2 (CCITT RLE: MH rows, byte-aligned, no EOLs),
+    /// read by faxd's decoder but never written.
+    pub fn is_ccitt_rle(&self) -> bool {
+        self.bits_per_sample == 1 && self.samples == 1 && self.compression == 2
+    }
+
     /// The strips' bytes, checked against the file, in MSB-first bit order.
     pub fn strips<'a>(
         &self,
@@ -257,12 +263,14 @@ pub(crate) fn decode_fax_tiff_limited(
 }
 
 pub(crate) fn decode_page(file: &[u8], ifd: &Ifd, n: usize) -> Result<FaxPage, ConvertError> {
-    let coding = ifd.coding().filter(|_| ifd.is_fax()).ok_or_else(|| {
-        ConvertError::Unsupported(format!(
+    // `None`: CCITT RLE (compression 2).
+    let coding = ifd.coding().filter(|_| ifd.is_fax());
+    if coding.is_none() && !ifd.is_ccitt_rle() {
+        return Err(ConvertError::Unsupported(format!(
             "page {n} is not CCITT bilevel (compression {}, {} bits × {} samples)",
             ifd.compression, ifd.bits_per_sample, ifd.samples
-        ))
-    })?;
+        )));
+    }
     // Fax pages are at most A3 at 400 dpi across and a few metres long.
     if ifd.width > 8192 || ifd.height > 32_768 {
         return Err(ConvertError::TooManyPixels {
@@ -281,8 +289,11 @@ pub(crate) fn decode_page(file: &[u8], ifd: &Ifd, n: usize) -> Result<FaxPage, C
         if rows == 0 {
             break;
         }
-        let part = ccitt::decode(s, coding, ifd.width, rows, xres, yres)
-            .map_err(|e| ConvertError::malformed("fax TIFF", format!("page {n}: {e}")))?;
+        let part = match coding {
+            Some(coding) => ccitt::decode(s, coding, ifd.width, rows, xres, yres),
+            None => ccitt::decode_rle(s, ifd.width, rows, xres, yres),
+        }
+        .map_err(|e| ConvertError::malformed("fax TIFF", format!("page {n}: {e}")))?;
         page.data[row0 * stride..(row0 + rows as usize) * stride].copy_from_slice(&part.data);
         row0 += rows as usize;
     }
