@@ -167,8 +167,11 @@ pub fn server(
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::from(state);
+    // Idle keep-alive connections are kept 75 s (actix closes them after 5 s by default), so
+    // clients that pool connections rarely reuse one the server is closing at that moment.
     let server = HttpServer::new(move || app(data.clone()))
         .workers(workers.max(1))
+        .keep_alive(std::time::Duration::from_secs(75))
         .disable_signals()
         .shutdown_timeout(10)
         .listen(listener)?
