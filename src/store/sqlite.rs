@@ -24,13 +24,15 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
     AccountId, Attachment, Backend, ByteStream, Change, CreatedRange, Cursor, Db, FaxboxAddress,
-    JobRow, Listing, ModbFilter, ModbRow, Page, Result, Store, StoreError, job_row, modb_row,
-    months_in_range, next_rev,
+    JobRow, Listing, ModbFilter, ModbRow, NewAttachment, Page, Result, Store, StoreError, job_row,
+    modb_row, months_in_range, next_rev,
 };
 use crate::model::JobStatus;
 
 /// Attachment chunk size in the blob table.
 const CHUNK: usize = 256 * 1024;
+/// Attachment uploads up to this size are kept in memory rather than spooled to a file.
+const IN_MEMORY: usize = 1024 * 1024;
 /// Reader connections kept open.
 const READERS: usize = 4;
 /// Capacity of each database's change channel.
@@ -586,6 +588,109 @@ fn list_jobs_by(
     }))
 }
 
+/// Splits a document to save into its id (a new one if absent), the revision it replaces,
+/// the attachment stubs it keeps, and its body.
+#[allow(clippy::type_complexity)]
+fn split_doc(doc: Value) -> Result<(String, Option<String>, Vec<String>, Map<String, Value>)> {
+    let Value::Object(mut doc) = doc else {
+        return Err(StoreError::Invalid(
+            "a document must be a JSON object".into(),
+        ));
+    };
+    let id = match doc.remove("_id") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        None => crate::ids::new_id(),
+        Some(other) => return Err(StoreError::Invalid(format!("bad _id {other}"))),
+    };
+    let rev = match doc.remove("_rev") {
+        Some(Value::String(s)) => Some(s),
+        None | Some(Value::Null) => None,
+        Some(other) => return Err(StoreError::Invalid(format!("bad _rev {other}"))),
+    };
+    let keep: Vec<String> = match doc.remove("_attachments") {
+        Some(Value::Object(m)) => {
+            if m.values().any(|a| a.get("data").is_some()) {
+                return Err(StoreError::Invalid(
+                    "inline attachment data is not supported; store attachments separately".into(),
+                ));
+            }
+            m.keys().cloned().collect()
+        }
+        _ => vec![],
+    };
+    if id.starts_with('_') && !id.starts_with("_design/") {
+        return Err(StoreError::Invalid(format!("reserved document id '{id}'")));
+    }
+    Ok((id, rev, keep, doc))
+}
+
+/// Where the bytes of an attachment being stored are: small uploads stay in memory, larger
+/// ones are spooled to a file first.
+enum BlobSource {
+    Memory(Bytes),
+    File(PathBuf),
+}
+
+/// Stores (replacing) attachment `name` of a document inside the write transaction; the
+/// document row itself is written by the caller.
+#[allow(clippy::too_many_arguments)]
+fn store_blob(
+    tx: &Connection,
+    db: &Db,
+    id: &str,
+    name: &str,
+    content_type: &str,
+    length: u64,
+    digest: &str,
+    source: BlobSource,
+) -> Result<()> {
+    drop_attachment(tx, db, id, name)?;
+    let blob = bump(tx, "blob")?;
+    let mut insert = tx
+        .prepare_cached("INSERT INTO blobs (blob, n, data) VALUES (?1, ?2, ?3)")
+        .map_err(db_err)?;
+    match source {
+        BlobSource::Memory(data) => {
+            for (n, chunk) in data.chunks(CHUNK).enumerate() {
+                insert
+                    .execute(params![blob, n as i64, chunk])
+                    .map_err(db_err)?;
+            }
+        }
+        BlobSource::File(path) => {
+            let mut file = std::fs::File::open(&path)?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut n: i64 = 0;
+            loop {
+                let got = read_full(&mut file, &mut buf)?;
+                if got == 0 {
+                    break;
+                }
+                insert
+                    .execute(params![blob, n, &buf[..got]])
+                    .map_err(db_err)?;
+                n += 1;
+            }
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO attachments (db, id, name, content_type, length, digest, blob)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .map_err(db_err)?
+    .execute(params![
+        db.name(),
+        id,
+        name,
+        content_type,
+        length as i64,
+        digest,
+        blob
+    ])
+    .map_err(db_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -664,35 +769,27 @@ impl Store for SqliteStore {
     }
 
     async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
-        let Value::Object(mut doc) = doc else {
-            return Err(StoreError::Invalid(
-                "a document must be a JSON object".into(),
-            ));
-        };
-        let id = match doc.remove("_id") {
-            Some(Value::String(s)) if !s.is_empty() => s,
-            None => crate::ids::new_id(),
-            Some(other) => return Err(StoreError::Invalid(format!("bad _id {other}"))),
-        };
-        let rev = match doc.remove("_rev") {
-            Some(Value::String(s)) => Some(s),
-            None | Some(Value::Null) => None,
-            Some(other) => return Err(StoreError::Invalid(format!("bad _rev {other}"))),
-        };
-        let keep: Vec<String> = match doc.remove("_attachments") {
-            Some(Value::Object(m)) => {
-                if m.values().any(|a| a.get("data").is_some()) {
-                    return Err(StoreError::Invalid(
-                        "inline attachment data is not supported; store attachments separately"
-                            .into(),
-                    ));
-                }
-                m.keys().cloned().collect()
+        self.save_with_attachments(db, doc, Vec::new()).await
+    }
+
+    async fn save_with_attachments(
+        &self,
+        db: &Db,
+        doc: Value,
+        attachments: Vec<NewAttachment>,
+    ) -> Result<Value> {
+        let (id, rev, mut keep, doc) = split_doc(doc)?;
+        let mut new = Vec::with_capacity(attachments.len());
+        for a in attachments {
+            if a.name.is_empty() || a.name.starts_with('_') {
+                return Err(StoreError::Invalid(format!(
+                    "bad attachment name '{}'",
+                    a.name
+                )));
             }
-            _ => vec![],
-        };
-        if id.starts_with('_') && !id.starts_with("_design/") {
-            return Err(StoreError::Invalid(format!("reserved document id '{id}'")));
+            keep.push(a.name.clone());
+            let digest = format!("sha256-{}", hex::encode(sha2::Sha256::digest(&a.data)));
+            new.push((a, digest));
         }
         let db2 = db.clone();
         self.write(move |tx| {
@@ -704,7 +801,23 @@ impl Store for SqliteStore {
                 }
             }
             let body = Value::Object(doc).to_string();
-            let new_rev = next_rev(prev.as_deref(), body.as_bytes());
+            let mut seed = body.clone();
+            for (a, digest) in &new {
+                let length = a.data.len() as u64;
+                let source = BlobSource::Memory(a.data.clone());
+                store_blob(
+                    tx,
+                    &db2,
+                    &id,
+                    &a.name,
+                    &a.content_type,
+                    length,
+                    digest,
+                    source,
+                )?;
+                seed.push_str(digest);
+            }
+            let new_rev = next_rev(prev.as_deref(), seed.as_bytes());
             write_row(tx, &db2, &id, &new_rev, false, &body)?;
             let saved = assemble(tx, &db2, &id, &new_rev, &body)?;
             let change = Change {
@@ -757,34 +870,56 @@ impl Store for SqliteStore {
         if name.is_empty() || name.starts_with('_') {
             return Err(StoreError::Invalid(format!("bad attachment name '{name}'")));
         }
-        // Spool the upload first: the write lock is never held while the client sends.
-        let spool_path = self.spool.join(crate::ids::new_id());
-        let mut file = tokio::fs::File::create(&spool_path).await?;
+        // Read the upload before taking the write lock, which is never held while a client
+        // sends: up to IN_MEMORY bytes in memory, beyond that spooled to a file.
         let mut hasher = sha2::Sha256::new();
         let mut length: u64 = 0;
-        let spooled: Result<()> = async {
+        let mut head: Vec<u8> = Vec::new();
+        let mut spool: Option<(PathBuf, tokio::fs::File)> = None;
+        let received: Result<()> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
                 hasher.update(&chunk);
                 length += chunk.len() as u64;
-                file.write_all(&chunk).await?;
+                if spool.is_none() && head.len() + chunk.len() <= IN_MEMORY {
+                    head.extend_from_slice(&chunk);
+                    continue;
+                }
+                if spool.is_none() {
+                    let path = self.spool.join(crate::ids::new_id());
+                    let file = tokio::fs::File::create(&path).await?;
+                    spool = Some((path, file));
+                }
+                if let Some((_, file)) = spool.as_mut() {
+                    if !head.is_empty() {
+                        file.write_all(&std::mem::take(&mut head)).await?;
+                    }
+                    file.write_all(&chunk).await?;
+                }
             }
-            file.flush().await?;
+            if let Some((_, file)) = spool.as_mut() {
+                file.flush().await?;
+            }
             Ok(())
         }
         .await;
-        drop(file);
-        if let Err(e) = spooled {
-            let _ = tokio::fs::remove_file(&spool_path).await;
+        let spool_path = spool.map(|(path, _)| path);
+        if let Err(e) = received {
+            if let Some(path) = &spool_path {
+                let _ = tokio::fs::remove_file(path).await;
+            }
             return Err(e);
         }
+        let source = match &spool_path {
+            Some(path) => BlobSource::File(path.clone()),
+            None => BlobSource::Memory(Bytes::from(head)),
+        };
         let digest = format!("sha256-{}", hex::encode(hasher.finalize()));
         let db2 = db.clone();
         let id = id.to_string();
         let rev = rev.map(str::to_string);
         let name = name.to_string();
         let ct = content_type.to_string();
-        let path = spool_path.clone();
         let res = self
             .write(move |tx| {
                 require_db(tx, &db2)?;
@@ -799,29 +934,7 @@ impl Store for SqliteStore {
                         .map_err(db_err)?,
                     None => "{}".to_string(),
                 };
-                drop_attachment(tx, &db2, &id, &name)?;
-                let blob = bump(tx, "blob")?;
-                let mut file = std::fs::File::open(&path)?;
-                let mut buf = vec![0u8; CHUNK];
-                let mut n: i64 = 0;
-                loop {
-                    let got = read_full(&mut file, &mut buf)?;
-                    if got == 0 {
-                        break;
-                    }
-                    tx.execute(
-                        "INSERT INTO blobs (blob, n, data) VALUES (?1, ?2, ?3)",
-                        params![blob, n, &buf[..got]],
-                    )
-                    .map_err(db_err)?;
-                    n += 1;
-                }
-                tx.execute(
-                    "INSERT INTO attachments (db, id, name, content_type, length, digest, blob)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![db2.name(), id, name, ct, length as i64, digest, blob],
-                )
-                .map_err(db_err)?;
+                store_blob(tx, &db2, &id, &name, &ct, length, &digest, source)?;
                 let new_rev = next_rev(prev.as_deref(), digest.as_bytes());
                 write_row(tx, &db2, &id, &new_rev, false, &body)?;
                 let change = Change {
@@ -833,7 +946,9 @@ impl Store for SqliteStore {
                 Ok((new_rev, vec![change]))
             })
             .await;
-        let _ = tokio::fs::remove_file(&spool_path).await;
+        if let Some(path) = &spool_path {
+            let _ = tokio::fs::remove_file(path).await;
+        }
         res
     }
 

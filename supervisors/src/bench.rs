@@ -22,7 +22,7 @@ use faxd::outbound::StoredTiff;
 use faxd::outbound::docs::{FAX_FILE, blank_tiff};
 use faxd::store::{
     Attachment, Backend, ByteStream, Change, CreatedRange, FaxboxAddress, JobRow, Listing,
-    ModbFilter, ModbRow, Page, Result, SharedStore, Store, bytes_stream,
+    ModbFilter, ModbRow, NewAttachment, Page, Result, SharedStore, Store, bytes_stream,
 };
 use faxd_actors::outbound::Settings;
 use ractor::Actor;
@@ -67,6 +67,16 @@ impl Store for CountingStore {
     async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
         self.count();
         self.inner.save(db, doc).await
+    }
+    /// One atomic store operation (one SQLite transaction, one CouchDB PUT): one write.
+    async fn save_with_attachments(
+        &self,
+        db: &Db,
+        doc: Value,
+        attachments: Vec<NewAttachment>,
+    ) -> Result<Value> {
+        self.count();
+        self.inner.save_with_attachments(db, doc, attachments).await
     }
     async fn delete(&self, db: &Db, id: &str, rev: &str) -> Result<String> {
         self.count();
