@@ -33,8 +33,12 @@ use crate::model::JobStatus;
 const CHUNK: usize = 256 * 1024;
 /// Attachment uploads up to this size are kept in memory rather than spooled to a file.
 const IN_MEMORY: usize = 1024 * 1024;
-/// Reader connections kept open.
+/// Reader threads, each with its own connection: every read but a large attachment's
+/// stream runs on one of them, so the number of threads and connections (and their page
+/// caches) stays fixed however many callers read at once.
 const READERS: usize = 4;
+/// Connections kept open for streaming large attachments.
+const STREAMERS: usize = 2;
 /// Capacity of each database's change channel.
 const CHANGE_CAPACITY: usize = 4096;
 
@@ -79,7 +83,8 @@ const LIVE_FAX: &str = "deleted = 0 AND json_extract(body, '$.pvt_type') = 'fax'
 /// The embedded SQLite store.
 pub struct SqliteStore {
     writer: std::sync::mpsc::Sender<PendingWrite>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    reads: std::sync::mpsc::Sender<ReadJob>,
+    streamers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     spool: PathBuf,
     feeds: Mutex<HashMap<Db, broadcast::Sender<Change>>>,
@@ -132,9 +137,15 @@ impl SqliteStore {
         let path = data_dir.join("faxd.sqlite");
         let writer = open_conn(&path)?;
         writer.execute_batch(SCHEMA).map_err(db_err)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            readers.push(open_conn(&path)?);
+        let (reads, queue) = std::sync::mpsc::channel::<ReadJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..READERS {
+            let conn = open_conn(&path)?;
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("faxd-sqlite-reader-{n}"))
+                .spawn(move || reader_loop(conn, queue))
+                .map_err(StoreError::Io)?;
         }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -143,7 +154,8 @@ impl SqliteStore {
             .map_err(StoreError::Io)?;
         Ok(Self {
             writer: tx,
-            readers: Arc::new(Mutex::new(readers)),
+            reads,
+            streamers: Arc::new(Mutex::new(Vec::new())),
             path,
             spool,
             feeds: Mutex::new(HashMap::new()),
@@ -178,30 +190,22 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("write result of an unexpected type".into()))
     }
 
-    /// Runs `f` with a reader connection on the blocking pool.
+    /// Runs `f` on one of the reader threads.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = readers.lock().ok().and_then(|mut r| r.pop());
-            let conn = match conn {
-                Some(c) => c,
-                None => open_conn(&path)?,
-            };
-            let out = f(&conn);
-            if let Ok(mut r) = readers.lock()
-                && r.len() < READERS
-            {
-                r.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(join_err)?
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        self.reads
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the store's readers stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's readers stopped".into()))?
     }
 
     fn announce(&self, changes: Vec<Change>) {
@@ -263,6 +267,23 @@ impl SqliteStore {
             })
         })
         .await
+    }
+}
+
+/// A read waiting for a reader thread.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A reader thread: runs reads with its connection until the store is dropped.
+fn reader_loop(conn: Connection, queue: Arc<Mutex<std::sync::mpsc::Receiver<ReadJob>>>) {
+    loop {
+        let job = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(&conn),
+            Err(_) => return,
+        }
     }
 }
 
@@ -953,10 +974,26 @@ impl Store for SqliteStore {
     }
 
     async fn get_attachment(&self, db: &Db, id: &str, name: &str) -> Result<Option<Attachment>> {
+        // Small attachments are read whole by a reader thread; larger ones are streamed.
+        let (db2, id2, name2) = (db.clone(), id.to_string(), name.to_string());
+        let small = self
+            .read(move |conn| read_small_blob(conn, &db2, &id2, &name2))
+            .await?;
+        match small {
+            SmallBlob::Missing => return Ok(None),
+            SmallBlob::Whole(content_type, data) => {
+                return Ok(Some(Attachment {
+                    content_type,
+                    length: data.len() as u64,
+                    body: super::bytes_stream(data),
+                }));
+            }
+            SmallBlob::Large => {}
+        }
         let db = db.clone();
         let id = id.to_string();
         let name = name.to_string();
-        let readers = self.readers.clone();
+        let readers = self.streamers.clone();
         let path = self.path.clone();
         let (head_tx, head_rx) = oneshot::channel::<Result<Option<(String, u64)>>>();
         let (data_tx, data_rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
@@ -975,7 +1012,7 @@ impl Store for SqliteStore {
             };
             stream_blob(&mut conn, &db, &id, &name, head_tx, &data_tx);
             if let Ok(mut r) = readers.lock()
-                && r.len() < READERS
+                && r.len() < STREAMERS
             {
                 r.push(conn);
             }
@@ -1258,6 +1295,48 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
         }
     }
     Ok(got)
+}
+
+/// An attachment as a reader thread found it.
+enum SmallBlob {
+    Missing,
+    /// Content type and bytes, read in one transaction.
+    Whole(String, Vec<u8>),
+    /// Longer than [`IN_MEMORY`]: to be streamed.
+    Large,
+}
+
+fn read_small_blob(conn: &Connection, db: &Db, id: &str, name: &str) -> Result<SmallBlob> {
+    let tx = conn.unchecked_transaction().map_err(db_err)?;
+    require_db(&tx, db)?;
+    let meta: Option<(String, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT a.content_type, a.length, a.blob FROM attachments a
+             JOIN docs d ON d.db = a.db AND d.id = a.id AND d.deleted = 0
+             WHERE a.db = ?1 AND a.id = ?2 AND a.name = ?3",
+        )
+        .map_err(db_err)?
+        .query_row(params![db.name(), id, name], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(db_err)?;
+    let Some((ct, length, blob)) = meta else {
+        return Ok(SmallBlob::Missing);
+    };
+    if length as usize > IN_MEMORY {
+        return Ok(SmallBlob::Large);
+    }
+    let mut data = Vec::with_capacity(length as usize);
+    let mut stmt = tx
+        .prepare_cached("SELECT data FROM blobs WHERE blob = ?1 ORDER BY n")
+        .map_err(db_err)?;
+    let mut rows = stmt.query([blob]).map_err(db_err)?;
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let chunk = row.get_ref(0).map_err(db_err)?;
+        data.extend_from_slice(chunk.as_blob().map_err(|e| db_err(e.into()))?);
+    }
+    Ok(SmallBlob::Whole(ct, data))
 }
 
 /// Streams one attachment's chunks inside a read transaction.
