@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS docs (
 CREATE INDEX IF NOT EXISTS docs_type_account ON docs (
     db, json_extract(body, '$.pvt_type'), json_extract(body, '$.pvt_account_id'));
 CREATE INDEX IF NOT EXISTS docs_created ON docs (db, json_extract(body, '$.pvt_created'));
+CREATE INDEX IF NOT EXISTS docs_queue ON docs (
+    db, json_extract(body, '$.pvt_type'), json_extract(body, '$.pvt_job_status'),
+    json_extract(body, '$.pvt_account_id'), coalesce(json_extract(body, '$.pvt_deleted'), 0),
+    deleted);
 CREATE TABLE IF NOT EXISTS attachments (
     db TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -1061,7 +1065,8 @@ impl Store for SqliteStore {
     async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>> {
         self.read(|conn| {
             let sql = format!(
-                "SELECT json_extract(body, '$.pvt_account_id') AS a, count(*) FROM docs
+                "SELECT json_extract(body, '$.pvt_account_id') AS a, count(*)
+                 FROM docs INDEXED BY docs_queue
                  WHERE db = 'faxes' AND {LIVE_FAX}
                    AND json_extract(body, '$.pvt_job_status') IN ('pending', 'locked')
                  GROUP BY a ORDER BY a"
