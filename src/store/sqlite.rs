@@ -392,19 +392,17 @@ impl CheckReport {
 // ---- helpers running inside a transaction or on a reader connection ----
 
 fn bump(tx: &Connection, counter: &str) -> Result<i64> {
-    tx.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = ?1 RETURNING value",
-        [counter],
-        |r| r.get(0),
-    )
-    .map_err(db_err)
+    tx.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = ?1 RETURNING value")
+        .map_err(db_err)?
+        .query_row([counter], |r| r.get(0))
+        .map_err(db_err)
 }
 
 fn require_db(conn: &Connection, db: &Db) -> Result<()> {
     let found: Option<String> = conn
-        .query_row("SELECT name FROM dbs WHERE name = ?1", [db.name()], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT name FROM dbs WHERE name = ?1")
+        .map_err(db_err)?
+        .query_row([db.name()], |r| r.get(0))
         .optional()
         .map_err(db_err)?;
     match found {
@@ -415,13 +413,13 @@ fn require_db(conn: &Connection, db: &Db) -> Result<()> {
 
 /// (rev, deleted) of a document row.
 fn current(conn: &Connection, db: &Db, id: &str) -> Result<Option<(String, bool)>> {
-    conn.query_row(
-        "SELECT rev, deleted FROM docs WHERE db = ?1 AND id = ?2",
-        params![db.name(), id],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0)),
-    )
-    .optional()
-    .map_err(db_err)
+    conn.prepare_cached("SELECT rev, deleted FROM docs WHERE db = ?1 AND id = ?2")
+        .map_err(db_err)?
+        .query_row(params![db.name(), id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0))
+        })
+        .optional()
+        .map_err(db_err)
 }
 
 /// Checks `rev` against the stored document. Returns the revision the write replaces.
@@ -445,26 +443,29 @@ fn write_row(
     body: &str,
 ) -> Result<()> {
     let seq = bump(tx, "seq")?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO docs (db, id, rev, deleted, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (db, id) DO UPDATE SET rev = ?3, deleted = ?4, seq = ?5, body = ?6",
-        params![db.name(), id, rev, deleted as i64, seq, body],
     )
+    .map_err(db_err)?
+    .execute(params![db.name(), id, rev, deleted as i64, seq, body])
     .map_err(db_err)?;
     Ok(())
 }
 
 fn drop_attachment(tx: &Connection, db: &Db, id: &str, name: &str) -> Result<bool> {
     let blob: Option<i64> = tx
-        .query_row(
+        .prepare_cached(
             "DELETE FROM attachments WHERE db = ?1 AND id = ?2 AND name = ?3 RETURNING blob",
-            params![db.name(), id, name],
-            |r| r.get(0),
         )
+        .map_err(db_err)?
+        .query_row(params![db.name(), id, name], |r| r.get(0))
         .optional()
         .map_err(db_err)?;
     if let Some(blob) = blob {
-        tx.execute("DELETE FROM blobs WHERE blob = ?1", [blob])
+        tx.prepare_cached("DELETE FROM blobs WHERE blob = ?1")
+            .map_err(db_err)?
+            .execute([blob])
             .map_err(db_err)?;
     }
     Ok(blob.is_some())
@@ -778,11 +779,11 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             require_db(conn, &db)?;
             let row: Option<(String, String)> = conn
-                .query_row(
+                .prepare_cached(
                     "SELECT rev, body FROM docs WHERE db = ?1 AND id = ?2 AND deleted = 0",
-                    params![db.name(), id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
+                .map_err(db_err)?
+                .query_row(params![db.name(), id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(db_err)?;
             match row {
