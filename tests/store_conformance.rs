@@ -8,7 +8,8 @@ use faxd::model::{Folder, JobStatus};
 use faxd::store::couch::CouchStore;
 use faxd::store::sqlite::SqliteStore;
 use faxd::store::{
-    ByteStream, CreatedRange, ModbFilter, Page, SharedStore, StoreError, bytes_stream, read_all,
+    ByteStream, CreatedRange, ModbFilter, NewAttachment, Page, SharedStore, StoreError,
+    bytes_stream, read_all,
 };
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -56,6 +57,7 @@ conformance!(
     missing_databases_are_reported,
     attachments_round_trip_with_stub_semantics,
     attachment_of_50_mb_streams_both_ways,
+    documents_are_saved_with_their_attachments_in_one_write,
     queue_views_select_and_order_jobs,
     queue_listings_page_newest_first,
     faxbox_email_addresses_resolve,
@@ -317,6 +319,127 @@ async fn sha256_of(mut s: ByteStream) -> (u64, String) {
     // Streamed, not delivered as one buffer.
     assert!(max_chunk < 16 << 20, "largest chunk {max_chunk} bytes");
     (n, hex::encode(h.finalize()))
+}
+
+async fn documents_are_saved_with_their_attachments_in_one_write(store: SharedStore) {
+    let account = AccountId::generate();
+    let db = Db::Modb(account, YearMonth::now());
+    store.ensure_db(&db).await.unwrap();
+    let id = format!("{}-{}", YearMonth::now(), new_id());
+    let mut feed = store.subscribe(&db).await.unwrap();
+    let tiff: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let pdf = b"%PDF-1.4 tiny".to_vec();
+    let att = |name: &str, ct: &str, data: &[u8]| NewAttachment {
+        name: name.into(),
+        content_type: ct.into(),
+        data: data.to_vec().into(),
+    };
+    let saved = store
+        .save_with_attachments(
+            &db,
+            json!({"_id": id, "pvt_type": "fax", "folder": "outbox"}),
+            vec![
+                att("fax_file.tiff", "image/tiff", &tiff),
+                att("original_file.pdf", "application/pdf", &pdf),
+            ],
+        )
+        .await
+        .unwrap();
+    let rev1 = saved["_rev"].as_str().unwrap().to_string();
+    assert!(rev1.starts_with("1-"), "one write, one revision: {rev1}");
+    assert_eq!(saved["_attachments"]["fax_file.tiff"]["stub"], json!(true));
+    // One change announced, for the revision holding both attachments.
+    let change = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+        .await
+        .expect("a change within 10 s")
+        .unwrap();
+    assert_eq!(
+        (change.id.as_str(), change.rev.as_str()),
+        (id.as_str(), rev1.as_str())
+    );
+
+    let doc = store.get(&db, &id).await.unwrap().expect("saved document");
+    assert_eq!(doc["_rev"], json!(rev1));
+    assert_eq!(doc["folder"], json!("outbox"));
+    assert_eq!(
+        doc["_attachments"]["fax_file.tiff"]["length"],
+        json!(tiff.len())
+    );
+    for (name, ct, data) in [
+        ("fax_file.tiff", "image/tiff", &tiff),
+        ("original_file.pdf", "application/pdf", &pdf),
+    ] {
+        let got = store
+            .get_attachment(&db, &id, name)
+            .await
+            .unwrap()
+            .expect(name);
+        assert_eq!(got.content_type, ct);
+        assert_eq!(read_all(got.body).await.unwrap(), *data, "{name}");
+    }
+
+    // A stale revision writes nothing, attachments included.
+    assert!(matches!(
+        store
+            .save_with_attachments(
+                &db,
+                json!({"_id": id, "_rev": "1-00000000000000000000000000000000"}),
+                vec![att("other.bin", "application/octet-stream", b"x")],
+            )
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(
+        store
+            .get_attachment(&db, &id, "other.bin")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // An update keeps the stubs it lists, replaces the attachment it gives, drops the rest.
+    let mut doc = store.get(&db, &id).await.unwrap().unwrap();
+    doc["_attachments"]
+        .as_object_mut()
+        .unwrap()
+        .remove("original_file.pdf");
+    doc["note"] = json!("second");
+    let saved = store
+        .save_with_attachments(
+            &db,
+            doc,
+            vec![att("fax_file.tiff", "image/tiff", b"II*\0 replaced")],
+        )
+        .await
+        .unwrap();
+    assert!(saved["_rev"].as_str().unwrap().starts_with("2-"));
+    let got = store
+        .get_attachment(&db, &id, "fax_file.tiff")
+        .await
+        .unwrap()
+        .expect("replaced attachment");
+    assert_eq!(read_all(got.body).await.unwrap(), b"II*\0 replaced");
+    assert!(
+        store
+            .get_attachment(&db, &id, "original_file.pdf")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.get(&db, &id).await.unwrap().unwrap()["note"],
+        json!("second")
+    );
+
+    // A missing database is reported, not created.
+    let gone = Db::Modb(AccountId::generate(), YearMonth::now());
+    assert!(matches!(
+        store
+            .save_with_attachments(&gone, json!({"_id": "x"}), vec![att("a", "b/c", b"1")])
+            .await,
+        Err(StoreError::NoDatabase(_))
+    ));
+    store.delete_db(&db).await.unwrap();
 }
 
 async fn attachment_of_50_mb_streams_both_ways(store: SharedStore) {

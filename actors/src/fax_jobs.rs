@@ -4,8 +4,10 @@
 //!
 //! It starts due jobs — higher `priority` first, then earliest due, never before `send_at` —
 //! with at most `max_outbound` in flight and, with `serialize_outbound_numbers`, at most one
-//! per destination number. A job is taken with a rev-checked `pending → locked` save, then
-//! handed to a new fax_worker. Wake-ups are pushed: fax_monitor casts `Wake` after changes
+//! per destination number. Each picked job is handed to a new fax_worker, which takes it
+//! with one rev-checked `pending → processing` save carrying its lease (the `locked` state
+//! of Kazoo's two-step lock and acquire is not used on this path; `locked` jobs left by
+//! other nodes or set by hand go back to `pending` when a queue starts). Wake-ups are pushed: fax_monitor casts `Wake` after changes
 //! to the faxes database, workers cast `WorkerDone`, and a timer (with a generation token)
 //! fires when the earliest not-yet-due job becomes due. The bookkeeping is in
 //! [`crate::job_book`].
@@ -14,14 +16,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faxd::ids::{AccountId, Db};
+use faxd::ids::AccountId;
 use faxd::model::JobStatus;
 use faxd::outbound::lease;
-use faxd::outbound::{Job, names};
+use faxd::outbound::names;
 use faxd::store::{CreatedRange, JobRow, Page, StoreError};
-use futures_util::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::fax_worker::WorkerArgs;
@@ -311,7 +311,7 @@ impl JobsState {
     }
 
     /// Picks the best buffered rows (priority, then due time; one per number when
-    /// serializing) for the free slots, and locks and starts them. Returns whether any row
+    /// serializing) for the free slots and starts their workers. Returns whether any row
     /// was consumed.
     async fn start_some(&mut self) -> Result<bool, StoreError> {
         let candidates: Vec<Candidate> = self
@@ -331,36 +331,16 @@ impl JobsState {
         }
         let ids: HashSet<&str> = picked.iter().map(|c| c.id.as_str()).collect();
         self.buffer.retain(|r| !ids.contains(r.id.as_str()));
-        let store = self.env.ctx.store.clone();
-        let docs = join_all(picked.iter().map(|c| store.get(&Db::Faxes, &c.id))).await;
-        let now = faxd::time::now_gregorian();
-        for (c, doc) in picked.iter().zip(docs) {
-            let Some(doc) = doc? else { continue };
-            // The row may be stale: the document decides.
-            match Job::from_doc(&doc) {
-                Ok(job) if job.status == JobStatus::Pending && job.runnable_at() <= now => {
-                    self.lock_and_start(doc, c).await?;
-                }
-                _ => continue,
-            }
+        for c in &picked {
+            self.start(c).await;
         }
         Ok(true)
     }
 
-    async fn lock_and_start(
-        &mut self,
-        mut doc: serde_json::Value,
-        c: &Candidate,
-    ) -> Result<bool, StoreError> {
-        let store = &self.env.ctx.store;
-        doc["pvt_job_status"] = json!("locked");
-        doc["pvt_job_node"] = json!(self.env.node());
-        doc["pvt_locked"] = json!(faxd::time::now_gregorian());
-        match store.save(&Db::Faxes, doc).await {
-            Ok(_) => {}
-            Err(StoreError::Conflict) => return Ok(false),
-            Err(e) => return Err(e),
-        }
+    /// Starts the worker of a picked job, which takes it (rev-checked, so a stale row or a
+    /// job another queue took ends that worker at once). The slot is held until the worker's
+    /// `WorkerDone`.
+    async fn start(&mut self, c: &Candidate) {
         let args = WorkerArgs {
             env: self.env.clone(),
             job_id: c.id.clone(),
@@ -369,18 +349,13 @@ impl JobsState {
             lease: faxd::ids::new_id(),
         };
         self.book.start(&c.id, &c.number);
-        match self.env.spawner.start_worker(args).await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                self.book.finish(&c.id);
-                warn!(account_id = %self.account, job_id = %c.id, to_number = %c.number,
-                      error = %e, "worker did not start; job unlocked");
-                lease::unlock(store, &c.id).await?;
-                self.blocked
-                    .insert(c.number.clone(), Instant::now() + BLOCK);
-                self.retry_blocked = true;
-                Ok(false)
-            }
+        if let Err(e) = self.env.spawner.start_worker(args).await {
+            self.book.finish(&c.id);
+            warn!(account_id = %self.account, job_id = %c.id, to_number = %c.number,
+                  error = %e, "worker did not start; job stays pending");
+            self.blocked
+                .insert(c.number.clone(), Instant::now() + BLOCK);
+            self.retry_blocked = true;
         }
     }
 }

@@ -217,9 +217,12 @@ impl WorkerState {
             self.job = Some(job);
             return Input::Recovered;
         }
-        if job.status != JobStatus::Locked {
+        // The queue's row may be stale: the document decides.
+        if job.status != JobStatus::Pending || job.runnable_at() > faxd::time::now_gregorian() {
             return Input::NotAvailable("job_not_available".into());
         }
+        // Lock and acquire in one rev-checked write: the job goes straight from `pending` to
+        // `processing` under this worker's lease; a concurrent taker gets a conflict.
         let mut doc = doc;
         let now = faxd::time::now_unix_ms();
         doc["pvt_job_status"] = json!("processing");

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// Stage of a transmission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stage {
-    /// Taking the locked job (rev-checked `locked → processing`).
+    /// Taking the pending job (one rev-checked `pending → processing` save with the lease).
     Acquire,
     /// Fetching the fax-ready TIFF.
     Prepare,
@@ -77,7 +77,7 @@ pub enum Input {
     /// The job is `processing` under our own lease: an earlier incarnation of this worker
     /// died mid-attempt.
     Recovered,
-    /// The job cannot be taken (missing, not locked, lost the race).
+    /// The job cannot be taken (missing, not pending and due, lost the race).
     NotAvailable(String),
     /// The TIFF is on disk.
     Prepared { pages: u32 },

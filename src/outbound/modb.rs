@@ -3,14 +3,14 @@
 //!
 //! Conflict handling: an existing target document (an earlier, interrupted move of the same
 //! job) is overwritten at its revision; a source document changed under us is re-read and
-//! deleted at its new revision. Failed steps are retried a few times without sleeping; the
-//! source is only deleted after the target holds the document and its attachments, so a
-//! crash in between leaves both, and [`super::lease`] recovery finishes the move.
+//! deleted at its new revision. Failed steps are retried a few times without sleeping. The
+//! copy and its attachments are one atomic write, and the source is only deleted after it,
+//! so a crash in between leaves both, and [`super::lease`] recovery finishes the move.
 
 use serde_json::{Value, json};
 
 use crate::ids::{AccountId, Db, YearMonth, modb_doc_id};
-use crate::store::{SharedStore, StoreError};
+use crate::store::{NewAttachment, SharedStore, StoreError, read_all};
 
 const ATTEMPTS: usize = 5;
 
@@ -38,11 +38,24 @@ pub fn target(doc: &Value) -> Result<(Db, String), StoreError> {
 pub async fn move_to_modb(store: &SharedStore, doc: Value) -> Result<String, StoreError> {
     let (db, target_id) = target(&doc)?;
     let source_id = doc["_id"].as_str().unwrap_or_default().to_string();
-    let attachments: Vec<String> = doc
+    // The attachments go with the copy in one atomic write: a copy in the MODB is always
+    // complete, so recovery may delete the source as soon as it sees one.
+    let names: Vec<String> = doc
         .get("_attachments")
         .and_then(Value::as_object)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
+    let mut attachments = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(att) = store.get_attachment(&Db::Faxes, &source_id, &name).await? else {
+            continue;
+        };
+        attachments.push(NewAttachment {
+            name,
+            content_type: att.content_type,
+            data: read_all(att.body).await?.into(),
+        });
+    }
     let mut copy = doc.clone();
     if let Some(o) = copy.as_object_mut() {
         o.remove("_rev");
@@ -52,14 +65,14 @@ pub async fn move_to_modb(store: &SharedStore, doc: Value) -> Result<String, Sto
         o.insert("pvt_account_db".into(), json!(db.name()));
     }
     let mut last = StoreError::Conflict;
-    let mut rev = None;
+    let mut saved = false;
     for _ in 0..ATTEMPTS {
-        match store.save(&db, copy.clone()).await {
-            Ok(saved) => {
-                rev = saved
-                    .get("_rev")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+        match store
+            .save_with_attachments(&db, copy.clone(), attachments.clone())
+            .await
+        {
+            Ok(_) => {
+                saved = true;
                 break;
             }
             Err(StoreError::NoDatabase(_)) => {
@@ -76,21 +89,8 @@ pub async fn move_to_modb(store: &SharedStore, doc: Value) -> Result<String, Sto
             Err(e) => last = e,
         }
     }
-    let mut rev = rev.ok_or(last)?;
-    for name in attachments {
-        let Some(att) = store.get_attachment(&Db::Faxes, &source_id, &name).await? else {
-            continue;
-        };
-        rev = store
-            .put_attachment(
-                &db,
-                &target_id,
-                Some(&rev),
-                &name,
-                &att.content_type,
-                att.body,
-            )
-            .await?;
+    if !saved {
+        return Err(last);
     }
     delete_source(store, &source_id, doc["_rev"].as_str().unwrap_or_default()).await?;
     Ok(target_id)

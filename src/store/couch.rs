@@ -24,14 +24,14 @@ use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue,
 };
 use reqwest::{Method, StatusCode, Url};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::{
     AccountId, Attachment, Backend, ByteStream, Change, CreatedRange, Cursor, Db, FaxboxAddress,
-    JobRow, Listing, ModbFilter, ModbRow, Page, Result, Store, StoreError, job_row, modb_row,
-    months_in_range, views,
+    JobRow, Listing, ModbFilter, ModbRow, NewAttachment, Page, Result, Store, StoreError, job_row,
+    modb_row, months_in_range, views,
 };
 use crate::model::JobStatus;
 
@@ -880,6 +880,17 @@ impl Store for CouchStore {
     }
 
     async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
+        self.save_with_attachments(db, doc, Vec::new()).await
+    }
+
+    /// One PUT of the document with the new attachments inline (base64), which CouchDB
+    /// stores as one revision.
+    async fn save_with_attachments(
+        &self,
+        db: &Db,
+        doc: Value,
+        attachments: Vec<NewAttachment>,
+    ) -> Result<Value> {
         let Value::Object(mut doc) = doc else {
             return Err(StoreError::Invalid(
                 "a document must be a JSON object".into(),
@@ -908,6 +919,29 @@ impl Store for CouchStore {
             return Err(StoreError::Invalid(format!("reserved document id '{id}'")));
         }
         doc.insert("_id".into(), Value::String(id.clone()));
+        let mut stubs = Vec::with_capacity(attachments.len());
+        if !attachments.is_empty() {
+            let atts = doc
+                .entry("_attachments")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !atts.is_object() {
+                *atts = Value::Object(Map::new());
+            }
+            for a in attachments {
+                if a.name.is_empty() || a.name.starts_with('_') {
+                    return Err(StoreError::Invalid(format!(
+                        "bad attachment name '{}'",
+                        a.name
+                    )));
+                }
+                let data = base64::engine::general_purpose::STANDARD.encode(&a.data);
+                atts[a.name.as_str()] = json!({"content_type": a.content_type, "data": data});
+                stubs.push((
+                    a.name,
+                    json!({"content_type": a.content_type, "length": a.data.len(), "stub": true}),
+                ));
+            }
+        }
         let body = Value::Object(doc);
         let reply = self
             .request(Method::PUT, self.doc_url(db, &id), Some(&body))
@@ -918,6 +952,9 @@ impl Store for CouchStore {
                 return Err(StoreError::Backend("document vanished".into()));
             };
             doc.insert("_rev".into(), Value::String(rev));
+            for (name, stub) in stubs {
+                doc["_attachments"][name.as_str()] = stub;
+            }
             return Ok(Value::Object(doc));
         }
         if reply.status == StatusCode::NOT_FOUND {

@@ -87,6 +87,14 @@ pub struct Attachment {
     pub body: ByteStream,
 }
 
+/// An attachment written together with its document by [`Store::save_with_attachments`].
+#[derive(Clone, Debug)]
+pub struct NewAttachment {
+    pub name: String,
+    pub content_type: String,
+    pub data: Bytes,
+}
+
 /// A row of the outbound queue views (faxes database, `pvt_type == "fax"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRow {
@@ -244,6 +252,16 @@ pub trait Store: Send + Sync + 'static {
     /// existing document needs its current `_rev`, else [`StoreError::Conflict`]. Returns the
     /// saved document with its new `_id`/`_rev`.
     async fn save(&self, db: &Db, doc: Value) -> Result<Value>;
+
+    /// Like [`Store::save`], and stores `attachments` (replacing same-named ones) in the same
+    /// atomic write: one new revision, all or nothing, so no reader ever sees the document
+    /// without them. Existing attachments neither given nor listed as stubs are dropped.
+    async fn save_with_attachments(
+        &self,
+        db: &Db,
+        doc: Value,
+        attachments: Vec<NewAttachment>,
+    ) -> Result<Value>;
 
     /// Deletes a document at a revision.
     async fn delete(&self, db: &Db, id: &str, rev: &str) -> Result<String>;

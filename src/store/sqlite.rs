@@ -24,15 +24,21 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
     AccountId, Attachment, Backend, ByteStream, Change, CreatedRange, Cursor, Db, FaxboxAddress,
-    JobRow, Listing, ModbFilter, ModbRow, Page, Result, Store, StoreError, job_row, modb_row,
-    months_in_range, next_rev,
+    JobRow, Listing, ModbFilter, ModbRow, NewAttachment, Page, Result, Store, StoreError, job_row,
+    modb_row, months_in_range, next_rev,
 };
 use crate::model::JobStatus;
 
 /// Attachment chunk size in the blob table.
 const CHUNK: usize = 256 * 1024;
-/// Reader connections kept open.
+/// Attachment uploads up to this size are kept in memory rather than spooled to a file.
+const IN_MEMORY: usize = 1024 * 1024;
+/// Reader threads, each with its own connection: every read but a large attachment's
+/// stream runs on one of them, so the number of threads and connections (and their page
+/// caches) stays fixed however many callers read at once.
 const READERS: usize = 4;
+/// Connections kept open for streaming large attachments.
+const STREAMERS: usize = 2;
 /// Capacity of each database's change channel.
 const CHANGE_CAPACITY: usize = 4096;
 
@@ -50,6 +56,10 @@ CREATE TABLE IF NOT EXISTS docs (
 CREATE INDEX IF NOT EXISTS docs_type_account ON docs (
     db, json_extract(body, '$.pvt_type'), json_extract(body, '$.pvt_account_id'));
 CREATE INDEX IF NOT EXISTS docs_created ON docs (db, json_extract(body, '$.pvt_created'));
+CREATE INDEX IF NOT EXISTS docs_queue ON docs (
+    db, json_extract(body, '$.pvt_type'), json_extract(body, '$.pvt_job_status'),
+    json_extract(body, '$.pvt_account_id'), coalesce(json_extract(body, '$.pvt_deleted'), 0),
+    deleted);
 CREATE TABLE IF NOT EXISTS attachments (
     db TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -77,7 +87,8 @@ const LIVE_FAX: &str = "deleted = 0 AND json_extract(body, '$.pvt_type') = 'fax'
 /// The embedded SQLite store.
 pub struct SqliteStore {
     writer: std::sync::mpsc::Sender<PendingWrite>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    reads: std::sync::mpsc::Sender<ReadJob>,
+    streamers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     spool: PathBuf,
     feeds: Mutex<HashMap<Db, broadcast::Sender<Change>>>,
@@ -130,9 +141,15 @@ impl SqliteStore {
         let path = data_dir.join("faxd.sqlite");
         let writer = open_conn(&path)?;
         writer.execute_batch(SCHEMA).map_err(db_err)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            readers.push(open_conn(&path)?);
+        let (reads, queue) = std::sync::mpsc::channel::<ReadJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..READERS {
+            let conn = open_conn(&path)?;
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("faxd-sqlite-reader-{n}"))
+                .spawn(move || reader_loop(conn, queue))
+                .map_err(StoreError::Io)?;
         }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -141,7 +158,8 @@ impl SqliteStore {
             .map_err(StoreError::Io)?;
         Ok(Self {
             writer: tx,
-            readers: Arc::new(Mutex::new(readers)),
+            reads,
+            streamers: Arc::new(Mutex::new(Vec::new())),
             path,
             spool,
             feeds: Mutex::new(HashMap::new()),
@@ -176,30 +194,22 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("write result of an unexpected type".into()))
     }
 
-    /// Runs `f` with a reader connection on the blocking pool.
+    /// Runs `f` on one of the reader threads.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = readers.lock().ok().and_then(|mut r| r.pop());
-            let conn = match conn {
-                Some(c) => c,
-                None => open_conn(&path)?,
-            };
-            let out = f(&conn);
-            if let Ok(mut r) = readers.lock()
-                && r.len() < READERS
-            {
-                r.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(join_err)?
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        self.reads
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the store's readers stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's readers stopped".into()))?
     }
 
     fn announce(&self, changes: Vec<Change>) {
@@ -261,6 +271,23 @@ impl SqliteStore {
             })
         })
         .await
+    }
+}
+
+/// A read waiting for a reader thread.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A reader thread: runs reads with its connection until the store is dropped.
+fn reader_loop(conn: Connection, queue: Arc<Mutex<std::sync::mpsc::Receiver<ReadJob>>>) {
+    loop {
+        let job = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(&conn),
+            Err(_) => return,
+        }
     }
 }
 
@@ -365,19 +392,17 @@ impl CheckReport {
 // ---- helpers running inside a transaction or on a reader connection ----
 
 fn bump(tx: &Connection, counter: &str) -> Result<i64> {
-    tx.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = ?1 RETURNING value",
-        [counter],
-        |r| r.get(0),
-    )
-    .map_err(db_err)
+    tx.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = ?1 RETURNING value")
+        .map_err(db_err)?
+        .query_row([counter], |r| r.get(0))
+        .map_err(db_err)
 }
 
 fn require_db(conn: &Connection, db: &Db) -> Result<()> {
     let found: Option<String> = conn
-        .query_row("SELECT name FROM dbs WHERE name = ?1", [db.name()], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT name FROM dbs WHERE name = ?1")
+        .map_err(db_err)?
+        .query_row([db.name()], |r| r.get(0))
         .optional()
         .map_err(db_err)?;
     match found {
@@ -388,13 +413,13 @@ fn require_db(conn: &Connection, db: &Db) -> Result<()> {
 
 /// (rev, deleted) of a document row.
 fn current(conn: &Connection, db: &Db, id: &str) -> Result<Option<(String, bool)>> {
-    conn.query_row(
-        "SELECT rev, deleted FROM docs WHERE db = ?1 AND id = ?2",
-        params![db.name(), id],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0)),
-    )
-    .optional()
-    .map_err(db_err)
+    conn.prepare_cached("SELECT rev, deleted FROM docs WHERE db = ?1 AND id = ?2")
+        .map_err(db_err)?
+        .query_row(params![db.name(), id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0))
+        })
+        .optional()
+        .map_err(db_err)
 }
 
 /// Checks `rev` against the stored document. Returns the revision the write replaces.
@@ -418,26 +443,29 @@ fn write_row(
     body: &str,
 ) -> Result<()> {
     let seq = bump(tx, "seq")?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO docs (db, id, rev, deleted, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (db, id) DO UPDATE SET rev = ?3, deleted = ?4, seq = ?5, body = ?6",
-        params![db.name(), id, rev, deleted as i64, seq, body],
     )
+    .map_err(db_err)?
+    .execute(params![db.name(), id, rev, deleted as i64, seq, body])
     .map_err(db_err)?;
     Ok(())
 }
 
 fn drop_attachment(tx: &Connection, db: &Db, id: &str, name: &str) -> Result<bool> {
     let blob: Option<i64> = tx
-        .query_row(
+        .prepare_cached(
             "DELETE FROM attachments WHERE db = ?1 AND id = ?2 AND name = ?3 RETURNING blob",
-            params![db.name(), id, name],
-            |r| r.get(0),
         )
+        .map_err(db_err)?
+        .query_row(params![db.name(), id, name], |r| r.get(0))
         .optional()
         .map_err(db_err)?;
     if let Some(blob) = blob {
-        tx.execute("DELETE FROM blobs WHERE blob = ?1", [blob])
+        tx.prepare_cached("DELETE FROM blobs WHERE blob = ?1")
+            .map_err(db_err)?
+            .execute([blob])
             .map_err(db_err)?;
     }
     Ok(blob.is_some())
@@ -586,6 +614,109 @@ fn list_jobs_by(
     }))
 }
 
+/// Splits a document to save into its id (a new one if absent), the revision it replaces,
+/// the attachment stubs it keeps, and its body.
+#[allow(clippy::type_complexity)]
+fn split_doc(doc: Value) -> Result<(String, Option<String>, Vec<String>, Map<String, Value>)> {
+    let Value::Object(mut doc) = doc else {
+        return Err(StoreError::Invalid(
+            "a document must be a JSON object".into(),
+        ));
+    };
+    let id = match doc.remove("_id") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        None => crate::ids::new_id(),
+        Some(other) => return Err(StoreError::Invalid(format!("bad _id {other}"))),
+    };
+    let rev = match doc.remove("_rev") {
+        Some(Value::String(s)) => Some(s),
+        None | Some(Value::Null) => None,
+        Some(other) => return Err(StoreError::Invalid(format!("bad _rev {other}"))),
+    };
+    let keep: Vec<String> = match doc.remove("_attachments") {
+        Some(Value::Object(m)) => {
+            if m.values().any(|a| a.get("data").is_some()) {
+                return Err(StoreError::Invalid(
+                    "inline attachment data is not supported; store attachments separately".into(),
+                ));
+            }
+            m.keys().cloned().collect()
+        }
+        _ => vec![],
+    };
+    if id.starts_with('_') && !id.starts_with("_design/") {
+        return Err(StoreError::Invalid(format!("reserved document id '{id}'")));
+    }
+    Ok((id, rev, keep, doc))
+}
+
+/// Where the bytes of an attachment being stored are: small uploads stay in memory, larger
+/// ones are spooled to a file first.
+enum BlobSource {
+    Memory(Bytes),
+    File(PathBuf),
+}
+
+/// Stores (replacing) attachment `name` of a document inside the write transaction; the
+/// document row itself is written by the caller.
+#[allow(clippy::too_many_arguments)]
+fn store_blob(
+    tx: &Connection,
+    db: &Db,
+    id: &str,
+    name: &str,
+    content_type: &str,
+    length: u64,
+    digest: &str,
+    source: BlobSource,
+) -> Result<()> {
+    drop_attachment(tx, db, id, name)?;
+    let blob = bump(tx, "blob")?;
+    let mut insert = tx
+        .prepare_cached("INSERT INTO blobs (blob, n, data) VALUES (?1, ?2, ?3)")
+        .map_err(db_err)?;
+    match source {
+        BlobSource::Memory(data) => {
+            for (n, chunk) in data.chunks(CHUNK).enumerate() {
+                insert
+                    .execute(params![blob, n as i64, chunk])
+                    .map_err(db_err)?;
+            }
+        }
+        BlobSource::File(path) => {
+            let mut file = std::fs::File::open(&path)?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut n: i64 = 0;
+            loop {
+                let got = read_full(&mut file, &mut buf)?;
+                if got == 0 {
+                    break;
+                }
+                insert
+                    .execute(params![blob, n, &buf[..got]])
+                    .map_err(db_err)?;
+                n += 1;
+            }
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO attachments (db, id, name, content_type, length, digest, blob)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .map_err(db_err)?
+    .execute(params![
+        db.name(),
+        id,
+        name,
+        content_type,
+        length as i64,
+        digest,
+        blob
+    ])
+    .map_err(db_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -648,11 +779,11 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             require_db(conn, &db)?;
             let row: Option<(String, String)> = conn
-                .query_row(
+                .prepare_cached(
                     "SELECT rev, body FROM docs WHERE db = ?1 AND id = ?2 AND deleted = 0",
-                    params![db.name(), id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
+                .map_err(db_err)?
+                .query_row(params![db.name(), id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(db_err)?;
             match row {
@@ -664,35 +795,27 @@ impl Store for SqliteStore {
     }
 
     async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
-        let Value::Object(mut doc) = doc else {
-            return Err(StoreError::Invalid(
-                "a document must be a JSON object".into(),
-            ));
-        };
-        let id = match doc.remove("_id") {
-            Some(Value::String(s)) if !s.is_empty() => s,
-            None => crate::ids::new_id(),
-            Some(other) => return Err(StoreError::Invalid(format!("bad _id {other}"))),
-        };
-        let rev = match doc.remove("_rev") {
-            Some(Value::String(s)) => Some(s),
-            None | Some(Value::Null) => None,
-            Some(other) => return Err(StoreError::Invalid(format!("bad _rev {other}"))),
-        };
-        let keep: Vec<String> = match doc.remove("_attachments") {
-            Some(Value::Object(m)) => {
-                if m.values().any(|a| a.get("data").is_some()) {
-                    return Err(StoreError::Invalid(
-                        "inline attachment data is not supported; store attachments separately"
-                            .into(),
-                    ));
-                }
-                m.keys().cloned().collect()
+        self.save_with_attachments(db, doc, Vec::new()).await
+    }
+
+    async fn save_with_attachments(
+        &self,
+        db: &Db,
+        doc: Value,
+        attachments: Vec<NewAttachment>,
+    ) -> Result<Value> {
+        let (id, rev, mut keep, doc) = split_doc(doc)?;
+        let mut new = Vec::with_capacity(attachments.len());
+        for a in attachments {
+            if a.name.is_empty() || a.name.starts_with('_') {
+                return Err(StoreError::Invalid(format!(
+                    "bad attachment name '{}'",
+                    a.name
+                )));
             }
-            _ => vec![],
-        };
-        if id.starts_with('_') && !id.starts_with("_design/") {
-            return Err(StoreError::Invalid(format!("reserved document id '{id}'")));
+            keep.push(a.name.clone());
+            let digest = format!("sha256-{}", hex::encode(sha2::Sha256::digest(&a.data)));
+            new.push((a, digest));
         }
         let db2 = db.clone();
         self.write(move |tx| {
@@ -704,7 +827,23 @@ impl Store for SqliteStore {
                 }
             }
             let body = Value::Object(doc).to_string();
-            let new_rev = next_rev(prev.as_deref(), body.as_bytes());
+            let mut seed = body.clone();
+            for (a, digest) in &new {
+                let length = a.data.len() as u64;
+                let source = BlobSource::Memory(a.data.clone());
+                store_blob(
+                    tx,
+                    &db2,
+                    &id,
+                    &a.name,
+                    &a.content_type,
+                    length,
+                    digest,
+                    source,
+                )?;
+                seed.push_str(digest);
+            }
+            let new_rev = next_rev(prev.as_deref(), seed.as_bytes());
             write_row(tx, &db2, &id, &new_rev, false, &body)?;
             let saved = assemble(tx, &db2, &id, &new_rev, &body)?;
             let change = Change {
@@ -757,34 +896,56 @@ impl Store for SqliteStore {
         if name.is_empty() || name.starts_with('_') {
             return Err(StoreError::Invalid(format!("bad attachment name '{name}'")));
         }
-        // Spool the upload first: the write lock is never held while the client sends.
-        let spool_path = self.spool.join(crate::ids::new_id());
-        let mut file = tokio::fs::File::create(&spool_path).await?;
+        // Read the upload before taking the write lock, which is never held while a client
+        // sends: up to IN_MEMORY bytes in memory, beyond that spooled to a file.
         let mut hasher = sha2::Sha256::new();
         let mut length: u64 = 0;
-        let spooled: Result<()> = async {
+        let mut head: Vec<u8> = Vec::new();
+        let mut spool: Option<(PathBuf, tokio::fs::File)> = None;
+        let received: Result<()> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
                 hasher.update(&chunk);
                 length += chunk.len() as u64;
-                file.write_all(&chunk).await?;
+                if spool.is_none() && head.len() + chunk.len() <= IN_MEMORY {
+                    head.extend_from_slice(&chunk);
+                    continue;
+                }
+                if spool.is_none() {
+                    let path = self.spool.join(crate::ids::new_id());
+                    let file = tokio::fs::File::create(&path).await?;
+                    spool = Some((path, file));
+                }
+                if let Some((_, file)) = spool.as_mut() {
+                    if !head.is_empty() {
+                        file.write_all(&std::mem::take(&mut head)).await?;
+                    }
+                    file.write_all(&chunk).await?;
+                }
             }
-            file.flush().await?;
+            if let Some((_, file)) = spool.as_mut() {
+                file.flush().await?;
+            }
             Ok(())
         }
         .await;
-        drop(file);
-        if let Err(e) = spooled {
-            let _ = tokio::fs::remove_file(&spool_path).await;
+        let spool_path = spool.map(|(path, _)| path);
+        if let Err(e) = received {
+            if let Some(path) = &spool_path {
+                let _ = tokio::fs::remove_file(path).await;
+            }
             return Err(e);
         }
+        let source = match &spool_path {
+            Some(path) => BlobSource::File(path.clone()),
+            None => BlobSource::Memory(Bytes::from(head)),
+        };
         let digest = format!("sha256-{}", hex::encode(hasher.finalize()));
         let db2 = db.clone();
         let id = id.to_string();
         let rev = rev.map(str::to_string);
         let name = name.to_string();
         let ct = content_type.to_string();
-        let path = spool_path.clone();
         let res = self
             .write(move |tx| {
                 require_db(tx, &db2)?;
@@ -799,29 +960,7 @@ impl Store for SqliteStore {
                         .map_err(db_err)?,
                     None => "{}".to_string(),
                 };
-                drop_attachment(tx, &db2, &id, &name)?;
-                let blob = bump(tx, "blob")?;
-                let mut file = std::fs::File::open(&path)?;
-                let mut buf = vec![0u8; CHUNK];
-                let mut n: i64 = 0;
-                loop {
-                    let got = read_full(&mut file, &mut buf)?;
-                    if got == 0 {
-                        break;
-                    }
-                    tx.execute(
-                        "INSERT INTO blobs (blob, n, data) VALUES (?1, ?2, ?3)",
-                        params![blob, n, &buf[..got]],
-                    )
-                    .map_err(db_err)?;
-                    n += 1;
-                }
-                tx.execute(
-                    "INSERT INTO attachments (db, id, name, content_type, length, digest, blob)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![db2.name(), id, name, ct, length as i64, digest, blob],
-                )
-                .map_err(db_err)?;
+                store_blob(tx, &db2, &id, &name, &ct, length, &digest, source)?;
                 let new_rev = next_rev(prev.as_deref(), digest.as_bytes());
                 write_row(tx, &db2, &id, &new_rev, false, &body)?;
                 let change = Change {
@@ -833,15 +972,33 @@ impl Store for SqliteStore {
                 Ok((new_rev, vec![change]))
             })
             .await;
-        let _ = tokio::fs::remove_file(&spool_path).await;
+        if let Some(path) = &spool_path {
+            let _ = tokio::fs::remove_file(path).await;
+        }
         res
     }
 
     async fn get_attachment(&self, db: &Db, id: &str, name: &str) -> Result<Option<Attachment>> {
+        // Small attachments are read whole by a reader thread; larger ones are streamed.
+        let (db2, id2, name2) = (db.clone(), id.to_string(), name.to_string());
+        let small = self
+            .read(move |conn| read_small_blob(conn, &db2, &id2, &name2))
+            .await?;
+        match small {
+            SmallBlob::Missing => return Ok(None),
+            SmallBlob::Whole(content_type, data) => {
+                return Ok(Some(Attachment {
+                    content_type,
+                    length: data.len() as u64,
+                    body: super::bytes_stream(data),
+                }));
+            }
+            SmallBlob::Large => {}
+        }
         let db = db.clone();
         let id = id.to_string();
         let name = name.to_string();
-        let readers = self.readers.clone();
+        let readers = self.streamers.clone();
         let path = self.path.clone();
         let (head_tx, head_rx) = oneshot::channel::<Result<Option<(String, u64)>>>();
         let (data_tx, data_rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
@@ -860,7 +1017,7 @@ impl Store for SqliteStore {
             };
             stream_blob(&mut conn, &db, &id, &name, head_tx, &data_tx);
             if let Ok(mut r) = readers.lock()
-                && r.len() < READERS
+                && r.len() < STREAMERS
             {
                 r.push(conn);
             }
@@ -909,7 +1066,8 @@ impl Store for SqliteStore {
     async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>> {
         self.read(|conn| {
             let sql = format!(
-                "SELECT json_extract(body, '$.pvt_account_id') AS a, count(*) FROM docs
+                "SELECT json_extract(body, '$.pvt_account_id') AS a, count(*)
+                 FROM docs INDEXED BY docs_queue
                  WHERE db = 'faxes' AND {LIVE_FAX}
                    AND json_extract(body, '$.pvt_job_status') IN ('pending', 'locked')
                  GROUP BY a ORDER BY a"
@@ -1143,6 +1301,48 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
         }
     }
     Ok(got)
+}
+
+/// An attachment as a reader thread found it.
+enum SmallBlob {
+    Missing,
+    /// Content type and bytes, read in one transaction.
+    Whole(String, Vec<u8>),
+    /// Longer than [`IN_MEMORY`]: to be streamed.
+    Large,
+}
+
+fn read_small_blob(conn: &Connection, db: &Db, id: &str, name: &str) -> Result<SmallBlob> {
+    let tx = conn.unchecked_transaction().map_err(db_err)?;
+    require_db(&tx, db)?;
+    let meta: Option<(String, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT a.content_type, a.length, a.blob FROM attachments a
+             JOIN docs d ON d.db = a.db AND d.id = a.id AND d.deleted = 0
+             WHERE a.db = ?1 AND a.id = ?2 AND a.name = ?3",
+        )
+        .map_err(db_err)?
+        .query_row(params![db.name(), id, name], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(db_err)?;
+    let Some((ct, length, blob)) = meta else {
+        return Ok(SmallBlob::Missing);
+    };
+    if length as usize > IN_MEMORY {
+        return Ok(SmallBlob::Large);
+    }
+    let mut data = Vec::with_capacity(length as usize);
+    let mut stmt = tx
+        .prepare_cached("SELECT data FROM blobs WHERE blob = ?1 ORDER BY n")
+        .map_err(db_err)?;
+    let mut rows = stmt.query([blob]).map_err(db_err)?;
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let chunk = row.get_ref(0).map_err(db_err)?;
+        data.extend_from_slice(chunk.as_blob().map_err(|e| db_err(e.into()))?);
+    }
+    Ok(SmallBlob::Whole(ct, data))
 }
 
 /// Streams one attachment's chunks inside a read transaction.

@@ -2,45 +2,81 @@
 //! outbound subtree runs on the configured store with the scripted engine at zero line time
 //! (the `null` engine) over many accounts:
 //!
-//! 1. throughput — N jobs queued over A accounts, then the engine starts: jobs/s until every
-//!    job is in its MODB, store writes per job (counted by a wrapping store), and the RSS
-//!    growth of the process while they are queued, per job;
-//! 2. dispatch latency — with the engine idle, jobs submitted one at a time: time from the
+//! 1. memory — the subtree starts with its engine held shut (every originate waits) and the
+//!    RSS of the process is taken; then jobs are submitted round robin over A accounts until
+//!    every account's queue has filled its `max_outbound` slots (the engine holds those
+//!    calls): RSS per transmission in flight; then the rest of the N jobs, which stay queued
+//!    behind them: RSS growth per queued job. The engine then opens and the jobs drain;
+//! 2. throughput — N more jobs queued over the A accounts, then a fresh subtree starts:
+//!    jobs/s until every job is in its MODB, store writes per job (counted by a wrapping
+//!    store, by kind), and the CPU time of the process per job;
+//! 3. dispatch latency — with the engine idle, jobs submitted one at a time: time from the
 //!    `pending` write being acknowledged to the media engine's originate (p50/p99).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use faxd::config::{Config, SystemConfig};
 use faxd::context::NodeContext;
 use faxd::gateway::script::ScriptGateway;
+use faxd::gateway::{FaxCall, Gateway, GatewayError, OutboundFax};
 use faxd::ids::{AccountId, Db, new_id};
 use faxd::model::JobStatus;
 use faxd::outbound::StoredTiff;
 use faxd::outbound::docs::{FAX_FILE, blank_tiff};
 use faxd::store::{
     Attachment, Backend, ByteStream, Change, CreatedRange, FaxboxAddress, JobRow, Listing,
-    ModbFilter, ModbRow, Page, Result, SharedStore, Store, bytes_stream,
+    ModbFilter, ModbRow, NewAttachment, Page, Result, SharedStore, Store, bytes_stream,
 };
 use faxd_actors::outbound::Settings;
 use ractor::Actor;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use crate::outbound;
 use crate::supervisor::{Intensity, Supervisor, SupervisorArgs, shutdown};
 
-/// A store that counts writes (saves, deletes, attachment puts and deletes).
+/// Kinds of store writes, as counted by [`CountingStore`].
+#[derive(Clone, Copy)]
+enum Write {
+    Save,
+    SaveWithAttachments,
+    Delete,
+    PutAttachment,
+    DeleteAttachment,
+}
+
+const WRITE_KINDS: [(&str, Write); 5] = [
+    ("save", Write::Save),
+    ("save with attachments", Write::SaveWithAttachments),
+    ("delete", Write::Delete),
+    ("attachment put", Write::PutAttachment),
+    ("attachment delete", Write::DeleteAttachment),
+];
+
+/// A store that counts writes by kind: every call that writes counts once (each is one
+/// atomic store operation: one SQLite transaction, one CouchDB request).
 pub struct CountingStore {
     inner: SharedStore,
-    writes: AtomicU64,
+    writes: [AtomicU64; 5],
 }
 
 impl CountingStore {
-    fn count(&self) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
+    fn new(inner: SharedStore) -> Self {
+        Self {
+            inner,
+            writes: Default::default(),
+        }
+    }
+
+    fn count(&self, kind: Write) {
+        self.writes[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.writes[i].load(Ordering::Relaxed))
     }
 }
 
@@ -65,11 +101,21 @@ impl Store for CountingStore {
         self.inner.get(db, id).await
     }
     async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
-        self.count();
+        self.count(Write::Save);
         self.inner.save(db, doc).await
     }
+    /// One atomic store operation (one SQLite transaction, one CouchDB PUT): one write.
+    async fn save_with_attachments(
+        &self,
+        db: &Db,
+        doc: Value,
+        attachments: Vec<NewAttachment>,
+    ) -> Result<Value> {
+        self.count(Write::SaveWithAttachments);
+        self.inner.save_with_attachments(db, doc, attachments).await
+    }
     async fn delete(&self, db: &Db, id: &str, rev: &str) -> Result<String> {
-        self.count();
+        self.count(Write::Delete);
         self.inner.delete(db, id, rev).await
     }
     async fn put_attachment(
@@ -81,7 +127,7 @@ impl Store for CountingStore {
         content_type: &str,
         body: ByteStream,
     ) -> Result<String> {
-        self.count();
+        self.count(Write::PutAttachment);
         self.inner
             .put_attachment(db, id, rev, name, content_type, body)
             .await
@@ -90,7 +136,7 @@ impl Store for CountingStore {
         self.inner.get_attachment(db, id, name).await
     }
     async fn delete_attachment(&self, db: &Db, id: &str, rev: &str, name: &str) -> Result<String> {
-        self.count();
+        self.count(Write::DeleteAttachment);
         self.inner.delete_attachment(db, id, rev, name).await
     }
     async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>> {
@@ -145,6 +191,56 @@ impl Store for CountingStore {
     async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>> {
         self.inner.subscribe(db).await
     }
+}
+
+/// A media engine whose originates wait until it is opened (the memory phase: queued jobs
+/// stay queued while the queues' slots are held).
+struct Gated {
+    inner: Arc<ScriptGateway>,
+    open: AtomicBool,
+    opened: Notify,
+    waiting: AtomicUsize,
+}
+
+impl Gated {
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+}
+
+#[async_trait]
+impl Gateway for Gated {
+    fn name(&self) -> &'static str {
+        "null (held)"
+    }
+
+    async fn originate(&self, fax: OutboundFax) -> std::result::Result<FaxCall, GatewayError> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let opened = self.opened.notified();
+            if self.open.load(Ordering::SeqCst) {
+                break;
+            }
+            opened.await;
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.inner.originate(fax).await
+    }
+}
+
+/// CPU time (user + system) of this process so far, in ms.
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // The kernel reports in clock ticks (USER_HZ, 100 on Linux).
+    ticks * 10
 }
 
 /// Resident set size of this process in KiB.
@@ -229,6 +325,56 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Starts the outbound subtree (fax_jobs_sup, fax_worker_sup, fax_monitor) under a
+/// supervisor of its own.
+async fn start_subtree(
+    name: &str,
+    ctx: &NodeContext,
+    gw: Arc<dyn Gateway>,
+    docs: Arc<StoredTiff>,
+    settings: &Settings,
+) -> std::result::Result<ractor::ActorRef<crate::supervisor::SupervisorMsg>, String> {
+    let (sup, _) = Actor::spawn(
+        None,
+        Supervisor,
+        SupervisorArgs {
+            name: name.into(),
+            intensity: Intensity::new(5, Duration::from_secs(10)),
+            children: outbound::children(ctx.clone(), gw, docs, settings.clone()),
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(sup)
+}
+
+/// Submits `jobs` jobs round-robin over `accts` (numbers `prefix` + index).
+async fn queue(
+    store: &SharedStore,
+    accts: &[AccountId],
+    jobs: usize,
+    prefix: &str,
+    tiff: &[u8],
+) -> std::result::Result<f64, String> {
+    let t0 = Instant::now();
+    for i in 0..jobs {
+        let a = &accts[i % accts.len()];
+        submit(store, a, &format!("{prefix}{i:07}"), tiff)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Waits (polling, within 30 min) until every job of `accts` is out of the faxes database.
+async fn drain(shared: &SharedStore, accts: &[AccountId]) -> std::result::Result<(), String> {
+    if wait_drained(shared, accts, Duration::from_secs(1800)).await {
+        Ok(())
+    } else {
+        Err("jobs did not drain within 30 min".into())
+    }
+}
+
 /// Runs the benchmark on `store` and prints the figures.
 pub async fn run(
     config: Config,
@@ -241,39 +387,18 @@ pub async fn run(
     faxd::bootstrap::ensure_global_dbs(&store)
         .await
         .map_err(e)?;
-    let counting = Arc::new(CountingStore {
-        inner: store.clone(),
-        writes: AtomicU64::new(0),
-    });
+    let counting = Arc::new(CountingStore::new(store.clone()));
     let shared: SharedStore = counting.clone();
     let accts: Vec<AccountId> = (0..accounts.max(1))
         .map(|_| AccountId::generate())
         .collect();
     let tiff = blank_tiff(1);
-    println!(
-        "backend {}: {jobs} jobs over {} accounts, max_outbound 10 each, null engine",
-        store.backend().as_str(),
-        accts.len()
-    );
-
-    // 1. Throughput.
-    let t0 = Instant::now();
-    for i in 0..jobs {
-        let a = &accts[i % accts.len()];
-        submit(&store, a, &format!("+1510{:07}", i), &tiff)
-            .await
-            .map_err(e)?;
-    }
-    println!(
-        "  queued in {:.1} s ({:.0} submissions/s)",
-        t0.elapsed().as_secs_f64(),
-        jobs as f64 / t0.elapsed().as_secs_f64().max(1e-9)
-    );
     let mut cfg = config.clone();
     cfg.node.name = format!("faxd-bench-{}@127.0.0.1", new_id());
     let sysconf = SystemConfig::load(shared.clone(), &cfg.node.name)
         .await
         .map_err(|e| e.to_string())?;
+    let max_outbound = sysconf.fax().max_outbound.max(1) as usize;
     let ctx = NodeContext::new(cfg, shared.clone(), sysconf);
     let cache = std::env::temp_dir().join(format!("faxd-bench-{}", new_id()));
     let settings = Settings {
@@ -281,25 +406,73 @@ pub async fn run(
         accounts: Some(accts.iter().cloned().collect()),
         ..Settings::default()
     };
-    let rss_before = rss_kib();
-    let writes_before = counting.writes.load(Ordering::Relaxed);
-    let gw = ScriptGateway::new(Duration::ZERO, false);
     let docs = Arc::new(StoredTiff {
         store: shared.clone(),
     });
+    println!(
+        "backend {}: {jobs} jobs over {} accounts, max_outbound {max_outbound} each, null engine",
+        store.backend().as_str(),
+        accts.len()
+    );
+
+    // 1. Memory per queued job: the engine holds every call, so jobs stay queued.
+    let gated = Arc::new(Gated {
+        inner: ScriptGateway::new(Duration::ZERO, false),
+        open: AtomicBool::new(false),
+        opened: Notify::new(),
+        waiting: AtomicUsize::new(0),
+    });
+    // The held calls must not time out while the queue fills.
+    let mut held = settings.clone();
+    held.timeouts.originate = Duration::from_secs(3600);
+    let sup = start_subtree("bench-memory", &ctx, gated.clone(), docs.clone(), &held).await?;
+    let rss_before = rss_kib();
+    // First enough jobs to fill every account's slots (round robin), held in flight...
+    let in_flight = jobs.min(accts.len() * max_outbound);
+    let t0 = Instant::now();
+    queue(&store, &accts, in_flight, "+1530", &tiff).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while gated.waiting.load(Ordering::SeqCst) < in_flight {
+        if Instant::now() > deadline {
+            return Err("the queues did not fill their slots within 5 min".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_in_flight = rss_kib();
+    // ...then the rest, which stay queued behind them.
+    let queued = jobs - in_flight;
+    queue(&store, &accts, queued, "+1540", &tiff).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let rss_queued = rss_kib();
+    println!(
+        "  memory: {jobs} jobs submitted in {secs:.1} s ({:.0} submissions/s) with the engine held",
+        jobs as f64 / secs.max(1e-9)
+    );
+    println!(
+        "  RSS {rss_before} KiB idle; {rss_in_flight} KiB with {in_flight} calls held in flight \
+         ({:.1} KiB per transmission); {rss_queued} KiB with {queued} more jobs queued behind \
+         them: {:.2} KiB per queued job",
+        rss_in_flight.saturating_sub(rss_before) as f64 / in_flight.max(1) as f64,
+        rss_queued.saturating_sub(rss_in_flight) as f64 / queued.max(1) as f64,
+    );
+    gated.open();
+    drain(&shared, &accts).await?;
+    shutdown(sup, Duration::from_secs(60))
+        .await
+        .map_err(|e| e.to_string())?;
+
+    // 2. Throughput: queue first, then a fresh subtree drains the queue.
+    let secs = queue(&store, &accts, jobs, "+1510", &tiff).await?;
+    println!(
+        "  throughput: {jobs} jobs queued in {secs:.1} s ({:.0} submissions/s)",
+        jobs as f64 / secs.max(1e-9)
+    );
+    let writes_before = counting.snapshot();
+    let rss_before = rss_kib();
+    let cpu_before = cpu_ms();
+    let gw = ScriptGateway::new(Duration::ZERO, false);
     let t1 = Instant::now();
-    let (sup, _) = Actor::spawn(
-        None,
-        Supervisor,
-        SupervisorArgs {
-            name: "bench".into(),
-            intensity: Intensity::new(5, Duration::from_secs(10)),
-            children: outbound::children(ctx.clone(), gw, docs.clone(), settings.clone()),
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    // Sample RSS while the queue drains.
+    let sup = start_subtree("bench", &ctx, gw, docs.clone(), &settings).await?;
     let mut rss_peak = rss_before;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -313,14 +486,27 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = t1.elapsed().as_secs_f64();
-    let writes = counting.writes.load(Ordering::Relaxed) - writes_before;
+    let cpu = cpu_ms() - cpu_before;
+    let writes: Vec<u64> = counting
+        .snapshot()
+        .iter()
+        .zip(writes_before)
+        .map(|(a, b)| a - b)
+        .collect();
+    let per_job = |n: u64| n as f64 / jobs.max(1) as f64;
+    let breakdown: Vec<String> = WRITE_KINDS
+        .iter()
+        .zip(&writes)
+        .filter(|(_, n)| **n > 0)
+        .map(|((name, _), n)| format!("{name} {:.2}", per_job(*n)))
+        .collect();
     println!(
-        "  drained in {secs:.2} s: {:.0} jobs/s; {:.2} store writes per job \
-         (lock, acquire, MODB copy + its attachment, delete); RSS growth {:.2} KiB per queued job \
-         (peak {} KiB, before {} KiB)",
+        "  drained in {secs:.2} s: {:.0} jobs/s; {:.1} ms CPU per job; {:.2} store writes per job \
+         ({}); RSS peak while draining {} KiB ({} KiB before)",
         jobs as f64 / secs.max(1e-9),
-        writes as f64 / jobs.max(1) as f64,
-        rss_peak.saturating_sub(rss_before) as f64 / jobs.max(1) as f64,
+        cpu as f64 / jobs.max(1) as f64,
+        per_job(writes.iter().sum()),
+        breakdown.join(", "),
         rss_peak,
         rss_before
     );
@@ -328,19 +514,9 @@ pub async fn run(
         .await
         .map_err(|e| e.to_string())?;
 
-    // 2. Dispatch latency with an idle engine.
+    // 3. Dispatch latency with an idle engine.
     let gw = ScriptGateway::new(Duration::ZERO, true);
-    let (sup, _) = Actor::spawn(
-        None,
-        Supervisor,
-        SupervisorArgs {
-            name: "bench-latency".into(),
-            intensity: Intensity::new(5, Duration::from_secs(10)),
-            children: outbound::children(ctx, gw.clone(), docs, settings),
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let sup = start_subtree("bench-latency", &ctx, gw.clone(), docs, &settings).await?;
     let mut submitted = std::collections::HashMap::new();
     for i in 0..latency_jobs {
         let a = &accts[i % accts.len()];
