@@ -16,9 +16,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faxd::ids::AccountId;
+use faxd::ids::{AccountId, Db};
 use faxd::model::JobStatus;
-use faxd::outbound::lease;
+use faxd::outbound::{Job, lease};
 use faxd::outbound::names;
 use faxd::store::{CreatedRange, JobRow, Page, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
