@@ -22,12 +22,19 @@ echo "== T.30 loopback (spandsp): CPU per page, accelerated throughput, real-tim
 
 echo
 echo "== outbound scheduler: ${FAXD_BENCH_JOBS:-10000} jobs over 100 accounts, null engine"
-echo "-- embedded"
-FAXD_NODE_DATA_DIR="$tmp/outbound-embedded" "$faxd" outbound bench --jobs "${FAXD_BENCH_JOBS:-10000}" --accounts 100
+# Every transmission writes its fax-ready TIFF to the file cache (file_cache_path): first on
+# tmpfs (/dev/shm; /tmp is tmpfs on Debian 13), then on the disk of the data directory.
+shm=/dev/shm
+[ -d "$shm" ] && [ -w "$shm" ] || shm="$tmp"
+echo "-- embedded, file cache on $shm"
+FAXD_NODE_DATA_DIR="$tmp/outbound-embedded" "$faxd" outbound bench --jobs "${FAXD_BENCH_JOBS:-10000}" --accounts 100 --file-cache "$shm"
+echo "-- embedded, file cache on disk ($tmp)"
+FAXD_NODE_DATA_DIR="$tmp/outbound-embedded-disk" "$faxd" outbound bench --jobs "${FAXD_BENCH_JOBS:-10000}" --accounts 100 --file-cache "$tmp"
 if [ -n "${FAXD_TEST_COUCH_URL:-}" ]; then
-    echo "-- couchdb ($FAXD_TEST_COUCH_URL)"
+    # The test server (PouchDB in one node process) is far slower than CouchDB: fewer jobs.
+    echo "-- couchdb ($FAXD_TEST_COUCH_URL), file cache on $shm"
     FAXD_STORE_BACKEND=couchdb FAXD_STORE_COUCH_URL="$FAXD_TEST_COUCH_URL" \
-        FAXD_NODE_DATA_DIR="$tmp/outbound-couch" "$faxd" outbound bench --jobs "${FAXD_BENCH_JOBS:-10000}" --accounts 100
+        FAXD_NODE_DATA_DIR="$tmp/outbound-couch" "$faxd" outbound bench --jobs "${FAXD_BENCH_COUCH_JOBS:-1000}" --accounts 10 --file-cache "$shm"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ pub mod convert;
 pub mod gateway;
 pub mod ids;
 pub mod intake;
+pub mod memory;
 pub mod model;
 pub mod numbers;
 pub mod outbound;

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use faxd::ids::{AccountId, Db};
 use faxd::model::JobStatus;
-use faxd::outbound::{Job, lease};
 use faxd::outbound::names;
+use faxd::outbound::{Job, lease};
 use faxd::store::{CreatedRange, JobRow, Page, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, info, warn};

@@ -112,6 +112,9 @@ fn join_err(e: tokio::task::JoinError) -> StoreError {
     StoreError::Backend(format!("store task failed: {e}"))
 }
 
+/// Page cache of each reader connection (negative: KiB). The writer keeps SQLite's 2 MiB.
+const READER_CACHE: &str = "PRAGMA cache_size = -512;";
+
 fn open_conn(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(db_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -145,6 +148,9 @@ impl SqliteStore {
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..READERS {
             let conn = open_conn(&path)?;
+            // Readers look up single documents and short index ranges: a small page cache
+            // each (the OS caches the file), so their memory stays flat as the store grows.
+            conn.execute_batch(READER_CACHE).map_err(db_err)?;
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("faxd-sqlite-reader-{n}"))

@@ -382,6 +382,7 @@ pub async fn run(
     jobs: usize,
     accounts: usize,
     latency_jobs: usize,
+    file_cache: Option<std::path::PathBuf>,
 ) -> std::result::Result<(), String> {
     let e = |e: faxd::store::StoreError| e.to_string();
     faxd::bootstrap::ensure_global_dbs(&store)
@@ -400,7 +401,9 @@ pub async fn run(
         .map_err(|e| e.to_string())?;
     let max_outbound = sysconf.fax().max_outbound.max(1) as usize;
     let ctx = NodeContext::new(cfg, shared.clone(), sysconf);
-    let cache = std::env::temp_dir().join(format!("faxd-bench-{}", new_id()));
+    let cache = file_cache
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("faxd-bench-{}", new_id()));
     let settings = Settings {
         file_cache: Some(cache.clone()),
         accounts: Some(accts.iter().cloned().collect()),
@@ -410,9 +413,11 @@ pub async fn run(
         store: shared.clone(),
     });
     println!(
-        "backend {}: {jobs} jobs over {} accounts, max_outbound {max_outbound} each, null engine",
+        "backend {}: {jobs} jobs over {} accounts, max_outbound {max_outbound} each, null engine, \
+         file cache {}",
         store.backend().as_str(),
-        accts.len()
+        accts.len(),
+        cache.display()
     );
 
     // 1. Memory per queued job: the engine holds every call, so jobs stay queued.

@@ -96,6 +96,10 @@ enum OutboundCmd {
         /// Jobs submitted one at a time for the latency run.
         #[arg(long, default_value_t = 300)]
         latency_jobs: usize,
+        /// Directory for the workers' fax-ready TIFFs (the node's `file_cache_path`);
+        /// default: a new directory under the system temp directory.
+        #[arg(long)]
+        file_cache: Option<PathBuf>,
     },
 }
 
@@ -139,6 +143,7 @@ fn load(config: Option<&PathBuf>) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    faxd::memory::limit_malloc_arenas();
     let cli = Cli::parse();
     if let Cmd::Convert {
         input,
@@ -212,13 +217,22 @@ fn main() -> ExitCode {
                     jobs,
                     accounts,
                     latency_jobs,
+                    file_cache,
                 } => {
                     let config = load(config.as_ref())?;
                     init_tracing("warn");
                     let store = faxd_supervisors::node::open_store(&config)
                         .await
                         .map_err(|e| e.to_string())?;
-                    faxd_supervisors::bench::run(config, store, jobs, accounts, latency_jobs).await
+                    faxd_supervisors::bench::run(
+                        config,
+                        store,
+                        jobs,
+                        accounts,
+                        latency_jobs,
+                        file_cache,
+                    )
+                    .await
                 }
             },
         }
