@@ -693,13 +693,7 @@ pub fn decode(
     let mut rows = page.data.chunks_exact_mut(stride.max(1));
     decode_rows(data, coding, width, height, |_, changes| {
         if let Some(row) = rows.next() {
-            let mut pairs = changes.chunks_exact(2);
-            for p in &mut pairs {
-                fill_run(row, p[0] as u32, p[1] as u32);
-            }
-            if let [start] = pairs.remainder() {
-                fill_run(row, *start as u32, width);
-            }
+            fill_changes(row, changes, width);
         }
     })?;
     Ok(page)
@@ -742,15 +736,21 @@ pub fn decode_rle(
         if r.overrun() {
             return Err(err("the data ends inside the row"));
         }
-        let mut pairs = current[..len].chunks_exact(2);
-        for p in &mut pairs {
-            fill_run(row, p[0] as u32, p[1] as u32);
-        }
-        if let [start] = pairs.remainder() {
-            fill_run(row, *start as u32, width);
-        }
+        fill_changes(row, &current[..len], width);
     }
     Ok(page)
+}
+
+/// Paints a row's black runs from its changing elements (white first; an odd last change
+/// runs black to the end of the row).
+fn fill_changes(row: &mut [u8], changes: &[i32], width: u32) {
+    let mut pairs = changes.chunks_exact(2);
+    for p in &mut pairs {
+        fill_run(row, p[0] as u32, p[1] as u32);
+    }
+    if let [start] = pairs.remainder() {
+        fill_run(row, *start as u32, width);
+    }
 }
 
 /// Checks that all `height` rows of `width` pixels are in the data and decode, without

@@ -37,6 +37,11 @@ pub fn pdf(pages: &[String], w: f64, h: f64, image: Option<(u32, u32, &[u8])>) -
         s.extend_from_slice(b"\nendstream");
         objs.push(s);
     }
+    assemble_pdf(&objs)
+}
+
+/// A PDF file of numbered objects (object 1 the catalog), with a classic xref table.
+pub fn assemble_pdf(objs: &[Vec<u8>]) -> Vec<u8> {
     let mut out = b"%PDF-1.4\n".to_vec();
     let mut offs = Vec::new();
     for (i, o) in objs.iter().enumerate() {
