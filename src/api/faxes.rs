@@ -65,82 +65,135 @@ pub fn endpoints() -> Vec<Endpoint> {
                 M::GET,
                 &format!("{p}/outbox"),
                 "Sent and failed faxes",
-                || web::get().to(list_outbox),
+                || {
+                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
+                        list_folder(r, s, Folder::Outbox)
+                    })
+                },
             ),
             ep(
                 M::GET,
                 &format!("{p}/outbox/{{fax_id}}"),
                 "A sent fax",
-                || web::get().to(get_outbox),
+                || {
+                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
+                        get_folder(r, s, Folder::Outbox)
+                    })
+                },
             ),
             ep(
                 M::PUT,
                 &format!("{p}/outbox/{{fax_id}}"),
                 "Resubmit a sent fax ({\"action\":\"resubmit\"})",
-                || web::put().to(resubmit),
+                || {
+                    web::put().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
+                        copy_job(r, s, b, Folder::Outbox)
+                    })
+                },
             ),
             ep(
                 M::DELETE,
                 &format!("{p}/outbox/{{fax_id}}"),
                 "Delete a sent fax",
-                || web::delete().to(delete_outbox),
+                || {
+                    web::delete().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
+                        delete_folder(r, s, b, Folder::Outbox)
+                    })
+                },
             ),
             ep(
                 M::GET,
                 &format!("{p}/outbox/{{fax_id}}/attachment"),
                 "Download a sent fax",
-                || web::get().to(attachment_outbox),
+                || {
+                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
+                        attachment(r, s, Folder::Outbox)
+                    })
+                },
             ),
             ep(
                 M::DELETE,
                 &format!("{p}/outbox/{{fax_id}}/attachment"),
                 "Remove a sent fax's documents",
-                || web::delete().to(strip_outbox),
+                || {
+                    web::delete().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
+                        strip(r, s, b, Folder::Outbox)
+                    })
+                },
             ),
             ep(M::GET, &format!("{p}/inbox"), "Received faxes", || {
-                web::get().to(list_inbox)
+                web::get()
+                    .to(|r: HttpRequest, s: web::Data<ApiState>| list_folder(r, s, Folder::Inbox))
             }),
             ep(
                 M::GET,
                 &format!("{p}/inbox/{{fax_id}}"),
                 "A received fax",
-                || web::get().to(get_inbox),
+                || {
+                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
+                        get_folder(r, s, Folder::Inbox)
+                    })
+                },
             ),
             ep(
                 M::PUT,
                 &format!("{p}/inbox/{{fax_id}}"),
                 "Forward a received fax ({\"action\":\"forward\"})",
-                || web::put().to(forward),
+                || {
+                    web::put().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
+                        copy_job(r, s, b, Folder::Inbox)
+                    })
+                },
             ),
             ep(
                 M::DELETE,
                 &format!("{p}/inbox/{{fax_id}}"),
                 "Delete a received fax",
-                || web::delete().to(delete_inbox),
+                || {
+                    web::delete().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
+                        delete_folder(r, s, b, Folder::Inbox)
+                    })
+                },
             ),
             ep(
                 M::GET,
                 &format!("{p}/inbox/{{fax_id}}/attachment"),
                 "Download a received fax",
-                || web::get().to(attachment_inbox),
+                || {
+                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
+                        attachment(r, s, Folder::Inbox)
+                    })
+                },
             ),
             ep(
                 M::DELETE,
                 &format!("{p}/inbox/{{fax_id}}/attachment"),
                 "Remove a received fax's documents",
-                || web::delete().to(strip_inbox),
+                || {
+                    web::delete().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
+                        strip(r, s, b, Folder::Inbox)
+                    })
+                },
             ),
             ep(
                 M::GET,
                 &format!("{p}/incoming"),
                 "Received faxes (same as inbox)",
-                || web::get().to(list_inbox),
+                || {
+                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
+                        list_folder(r, s, Folder::Inbox)
+                    })
+                },
             ),
             ep(
                 M::GET,
                 &format!("{p}/incoming/{{fax_id}}"),
                 "A received fax (same as inbox)",
-                || web::get().to(get_inbox),
+                || {
+                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
+                        get_folder(r, s, Folder::Inbox)
+                    })
+                },
             ),
             ep(
                 M::GET,
@@ -729,20 +782,6 @@ async fn list_folder(
     ))
 }
 
-async fn list_outbox(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    list_folder(req, state, Folder::Outbox).await
-}
-
-async fn list_inbox(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    list_folder(req, state, Folder::Inbox).await
-}
-
 /// Loads a fax of a folder in the account's MODBs, within the route's scope.
 async fn load_folder(
     req: &HttpRequest,
@@ -777,17 +816,6 @@ async fn get_folder(
     Ok(respond_fax(&req, &state, StatusCode::OK, &doc))
 }
 
-async fn get_outbox(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    get_folder(req, state, Folder::Outbox).await
-}
-
-async fn get_inbox(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    get_folder(req, state, Folder::Inbox).await
-}
-
 async fn delete_folder(
     req: HttpRequest,
     state: web::Data<ApiState>,
@@ -803,22 +831,6 @@ async fn delete_folder(
     out["_read_only"]["deleted"] = json!(true);
     saved["_read_only"] = out["_read_only"].clone();
     Ok(respond_doc(&req, &state, StatusCode::OK, &out))
-}
-
-async fn delete_outbox(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    delete_folder(req, state, payload, Folder::Outbox).await
-}
-
-async fn delete_inbox(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    delete_folder(req, state, payload, Folder::Inbox).await
 }
 
 /// Download formats.
@@ -1021,20 +1033,6 @@ fn download(
     res
 }
 
-async fn attachment_outbox(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    attachment(req, state, Folder::Outbox).await
-}
-
-async fn attachment_inbox(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    attachment(req, state, Folder::Inbox).await
-}
-
 async fn strip(
     req: HttpRequest,
     state: web::Data<ApiState>,
@@ -1050,22 +1048,6 @@ async fn strip(
     }
     let doc = load_typed(&state.store, &db, &id, "fax").await?;
     Ok(respond_fax(&req, &state, StatusCode::OK, &doc))
-}
-
-async fn strip_outbox(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    strip(req, state, payload, Folder::Outbox).await
-}
-
-async fn strip_inbox(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    strip(req, state, payload, Folder::Inbox).await
 }
 
 /// Fields a copy (resubmit/forward) never carries over.
@@ -1200,22 +1182,6 @@ async fn copy_job(
         .await
         .map_err(intake_err)?;
     Ok(respond_fax(&req, &state, StatusCode::CREATED, &done))
-}
-
-async fn resubmit(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    copy_job(req, state, payload, Folder::Outbox).await
-}
-
-async fn forward(
-    req: HttpRequest,
-    state: web::Data<ApiState>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    copy_job(req, state, payload, Folder::Inbox).await
 }
 
 async fn list_smtplog(
