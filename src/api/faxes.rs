@@ -29,6 +29,70 @@ pub const PREFIXES: [&str; 3] = [
     "/v2/accounts/{account_id}/users/{user_id}/faxes",
 ];
 
+/// How the routes of one MODB folder read in the route table.
+struct FolderRoutes {
+    folder: Folder,
+    list: &'static str,
+    one: &'static str,
+    copy: &'static str,
+    delete: &'static str,
+    download: &'static str,
+    strip: &'static str,
+}
+
+const FOLDER_ROUTES: [FolderRoutes; 2] = [
+    FolderRoutes {
+        folder: Folder::Outbox,
+        list: "Sent and failed faxes",
+        one: "A sent fax",
+        copy: "Resubmit a sent fax ({\"action\":\"resubmit\"})",
+        delete: "Delete a sent fax",
+        download: "Download a sent fax",
+        strip: "Remove a sent fax's documents",
+    },
+    FolderRoutes {
+        folder: Folder::Inbox,
+        list: "Received faxes",
+        one: "A received fax",
+        copy: "Forward a received fax ({\"action\":\"forward\"})",
+        delete: "Delete a received fax",
+        download: "Download a received fax",
+        strip: "Remove a received fax's documents",
+    },
+];
+
+type Req = HttpRequest;
+type State = web::Data<ApiState>;
+
+/// The routes of one folder under `base` (`…/outbox` or `…/inbox`).
+fn folder_endpoints(base: &str, f: &FolderRoutes) -> [Endpoint; 6] {
+    use Method as M;
+    let folder = f.folder;
+    let one = format!("{base}/{{fax_id}}");
+    let file = format!("{one}/attachment");
+    [
+        ep(M::GET, base, f.list, move || {
+            web::get().to(move |r: Req, s: State| list_folder(r, s, folder))
+        }),
+        ep(M::GET, &one, f.one, move || {
+            web::get().to(move |r: Req, s: State| get_folder(r, s, folder))
+        }),
+        ep(M::PUT, &one, f.copy, move || {
+            web::put().to(move |r: Req, s: State, b: web::Payload| copy_job(r, s, b, folder))
+        }),
+        ep(M::DELETE, &one, f.delete, move || {
+            web::delete()
+                .to(move |r: Req, s: State, b: web::Payload| delete_folder(r, s, b, folder))
+        }),
+        ep(M::GET, &file, f.download, move || {
+            web::get().to(move |r: Req, s: State| attachment(r, s, folder))
+        }),
+        ep(M::DELETE, &file, f.strip, move || {
+            web::delete().to(move |r: Req, s: State, b: web::Payload| strip(r, s, b, folder))
+        }),
+    ]
+}
+
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;
     let mut v = Vec::new();
@@ -61,139 +125,22 @@ pub fn endpoints() -> Vec<Endpoint> {
                 "Cancel a queued fax",
                 || web::delete().to(cancel_outgoing),
             ),
-            ep(
-                M::GET,
-                &format!("{p}/outbox"),
-                "Sent and failed faxes",
-                || {
-                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
-                        list_folder(r, s, Folder::Outbox)
-                    })
-                },
-            ),
-            ep(
-                M::GET,
-                &format!("{p}/outbox/{{fax_id}}"),
-                "A sent fax",
-                || {
-                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
-                        get_folder(r, s, Folder::Outbox)
-                    })
-                },
-            ),
-            ep(
-                M::PUT,
-                &format!("{p}/outbox/{{fax_id}}"),
-                "Resubmit a sent fax ({\"action\":\"resubmit\"})",
-                || {
-                    web::put().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
-                        copy_job(r, s, b, Folder::Outbox)
-                    })
-                },
-            ),
-            ep(
-                M::DELETE,
-                &format!("{p}/outbox/{{fax_id}}"),
-                "Delete a sent fax",
-                || {
-                    web::delete().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
-                        delete_folder(r, s, b, Folder::Outbox)
-                    })
-                },
-            ),
-            ep(
-                M::GET,
-                &format!("{p}/outbox/{{fax_id}}/attachment"),
-                "Download a sent fax",
-                || {
-                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
-                        attachment(r, s, Folder::Outbox)
-                    })
-                },
-            ),
-            ep(
-                M::DELETE,
-                &format!("{p}/outbox/{{fax_id}}/attachment"),
-                "Remove a sent fax's documents",
-                || {
-                    web::delete().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
-                        strip(r, s, b, Folder::Outbox)
-                    })
-                },
-            ),
-            ep(M::GET, &format!("{p}/inbox"), "Received faxes", || {
-                web::get()
-                    .to(|r: HttpRequest, s: web::Data<ApiState>| list_folder(r, s, Folder::Inbox))
-            }),
-            ep(
-                M::GET,
-                &format!("{p}/inbox/{{fax_id}}"),
-                "A received fax",
-                || {
-                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
-                        get_folder(r, s, Folder::Inbox)
-                    })
-                },
-            ),
-            ep(
-                M::PUT,
-                &format!("{p}/inbox/{{fax_id}}"),
-                "Forward a received fax ({\"action\":\"forward\"})",
-                || {
-                    web::put().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
-                        copy_job(r, s, b, Folder::Inbox)
-                    })
-                },
-            ),
-            ep(
-                M::DELETE,
-                &format!("{p}/inbox/{{fax_id}}"),
-                "Delete a received fax",
-                || {
-                    web::delete().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
-                        delete_folder(r, s, b, Folder::Inbox)
-                    })
-                },
-            ),
-            ep(
-                M::GET,
-                &format!("{p}/inbox/{{fax_id}}/attachment"),
-                "Download a received fax",
-                || {
-                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
-                        attachment(r, s, Folder::Inbox)
-                    })
-                },
-            ),
-            ep(
-                M::DELETE,
-                &format!("{p}/inbox/{{fax_id}}/attachment"),
-                "Remove a received fax's documents",
-                || {
-                    web::delete().to(|r: HttpRequest, s: web::Data<ApiState>, b: web::Payload| {
-                        strip(r, s, b, Folder::Inbox)
-                    })
-                },
-            ),
+        ]);
+        for f in &FOLDER_ROUTES {
+            v.extend(folder_endpoints(&format!("{p}/{}", f.folder), f));
+        }
+        v.extend([
             ep(
                 M::GET,
                 &format!("{p}/incoming"),
                 "Received faxes (same as inbox)",
-                || {
-                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
-                        list_folder(r, s, Folder::Inbox)
-                    })
-                },
+                || web::get().to(|r: Req, s: State| list_folder(r, s, Folder::Inbox)),
             ),
             ep(
                 M::GET,
                 &format!("{p}/incoming/{{fax_id}}"),
                 "A received fax (same as inbox)",
-                || {
-                    web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
-                        get_folder(r, s, Folder::Inbox)
-                    })
-                },
+                || web::get().to(|r: Req, s: State| get_folder(r, s, Folder::Inbox)),
             ),
             ep(
                 M::GET,

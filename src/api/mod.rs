@@ -95,15 +95,20 @@ pub struct Endpoint {
     pub method: Method,
     pub path: String,
     pub summary: &'static str,
-    pub route: fn() -> Route,
+    pub route: Box<dyn Fn() -> Route + Send + Sync>,
 }
 
-fn ep(method: Method, path: &str, summary: &'static str, route: fn() -> Route) -> Endpoint {
+fn ep(
+    method: Method,
+    path: &str,
+    summary: &'static str,
+    route: impl Fn() -> Route + Send + Sync + 'static,
+) -> Endpoint {
     Endpoint {
         method,
         path: path.to_string(),
         summary,
-        route,
+        route: Box::new(route),
     }
 }
 
