@@ -9,7 +9,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
 
-use super::listing::{respond_account_listing, respond_doc};
+use super::listing::{respond_account_doc, respond_account_listing, respond_doc};
 use super::request::{
     self, account_request, client_fields, json_envelope, list_typed, load_typed, merge_patch, param,
 };
@@ -27,7 +27,11 @@ pub fn endpoints() -> Vec<Endpoint> {
     vec![
         ep(M::GET, base, "List callflows", || web::get().to(list)),
         ep(M::PUT, base, "Create a callflow", || web::put().to(create)),
-        ep(M::GET, one, "Get a callflow", || web::get().to(get)),
+        ep(M::GET, one, "Get a callflow", || {
+            web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
+                respond_account_doc(r, s, "callflow_id", "callflow")
+            })
+        }),
         ep(M::POST, one, "Replace a callflow", || {
             web::post().to(update)
         }),
@@ -308,18 +312,6 @@ async fn create(
             Err(e.into())
         }
     }
-}
-
-async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let (_c, id, _a) = account_request(&req, &state, None).await?;
-    let doc = load_typed(
-        &state.store,
-        &Db::Account(id),
-        param(&req, "callflow_id")?,
-        "callflow",
-    )
-    .await?;
-    Ok(respond_doc(&req, &state, StatusCode::OK, &doc))
 }
 
 async fn update(

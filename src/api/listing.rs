@@ -196,6 +196,25 @@ pub async fn respond_account_listing(
     Ok(respond_list(req, state, rows, next, &paging))
 }
 
+/// `GET /v2/accounts/{account_id}/<resource>/{<param>}`: one live document of the account
+/// of type `pvt_type`, as it is stored.
+pub async fn respond_account_doc(
+    req: HttpRequest,
+    state: actix_web::web::Data<ApiState>,
+    param: &str,
+    pvt_type: &str,
+) -> Result<HttpResponse, ApiError> {
+    let (_c, id, _a) = super::request::account_request(&req, &state, None).await?;
+    let doc = super::request::load_typed(
+        &state.store,
+        &crate::ids::Db::Account(id),
+        super::request::param(&req, param)?,
+        pvt_type,
+    )
+    .await?;
+    Ok(respond_doc(&req, &state, StatusCode::OK, &doc))
+}
+
 /// Answers a listing page.
 pub fn respond_list(
     req: &HttpRequest,

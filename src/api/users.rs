@@ -6,7 +6,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
 
-use super::listing::{respond_account_listing, respond_doc};
+use super::listing::{respond_account_doc, respond_account_listing, respond_doc};
 use super::request::{
     self, account_request, client_fields, json_envelope, list_typed, load_typed, merge_patch, param,
 };
@@ -22,7 +22,11 @@ pub fn endpoints() -> Vec<Endpoint> {
     vec![
         ep(M::GET, base, "List users", || web::get().to(list)),
         ep(M::PUT, base, "Create a user", || web::put().to(create)),
-        ep(M::GET, one, "Get a user", || web::get().to(get)),
+        ep(M::GET, one, "Get a user", || {
+            web::get().to(|r: HttpRequest, s: web::Data<ApiState>| {
+                respond_account_doc(r, s, "user_id", "user")
+            })
+        }),
         ep(M::POST, one, "Replace a user", || web::post().to(update)),
         ep(M::PATCH, one, "Merge into a user", || {
             web::patch().to(update)
@@ -161,18 +165,6 @@ pub async fn create_user(
     doc["pvt_created"] = json!(now);
     doc["pvt_modified"] = json!(now);
     Ok(store.save(&Db::Account(id.clone()), doc).await?)
-}
-
-async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let (_c, id, _a) = account_request(&req, &state, None).await?;
-    let doc = load_typed(
-        &state.store,
-        &Db::Account(id),
-        param(&req, "user_id")?,
-        "user",
-    )
-    .await?;
-    Ok(respond_doc(&req, &state, StatusCode::OK, &doc))
 }
 
 async fn update(
