@@ -11,7 +11,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use faxd::ids::Db;
@@ -72,22 +72,6 @@ fn outbound_line(node: &Node) -> String {
         .to_string()
 }
 
-/// Polls (async) until `f` gives `Some`, or fails after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 struct Api {
     http: reqwest::Client,
     token: String,
@@ -120,30 +104,17 @@ impl Api {
         if let Some(at) = send_at {
             meta["data"]["send_at"] = json!(at);
         }
-        let boundary = "faxd-cluster-boundary";
-        let mut body = format!(
-            "--{boundary}\r\nContent-Type: application/json\r\n\r\n{meta}\r\n--{boundary}\r\nContent-Type: image/tiff\r\n\r\n"
+        let data = common::submit_fax(
+            &self.http,
+            faxes,
+            &self.token,
+            &meta,
+            "image/tiff",
+            &blank_tiff(pages),
         )
-        .into_bytes();
-        body.extend_from_slice(&blank_tiff(pages));
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let r = self
-            .http
-            .put(faxes)
-            .header("X-Auth-Token", &self.token)
-            .header(
-                "Content-Type",
-                format!("multipart/mixed; boundary={boundary}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v: Value = r.json().await.unwrap();
-        assert!(status.is_success(), "{status}: {v}");
-        assert_ne!(v["data"]["status"], "failed", "{v}");
-        v["data"]["id"].as_str().expect("job id").to_string()
+        .await;
+        assert_ne!(data["status"], "failed", "{data}");
+        data["id"].as_str().expect("job id").to_string()
     }
 
     /// The outbox document of job `id`, once it is there.
@@ -229,11 +200,12 @@ impl Cluster {
         let b = start(&dir_b, env_b).await;
 
         // Exactly one node holds the outbound lease, and both say which.
-        let (line_a, line_b) = wait_for("one lease holder", Duration::from_secs(30), || async {
-            let (la, lb) = (outbound_line(&a), outbound_line(&b));
-            (la.contains("(this node)") != lb.contains("(this node)")).then_some((la, lb))
-        })
-        .await;
+        let (line_a, line_b) =
+            common::poll_async("one lease holder", Duration::from_secs(30), || async {
+                let (la, lb) = (outbound_line(&a), outbound_line(&b));
+                (la.contains("(this node)") != lb.contains("(this node)")).then_some((la, lb))
+            })
+            .await;
         let a_holds = format!("leader lease {NODE_A} (this node),");
         assert!(
             line_a.contains(&a_holds),
@@ -309,10 +281,11 @@ impl Cluster {
     async fn completed(&self, ids: &[String]) -> Vec<(i64, i64)> {
         let mut intervals = Vec::new();
         for id in ids {
-            let fax = wait_for("every fax in the outbox", Duration::from_secs(120), || {
-                self.api.in_outbox(&self.faxes_b, id)
-            })
-            .await;
+            let fax =
+                common::poll_async("every fax in the outbox", Duration::from_secs(120), || {
+                    self.api.in_outbox(&self.faxes_b, id)
+                })
+                .await;
             assert_eq!(fax["_read_only"]["status"], "completed", "{fax}");
             let tx = &fax["tx_result"];
             assert_eq!(tx["success"], true, "{tx}");
@@ -369,7 +342,7 @@ async fn two_nodes_share_one_outbound_scheduler() {
     // A long fax on the leader: the other node's API shows its live stage and page.
     let id = api.submit(faxes_b, "+15557770999", 8, 3, None).await;
     let url = format!("{faxes_b}/outgoing/{id}");
-    let live = wait_for(
+    let live = common::poll_async(
         "live status through node b",
         Duration::from_secs(60),
         || async {
@@ -406,7 +379,7 @@ async fn two_nodes_share_one_outbound_scheduler() {
     );
     assert_eq!(doc["pvt_job_node"], NODE_A);
     let b = c.b.as_ref().unwrap();
-    wait_for("node b to take the lease", Duration::from_secs(60), || {
+    common::poll_async("node b to take the lease", Duration::from_secs(60), || {
         let line = outbound_line(b);
         async move {
             line.contains(&format!("{NODE_B} (this node)"))
@@ -414,7 +387,7 @@ async fn two_nodes_share_one_outbound_scheduler() {
         }
     })
     .await;
-    let fax = wait_for(
+    let fax = common::poll_async(
         "the fax completed by node b",
         Duration::from_secs(120),
         || c.api.in_outbox(&c.faxes_b, &id),
@@ -440,13 +413,13 @@ async fn a_paused_leader_hands_over_without_exceeding_the_limit() {
     let ids = c.submit_due_together(8, 4).await;
     let a = c.a.as_ref().unwrap();
     let b = c.b.as_ref().unwrap();
-    wait_for("node a transmitting", Duration::from_secs(60), || async {
+    common::poll_async("node a transmitting", Duration::from_secs(60), || async {
         let rows = c.store.processing_by_node(Some(NODE_A)).await.unwrap();
         (rows.len() == 2).then_some(())
     })
     .await;
     signal(a, "STOP");
-    wait_for("node b to take the lease", Duration::from_secs(60), || {
+    common::poll_async("node b to take the lease", Duration::from_secs(60), || {
         let line = outbound_line(b);
         async move {
             line.contains(&format!("{NODE_B} (this node)"))

@@ -63,28 +63,7 @@ fn credentials(dir: &std::path::Path, key: &str) -> String {
 
 async fn submit(http: &reqwest::Client, url: &str, token: &str, to: &str, doc: Vec<u8>) -> Value {
     let meta = json!({"data": {"from_number": "+15551230000", "to_number": to, "retries": 1}});
-    let boundary = "faxd-e2e-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{meta}\r\n--{boundary}\r\nContent-Type: application/pdf\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&doc);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = http
-        .put(url)
-        .header("X-Auth-Token", token)
-        .header(
-            "Content-Type",
-            format!("multipart/mixed; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let v: Value = r.json().await.unwrap();
-    assert!(status.is_success(), "{status}: {v}");
-    v["data"].clone()
+    common::submit_fax(http, url, token, &meta, "application/pdf", &doc).await
 }
 
 /// `GET url` as the logged-in user, the JSON answer.
@@ -133,17 +112,10 @@ async fn a_pdf_submitted_by_multipart_is_delivered_page_for_page() {
     assert_ne!(job["status"], "failed", "{job}");
 
     // Completed jobs leave the queue for the outbox (`YYYYMM-<id>`).
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let outbox_id = loop {
-        if let Some(found) = find_in_outbox(&http, &faxes, &token, &id).await {
-            break found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fax never reached the outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let outbox_id = common::poll_async("the fax in the outbox", Duration::from_secs(120), || {
+        find_in_outbox(&http, &faxes, &token, &id)
+    })
+    .await;
     let detail = get_json(&http, &format!("{faxes}/outbox/{outbox_id}"), &token).await;
     let fax = &detail["data"];
     assert_eq!(fax["_read_only"]["status"], "completed", "{fax}");
@@ -250,18 +222,16 @@ async fn outgoing_detail_shows_live_status_while_sending() {
     let id = job["id"].as_str().unwrap().to_string();
 
     let url = format!("{faxes}/outgoing/{id}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let live = loop {
-        let r = get_json(&http, &url, &token).await;
-        if r["data"]["live"]["stage"] == "send" && r["data"]["live"]["page"].as_u64() >= Some(1) {
-            break r["data"].clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no live status while sending: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let live = common::poll_async(
+        "live status while sending",
+        Duration::from_secs(60),
+        || async {
+            let r = get_json(&http, &url, &token).await;
+            (r["data"]["live"]["stage"] == "send" && r["data"]["live"]["page"].as_u64() >= Some(1))
+                .then(|| r["data"].clone())
+        },
+    )
+    .await;
     assert_eq!(live["live"]["total_pages"], 3, "{live}");
     let text = live["status"].as_str().unwrap_or_default();
     assert!(text.contains("page"), "{live}");

@@ -267,3 +267,56 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
+
+/// Polls (async) until `f` gives `Some`, or fails after `timeout`.
+pub async fn poll_async<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Submits a fax as the logged-in user: `PUT url` with a multipart body (the JSON `meta`,
+/// then `doc` as `content_type`). Checks the answer is a success and returns its `data`.
+pub async fn submit_fax(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    meta: &serde_json::Value,
+    content_type: &str,
+    doc: &[u8],
+) -> serde_json::Value {
+    let boundary = "faxd-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{meta}\r\n--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(doc);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = http
+        .put(url)
+        .header("X-Auth-Token", token)
+        .header(
+            "Content-Type",
+            format!("multipart/mixed; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {v}");
+    v["data"].clone()
+}
