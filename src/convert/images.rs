@@ -75,7 +75,7 @@ pub fn decode_tiff(
     for ifd in &ifds {
         check_pixels(ifd.width as u64, ifd.height as u64, max_pixels)?;
     }
-    if ifds.iter().all(|i| i.is_fax() || i.is_ccitt_rle()) {
+    if ifds.iter().all(|i| i.is_ccitt()) {
         return ifds
             .iter()
             .enumerate()
@@ -95,7 +95,7 @@ pub fn decode_tiff(
         if n > 0 {
             dec.next_image().map_err(bad)?;
         }
-        if ifd.is_fax() || ifd.is_ccitt_rle() {
+        if ifd.is_ccitt() {
             pages.push(InputPage::Bilevel(tiff_f::decode_page(data, ifd, n + 1)?));
             continue;
         }

@@ -61,6 +61,11 @@ impl Ifd {
         self.bits_per_sample == 1 && self.samples == 1 && self.compression == 2
     }
 
+    /// Whether [`decode_page`] reads this page (any CCITT coding, RLE included).
+    pub fn is_ccitt(&self) -> bool {
+        self.is_fax() || self.is_ccitt_rle()
+    }
+
     /// The strips' bytes, checked against the file, in MSB-first bit order.
     pub fn strips<'a>(
         &self,
@@ -265,7 +270,7 @@ pub(crate) fn decode_fax_tiff_limited(
 pub(crate) fn decode_page(file: &[u8], ifd: &Ifd, n: usize) -> Result<FaxPage, ConvertError> {
     // `None`: CCITT RLE (compression 2).
     let coding = ifd.coding().filter(|_| ifd.is_fax());
-    if coding.is_none() && !ifd.is_ccitt_rle() {
+    if !ifd.is_ccitt() {
         return Err(ConvertError::Unsupported(format!(
             "page {n} is not CCITT bilevel (compression {}, {} bits × {} samples)",
             ifd.compression, ifd.bits_per_sample, ifd.samples
