@@ -11,6 +11,7 @@ run: deps
 	./target/release/faxd serve --config $(CONFIG)
 
 test: test-deps
+	rel/check-programs.sh
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	tests/couchdb/with-server.sh $(CARGO) test --workspace
@@ -34,6 +35,7 @@ bench:
 	tests/couchdb/with-server.sh rel/bench.sh
 
 bench-api:
+	rel/deps.sh bench
 	$(CARGO) build --release -p faxd-supervisors
 	rel/bench-api.sh
 

@@ -3,25 +3,43 @@
 # already there: Debian packages, and the CouchDB-API test server's npm packages.
 #   rel/deps.sh          build + run dependencies
 #   rel/deps.sh test     also the test dependencies
-#   rel/deps.sh bench    also what the benchmark compares with (ImageMagick, libtiff tools)
+#   rel/deps.sh bench    also what the benchmark compares with (ImageMagick)
+#   rel/deps.sh --list [test|bench]   prints the Debian packages of that mode, installs nothing
+# rel/check-programs.sh (run by `make test`) checks that every program faxd, its tests and its
+# benchmarks spawn comes from a package listed here for the mode that needs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+list_only=""
+if [ "${1:-}" = "--list" ]; then
+    list_only=1
+    shift
+fi
 mode="${1:-}"
 
 # Build: the C parts of dependencies (SQLite is bundled; spandsp needs clang/tiff/jpeg).
 packages=(pkg-config libclang-dev libtiff-dev libjpeg-dev curl)
 if [ "$mode" = "test" ] || [ "$mode" = "bench" ]; then
-    packages+=(nodejs npm)
+    # nodejs/npm: the CouchDB-API test server. libtiff-tools: ppm2tiff and tiffcp make the
+    # reference fax TIFFs of the CCITT tests. procps: kill, which the node tests use to pause
+    # (SIGSTOP/SIGCONT) and kill faxd processes.
+    packages+=(nodejs npm libtiff-tools procps)
 fi
 # Document conversion at run time (installed without Recommends, which would pull the GUI):
-# Ghostscript for PDF; LibreOffice headless (Writer, Calc, Impress) with python3-uno for the
-# warm converter; metric-compatible fonts (Carlito/Caladea for Calibri/Cambria, Liberation
+# Ghostscript for PDF; LibreOffice headless (Writer, Calc, Impress: soffice is in
+# libreoffice-common) with python3-uno for the warm converter, started by /usr/bin/python3
+# (python3-minimal); metric-compatible fonts (Carlito/Caladea for Calibri/Cambria, Liberation
 # for Arial/Times/Courier) so Office layouts keep their page breaks.
-lean=(ghostscript libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
+lean=(ghostscript python3-minimal libreoffice-common libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
     python3-uno fonts-crosextra-carlito fonts-crosextra-caladea fonts-liberation2 fonts-dejavu-core)
 if [ "$mode" = "bench" ]; then
-    # Kazoo's own conversion commands, for comparison only (faxd does not use them).
-    lean+=(imagemagick libtiff-tools)
+    # Kazoo's own conversion commands, for comparison only (faxd does not use them); GNU time
+    # for the CPU figures; wrk drives `make bench-api`.
+    lean+=(imagemagick time wrk)
+fi
+
+if [ -n "$list_only" ]; then
+    printf '%s\n' "${packages[@]}" "${lean[@]}"
+    exit 0
 fi
 
 missing=()
