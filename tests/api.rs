@@ -1499,16 +1499,26 @@ async fn faxes_inbox_forward_and_smtplog(store: SharedStore, dir: Dir) {
         .status,
         StatusCode::NOT_FOUND
     );
-    // Inbox download: */* falls back to the received TIFF until a PDF exists; image/tiff works.
+    // Inbox download: Accept decides between the received TIFF and a PDF, q-values included.
     let url = format!("{}{acc}/faxes/inbox/{in1}/attachment", api.base);
-    let r = api
-        .http
-        .get(&url)
-        .header("X-Auth-Token", &a.token)
-        .header("Accept", "image/tiff")
-        .send()
+    let download = |accept: &'static str| {
+        api.http
+            .get(&url)
+            .header("X-Auth-Token", &a.token)
+            .header("Accept", accept)
+            .send()
+    };
+    let r = download("application/pdf;q=0.1, image/tiff;q=0.9")
         .await
         .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/tiff");
+    // q=0 refuses a type even when it is named first.
+    let r = download("application/pdf;q=0, image/*").await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/tiff");
+    let r = Api::answer(download("text/html, application/json").await.unwrap()).await;
+    assert_error(&r, StatusCode::NOT_ACCEPTABLE, "not_acceptable");
+    let r = download("image/tiff").await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "image/tiff");
     assert!(
@@ -1535,6 +1545,12 @@ async fn faxes_inbox_forward_and_smtplog(store: SharedStore, dir: Dir) {
     let month_db = Db::Modb(AccountId::parse(&a.id).unwrap(), YearMonth::now());
     let kept = store.get(&month_db, &in1).await.unwrap().unwrap();
     assert!(kept["_attachments"].get("pdf_file.pdf").is_some(), "{kept}");
+    // Any type (a browser's Accept): the configured default format, PDF.
+    let r = download("text/html,application/xhtml+xml,*/*;q=0.8")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
     // Forward works (Kazoo's was broken): a pending job with the received image as its original.
     let r = api
         .call(

@@ -9,6 +9,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
 
+use super::accept::{self, Negotiated, Wanted};
 use super::envelope::success_with;
 use super::listing::{Paging, page_in_memory, respond_doc, respond_list};
 use super::request::{
@@ -866,9 +867,7 @@ async fn attachment(
     let accept = req
         .headers()
         .get(actix_web::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("*/*")
-        .to_ascii_lowercase();
+        .and_then(|v| v.to_str().ok());
     let (format, strict) = match q.get("format") {
         Some(f) => (
             Format::parse(f).ok_or_else(|| {
@@ -881,9 +880,16 @@ async fn attachment(
             })?,
             true,
         ),
-        None if accept.contains("application/pdf") => (Format::Pdf, true),
-        None if accept.contains("image/tiff") => (Format::Tiff, true),
-        None => (default_format(&state).await, false),
+        None => match accept::negotiate(accept) {
+            Negotiated::Exactly(Wanted::Pdf) => (Format::Pdf, true),
+            Negotiated::Exactly(Wanted::Tiff) => (Format::Tiff, true),
+            Negotiated::Default => (default_format(&state).await, false),
+            Negotiated::Nothing => {
+                return Err(ApiError::NotAcceptable(
+                    "a fax downloads as application/pdf or image/tiff (or ?format=original)".into(),
+                ));
+            }
+        },
     };
     let id = doc["_id"].as_str().unwrap_or_default().to_string();
     if format == Format::Pdf

@@ -3,6 +3,7 @@
 //! [`endpoints`], which both mounts it and describes it in `GET /v2/openapi.json`.
 
 pub mod about;
+pub mod accept;
 pub mod accounts;
 pub mod callflows;
 pub mod envelope;

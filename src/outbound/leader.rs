@@ -297,10 +297,10 @@ mod tests {
 
     #[tokio::test]
     async fn lease_protocol_on_couchdb() {
-        let Ok(url) = std::env::var("FAXD_TEST_COUCH_URL") else {
-            eprintln!("FAXD_TEST_COUCH_URL not set: skipped");
-            return;
-        };
+        let url = std::env::var("FAXD_TEST_COUCH_URL").expect(
+            "FAXD_TEST_COUCH_URL is not set: run the suite with `make test`, which starts the \
+             CouchDB-API test server, or point it at a CouchDB 3",
+        );
         let store = crate::store::couch::CouchStore::connect(&url)
             .await
             .unwrap();

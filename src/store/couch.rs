@@ -1498,19 +1498,19 @@ mod tests {
         ));
     }
 
-    // ---- against a server (FAXD_TEST_COUCH_URL); skipped without one ----
+    // ---- against a server (FAXD_TEST_COUCH_URL, set by `make test`): fail without one ----
 
     use crate::ids::{YearMonth, new_id};
     use crate::model::Folder;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{bytes_stream, read_all};
 
-    async fn server() -> Option<CouchStore> {
-        let Ok(url) = std::env::var("FAXD_TEST_COUCH_URL") else {
-            eprintln!("FAXD_TEST_COUCH_URL not set: skipped");
-            return None;
-        };
-        Some(CouchStore::connect(&url).await.expect("connect"))
+    async fn server() -> CouchStore {
+        let url = std::env::var("FAXD_TEST_COUCH_URL").expect(
+            "FAXD_TEST_COUCH_URL is not set: run the suite with `make test`, which starts the \
+             CouchDB-API test server, or point it at a CouchDB 3",
+        );
+        CouchStore::connect(&url).await.expect("connect")
     }
 
     async fn design_revs(store: &CouchStore, db: &Db) -> Vec<String> {
@@ -1525,7 +1525,7 @@ mod tests {
 
     #[tokio::test]
     async fn design_documents_are_written_only_when_they_differ() {
-        let Some(store) = server().await else { return };
+        let store = server().await;
         let db = Db::Modb(AccountId::generate(), YearMonth::now());
         store.ensure_db(&db).await.unwrap();
         let first = design_revs(&store, &db).await;
@@ -1572,7 +1572,7 @@ mod tests {
 
     #[tokio::test]
     async fn attachment_edge_cases_match_the_embedded_store() {
-        let Some(store) = server().await else { return };
+        let store = server().await;
         let db = Db::Account(AccountId::generate());
         store.ensure_db(&db).await.unwrap();
         let doc = store.save(&db, json!({"a": 1})).await.unwrap();
@@ -1674,7 +1674,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_feed_subscribed_before_its_database_exists_sees_it_appear() {
-        let Some(store) = server().await else { return };
+        let store = server().await;
         let db = Db::Account(AccountId::generate());
         let mut feed = store.subscribe(&db).await.unwrap();
         assert!(
@@ -1743,7 +1743,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_feed_reconnects_without_losing_changes() {
-        let Some(direct) = server().await else { return };
+        let direct = server().await;
         let target = direct.url().host_str().unwrap().to_string()
             + ":"
             + &direct.url().port_or_known_default().unwrap().to_string();
@@ -1808,7 +1808,7 @@ mod tests {
 
     #[tokio::test]
     async fn typed_queries_return_what_the_embedded_store_returns() {
-        let Some(couch) = server().await else { return };
+        let couch = server().await;
         let dir = tempfile::tempdir().unwrap();
         let sqlite = SqliteStore::open(dir.path()).await.unwrap();
         let stores: [&dyn Store; 2] = [&sqlite, &couch];
