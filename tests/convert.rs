@@ -419,25 +419,58 @@ fn kazoo_command_overrides_run_sandboxed_and_are_killed_at_their_limit() {
 async fn async_wrappers_run_off_the_runtime() {
     let conv = Arc::new(Converter::new(ConvertConfig::default()));
     let pdf = s::text_pdf(3, 612.0, 792.0);
-    // A timer keeps ticking while conversions run.
-    let ticker = tokio::spawn(async {
-        let mut n = 0;
-        let mut iv = tokio::time::interval(Duration::from_millis(10));
-        for _ in 0..20 {
-            iv.tick().await;
-            n += 1;
+    // A timer task keeps ticking while both worker threads have a conversion to drive: a
+    // conversion that ran on a worker thread would stall it for the conversion's whole length.
+    let ticks = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            let mut iv = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                iv.tick().await;
+                ticks.lock().unwrap().push(Instant::now());
+            }
         }
-        n
     });
+    let started = Instant::now();
     let (a, b) = tokio::join!(
-        conv.to_fax_async(pdf.clone(), opts(Resolution::Fine, PageSize::Letter)),
-        conv.to_fax_async(pdf, opts(Resolution::Normal, PageSize::A4))
+        tokio::spawn({
+            let conv = conv.clone();
+            let pdf = pdf.clone();
+            async move {
+                conv.to_fax_async(pdf, opts(Resolution::Fine, PageSize::Letter))
+                    .await
+            }
+        }),
+        tokio::spawn({
+            let conv = conv.clone();
+            async move {
+                conv.to_fax_async(pdf, opts(Resolution::Normal, PageSize::A4))
+                    .await
+            }
+        })
     );
-    assert_eq!(a.unwrap().info.pages, 3);
-    let b = b.unwrap();
+    let ended = Instant::now();
+    ticker.abort();
+    let mut at: Vec<Instant> = ticks
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|t| *t > started && *t < ended)
+        .collect();
+    at.insert(0, started);
+    at.push(ended);
+    let longest = at.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    let took = ended - started;
+    assert!(
+        longest < took / 2,
+        "the runtime stalled for {longest:?} of the {took:?} the conversions took"
+    );
+    assert_eq!(a.unwrap().unwrap().info.pages, 3);
+    let b = b.unwrap().unwrap();
     assert_eq!(b.info.heights[0], 1146);
     let pdf_out = conv.fax_to_pdf_async(b.tiff.clone()).await.unwrap();
     assert!(pdf_out.starts_with(b"%PDF-"));
-    assert_eq!(ticker.await.unwrap(), 20);
     assert!(validate_fax_tiff(&b.tiff, Some(98.0), 350).is_ok());
 }

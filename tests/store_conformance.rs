@@ -937,8 +937,9 @@ async fn concurrent_updates_never_lose_a_write(store: SharedStore) {
     for t in tasks {
         total += t.await.unwrap().0;
     }
+    // Each task stops after its fifth accepted write: 40 accepted increments in all, so a lost
+    // update (a write accepted over a stale revision) shows as a counter below 40.
     let d = store.get(&db, "counter").await.unwrap().unwrap();
-    assert_eq!(d["n"].as_u64().unwrap(), total);
-    assert_eq!(total, 40);
+    assert_eq!(d["n"].as_u64().unwrap(), 40, "{total} writes accepted");
     store.delete_db(&db).await.unwrap();
 }
