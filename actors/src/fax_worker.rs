@@ -84,7 +84,12 @@ impl Actor for FaxWorker {
         _myself: ActorRef<WorkerMsg>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
-        let file = args.env.file_cache().join(format!("{}.tiff", args.job_id));
+        // An unguessable name (the cache may be shared with other users: `file_cache_path`),
+        // prefixed by the job so that a later attempt removes what a killed one left.
+        let file = args.env.file_cache().join(faxd::files::unguessable_name(
+            &cache_prefix(&args.job_id),
+            ".tiff",
+        ));
         Ok(WorkerState {
             machine: Machine::new(args.env.settings.timeouts),
             policy: args.env.policy(),
@@ -245,7 +250,7 @@ impl WorkerState {
     async fn prepare(&mut self) -> Input {
         let env = &self.args.env;
         if let Some(dir) = self.file.parent()
-            && let Err(e) = tokio::fs::create_dir_all(dir).await
+            && let Err(e) = faxd::files::create_dir_private(dir).await
         {
             return Input::PrepareFailed(format!("file cache {}: {e}", dir.display()));
         }
@@ -398,6 +403,9 @@ impl WorkerState {
             h.abort();
         }
         let _ = tokio::fs::remove_file(&self.file).await;
+        if let Some(dir) = self.file.parent() {
+            faxd::files::remove_with_prefix(dir, &cache_prefix(&self.args.job_id)).await;
+        }
         self.hangup = None;
     }
 
@@ -427,6 +435,11 @@ impl WorkerState {
 fn sip_code_of(text: &str) -> Option<u16> {
     let rest = text.split("sip:").nth(1)?;
     rest.get(..3)?.parse().ok()
+}
+
+/// Start of the names of a job's files in the fax cache.
+fn cache_prefix(job_id: &str) -> String {
+    format!("{job_id}-")
 }
 
 #[cfg(test)]
