@@ -195,8 +195,15 @@ impl WorkerState {
                 }
                 None
             }
-            Action::Release(outcome) => Some(self.release(outcome).await),
-            Action::ReleaseRecovered => Some(self.release_recovered().await),
+            // The call is over: the document leaves the cache before the job is final.
+            Action::Release(outcome) => {
+                self.remove_files().await;
+                Some(self.release(outcome).await)
+            }
+            Action::ReleaseRecovered => {
+                self.remove_files().await;
+                Some(self.release_recovered().await)
+            }
             Action::Stop => {
                 self.cleanup().await;
                 myself.stop(None);
@@ -267,10 +274,10 @@ impl WorkerState {
                 text: "no job".into(),
             };
         };
-        if job.to_number.is_empty() {
+        if let Some(text) = job.unsendable() {
             return Input::OriginateFailed {
                 sip_code: 400,
-                text: format!("invalid fax number: {}", job.to_number),
+                text,
             };
         }
         let env = &self.args.env;
@@ -390,6 +397,14 @@ impl WorkerState {
         }
     }
 
+    /// Removes the job's fax file from the cache, and any an earlier, killed attempt left.
+    async fn remove_files(&self) {
+        let _ = tokio::fs::remove_file(&self.file).await;
+        if let Some(dir) = self.file.parent() {
+            faxd::files::remove_with_prefix(dir, &cache_prefix(&self.args.job_id)).await;
+        }
+    }
+
     /// Removes the temp file and stops helper tasks (once).
     async fn cleanup(&mut self) {
         if self.cleaned {
@@ -402,10 +417,7 @@ impl WorkerState {
         if let Some(h) = self.events.take() {
             h.abort();
         }
-        let _ = tokio::fs::remove_file(&self.file).await;
-        if let Some(dir) = self.file.parent() {
-            faxd::files::remove_with_prefix(dir, &cache_prefix(&self.args.job_id)).await;
-        }
+        self.remove_files().await;
         self.hangup = None;
     }
 
