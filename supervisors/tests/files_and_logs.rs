@@ -2,8 +2,8 @@
 //! also when it existed wider), the SQLite file and its -wal/-shm are 0600, a fax being sent
 //! waits in `<data_dir>/fax_cache` as a 0600 file with a random name (never
 //! `/tmp/<job_id>.tiff`); secrets never reach the log: `faxd sup … create_account … <password>`
-//! is logged masked, and a failed login is logged with its account, user and client address
-//! but without the credentials.
+//! is logged masked (and takes the password from standard input when it is `-`), and a failed
+//! login is logged with its account, user and client address but without the credentials.
 
 mod common;
 
@@ -187,6 +187,38 @@ fn secrets_never_reach_the_log_and_failed_logins_are_logged() {
         201
     );
 
+    // The password as `-` comes from standard input (out of the process list).
+    let piped = "Piped-pw-from-stdin-4410";
+    let mut cmd = std::process::Command::new(common::FAXD);
+    cmd.args([
+        "sup",
+        "crossbar_maintenance",
+        "create_account",
+        "Beta",
+        "beta.example.com",
+    ])
+    .args(["boss", "-"])
+    .env_remove("FAXD_LOG")
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in &node.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{piped}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", out);
+    let (md5_piped, _) = faxd::auth::login_digests("boss", piped);
+    assert_eq!(
+        login(json!({"data": {"credentials": md5_piped, "account_name": "Beta"}})),
+        201
+    );
+
     // A failed login: logged with account, user and client, never the credentials.
     let (wrong, _) = faxd::auth::login_digests("boss", "guessed-password-1");
     assert_eq!(
@@ -228,7 +260,14 @@ fn secrets_never_reach_the_log_and_failed_logins_are_logged() {
 
     // Nothing secret anywhere in what the node wrote.
     let all = format!("{log}{}", node.stdout.lock().unwrap());
-    for secret in [password, "guessed-password-1", &wrong, &md5, &bad_key] {
+    for secret in [
+        password,
+        piped,
+        "guessed-password-1",
+        &wrong,
+        &md5,
+        &bad_key,
+    ] {
         assert!(!all.contains(secret), "{secret} in the log");
     }
 }
