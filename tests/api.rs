@@ -2187,6 +2187,40 @@ async fn denied_number_prefixes_are_configurable() {
         .send_multipart(&faxes, &a.token, job("+19005550100"), PDF)
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    // ensure_valid_caller_id off: any well-formed caller id, system-wide.
+    let foreign = json!({"from_number": unique_number(), "to_number": "+14155550199"});
+    let r = api
+        .send_multipart(&faxes, &a.token, foreign.clone(), PDF)
+        .await;
+    assert_refused(&r, "from_number", "not_owned");
+    let r = api
+        .patch(
+            "/v2/system_configs/fax",
+            &root.token,
+            json!({"default": {"ensure_valid_caller_id": false}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    poll(
+        "ensure_valid_caller_id off",
+        Duration::from_secs(5),
+        || async {
+            let r = api
+                .send_multipart(&faxes, &a.token, foreign.clone(), PDF)
+                .await;
+            (r.status == StatusCode::ACCEPTED).then_some(())
+        },
+    )
+    .await;
+    let r = api
+        .send_multipart(
+            &faxes,
+            &a.token,
+            json!({"from_number": "ACME CORP", "to_number": "+14155550199"}),
+            PDF,
+        )
+        .await;
+    assert_refused(&r, "from_number", "invalid");
     api.stop().await;
 }
 
