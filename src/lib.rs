@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod context;
 pub mod convert;
+pub mod files;
 pub mod gateway;
 pub mod ids;
 pub mod intake;

@@ -7,7 +7,7 @@ mod api_common;
 
 use std::time::Duration;
 
-use api_common::{Api, PDF, Tenant, document_server, poll, test_options, unique};
+use api_common::{Api, PDF, Tenant, document_server, poll, test_options, unique, unique_number};
 use faxd::ids::{AccountId, Db, YearMonth, modb_doc_id, new_id};
 use faxd::store::{SharedStore, bytes_stream};
 use reqwest::{Method, StatusCode};
@@ -47,6 +47,7 @@ both_backends!(
     faxes_queue_outbox_and_downloads,
     faxes_inbox_forward_and_smtplog,
     faxes_tenant_isolation,
+    numbers_and_caller_ids_checked_where_they_enter,
     monster_ui_calls,
     openapi_matches_served_routes,
 );
@@ -676,6 +677,7 @@ async fn faxboxes_and_addresses(store: SharedStore, dir: Dir) {
     let api = start(store, dir).await;
     let root = api.root_tenant().await;
     let a = api.child_tenant(&root).await;
+    api.allow_any_caller_id(&root, &a).await;
     let b = api.child_tenant(&root).await;
     let base = format!("/v2/accounts/{}/faxboxes", a.id);
     let custom = format!("{}.fax.example.com", unique("c"));
@@ -905,6 +907,7 @@ async fn faxes_submit_every_way(store: SharedStore, dir: Dir) {
     let docs = document_server().await;
     let root = api.root_tenant().await;
     let a = api.child_tenant(&root).await;
+    api.allow_any_caller_id(&root, &a).await;
     let faxes = format!("/v2/accounts/{}/faxes", a.id);
     // Multipart: stored as original_file.pdf, then pending.
     let r = api
@@ -1088,6 +1091,7 @@ async fn faxes_queue_outbox_and_downloads(store: SharedStore, dir: Dir) {
     let api = start(store.clone(), dir).await;
     let root = api.root_tenant().await;
     let a = api.child_tenant(&root).await;
+    api.allow_any_caller_id(&root, &a).await;
     let acc = format!("/v2/accounts/{}", a.id);
     let fb = api
         .put(&format!("{acc}/faxboxes"), &a.token, json!({"name": "Box"}))
@@ -1467,6 +1471,7 @@ async fn faxes_inbox_forward_and_smtplog(store: SharedStore, dir: Dir) {
     let api = start(store.clone(), dir).await;
     let root = api.root_tenant().await;
     let a = api.child_tenant(&root).await;
+    api.allow_any_caller_id(&root, &a).await;
     let acc = format!("/v2/accounts/{}", a.id);
     let fb = api
         .put(&format!("{acc}/faxboxes"), &a.token, json!({"name": "Box"}))
@@ -1620,6 +1625,7 @@ async fn faxes_tenant_isolation(store: SharedStore, dir: Dir) {
     let api = start(store.clone(), dir).await;
     let root = api.root_tenant().await;
     let a = api.child_tenant(&root).await;
+    api.allow_any_caller_id(&root, &a).await;
     let b = api.child_tenant(&root).await;
     let acc_a = format!("/v2/accounts/{}", a.id);
     let acc_b = format!("/v2/accounts/{}", b.id);
@@ -1897,6 +1903,340 @@ async fn system_configs_fax_for_superduper_admins() {
     assert_eq!(r.status, StatusCode::OK);
     let r = api.get("/v2/system_configs/fax", &root.token).await;
     assert_eq!(r.data()["default"]["max_outbound"], 10);
+    api.stop().await;
+}
+
+/// Asserts a 400 naming `field` and `rule` in Kazoo's validation envelope.
+fn assert_refused(a: &api_common::Answer, field: &str, rule: &str) {
+    assert_error(a, StatusCode::BAD_REQUEST, "validation error");
+    assert!(
+        a.data()[field][rule]["message"].is_string(),
+        "expected data.{field}.{rule}: {}",
+        a.body
+    );
+}
+
+async fn numbers_and_caller_ids_checked_where_they_enter(store: SharedStore, dir: Dir) {
+    let api = start(store.clone(), dir).await;
+    let root = api.root_tenant().await;
+    let a = api.child_tenant(&root).await;
+    let b = api.child_tenant(&root).await;
+    let mine = api.own_number(&a).await;
+    let theirs = api.own_number(&b).await;
+    let acc = format!("/v2/accounts/{}", a.id);
+    let faxes = format!("{acc}/faxes");
+    let send = |data: Value| api.send_multipart(&faxes, &a.token, data, PDF);
+    let ok =
+        |from: &str, to: &str| json!({"from_number": from, "to_number": to, "from_name": "ACME"});
+
+    // The attacks: every one a 400 on its field, nothing queued.
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            ok("+1415\r\nX-Evil: y", "+14155550199"),
+            "from_number",
+            "control_characters",
+        ),
+        (ok("ACME CORP", "+14155550199"), "from_number", "invalid"),
+        (ok("911", "+14155550199"), "from_number", "invalid"),
+        (ok(&theirs, "+14155550199"), "from_number", "not_owned"),
+        (ok(&mine, "911"), "to_number", "invalid"),
+        (ok(&mine, "1-900-555-0100"), "to_number", "denied"),
+        (ok(&mine, "+19765550100"), "to_number", "denied"),
+        (ok(&mine, "+19115550100"), "to_number", "denied"),
+        (
+            ok(&mine, "+1415\r\n5550199"),
+            "to_number",
+            "control_characters",
+        ),
+        (ok("+19005550100", "+14155550199"), "from_number", "denied"),
+    ];
+    for (data, field, rule) in &cases {
+        let r = send(data.clone()).await;
+        assert_refused(&r, field, rule);
+    }
+    let r = send(ok("+1415\r\nX-Evil: y", "+14155550199")).await;
+    assert_eq!(
+        r.data()["from_number"]["control_characters"]["cause"],
+        "+1415\\r\\nX-Evil: y"
+    );
+    let mut j = ok(&mine, "+14155550199");
+    j["from_name"] = json!("ACME\r\nBcc: x@example.com");
+    assert_refused(&send(j).await, "from_name", "control_characters");
+    let mut j = ok(&mine, "+14155550199");
+    j["fax_identity_name"] = json!("HEADER\u{0}");
+    assert_refused(&send(j).await, "fax_identity_name", "control_characters");
+    let mut j = ok(&mine, "+14155550199");
+    j["fax_identity_number"] = json!("1},origination=x");
+    assert_refused(&send(j).await, "fax_identity_number", "pattern");
+    let mut j = ok(&mine, "+14155550199");
+    j["from_name"] = json!("x".repeat(129));
+    assert_refused(&send(j).await, "from_name", "maxLength");
+    let r = api.get(&format!("{faxes}/outgoing"), &a.token).await;
+    assert_eq!(r.data(), &json!([]), "a refused fax was queued");
+
+    // An owned number in a national form is accepted, as E.164.
+    let national = mine.replacen("+44", "0044 ", 1);
+    let r = send(ok(&national, "(415) 555-0199")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.data()["from_number"], mine.as_str());
+    assert_eq!(r.data()["to_number"], "+14155550199");
+    let queued = r.data()["id"].as_str().unwrap().to_string();
+
+    // Faxboxes: caller_id owned and E.164, texts clean, identity T.30.
+    let boxes = format!("{acc}/faxboxes");
+    let fb = |extra: Value| {
+        let mut d = json!({"name": unique("box")});
+        for (k, v) in extra.as_object().unwrap() {
+            d[k] = v.clone();
+        }
+        d
+    };
+    for (extra, field, rule) in [
+        (json!({"caller_id": theirs}), "caller_id", "not_owned"),
+        (
+            json!({"caller_id": "+1415\r\nX: y"}),
+            "caller_id",
+            "control_characters",
+        ),
+        (json!({"caller_id": "ACME CORP"}), "caller_id", "invalid"),
+        (json!({"caller_id": "+19005550100"}), "caller_id", "denied"),
+        (
+            json!({"fax_header": "ACME\nX-Evil: y"}),
+            "fax_header",
+            "control_characters",
+        ),
+        (
+            json!({"caller_name": "ACME\u{7f}"}),
+            "caller_name",
+            "control_characters",
+        ),
+        (
+            json!({"fax_identity": "ACME,x=y"}),
+            "fax_identity",
+            "pattern",
+        ),
+        (
+            json!({"fax_header": "h".repeat(129)}),
+            "fax_header",
+            "maxLength",
+        ),
+    ] {
+        let r = api.put(&boxes, &a.token, fb(extra)).await;
+        assert_refused(&r, field, rule);
+    }
+    let r = api
+        .put(
+            &boxes,
+            &a.token,
+            fb(json!({"caller_id": national, "fax_identity": "+44 20 1234"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.data()["caller_id"], mine.as_str());
+    let box_id = r.data()["id"].as_str().unwrap().to_string();
+    let r = api
+        .patch(
+            &format!("{boxes}/{box_id}"),
+            &a.token,
+            json!({"caller_id": theirs}),
+        )
+        .await;
+    assert_refused(&r, "caller_id", "not_owned");
+    let r = api.get(&format!("{boxes}/{box_id}"), &a.token).await;
+    assert_eq!(
+        r.data()["caller_id"],
+        mine.as_str(),
+        "a refused update changed the box"
+    );
+
+    // Resubmit: the copy is checked like a new fax.
+    let r = api
+        .delete(&format!("{faxes}/outgoing/{queued}"), &a.token)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let sent = r.data()["id"].as_str().unwrap().to_string();
+    let sent_url = format!("{faxes}/outbox/{sent}");
+    let resubmit = |data: Value| {
+        api.call(
+            Method::PUT,
+            &sent_url,
+            Some(&a.token),
+            Some(json!({"action": "resubmit", "data": data})),
+        )
+    };
+    assert_refused(
+        &resubmit(json!({"from_number": theirs})).await,
+        "from_number",
+        "not_owned",
+    );
+    assert_refused(
+        &resubmit(json!({"to_number": "+19005550100"})).await,
+        "to_number",
+        "denied",
+    );
+    assert_refused(
+        &resubmit(json!({"from_name": "x\r\ny"})).await,
+        "from_name",
+        "control_characters",
+    );
+    let r = resubmit(json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.data()["from_number"], mine.as_str());
+    // Forward: a fax received on a number the account does not own cannot be sent on with
+    // that number; with an owned one it can.
+    let inbox = received_fax(&store, &a.id, None, None).await;
+    let inbox_url = format!("{faxes}/inbox/{inbox}");
+    let forward = |data: Value| {
+        api.call(
+            Method::PUT,
+            &inbox_url,
+            Some(&a.token),
+            Some(json!({"action": "forward", "data": data})),
+        )
+    };
+    assert_refused(
+        &forward(json!({"to_number": "+14155550188"})).await,
+        "from_number",
+        "not_owned",
+    );
+    assert_refused(
+        &forward(json!({"to_number": "+19765550100", "from_number": mine})).await,
+        "to_number",
+        "denied",
+    );
+    let r = forward(json!({"to_number": "+14155550188", "from_number": mine})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    // Any caller id: only an ancestor's admin may allow it; then another number is accepted
+    // (never a denied one).
+    let r = api
+        .patch(&acc, &a.token, json!({"fax_allow_any_caller_id": true}))
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = api.get(&acc, &a.token).await;
+    assert_eq!(r.data()["fax_allow_any_caller_id"], false);
+    let r = api
+        .patch(&acc, &root.token, json!({"fax_allow_any_caller_id": "yes"}))
+        .await;
+    assert_refused(&r, "fax_allow_any_caller_id", "type");
+    // Sending back what it read is no change, and allowed.
+    let r = api
+        .patch(&acc, &a.token, json!({"fax_allow_any_caller_id": false}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    api.allow_any_caller_id(&root, &a).await;
+    let r = send(ok(&theirs, "+14155550199")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let r = send(ok(&unique_number(), "+14155550199")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_refused(
+        &send(ok("+19005550100", "+14155550199")).await,
+        "from_number",
+        "denied",
+    );
+    assert_refused(
+        &send(ok("ACME CORP", "+14155550199")).await,
+        "from_number",
+        "invalid",
+    );
+    // b is still held to its own numbers.
+    let r = api
+        .send_multipart(
+            &format!("/v2/accounts/{}/faxes", b.id),
+            &b.token,
+            ok(&mine, "+14155550199"),
+            PDF,
+        )
+        .await;
+    assert_refused(&r, "from_number", "not_owned");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_number_prefixes_are_configurable() {
+    // Embedded only: the CouchDB test server's system config is shared with other suites.
+    let (store, dir) = api_common::embedded().await;
+    let api = start(store, dir).await;
+    let root = api.root_tenant().await;
+    let a = api.child_tenant(&root).await;
+    let from = api.own_number(&a).await;
+    let faxes = format!("/v2/accounts/{}/faxes", a.id);
+    let job = |to: &str| json!({"from_number": from, "to_number": to});
+    let r = api.get("/v2/system_configs/fax", &root.token).await;
+    let defaults = r.data()["default"]["denied_number_prefixes"].clone();
+    for p in ["+1900", "+1976", "+1911", "+449", "+979"] {
+        assert!(
+            defaults.as_array().unwrap().contains(&json!(p)),
+            "{p} not in {defaults}"
+        );
+    }
+    let r = api
+        .send_multipart(&faxes, &a.token, job("+33 1 23 45 67 89"), PDF)
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let r = api
+        .patch(
+            "/v2/system_configs/fax",
+            &root.token,
+            json!({"default": {"denied_number_prefixes": ["+33 1"]}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let refused = poll("the new deny list", Duration::from_secs(5), || async {
+        let r = api
+            .send_multipart(&faxes, &a.token, job("+33 1 23 45 67 89"), PDF)
+            .await;
+        (r.status == StatusCode::BAD_REQUEST).then_some(r)
+    })
+    .await;
+    assert_refused(&refused, "to_number", "denied");
+    assert!(
+        refused.data()["to_number"]["denied"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("+331"),
+        "{}",
+        refused.body
+    );
+    // The operator's list replaces the default one.
+    let r = api
+        .send_multipart(&faxes, &a.token, job("+19005550100"), PDF)
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    // ensure_valid_caller_id off: any well-formed caller id, system-wide.
+    let foreign = json!({"from_number": unique_number(), "to_number": "+14155550199"});
+    let r = api
+        .send_multipart(&faxes, &a.token, foreign.clone(), PDF)
+        .await;
+    assert_refused(&r, "from_number", "not_owned");
+    let r = api
+        .patch(
+            "/v2/system_configs/fax",
+            &root.token,
+            json!({"default": {"ensure_valid_caller_id": false}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    poll(
+        "ensure_valid_caller_id off",
+        Duration::from_secs(5),
+        || async {
+            let r = api
+                .send_multipart(&faxes, &a.token, foreign.clone(), PDF)
+                .await;
+            (r.status == StatusCode::ACCEPTED).then_some(())
+        },
+    )
+    .await;
+    let r = api
+        .send_multipart(
+            &faxes,
+            &a.token,
+            json!({"from_number": "ACME CORP", "to_number": "+14155550199"}),
+            PDF,
+        )
+        .await;
+    assert_refused(&r, "from_number", "invalid");
     api.stop().await;
 }
 

@@ -9,7 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use crate::maintenance::{Command, parse, redact_url, uptime};
+use crate::maintenance::{Command, parse, redact_url, redacted, uptime};
 
 /// Process group the maintenance process joins.
 pub const MAINTENANCE_GROUP: &str = "faxd_maintenance";
@@ -67,7 +67,7 @@ impl Actor for FaxMaintenance {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MaintenanceMsg::Run(args, reply) => {
-                tracing::info!(command = %args.join(" "), "sup command");
+                tracing::info!(command = %redacted(&args), "sup command");
                 let answer = match parse(&args) {
                     Ok(cmd) => run(state, cmd).await,
                     Err(e) => SupReply {

@@ -84,7 +84,12 @@ impl Actor for FaxWorker {
         _myself: ActorRef<WorkerMsg>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
-        let file = args.env.file_cache().join(format!("{}.tiff", args.job_id));
+        // An unguessable name (the cache may be shared with other users: `file_cache_path`),
+        // prefixed by the job so that a later attempt removes what a killed one left.
+        let file = args.env.file_cache().join(faxd::files::unguessable_name(
+            &cache_prefix(&args.job_id),
+            ".tiff",
+        ));
         Ok(WorkerState {
             machine: Machine::new(args.env.settings.timeouts),
             policy: args.env.policy(),
@@ -190,8 +195,15 @@ impl WorkerState {
                 }
                 None
             }
-            Action::Release(outcome) => Some(self.release(outcome).await),
-            Action::ReleaseRecovered => Some(self.release_recovered().await),
+            // The call is over: the document leaves the cache before the job is final.
+            Action::Release(outcome) => {
+                self.remove_files().await;
+                Some(self.release(outcome).await)
+            }
+            Action::ReleaseRecovered => {
+                self.remove_files().await;
+                Some(self.release_recovered().await)
+            }
             Action::Stop => {
                 self.cleanup().await;
                 myself.stop(None);
@@ -245,7 +257,7 @@ impl WorkerState {
     async fn prepare(&mut self) -> Input {
         let env = &self.args.env;
         if let Some(dir) = self.file.parent()
-            && let Err(e) = tokio::fs::create_dir_all(dir).await
+            && let Err(e) = faxd::files::create_dir_private(dir).await
         {
             return Input::PrepareFailed(format!("file cache {}: {e}", dir.display()));
         }
@@ -262,10 +274,10 @@ impl WorkerState {
                 text: "no job".into(),
             };
         };
-        if job.to_number.is_empty() {
+        if let Some(text) = job.unsendable() {
             return Input::OriginateFailed {
                 sip_code: 400,
-                text: format!("invalid fax number: {}", job.to_number),
+                text,
             };
         }
         let env = &self.args.env;
@@ -385,6 +397,14 @@ impl WorkerState {
         }
     }
 
+    /// Removes the job's fax file from the cache, and any an earlier, killed attempt left.
+    async fn remove_files(&self) {
+        let _ = tokio::fs::remove_file(&self.file).await;
+        if let Some(dir) = self.file.parent() {
+            faxd::files::remove_with_prefix(dir, &cache_prefix(&self.args.job_id)).await;
+        }
+    }
+
     /// Removes the temp file and stops helper tasks (once).
     async fn cleanup(&mut self) {
         if self.cleaned {
@@ -397,7 +417,7 @@ impl WorkerState {
         if let Some(h) = self.events.take() {
             h.abort();
         }
-        let _ = tokio::fs::remove_file(&self.file).await;
+        self.remove_files().await;
         self.hangup = None;
     }
 
@@ -427,6 +447,11 @@ impl WorkerState {
 fn sip_code_of(text: &str) -> Option<u16> {
     let rest = text.split("sip:").nth(1)?;
     rest.get(..3)?.parse().ok()
+}
+
+/// Start of the names of a job's files in the fax cache.
+fn cache_prefix(job_id: &str) -> String {
+    format!("{job_id}-")
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             username: username.to_string(),
             password: password.to_string(),
         }),
-        _ => Err(format!("unknown command '{}'\n{USAGE}", args.join(" "))),
+        _ => Err(format!("unknown command '{}'\n{USAGE}", redacted(args))),
     }
 }
 
@@ -167,6 +167,58 @@ pub fn uptime(d: Duration) -> String {
     out
 }
 
+/// What a secret looks like in a log line.
+pub const MASK: &str = "********";
+
+/// Whether a key or word names a secret (password, API key, token, cookie, credentials).
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "pass",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "cookie",
+        "credential",
+        "pwd",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// A maintenance command line as it may be logged or echoed: the password of
+/// `crossbar_maintenance create_account` (and anything after it), the value of a
+/// `kapps_config set` whose key names a secret, `key=value` words with a secret key, and
+/// credentials in URLs are masked.
+pub fn redacted(args: &[String]) -> String {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let secret_from = match words.as_slice() {
+        ["crossbar_maintenance", "create_account", ..] => 5,
+        ["kapps_config", "set", _, key, ..] if is_secret_name(key) => 4,
+        _ => usize::MAX,
+    };
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i >= secret_from {
+                return MASK.to_string();
+            }
+            if let Some((k, _)) = w.split_once('=')
+                && is_secret_name(k)
+            {
+                return format!("{k}={MASK}");
+            }
+            if w.contains("://") {
+                return redact_url(w);
+            }
+            w.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A URL with any `user:password@` removed, for display.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -180,6 +232,31 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_masked_in_command_lines() {
+        let line = redacted(&args(
+            "crossbar_maintenance create_account Acme acme.example.com boss S3cret!pw",
+        ));
+        assert_eq!(
+            line,
+            format!("crossbar_maintenance create_account Acme acme.example.com boss {MASK}")
+        );
+        // A mistyped command (an extra word) still hides everything from the password on.
+        let line = redacted(&args("crossbar_maintenance create_account A b c pw extra"));
+        assert!(!line.contains("pw") && !line.contains("extra"), "{line}");
+        let line = redacted(&args("kapps_config set fax smtp_password hunter2"));
+        assert_eq!(line, format!("kapps_config set fax smtp_password {MASK}"));
+        let line = redacted(&args("kapps_config set fax max_outbound 4"));
+        assert_eq!(line, "kapps_config set fax max_outbound 4");
+        let line = redacted(&args("x y api_key=abc url=http://u:p@h/ http://u:p@h/db"));
+        assert_eq!(
+            line,
+            format!("x y api_key={MASK} url=http://h/ http://h/db")
+        );
+        let e = parse(&args("crossbar_maintenance create_account A b c pw extra")).unwrap_err();
+        assert!(!e.contains("pw extra"), "{e}");
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_string).collect()

@@ -33,7 +33,7 @@ pub struct Settings {
     pub lease: Duration,
     /// fax_monitor's safety sweep (the change feed does the real work).
     pub sweep: Duration,
-    /// Where workers put the fax-ready TIFF (`file_cache_path` when `None`).
+    /// Where workers put the fax-ready TIFF (see [`Env::file_cache`] when `None`).
     pub file_cache: Option<PathBuf>,
     /// Only these accounts are scheduled (tests and benchmarks sharing a store); `None`:
     /// every account.
@@ -141,11 +141,18 @@ impl Env {
         self.ctx.node()
     }
 
+    /// Where workers put fax-ready TIFFs: the node's setting, else `file_cache_path`, else
+    /// (the default, empty) `<data_dir>/fax_cache`.
     pub fn file_cache(&self) -> PathBuf {
-        self.settings
-            .file_cache
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&self.ctx.sysconf.fax().file_cache_path))
+        if let Some(dir) = &self.settings.file_cache {
+            return dir.clone();
+        }
+        let configured = self.ctx.sysconf.fax().file_cache_path.clone();
+        if configured.is_empty() {
+            self.ctx.config.node.data_dir.join("fax_cache")
+        } else {
+            PathBuf::from(configured)
+        }
     }
 
     pub fn policy(&self) -> ReleasePolicy {

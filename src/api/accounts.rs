@@ -14,6 +14,7 @@ use super::request::{
 use super::user_auth::normalize_name;
 use super::{ApiError, ApiState, Endpoint, ep};
 use crate::ids::{AccountId, Db, new_id};
+use crate::intake::numbers::ALLOW_ANY_CALLER_ID;
 use crate::store::{SharedStore, StoreError};
 
 pub fn endpoints() -> Vec<Endpoint> {
@@ -114,6 +115,7 @@ pub fn view(doc: &Value) -> Value {
     out["created"] = doc.get("pvt_created").cloned().unwrap_or(json!(0));
     out["is_reseller"] = json!(is_reseller(doc));
     out["billing_mode"] = json!("manual");
+    out["fax_allow_any_caller_id"] = json!(b(ALLOW_ANY_CALLER_ID));
     out
 }
 
@@ -182,6 +184,7 @@ fn validate(data: Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
         "billing_mode",
         "reseller_id",
         "api_key",
+        "fax_allow_any_caller_id",
     ] {
         m.remove(k);
     }
@@ -315,6 +318,7 @@ async fn update(
         data
     };
     let enabled = public.remove("enabled").and_then(|v| v.as_bool());
+    let allow_any = public.remove("fax_allow_any_caller_id");
     let fields = validate(public)?;
     check_unique(
         &state.store,
@@ -330,9 +334,47 @@ async fn update(
     {
         doc.insert("pvt_enabled".into(), json!(e));
     }
+    if let Some(v) = allow_any {
+        set_allow_any_caller_id(&state, &caller, &current, &mut doc, &v).await?;
+    }
     doc.insert("pvt_modified".into(), json!(crate::time::now_gregorian()));
     let saved = save_both(&state.store, &id, Value::Object(doc)).await?;
     Ok(respond_doc(&req, &state, StatusCode::OK, &view(&saved)))
+}
+
+/// `fax_allow_any_caller_id`: whether the account may send faxes and set faxbox caller ids
+/// with numbers it does not own. Only an admin user of an ancestor account (or a superduper
+/// admin) may change it, as a carrier decides it for its customer; the same value is accepted
+/// from anyone (a client sending back what it read).
+async fn set_allow_any_caller_id(
+    state: &ApiState,
+    caller: &Caller,
+    current: &Value,
+    doc: &mut Map<String, Value>,
+    wanted: &Value,
+) -> Result<(), ApiError> {
+    let want = wanted.as_bool().ok_or_else(|| {
+        ApiError::field_cause(
+            "fax_allow_any_caller_id",
+            "type",
+            "Value did not match type(s): boolean",
+            wanted.clone(),
+        )
+    })?;
+    let have = current
+        .get(ALLOW_ANY_CALLER_ID)
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if want == have {
+        return Ok(());
+    }
+    if !((is_ancestor(caller, current) || caller.superduper)
+        && caller_is_admin(state, caller).await?)
+    {
+        return Err(ApiError::Forbidden);
+    }
+    doc.insert(ALLOW_ANY_CALLER_ID.into(), json!(want));
+    Ok(())
 }
 
 /// Saves an account document to the directory (at the given `_rev`) and to its own database

@@ -15,6 +15,7 @@ use super::request::{
 };
 use super::{ApiError, ApiState, Endpoint, ep};
 use crate::ids::{AccountId, Db, new_id};
+use crate::intake::numbers::claim_id;
 use crate::store::{SharedStore, StoreError};
 
 /// `pvt_type` of a number claim.
@@ -44,25 +45,13 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-fn claim_id(number: &str) -> String {
-    format!("number-{number}")
-}
-
 /// The account and callflow that own a number (E.164), if any: how an inbound call finds its
 /// callflow.
 pub async fn number_owner(
     store: &SharedStore,
     number: &str,
 ) -> Result<Option<(AccountId, String)>, ApiError> {
-    let Some(doc) = store.get(&Db::Accounts, &claim_id(number)).await? else {
-        return Ok(None);
-    };
-    let account = doc
-        .get("account_id")
-        .and_then(Value::as_str)
-        .and_then(|a| AccountId::parse(a).ok());
-    let callflow = doc.get("callflow_id").and_then(Value::as_str);
-    Ok(account.zip(callflow.map(str::to_string)))
+    Ok(crate::intake::numbers::number_owner(store, number).await?)
 }
 
 /// Claims numbers for a callflow; on a clash releases what it claimed and answers 400

@@ -400,6 +400,26 @@ impl ResponseError for ApiError {
     }
 }
 
+/// A refused number or caller text: 400 `data.<field>.<rule>` with the value as `cause`.
+impl From<crate::numbers::NumberError> for ApiError {
+    fn from(e: crate::numbers::NumberError) -> Self {
+        ApiError::field_cause(e.field(), e.rule(), e.message(), json!(e.cause()))
+    }
+}
+
+/// Intake's errors: store errors as the store maps them, a refused number as its field, a
+/// document problem as a fault.
+impl From<crate::intake::IntakeError> for ApiError {
+    fn from(e: crate::intake::IntakeError) -> Self {
+        use crate::intake::IntakeError;
+        match e {
+            IntakeError::Store(s) => s.into(),
+            IntakeError::Document(m) => ApiError::Fault(m),
+            IntakeError::Number(n) => n.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -13,6 +13,7 @@ use super::request::{
 };
 use super::{ApiError, ApiState, Endpoint, ep};
 use crate::ids::{AccountId, Db, new_id};
+use crate::intake::numbers::{NumberPolicy, check_texts};
 use crate::store::{SharedStore, StoreError};
 
 pub fn endpoints() -> Vec<Endpoint> {
@@ -48,9 +49,20 @@ pub async fn load(store: &SharedStore, account: &AccountId, id: &str) -> Result<
     load_typed(store, &Db::Account(account.clone()), id, "faxbox").await
 }
 
+/// Text fields of a faxbox that reach the media engine, mail headers or file names.
+const FAXBOX_TEXTS: [&str; 4] = [
+    "name",
+    "caller_name",
+    "fax_header",
+    "custom_smtp_email_address",
+];
+/// The faxbox's T.30 identity.
+const FAXBOX_IDENTITIES: [&str; 1] = ["fax_identity"];
+
 async fn validate(
     state: &ApiState,
     account: &AccountId,
+    account_doc: &Value,
     data: Map<String, Value>,
     me: Option<&str>,
 ) -> Result<Map<String, Value>, ApiError> {
@@ -69,6 +81,16 @@ async fn validate(
     }
     let mut doc = Value::Object(fields);
     super::schema::validate_named("faxbox", &mut doc).map_err(ApiError::Validation)?;
+    if let Value::Object(m) = &mut doc {
+        check_texts(m, &FAXBOX_TEXTS, &FAXBOX_IDENTITIES)?;
+        if let Some(raw) = m.get("caller_id").and_then(Value::as_str) {
+            let policy = NumberPolicy::for_account(&state.sysconf.fax(), account_doc);
+            let e164 = policy
+                .caller_id(&state.store, account, "caller_id", raw)
+                .await?;
+            m.insert("caller_id".into(), json!(e164));
+        }
+    }
     if let Some(owner) = doc.get("owner_id").and_then(Value::as_str) {
         load_typed(&state.store, &Db::Account(account.clone()), owner, "user")
             .await
@@ -147,7 +169,7 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let env = json_envelope(&req, payload, &state).await?;
     let (_c, id, account) = account_request(&req, &state, Some(&env)).await?;
-    let fields = validate(&state, &id, env.data_object()?, None).await?;
+    let fields = validate(&state, &id, &account, env.data_object()?, None).await?;
     let domain = state
         .sysconf
         .default_smtp_domain(&id)
@@ -184,7 +206,7 @@ async fn update(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let env = json_envelope(&req, payload, &state).await?;
-    let (_c, id, _a) = account_request(&req, &state, Some(&env)).await?;
+    let (_c, id, account) = account_request(&req, &state, Some(&env)).await?;
     let fb = param(&req, "faxbox_id")?;
     let current = load(&state.store, &id, fb).await?;
     let mut data = env.data_object()?;
@@ -193,7 +215,7 @@ async fn update(
         merge_patch(&mut base, client_fields(data));
         data = base;
     }
-    let fields = validate(&state, &id, data, Some(fb)).await?;
+    let fields = validate(&state, &id, &account, data, Some(fb)).await?;
     let mut doc = request::private_fields(&current);
     doc.remove("_attachments");
     doc.extend(fields);

@@ -19,6 +19,7 @@ use super::request::{
 use super::{ApiError, ApiState, Endpoint, ep};
 use crate::ids::{AccountId, Db, new_id, split_modb_doc_id};
 use crate::intake::fetch::FetchPolicy;
+use crate::intake::numbers::{NumberPolicy, check_texts};
 use crate::intake::{self, Document, IntakeError, multipart};
 use crate::model::{Folder, JobStatus};
 use crate::store::{Cursor, JobRow, ModbFilter};
@@ -249,10 +250,7 @@ fn respond_fax(
 }
 
 fn intake_err(e: IntakeError) -> ApiError {
-    match e {
-        IntakeError::Store(s) => s.into(),
-        IntakeError::Document(m) => ApiError::Fault(m),
-    }
+    e.into()
 }
 
 /// The parts of a submission.
@@ -383,8 +381,18 @@ fn faxbox_defaults(data: &mut Map<String, Value>, fb_id: &str, fb: &Value) {
     data.insert("faxbox_id".into(), json!(fb_id));
 }
 
-/// Validates a job's public fields (schema, document presence, numbers).
-fn validate_job(
+/// Text fields of a job that reach the media engine, mail headers or file names.
+const JOB_TEXTS: [&str; 3] = ["from_name", "to_name", "fax_identity_name"];
+/// T.30 identities of a job.
+const JOB_IDENTITIES: [&str; 1] = ["fax_identity_number"];
+
+/// Validates a job's public fields: schema, document presence, `to_number` (E.164, not
+/// denied), `from_number` (E.164, not denied, a number of the account unless it may use any)
+/// and the caller texts.
+async fn validate_job(
+    state: &ApiState,
+    account: &AccountId,
+    account_doc: &Value,
     mut data: Map<String, Value>,
     has_upload: bool,
 ) -> Result<Map<String, Value>, ApiError> {
@@ -402,26 +410,26 @@ fn validate_job(
             "add document url or upload a document",
         ));
     }
-    let to = doc["to_number"].as_str().unwrap_or_default().to_string();
-    let e164 = crate::numbers::normalize(&to).ok_or_else(|| {
-        ApiError::field_cause(
-            "to_number",
-            "invalid",
-            "add a valid number to send the fax to",
-            json!(to),
-        )
-    })?;
-    doc["to_number"] = json!(e164);
-    if let Some(from) = doc["from_number"]
-        .as_str()
-        .and_then(crate::numbers::normalize)
-    {
-        doc["from_number"] = json!(from);
+    let Value::Object(mut m) = doc else {
+        return Err(ApiError::Fault("job is not an object".into()));
+    };
+    let policy = NumberPolicy::for_account(&state.sysconf.fax(), account_doc);
+    let to = m
+        .get("to_number")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let to = policy.destination("to_number", &to)?;
+    m.insert("to_number".into(), json!(to));
+    if let Some(from) = m.get("from_number").and_then(Value::as_str) {
+        let from = policy
+            .caller_id(&state.store, account, "from_number", from)
+            .await
+            .map_err(intake_err)?;
+        m.insert("from_number".into(), json!(from));
     }
-    match doc {
-        Value::Object(m) => Ok(m),
-        _ => Err(ApiError::Fault("job is not an object".into())),
-    }
+    check_texts(&m, &JOB_TEXTS, &JOB_IDENTITIES)?;
+    Ok(m)
 }
 
 fn fetch_policy(state: &ApiState) -> FetchPolicy {
@@ -494,7 +502,8 @@ async fn submit(
     if let Scope::Faxbox(id, fb) = &scope {
         faxbox_defaults(&mut data, id, fb);
     }
-    let mut fields = validate_job(data, sub.document.is_some())?;
+    let mut fields =
+        validate_job(&state, &account, &account_doc, data, sub.document.is_some()).await?;
     match &scope {
         Scope::User(u) => {
             fields.insert("owner_id".into(), json!(u));
@@ -1064,6 +1073,9 @@ async fn copy_job(
         Some(_) => {}
     }
     let (account, db, source) = load_folder(&req, &state, folder, Some(&env)).await?;
+    let account_doc = request::live_account(&state, &account)
+        .await?
+        .ok_or_else(|| ApiError::BadIdentifier(account.to_string()))?;
     let mut base: Map<String, Value> = source
         .as_object()
         .cloned()
@@ -1086,7 +1098,7 @@ async fn copy_job(
     overrides.remove("action");
     let mut public = client_fields(base.clone());
     public.extend(overrides);
-    let fields = validate_job(public, true)?;
+    let fields = validate_job(&state, &account, &account_doc, public, true).await?;
     let now = crate::time::now_gregorian();
     let mut job: Map<String, Value> = base
         .into_iter()

@@ -252,7 +252,8 @@ async fn user_auth(
                 "message": "Field is required but missing", "value": "credentials"}}})));
         }
     };
-    for account in locate_accounts(&state, &data).await? {
+    let accounts = locate_accounts(&state, &data).await?;
+    for account in &accounts {
         let Some(id) = account
             .get("_id")
             .and_then(Value::as_str)
@@ -261,12 +262,41 @@ async fn user_auth(
             continue;
         };
         if let Some(user) = match_user(&state, &id, &credentials).await? {
-            account_enabled(&account)?;
+            account_enabled(account)?;
             let owner = user.get("_id").and_then(Value::as_str);
-            return issue(&req, &state, &account, owner, "cb_user_auth").await;
+            return issue(&req, &state, account, owner, "cb_user_auth").await;
         }
     }
+    log_failed_login(&req, "user_auth", &data, accounts.len());
     Err(ApiError::InvalidCredentials)
+}
+
+/// Logs a failed login: the method, the account locator and user name as the client gave
+/// them (debug-escaped: no forged log lines), how many accounts matched, and the client's
+/// address. Never the credentials, password or API key. A digest login does not carry the
+/// user name (`credentials` hashes it with the password): `user` is then `-`.
+fn log_failed_login(req: &HttpRequest, method: &str, data: &Map<String, Value>, matched: usize) {
+    let field = |k: &str| {
+        data.get(k)
+            .and_then(Value::as_str)
+            .map(|v| v.chars().take(128).collect::<String>())
+    };
+    let account = ["account_name", "account_realm", "realm", "phone_number"]
+        .iter()
+        .find_map(|k| field(k).map(|v| format!("{k}={v:?}")))
+        .unwrap_or_else(|| "-".into());
+    let user = field("username").map_or_else(|| "-".into(), |u| format!("{u:?}"));
+    let client = req
+        .peer_addr()
+        .map_or_else(|| "unknown".into(), |a| a.to_string());
+    tracing::warn!(
+        method,
+        user = %user,
+        account = %account,
+        accounts_matched = matched,
+        client = %client,
+        "login failed"
+    );
 }
 
 async fn api_auth(
@@ -299,7 +329,10 @@ async fn api_auth(
             account_enabled(&account)?;
             issue(&req, &state, &account, None, "cb_api_auth").await
         }
-        None => Err(ApiError::BadIdentifier("api_key".into())),
+        None => {
+            log_failed_login(&req, "api_auth", &Map::new(), 0);
+            Err(ApiError::BadIdentifier("api_key".into()))
+        }
     }
 }
 

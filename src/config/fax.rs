@@ -18,6 +18,7 @@ pub struct FaxConfig {
     pub default_retry_period: u64,
     pub default_smtp_domain: String,
     pub delete_empty_faxes: bool,
+    pub denied_number_prefixes: Vec<String>,
     pub denied_content_types: Vec<Value>,
     pub endpoint_timeout: u64,
     pub ensure_valid_caller_id: bool,
@@ -71,6 +72,10 @@ impl Default for FaxConfig {
             default_retry_period: 300,
             default_smtp_domain: "fax.kazoo.io".into(),
             delete_empty_faxes: false,
+            denied_number_prefixes: crate::numbers::DEFAULT_DENIED_PREFIXES
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
             denied_content_types: vec![json!({"prefix": "image/"})],
             endpoint_timeout: 40,
             ensure_valid_caller_id: true,
@@ -79,7 +84,7 @@ impl Default for FaxConfig {
                 "override_fax_identity": true,
                 "override_callee_number": false
             })),
-            file_cache_path: "/tmp/".into(),
+            file_cache_path: String::new(),
             ignore_early_media: false,
             image_min_size: "700x10".into(),
             image_size_cmd_format: "echo -n `identify -format \"%[fx:w]x%[fx:h]\" ~s`".into(),

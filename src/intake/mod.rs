@@ -6,6 +6,7 @@
 
 pub mod fetch;
 pub mod multipart;
+pub mod numbers;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -21,6 +22,8 @@ pub enum IntakeError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Document(String),
+    #[error(transparent)]
+    Number(#[from] crate::numbers::NumberError),
 }
 
 /// A document as received or downloaded.

@@ -24,7 +24,8 @@ pub enum DocumentError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Produces the fax-ready TIFF of a job at `dest`, returning its page count.
+/// Produces the fax-ready TIFF of a job at `dest` (a new file, mode 0600), returning its page
+/// count.
 #[async_trait]
 pub trait DocumentSource: Send + Sync + 'static {
     async fn faxable(&self, job_id: &str, dest: &Path) -> Result<u32, DocumentError>;
@@ -53,7 +54,7 @@ impl DocumentSource for ConvertedDocuments {
                 Stored::Convert(c) => DocumentError::Conversion(c.to_string()),
                 Stored::Store(s) => DocumentError::Store(s),
             })?;
-        let mut file = tokio::fs::File::create(dest).await?;
+        let mut file = crate::files::create_private(dest).await?;
         file.write_all(&doc.tiff).await?;
         file.flush().await?;
         Ok(doc.pages)
@@ -73,7 +74,7 @@ impl DocumentSource for StoredTiff {
             .get_attachment(&Db::Faxes, job_id, FAX_FILE)
             .await?
             .ok_or_else(|| DocumentError::Missing(format!("job {job_id} has no {FAX_FILE}")))?;
-        let mut file = tokio::fs::File::create(dest).await?;
+        let mut file = crate::files::create_private(dest).await?;
         let mut head = Vec::new();
         let mut body = att.body;
         while let Some(chunk) = body.next().await {

@@ -116,6 +116,31 @@ impl Job {
         })
     }
 
+    /// Why the job must not reach a media engine, if so: a destination that is not E.164, or
+    /// control characters in a number, name or identity (they would end up in an originate
+    /// command). The API refuses both at submission; this guards jobs written by other means.
+    pub fn unsendable(&self) -> Option<String> {
+        if crate::numbers::normalize(&self.to_number).as_deref() != Some(self.to_number.as_str()) {
+            return Some(format!(
+                "invalid fax number: {}",
+                self.to_number.escape_debug()
+            ));
+        }
+        [
+            ("to_name", &self.to_name),
+            ("from_number", &self.from_number),
+            ("from_name", &self.from_name),
+            ("fax_identity_number", &self.identity_number),
+            ("fax_identity_name", &self.identity_name),
+        ]
+        .into_iter()
+        .find_map(|(field, v)| {
+            crate::numbers::no_control(field, v)
+                .err()
+                .map(|e| format!("invalid caller data: {e}"))
+        })
+    }
+
     /// When the job may run: its due time, and not before `send_at`.
     pub fn runnable_at(&self) -> i64 {
         self.due.max(self.send_at.unwrap_or(i64::MIN))
@@ -153,5 +178,38 @@ mod tests {
         );
         assert!(Job::from_doc(&json!({"_id": "x", "pvt_type": "fax"})).is_err());
         assert!(Job::from_doc(&json!({"pvt_type": "fax"})).is_err());
+    }
+
+    #[test]
+    fn jobs_with_bad_numbers_or_texts_are_unsendable() {
+        let a = AccountId::generate();
+        let job = |extra: Value| {
+            let mut doc = json!({"_id": "j1", "pvt_type": "fax", "pvt_account_id": a.as_str(),
+                "pvt_job_status": "pending", "to_number": "+15551230000",
+                "from_number": "+15550000000"});
+            for (k, v) in extra.as_object().unwrap() {
+                doc[k] = v.clone();
+            }
+            Job::from_doc(&doc).unwrap()
+        };
+        assert_eq!(job(json!({})).unsendable(), None);
+        assert_eq!(
+            job(json!({"to_number": "911"})).unsendable().as_deref(),
+            Some("invalid fax number: 911")
+        );
+        assert_eq!(
+            job(json!({"to_number": "+1415\r\n"}))
+                .unsendable()
+                .as_deref(),
+            Some("invalid fax number: +1415\\r\\n")
+        );
+        let why = job(json!({"from_number": "+1415\r\nX-Evil: y"}))
+            .unsendable()
+            .unwrap();
+        assert!(why.starts_with("invalid caller data: from_number"), "{why}");
+        let why = job(json!({"fax_identity_name": "A\u{0}"}))
+            .unsendable()
+            .unwrap();
+        assert!(why.contains("fax_identity_name"), "{why}");
     }
 }

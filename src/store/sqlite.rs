@@ -136,13 +136,30 @@ impl SqliteStore {
     }
 
     fn open_blocking(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir)?;
+        // The directory, the file and its -wal/-shm are the owner's only (SQLite gives the
+        // -wal and -shm files the mode of the database file).
+        crate::files::private_dir(data_dir)?;
         let spool = data_dir.join("spool");
         // Leftovers of uploads interrupted by a crash: never referenced by the database.
         let _ = std::fs::remove_dir_all(&spool);
-        std::fs::create_dir_all(&spool)?;
+        crate::files::private_dir(&spool)?;
         let path = data_dir.join("faxd.sqlite");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)?;
+        }
+        crate::files::make_private(&path)?;
         let writer = open_conn(&path)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.clone().into_os_string();
+            side.push(suffix);
+            crate::files::make_private(Path::new(&side))?;
+        }
         writer.execute_batch(SCHEMA).map_err(db_err)?;
         let (reads, queue) = std::sync::mpsc::channel::<ReadJob>();
         let queue = Arc::new(Mutex::new(queue));

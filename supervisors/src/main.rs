@@ -258,6 +258,7 @@ async fn sup(
     init_tracing("warn");
     let addr = node.unwrap_or_else(|| config.cluster.listen.clone());
     let cookie = config.cookie(false).map_err(|e| e.to_string())?;
+    let args = password_from_stdin(args)?;
     let reply =
         faxd_actors::cluster::run_remote(&addr, &cookie, args, Duration::from_secs(timeout.max(1)))
             .await
@@ -268,6 +269,27 @@ async fn sup(
     } else {
         Err(reply.output)
     }
+}
+
+/// `crossbar_maintenance create_account … -`: the password is the first line of standard
+/// input, so that it appears neither in the process list nor in shell history.
+fn password_from_stdin(mut args: Vec<String>) -> Result<Vec<String>, String> {
+    let is_create = args.len() == 6
+        && args[0] == "crossbar_maintenance"
+        && args[1] == "create_account"
+        && args[5] == "-";
+    if is_create {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+        let password = line.trim_end_matches(['\r', '\n']).to_string();
+        if password.is_empty() {
+            return Err("no password on standard input".into());
+        }
+        args[5] = password;
+    }
+    Ok(args)
 }
 
 async fn store_check(config: Option<PathBuf>) -> Result<(), String> {

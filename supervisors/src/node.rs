@@ -46,7 +46,9 @@ pub async fn open_store(config: &Config) -> Result<SharedStore, NodeError> {
 /// Runs a node until SIGINT/SIGTERM (then stops it in order and returns `Ok`) or until the
 /// tree gives up (returns the error).
 pub async fn serve(config: Config) -> Result<(), NodeError> {
-    std::fs::create_dir_all(&config.node.data_dir).map_err(|source| NodeError::Write {
+    // The data directory holds the store, the cookie, the admin credentials and cached fax
+    // documents: the owner's only (0700), also when it existed before.
+    faxd::files::private_dir(&config.node.data_dir).map_err(|source| NodeError::Write {
         path: config.node.data_dir.display().to_string(),
         source,
     })?;

@@ -195,10 +195,11 @@ async fn login(http: &reqwest::Client, api: &str, dir: &std::path::Path) -> (Str
         .json()
         .await
         .unwrap();
-    (
-        login["auth_token"].as_str().expect("token").to_string(),
-        login["data"]["account_id"].as_str().unwrap().to_string(),
-    )
+    let token = login["auth_token"].as_str().expect("token").to_string();
+    let account = login["data"]["account_id"].as_str().unwrap().to_string();
+    // The faxes are sent from +15551230000: a number of the account.
+    common::own_number(http, api, &token, &account, "+15551230000").await;
+    (token, account)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

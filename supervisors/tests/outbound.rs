@@ -709,5 +709,21 @@ async fn job_without_a_number_fails_visibly(store: SharedStore) {
     assert_eq!(doc["tx_result"]["result_code"], 400);
     assert_eq!(doc["tx_result"]["result_text"], "invalid fax number: ");
     assert!(engine.gw.originated().iter().all(|o| o.fax.job_id != id));
+    // A job written into the store around the API with a header-injecting caller id never
+    // reaches the media engine either.
+    let to = unique_number("+1418555");
+    let id = submit(
+        &store,
+        &account,
+        &to,
+        1,
+        json!({"from_number": "+1415\r\nX-Evil: y"}),
+    )
+    .await;
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(30)).await;
+    assert_eq!(doc["pvt_job_status"], "failed");
+    let why = doc["tx_result"]["result_text"].as_str().unwrap();
+    assert!(why.starts_with("invalid caller data: from_number"), "{why}");
+    assert!(engine.gw.originated().iter().all(|o| o.fax.job_id != id));
     engine.stop().await;
 }

@@ -94,6 +94,16 @@ impl Answer {
     }
 }
 
+/// A London number (+4420 and 8 random digits) no other test uses in practice.
+pub fn unique_number() -> String {
+    let digits: String = faxd::ids::new_id()
+        .bytes()
+        .take(8)
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
+    format!("+4420{digits}")
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", &faxd::ids::new_id()[..10])
 }
@@ -271,6 +281,34 @@ impl Api {
                 .expect("token")
                 .to_string(),
         }
+    }
+
+    /// Lets `account` use any caller id: `admin` (an admin of an ancestor account) sets the
+    /// account's `fax_allow_any_caller_id`.
+    pub async fn allow_any_caller_id(&self, admin: &Tenant, account: &Tenant) {
+        let a = self
+            .patch(
+                &format!("/v2/accounts/{}", account.id),
+                &admin.token,
+                json!({"fax_allow_any_caller_id": true}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.data()["fax_allow_any_caller_id"], true, "{}", a.body);
+    }
+
+    /// A new number (E.164, unique in practice) owned by `t` through a callflow.
+    pub async fn own_number(&self, t: &Tenant) -> String {
+        let number = unique_number();
+        let a = self
+            .put(
+                &format!("/v2/accounts/{}/callflows", t.id),
+                &t.token,
+                json!({"numbers": [number], "flow": {"module": "receive_fax"}}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        number
     }
 
     /// Sends a fax by multipart (JSON part + PDF part) to `path`.

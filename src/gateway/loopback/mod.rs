@@ -51,7 +51,7 @@ impl LoopbackGateway {
         directory: Arc<dyn NumberDirectory>,
         inbound: Option<InboundSink>,
     ) -> Result<Self, GatewayError> {
-        std::fs::create_dir_all(&spool).map_err(|e| {
+        crate::files::create_dir_private_blocking(&spool).map_err(|e| {
             GatewayError::Unavailable(format!("cannot create {}: {e}", spool.display()))
         })?;
         Ok(Self {

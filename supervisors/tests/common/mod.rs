@@ -77,6 +77,8 @@ pub struct Node {
     pub cluster: String,
     pub env: Vec<(String, String)>,
     pub stdout: Arc<Mutex<String>>,
+    /// Everything the node logged (stderr), also echoed to the test's stderr.
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Node {
@@ -121,9 +123,15 @@ impl Node {
             }
         });
         let err = child.stderr.take().expect("stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let log = stderr.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 eprintln!("[faxd] {line}");
+                if let Ok(mut s) = log.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
             }
         });
         let get = |k: &str| {
@@ -139,6 +147,7 @@ impl Node {
             cluster: get("FAXD_CLUSTER_LISTEN"),
             env,
             stdout,
+            stderr,
         };
         node.wait_healthy();
         node
@@ -285,6 +294,24 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Gives `account` the number `e164` through a callflow, so it may send faxes from it (a
+/// caller id must be a number of the account).
+pub async fn own_number(http: &reqwest::Client, api: &str, token: &str, account: &str, e164: &str) {
+    let r = http
+        .put(format!("{api}/accounts/{account}/callflows"))
+        .header("X-Auth-Token", token)
+        .json(&serde_json::json!({"data": {"numbers": [e164], "flow": {"module": "receive_fax"}}}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        r.text().await.unwrap_or_default()
+    );
 }
 
 /// Submits a fax as the logged-in user: `PUT url` with a multipart body (the JSON `meta`,
