@@ -227,6 +227,9 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("forbidden")]
     Forbidden,
+    /// 403 with Kazoo's `cause`: what the caller may not do.
+    #[error("forbidden: {0}")]
+    ForbiddenCause(String),
     #[error("validation error")]
     Validation(Value),
     #[error("datastore unreachable")]
@@ -319,6 +322,11 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 json!({"message": "forbidden"}),
+            ),
+            ApiError::ForbiddenCause(cause) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                json!({"message": "forbidden", "cause": cause}),
             ),
             ApiError::Validation(data) => {
                 (StatusCode::BAD_REQUEST, "validation error", data.clone())
