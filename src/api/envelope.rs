@@ -278,6 +278,9 @@ pub enum ApiError {
     TooLarge(u64),
     #[error("unsupported media type")]
     UnsupportedMediaType(String),
+    /// A document whose content cannot be faxed or is not what its label says: 415.
+    #[error("unsupported document: {0}")]
+    UnsupportedDocument(crate::intake::DocumentTypeError),
     #[error("not acceptable")]
     NotAcceptable(String),
     #[error("conflict: {0}")]
@@ -405,6 +408,17 @@ impl ApiError {
                 "unsupported_media_type",
                 json!({"message": format!("content type '{ct}' is not accepted here"), "cause": ct}),
             ),
+            ApiError::UnsupportedDocument(e) => {
+                let mut data = json!({"message": e.to_string(), "cause": e.declared()});
+                if let Some(found) = e.found() {
+                    data["found"] = json!(found);
+                }
+                (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    data,
+                )
+            }
             ApiError::NotAcceptable(msg) => (
                 StatusCode::NOT_ACCEPTABLE,
                 "not_acceptable",

@@ -273,7 +273,7 @@ fn document_part(
             env = Some(parse_envelope(&p.body)?);
         } else if doc.is_none() && !p.body.is_empty() {
             let ct = intake::effective_type(&p.content_type, &p.body)
-                .map_err(ApiError::UnsupportedMediaType)?;
+                .map_err(ApiError::UnsupportedDocument)?;
             doc = Some(Document {
                 content_type: ct,
                 bytes: p.body,
@@ -326,10 +326,14 @@ async fn read_submission(
             data: Value::Object(data),
             keys: Map::new(),
         };
+        // The body is the document: a type it does not have is refused here, before a job
+        // exists.
+        let content_type =
+            intake::effective_type(&mt, &body).map_err(ApiError::UnsupportedDocument)?;
         (
             env,
             Some(Document {
-                content_type: mt,
+                content_type,
                 bytes: body,
             }),
         )
@@ -460,7 +464,7 @@ async fn intake_job(
     };
     let result = match document {
         Ok(mut doc) => match intake::effective_type(&doc.content_type, &doc.bytes) {
-            Err(reason) => intake::fail_job(&state.store, saved, &reason).await,
+            Err(reason) => intake::fail_job(&state.store, saved, &reason.to_string()).await,
             Ok(ct) => {
                 doc.content_type = ct;
                 store_and_finish(state, &saved, doc).await
