@@ -327,7 +327,7 @@ impl ApiError {
             ApiError::BadIdentifier(id) => (
                 StatusCode::NOT_FOUND,
                 "bad_identifier",
-                json!({"message": "bad identifier", "cause": id}),
+                json!({"message": "bad identifier", "cause": clipped(id)}),
             ),
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
@@ -428,6 +428,15 @@ impl ApiError {
                 (StatusCode::CONFLICT, "conflict", json!({"message": msg}))
             }
         }
+    }
+}
+
+/// An identifier echoed in an error, cut to a sane length (a client may send a 100 kB id).
+fn clipped(id: &str) -> String {
+    const MAX: usize = 128;
+    match id.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &id[..at]),
+        None => id.to_string(),
     }
 }
 
