@@ -416,14 +416,22 @@ pub fn is_deleted(doc: &Value) -> bool {
         .unwrap_or(false)
 }
 
+/// Longest document id the API looks up; faxd's own ids are far shorter, and a longer one
+/// from a URL is answered 404 without troubling the store.
+pub const MAX_DOC_ID: usize = 255;
+
 /// Loads a live document of one `pvt_type`; anything else (missing, deleted, other type, a
-/// guessed id from another account's database) is 404 `bad_identifier`.
+/// guessed id from another account's database, an absurdly long id) is 404
+/// `bad_identifier`.
 pub async fn load_typed(
     store: &crate::store::SharedStore,
     db: &Db,
     id: &str,
     pvt_type: &str,
 ) -> Result<Value, ApiError> {
+    if id.is_empty() || id.len() > MAX_DOC_ID {
+        return Err(ApiError::BadIdentifier(id.to_string()));
+    }
     let doc = match store.get(db, id).await {
         Ok(d) => d,
         Err(crate::store::StoreError::NoDatabase(_)) => None,
