@@ -18,9 +18,14 @@
 //! Faxes are the account's shared work, as in Kazoo's fax app (any token of the account may
 //! use every `cb_faxes` route): a plain user may submit faxes, list and read the account's
 //! queue, outbox, inbox and SMTP logs, download documents, resubmit or forward, cancel and
-//! delete faxes. The routes under `/users/{user_id}/faxes` belong to that user: another
+//! delete faxes. A fax a plain user submits is theirs (`owner_id` is set to them, whatever
+//! the request says). The routes under `/users/{user_id}/faxes` belong to that user: another
 //! plain user gets 403 there. A plain user of an ancestor account gets nothing in a
 //! descendant (403): only admins act down the tree.
+//!
+//! The token is read from `X-Auth-Token`, then `?auth_token=`, then the `auth_token` of a
+//! JSON envelope body; multipart and raw document uploads carry it in the header or the
+//! query string.
 //!
 //! The role is computed once per request and left in the request's extensions, with the
 //! verified [`Caller`] and the resolved account, so handlers do not repeat the store reads.
@@ -58,6 +63,21 @@ pub enum Access {
     SelfOrAdmin,
     /// An admin of the path's account or of one of its ancestors.
     Admin,
+}
+
+impl Access {
+    /// The name shown in the OpenAPI document (`x-faxd-access`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::AnyToken => "any_token",
+            Access::OwnAccountAdmin => "own_account_admin",
+            Access::SystemAdmin => "system_admin",
+            Access::Member => "member",
+            Access::SelfOrAdmin => "self_or_admin",
+            Access::Admin => "admin",
+        }
+    }
 }
 
 /// The caller's role in the account of the path.

@@ -498,11 +498,13 @@ async fn submit(
         faxbox_defaults(&mut data, id, fb);
     }
     let mut fields = validate_job(data, sub.document.is_some())?;
+    let plain_user = super::authz::role(&req) == Some(super::authz::Role::User);
     match &scope {
         Scope::User(u) => {
             fields.insert("owner_id".into(), json!(u));
         }
-        _ if !fields.contains_key("owner_id") => {
+        // A plain user's fax is theirs (see `authz`), whatever owner the request names.
+        _ if plain_user || !fields.contains_key("owner_id") => {
             if let Some(o) = caller.owner_id() {
                 fields.insert("owner_id".into(), json!(o));
             }
