@@ -665,6 +665,39 @@ async fn roles_authentication_before_body(store: SharedStore, dir: Dir) {
         "invalid_credentials",
         "resubmit",
     );
+    // Neither a content type nobody takes nor an upload past the limit comes before the 401.
+    let r = w
+        .api
+        .http
+        .put(format!("{}{}/users", w.api.base, w.acc()))
+        .header("Content-Type", "text/csv")
+        .body("a,b")
+        .send()
+        .await
+        .expect("request");
+    let a = Api::answer(r).await;
+    assert_error(
+        &a,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "text/csv",
+    );
+    let r = w
+        .api
+        .http
+        .put(format!("{}{}/faxes", w.api.base, w.acc()))
+        .header("Content-Type", "application/pdf")
+        .body(vec![b'%'; 2_000_000])
+        .send()
+        .await
+        .expect("request");
+    let a = Api::answer(r).await;
+    assert_error(
+        &a,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "2 MB upload",
+    );
     // A bad token is as good as none, whatever the body.
     let a = w
         .api
