@@ -89,7 +89,8 @@ pub enum Role {
 
 /// The role table: what `method` on the route `pattern` (as mounted, e.g.
 /// `/v2/accounts/{account_id}/users/{user_id}`) requires. A route this table does not name
-/// is for admins (fail closed).
+/// needs an admin of the path's account, and is refused to everyone when its path names no
+/// account (fail closed).
 pub fn access(method: &Method, pattern: &str) -> Access {
     let read = *method == Method::GET;
     let segs: Vec<&str> = pattern.trim_matches('/').split('/').collect();
