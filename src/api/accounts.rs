@@ -335,7 +335,7 @@ async fn update(
         doc.insert("pvt_enabled".into(), json!(e));
     }
     if let Some(v) = allow_any {
-        set_allow_any_caller_id(&state, &caller, &current, &mut doc, &v).await?;
+        set_allow_any_caller_id(&caller, &current, &mut doc, &v)?;
     }
     doc.insert("pvt_modified".into(), json!(crate::time::now_gregorian()));
     let saved = save_both(&state.store, &id, Value::Object(doc)).await?;
@@ -346,8 +346,7 @@ async fn update(
 /// with numbers it does not own. Only an admin user of an ancestor account (or a superduper
 /// admin) may change it, as a carrier decides it for its customer; the same value is accepted
 /// from anyone (a client sending back what it read).
-async fn set_allow_any_caller_id(
-    state: &ApiState,
+fn set_allow_any_caller_id(
     caller: &Caller,
     current: &Value,
     doc: &mut Map<String, Value>,
@@ -368,9 +367,7 @@ async fn set_allow_any_caller_id(
     if want == have {
         return Ok(());
     }
-    if !((is_ancestor(caller, current) || caller.superduper)
-        && caller_is_admin(state, caller).await?)
-    {
+    if !((is_ancestor(caller, current) || caller.superduper) && caller.admin) {
         return Err(ApiError::Forbidden);
     }
     doc.insert(ALLOW_ANY_CALLER_ID.into(), json!(want));
@@ -515,20 +512,10 @@ async fn api_key_get(
     ))
 }
 
-/// Whether the caller is a user with `priv_level: admin`.
-pub async fn caller_is_admin(state: &ApiState, caller: &Caller) -> Result<bool, ApiError> {
-    let Some(owner) = caller.owner_id() else {
-        return Ok(false);
-    };
-    let user = state
-        .store
-        .get(&Db::Account(caller.account.clone()), owner)
-        .await?;
-    Ok(user
-        .as_ref()
-        .and_then(|u| u.get("priv_level"))
-        .and_then(Value::as_str)
-        == Some("admin"))
+/// Whether the caller is a user with `priv_level: admin` (an API-key token is not: it cannot
+/// replace the key it was issued with, as in Kazoo).
+pub fn caller_is_admin_user(caller: &Caller) -> bool {
+    caller.admin && caller.owner_id().is_some()
 }
 
 async fn api_key_put(
@@ -538,7 +525,7 @@ async fn api_key_put(
 ) -> Result<HttpResponse, ApiError> {
     let env = json_envelope(&req, payload, &state).await?;
     let (caller, id, mut doc) = account_request(&req, &state, Some(&env)).await?;
-    if !caller_is_admin(&state, &caller).await? {
+    if !caller_is_admin_user(&caller) {
         return Err(ApiError::Forbidden);
     }
     let key = format!("{}{}", new_id(), new_id());

@@ -72,20 +72,33 @@ pub async fn request_id_middleware(
         .app_data::<NodeName>()
         .map(|n| n.0.clone())
         .unwrap_or_default();
-    // Kazoo's method tunnelling: `POST …?verb=PUT|PATCH|DELETE`.
-    if req.method() == actix_web::http::Method::POST
-        && let Some(verb) = tunnelled_verb(req.query_string())
-    {
-        req.head_mut().method = verb;
+    // Method tunnelling through POST: the `X-HTTP-Method-Override` header (advertised in
+    // the CORS headers), else Kazoo's `?verb=`. Routing and authorization see the method the
+    // request stands for.
+    if req.method() == actix_web::http::Method::POST {
+        match tunnelled_method(req.headers(), req.query_string()) {
+            Ok(Some(verb)) => req.head_mut().method = verb,
+            Ok(None) => {}
+            Err(e) => {
+                let res = req.error_response(e);
+                return Ok(finish(res, &node, &id));
+            }
+        }
     }
     // A CORS preflight is answered here, for every path, known or not.
-    let mut res = if req.method() == actix_web::http::Method::OPTIONS {
+    let res = if req.method() == actix_web::http::Method::OPTIONS {
         req.into_response(HttpResponse::Ok().finish())
     } else {
         // Handler and extractor errors arrive here as responses (actix converts them), so
         // every response passes below.
         next.call(req).await?
     };
+    Ok(finish(res, &node, &id))
+}
+
+/// Completes a response: the error envelope (for every error, ours or actix's), the request
+/// id and the CORS headers.
+fn finish(mut res: ServiceResponse<BoxBody>, node: &str, id: &str) -> ServiceResponse<BoxBody> {
     let parts = res.response().extensions().get::<ErrorParts>().cloned();
     let status = res.status();
     let parts = match parts {
@@ -99,14 +112,14 @@ pub async fn request_id_middleware(
         None => None,
     };
     if let Some(p) = parts {
-        let body = error_envelope(res.request(), &node, &p);
+        let body = error_envelope(res.request(), node, &p);
         res = res.map_body(|_, _| BoxBody::new(body));
         res.headers_mut().insert(
             actix_web::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
     }
-    let header = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
+    let header = HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("invalid"));
     let headers = res.headers_mut();
     headers.insert(HeaderName::from_static(REQUEST_ID), header);
     for (name, value) in CORS_HEADERS {
@@ -115,24 +128,39 @@ pub async fn request_id_middleware(
             HeaderValue::from_static(value),
         );
     }
-    Ok(res)
+    res
 }
 
-/// The method a `verb=` query parameter asks a POST to stand for.
-fn tunnelled_verb(query: &str) -> Option<actix_web::http::Method> {
+/// Header naming the method a POST stands for.
+pub const METHOD_OVERRIDE: &str = "x-http-method-override";
+
+/// The method a POST stands for: `X-HTTP-Method-Override` first, then a `verb=` query
+/// parameter (Kazoo's tunnelling), case-insensitive. An override header naming no method the
+/// API serves is a 405, so a client never has its request run as something it did not mean.
+fn tunnelled_method(
+    headers: &actix_web::http::header::HeaderMap,
+    query: &str,
+) -> Result<Option<actix_web::http::Method>, ApiError> {
     use actix_web::http::Method;
-    query.split('&').find_map(|kv| {
+    let named = |v: &str| match v.trim().to_ascii_uppercase().as_str() {
+        "GET" => Some(Method::GET),
+        "POST" => Some(Method::POST),
+        "PUT" => Some(Method::PUT),
+        "PATCH" => Some(Method::PATCH),
+        "DELETE" => Some(Method::DELETE),
+        _ => None,
+    };
+    if let Some(h) = headers.get(METHOD_OVERRIDE) {
+        let v = h.to_str().map_err(|_| ApiError::InvalidMethod)?;
+        return named(v).map(Some).ok_or(ApiError::InvalidMethod);
+    }
+    Ok(query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         if k != "verb" {
             return None;
         }
-        match v.to_ascii_uppercase().as_str() {
-            "PUT" => Some(Method::PUT),
-            "PATCH" => Some(Method::PATCH),
-            "DELETE" => Some(Method::DELETE),
-            _ => None,
-        }
-    })
+        named(v).filter(|m| *m != Method::GET && *m != Method::POST)
+    }))
 }
 
 /// CORS headers put on every response (errors and preflights included), Kazoo's values.
@@ -227,6 +255,9 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("forbidden")]
     Forbidden,
+    /// 403 with Kazoo's `cause`: what the caller may not do.
+    #[error("forbidden: {0}")]
+    ForbiddenCause(String),
     #[error("validation error")]
     Validation(Value),
     #[error("datastore unreachable")]
@@ -247,6 +278,9 @@ pub enum ApiError {
     TooLarge(u64),
     #[error("unsupported media type")]
     UnsupportedMediaType(String),
+    /// A document whose content cannot be faxed or is not what its label says: 415.
+    #[error("unsupported document: {0}")]
+    UnsupportedDocument(crate::intake::DocumentTypeError),
     #[error("not acceptable")]
     NotAcceptable(String),
     #[error("conflict: {0}")]
@@ -293,7 +327,7 @@ impl ApiError {
             ApiError::BadIdentifier(id) => (
                 StatusCode::NOT_FOUND,
                 "bad_identifier",
-                json!({"message": "bad identifier", "cause": id}),
+                json!({"message": "bad identifier", "cause": clipped(id)}),
             ),
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
@@ -319,6 +353,11 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 json!({"message": "forbidden"}),
+            ),
+            ApiError::ForbiddenCause(cause) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                json!({"message": "forbidden", "cause": cause}),
             ),
             ApiError::Validation(data) => {
                 (StatusCode::BAD_REQUEST, "validation error", data.clone())
@@ -369,6 +408,17 @@ impl ApiError {
                 "unsupported_media_type",
                 json!({"message": format!("content type '{ct}' is not accepted here"), "cause": ct}),
             ),
+            ApiError::UnsupportedDocument(e) => {
+                let mut data = json!({"message": e.to_string(), "cause": e.declared()});
+                if let Some(found) = e.found() {
+                    data["found"] = json!(found);
+                }
+                (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    data,
+                )
+            }
             ApiError::NotAcceptable(msg) => (
                 StatusCode::NOT_ACCEPTABLE,
                 "not_acceptable",
@@ -378,6 +428,15 @@ impl ApiError {
                 (StatusCode::CONFLICT, "conflict", json!({"message": msg}))
             }
         }
+    }
+}
+
+/// An identifier echoed in an error, cut to a sane length (a client may send a 100 kB id).
+fn clipped(id: &str) -> String {
+    const MAX: usize = 128;
+    match id.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &id[..at]),
+        None => id.to_string(),
     }
 }
 

@@ -272,7 +272,7 @@ fn document_part(
             env = Some(parse_envelope(&p.body)?);
         } else if doc.is_none() && !p.body.is_empty() {
             let ct = intake::effective_type(&p.content_type, &p.body)
-                .map_err(ApiError::UnsupportedMediaType)?;
+                .map_err(ApiError::UnsupportedDocument)?;
             doc = Some(Document {
                 content_type: ct,
                 bytes: p.body,
@@ -325,10 +325,14 @@ async fn read_submission(
             data: Value::Object(data),
             keys: Map::new(),
         };
+        // The body is the document: a type it does not have is refused here, before a job
+        // exists.
+        let content_type =
+            intake::effective_type(&mt, &body).map_err(ApiError::UnsupportedDocument)?;
         (
             env,
             Some(Document {
-                content_type: mt,
+                content_type,
                 bytes: body,
             }),
         )
@@ -469,7 +473,7 @@ async fn intake_job(
     };
     let result = match document {
         Ok(mut doc) => match intake::effective_type(&doc.content_type, &doc.bytes) {
-            Err(reason) => intake::fail_job(&state.store, saved, &reason).await,
+            Err(reason) => intake::fail_job(&state.store, saved, &reason.to_string()).await,
             Ok(ct) => {
                 doc.content_type = ct;
                 store_and_finish(state, &saved, doc).await
@@ -504,11 +508,13 @@ async fn submit(
     }
     let mut fields =
         validate_job(&state, &account, &account_doc, data, sub.document.is_some()).await?;
+    let plain_user = super::authz::role(&req) == Some(super::authz::Role::User);
     match &scope {
         Scope::User(u) => {
             fields.insert("owner_id".into(), json!(u));
         }
-        _ if !fields.contains_key("owner_id") => {
+        // A plain user's fax is theirs (see `authz`), whatever owner the request names.
+        _ if plain_user || !fields.contains_key("owner_id") => {
             if let Some(o) = caller.owner_id() {
                 fields.insert("owner_id".into(), json!(o));
             }

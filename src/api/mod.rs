@@ -5,6 +5,7 @@
 pub mod about;
 pub mod accept;
 pub mod accounts;
+pub mod authz;
 pub mod callflows;
 pub mod envelope;
 pub mod faxboxes;
@@ -139,7 +140,8 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 /// Routes of the API, mounted on an actix `App`: one resource per path, its methods, and a
-/// 405 for the others.
+/// 405 for the others. Every resource passes through [`authz::guard`] (authentication and the
+/// role table) before its handler runs.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let mut paths: Vec<String> = Vec::new();
     let all = endpoints();
@@ -153,7 +155,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         for e in all.iter().filter(|e| e.path == path) {
             resource = resource.route((e.route)());
         }
-        cfg.service(resource.default_service(web::to(method_not_allowed)));
+        cfg.service(
+            resource
+                .default_service(web::to(method_not_allowed))
+                .wrap(from_fn(authz::guard)),
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! `GET /v2/openapi.json`: an OpenAPI 3 document of every route, generated from the same
 //! table that mounts them ([`super::endpoints`]), so it cannot drift from what is served.
+//! Each operation says who may call it (`x-faxd-access`, from [`super::authz::access`]).
 
 use actix_web::{HttpResponse, web};
 use serde_json::{Map, Value, json};
@@ -26,13 +27,10 @@ pub fn document() -> Value {
             "parameters": params,
             "responses": {"default": {"description": "Kazoo envelope: {data, status, request_id, auth_token, …}"}},
         });
-        if !e.path.starts_with("/healthz")
-            && !matches!(
-                e.path.as_str(),
-                "/v2/about" | "/v2/openapi.json" | "/v2/user_auth" | "/v2/api_auth"
-            )
-            && !e.path.starts_with("/v2/auth/")
-        {
+        // Who may call it, from the role table the server enforces.
+        let access = super::authz::access(&e.method, &e.path);
+        op["x-faxd-access"] = json!(access.name());
+        if access != super::authz::Access::Public {
             op["security"] = json!([{"token": []}]);
         }
         let entry = paths.entry(e.path.clone()).or_insert_with(|| json!({}));

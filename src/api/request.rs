@@ -165,6 +165,9 @@ pub struct Caller {
     /// The auth account's document (from `accounts`).
     pub account_doc: Value,
     pub superduper: bool,
+    /// Whether the token speaks for an administrator of its account: a user with
+    /// `priv_level: admin`, or the account's API key (which only admins can read).
+    pub admin: bool,
 }
 
 impl Caller {
@@ -188,9 +191,9 @@ pub async fn check_token(state: &ApiState, token: &str) -> Result<Caller, ApiErr
     if doc.get("pvt_enabled").and_then(Value::as_bool) == Some(false) {
         return Err(ApiError::InvalidCredentials);
     }
-    if !identity_holds(state, &key, &claims, &account, &doc).await? {
+    let Some(admin) = identity_holds(state, &key, &claims, &account, &doc).await? else {
         return Err(ApiError::InvalidCredentials);
-    }
+    };
     let superduper = doc
         .get("pvt_superduper_admin")
         .and_then(Value::as_bool)
@@ -201,6 +204,7 @@ pub async fn check_token(state: &ApiState, token: &str) -> Result<Caller, ApiErr
         account,
         account_doc: doc,
         superduper,
+        admin,
     })
 }
 
@@ -226,13 +230,15 @@ pub fn identity_secret(user: Option<&Value>, account_doc: &Value) -> Option<Stri
     }
 }
 
+/// Whether a token's identity still holds; `Some(admin)` when it does, `admin` telling
+/// whether it speaks for an administrator of its account.
 async fn identity_holds(
     state: &ApiState,
     key: &[u8],
     claims: &Claims,
     account: &AccountId,
     account_doc: &Value,
-) -> Result<bool, ApiError> {
+) -> Result<Option<bool>, ApiError> {
     let user = match &claims.owner_id {
         Some(owner) => match state
             .store
@@ -240,21 +246,29 @@ async fn identity_holds(
             .await?
         {
             Some(u) => Some(u),
-            None => return Ok(false),
+            None => return Ok(None),
         },
         None => None,
     };
-    Ok(identity_secret(user.as_ref(), account_doc)
-        .is_some_and(|secret| token::identity_sig(key, &secret) == claims.identity))
+    let holds = identity_secret(user.as_ref(), account_doc)
+        .is_some_and(|secret| token::identity_sig(key, &secret) == claims.identity);
+    let admin = match &user {
+        Some(u) => u.get("priv_level").and_then(Value::as_str) == Some("admin"),
+        None => true,
+    };
+    Ok(holds.then_some(admin))
 }
 
 /// Authenticates a request (401 without a valid token) and records its token for the
-/// response envelope.
+/// response envelope. The caller [`super::authz::guard`] verified is reused.
 pub async fn authenticate(
     req: &HttpRequest,
     state: &ApiState,
     env: Option<&Envelope>,
 ) -> Result<Caller, ApiError> {
+    if let Some(caller) = req.extensions().get::<Caller>() {
+        return Ok(caller.clone());
+    }
     let token = token_of(req, env).ok_or(ApiError::InvalidCredentials)?;
     let caller = check_token(state, &token).await?;
     req.extensions_mut().insert(AuthToken(token));
@@ -294,8 +308,21 @@ pub fn may_access(caller: &Caller, id: &AccountId, doc: &Value) -> bool {
 }
 
 /// Resolves `/accounts/{account_id}` for a caller: 404 for a malformed or missing account,
-/// 403 for one outside the caller's tree. Returns the id and its directory document.
+/// 403 for one outside the caller's tree. Returns the id and its directory document (the one
+/// [`super::authz::guard`] resolved, when it did).
 pub async fn target_account(
+    req: &HttpRequest,
+    state: &ApiState,
+    caller: &Caller,
+) -> Result<(AccountId, Value), ApiError> {
+    if let Some(t) = req.extensions().get::<super::authz::Target>() {
+        return Ok((t.id.clone(), t.doc.clone()));
+    }
+    resolve_account(req, state, caller).await
+}
+
+/// [`target_account`] from the store.
+pub async fn resolve_account(
     req: &HttpRequest,
     state: &ApiState,
     caller: &Caller,
@@ -389,14 +416,22 @@ pub fn is_deleted(doc: &Value) -> bool {
         .unwrap_or(false)
 }
 
+/// Longest document id the API looks up; faxd's own ids are far shorter, and a longer one
+/// from a URL is answered 404 without troubling the store.
+pub const MAX_DOC_ID: usize = 255;
+
 /// Loads a live document of one `pvt_type`; anything else (missing, deleted, other type, a
-/// guessed id from another account's database) is 404 `bad_identifier`.
+/// guessed id from another account's database, an absurdly long id) is 404
+/// `bad_identifier`.
 pub async fn load_typed(
     store: &crate::store::SharedStore,
     db: &Db,
     id: &str,
     pvt_type: &str,
 ) -> Result<Value, ApiError> {
+    if id.is_empty() || id.len() > MAX_DOC_ID {
+        return Err(ApiError::BadIdentifier(id.to_string()));
+    }
     let doc = match store.get(db, id).await {
         Ok(d) => d,
         Err(crate::store::StoreError::NoDatabase(_)) => None,

@@ -6,6 +6,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
 
+use super::authz::Role;
 use super::listing::{respond_account_doc, respond_account_listing, respond_doc};
 use super::request::{
     self, account_request, client_fields, json_envelope, list_typed, load_typed, merge_patch, param,
@@ -182,10 +183,32 @@ async fn update(
         merge_patch(&mut base, client_fields(data));
         data = base;
     }
+    if super::authz::role(&req) != Some(Role::Admin) {
+        keeps_privileges(&current, &data)?;
+    }
     let mut doc = prepare(&state.store, &id, data, Some(&current)).await?;
     doc["pvt_modified"] = json!(crate::time::now_gregorian());
     let saved = state.store.save(&db, doc).await?;
     Ok(respond_doc(&req, &state, StatusCode::OK, &saved))
+}
+
+/// A plain user editing their own document may not change what only admins decide: their
+/// `priv_level` (default `user`) and `enabled` (default `true`). Sending the current values
+/// back, as Monster does with the whole document, is fine.
+fn keeps_privileges(current: &Value, data: &Map<String, Value>) -> Result<(), ApiError> {
+    let level = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("user").to_string();
+    let enabled = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(true);
+    if level(data.get("priv_level")) != level(current.get("priv_level")) {
+        return Err(ApiError::ForbiddenCause(
+            "only an account admin may change priv_level".into(),
+        ));
+    }
+    if enabled(data.get("enabled")) != enabled(current.get("enabled")) {
+        return Err(ApiError::ForbiddenCause(
+            "only an account admin may enable or disable a user".into(),
+        ));
+    }
+    Ok(())
 }
 
 async fn delete(

@@ -90,22 +90,69 @@ pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// The type a document really has: what its bytes say when they say it (a PDF or an image
-/// must look like one), else the declared type. `Err` when the result cannot be faxed.
-pub fn effective_type(declared: &str, bytes: &[u8]) -> Result<String, String> {
-    let declared = declared.to_ascii_lowercase();
-    let sniffed = sniff(bytes);
-    let mt = match sniffed {
-        Some(s) => s.to_string(),
-        None if declared == "application/pdf" || declared.starts_with("image/") => {
-            return Err(format!("the document does not look like {declared}"));
+/// Why a document's type cannot be faxed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentTypeError {
+    /// Labelled as one recognisable type, its bytes are another.
+    #[error("the document is labelled {declared} but its content is {found}")]
+    Mismatch {
+        declared: String,
+        found: &'static str,
+    },
+    /// Labelled as a PDF or an image, its bytes are no format faxd recognises.
+    #[error("the document is labelled {declared} but its content is not {declared}")]
+    Unrecognised { declared: String },
+    /// A type `convert` does not handle.
+    #[error("document type '{0}' cannot be faxed")]
+    NotFaxable(String),
+}
+
+impl DocumentTypeError {
+    /// The type the document was labelled with.
+    pub fn declared(&self) -> &str {
+        match self {
+            Self::Mismatch { declared, .. } | Self::Unrecognised { declared } => declared,
+            Self::NotFaxable(t) => t,
         }
+    }
+
+    /// The type its bytes show, when they show one.
+    pub fn found(&self) -> Option<&'static str> {
+        match self {
+            Self::Mismatch { found, .. } => Some(found),
+            _ => None,
+        }
+    }
+}
+
+/// One spelling per type for the comparisons of [`effective_type`].
+fn canonical(mt: &str) -> &str {
+    match mt {
+        "image/tif" => "image/tiff",
+        "image/jpg" | "image/pjpeg" => "image/jpeg",
+        other => other,
+    }
+}
+
+/// The type a document really has: what its bytes say when they say it, else the declared
+/// type. A document labelled as a PDF or an image must be that (a PNG labelled PDF is
+/// refused, naming both); a generic label (`application/octet-stream`, none) takes the
+/// sniffed type. `Err` when the result cannot be faxed.
+pub fn effective_type(declared: &str, bytes: &[u8]) -> Result<String, DocumentTypeError> {
+    let declared = canonical(&declared.to_ascii_lowercase()).to_string();
+    let specific = declared == "application/pdf" || declared.starts_with("image/");
+    let mt = match sniff(bytes) {
+        Some(found) if specific && found != declared => {
+            return Err(DocumentTypeError::Mismatch { declared, found });
+        }
+        Some(found) => found.to_string(),
+        None if specific => return Err(DocumentTypeError::Unrecognised { declared }),
         None => declared,
     };
     if accepted_type(&mt) {
         Ok(mt)
     } else {
-        Err(format!("document type '{mt}' cannot be faxed"))
+        Err(DocumentTypeError::NotFaxable(mt))
     }
 }
 
@@ -340,6 +387,18 @@ mod tests {
         );
         assert!(effective_type("application/pdf", b"MZ").is_err());
         assert!(effective_type("application/x-msdownload", b"MZ").is_err());
+        assert_eq!(
+            effective_type("application/pdf", b"\x89PNG\r\n"),
+            Err(DocumentTypeError::Mismatch {
+                declared: "application/pdf".into(),
+                found: "image/png"
+            })
+        );
+        assert_eq!(effective_type("image/tif", b"II*\0").unwrap(), "image/tiff");
+        assert_eq!(
+            effective_type("image/jpg", b"\xff\xd8\xff").unwrap(),
+            "image/jpeg"
+        );
         assert_eq!(
             effective_type("application/msword", b"\xd0\xcf").unwrap(),
             "application/msword"

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use faxd::api::{self, ApiState};
 use faxd::auth::login_digests;
 use faxd::config::{ApiSection, MediaEngine, SystemConfig};
-use faxd::ids::AccountId;
+use faxd::ids::{AccountId, Db, YearMonth, modb_doc_id, new_id};
 use faxd::store::SharedStore;
+use faxd::store::bytes_stream;
 use faxd::store::couch::CouchStore;
 use faxd::store::sqlite::SqliteStore;
 use reqwest::header::HeaderMap;
@@ -421,4 +422,84 @@ pub async fn document_server() -> String {
         }
     });
     format!("http://{addr}")
+}
+
+/// A one-page fax TIFF as a receiving fax machine writes it (G4, fine, a few black rows).
+pub fn received_tiff() -> Vec<u8> {
+    use faxd::convert::ccitt::{Coding, FaxPage};
+    let mut page = FaxPage::blank(1728, 2200, 204.0, 196.0);
+    let stride = page.stride();
+    for row in 200..240 {
+        for byte in 20..180 {
+            page.data[row * stride + byte] = 0xff;
+        }
+    }
+    faxd::convert::tiff_f::write_fax_tiff(&[page], Coding::Mmr)
+}
+
+/// Writes an inbound fax as the receiving side stores it (MODB, `received_file_<id>.tiff`).
+pub async fn received_fax(
+    store: &SharedStore,
+    account: &str,
+    faxbox: Option<&str>,
+    owner: Option<&str>,
+) -> String {
+    let account = AccountId::parse(account).unwrap();
+    let month = YearMonth::now();
+    let db = Db::Modb(account.clone(), month);
+    store.ensure_db(&db).await.unwrap();
+    let id = modb_doc_id(month, &new_id());
+    let mut doc = json!({
+        "_id": id, "pvt_type": "fax", "folder": "inbox", "from_number": "+14155550999",
+        "to_number": "+14155550100", "description": "fax document received", "source_type": "incoming_fax",
+        "rx_result": {"success": true, "total_pages": 1}, "pvt_account_id": account.as_str(),
+        "pvt_created": faxd::time::now_gregorian(), "media_type": "tiff",
+    });
+    if let Some(f) = faxbox {
+        doc["faxbox_id"] = json!(f);
+    }
+    if let Some(o) = owner {
+        doc["owner_id"] = json!(o);
+    }
+    let saved = store.save(&db, doc).await.unwrap();
+    store
+        .put_attachment(
+            &db,
+            &id,
+            saved["_rev"].as_str(),
+            &format!("received_file_{id}.tiff"),
+            "image/tiff",
+            bytes_stream(received_tiff()),
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// A plain user (`priv_level: user`) created by `admin` in its account, logged in: the same
+/// account, another identity.
+pub async fn plain_user(api: &Api, admin: &Tenant, username: &str) -> Tenant {
+    let password = unique("pw");
+    let u = api
+        .put(
+            &format!("/v2/accounts/{}/users", admin.id),
+            &admin.token,
+            json!({"first_name": "Pat", "last_name": "Plain", "username": username,
+                   "password": password, "priv_level": "user"}),
+        )
+        .await;
+    assert_eq!(u.status, StatusCode::CREATED, "{}", u.body);
+    let login = api.login(&admin.name, username, &password).await;
+    assert_eq!(login.status, StatusCode::CREATED, "{}", login.body);
+    Tenant {
+        id: admin.id.clone(),
+        name: admin.name.clone(),
+        user_id: u.data()["id"].as_str().expect("id").to_string(),
+        username: username.to_string(),
+        password,
+        token: login.body["auth_token"]
+            .as_str()
+            .expect("token")
+            .to_string(),
+    }
 }
