@@ -6,6 +6,11 @@
 //! so the failure escalates to *its* supervisor), children started in order and stopped in
 //! reverse order, dynamic children ([`SupervisorMsg::StartChild`]) and recursive reports.
 //!
+//! A child may also restart with a [`Backoff`]: its restarts are delayed (exponentially,
+//! capped) and do not count against the intensity. That is for children that fail while
+//! something outside the node is away (the store): restarting them at once would only fail
+//! again, and escalating would take the node down for an outage it cannot fix.
+//!
 //! ractor behaviour this module is built around (ractor 0.16):
 //! * when an actor's task ends for any reason, ractor *kills* every child still linked to it
 //!   (`Signal::Kill`: work is cancelled and `post_stop` is skipped). Graceful, ordered child
@@ -103,6 +108,40 @@ impl Intensity {
     }
 }
 
+/// Delayed restarts of one child: the `n`-th consecutive restart waits `first * 2^(n-1)`,
+/// at most `max`; an incarnation that ran at least `reset_after` starts the count again.
+/// Such restarts are not counted against the supervisor's [`Intensity`]: the delay is the
+/// rate limit, so an outage of a dependency never escalates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first restart.
+    pub first: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// Run this long, the child counts as healthy again.
+    pub reset_after: Duration,
+}
+
+impl Backoff {
+    /// Backoff from `first` up to `max`, reset after `reset_after` of healthy running.
+    pub const fn new(first: Duration, max: Duration, reset_after: Duration) -> Self {
+        Self {
+            first,
+            max,
+            reset_after,
+        }
+    }
+
+    /// Delay before restart number `attempt` (1 for the first) of a failing streak.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(31);
+        self.first
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
 /// Starts a child: given the supervisor's cell, spawns the child *linked* to it (e.g. with
 /// `Actor::spawn_linked` or [`spawn_child`]) and returns the child's cell. A child that is not
 /// linked to the supervisor is never seen to exit, so it is never restarted.
@@ -122,6 +161,8 @@ pub struct ChildSpec {
     pub shutdown: Duration,
     /// The child is itself a [`Supervisor`]: reports include its children.
     pub supervisor: bool,
+    /// Delayed restarts outside the intensity (see [`Backoff`]); `None`: restarted at once.
+    pub backoff: Option<Backoff>,
 }
 
 impl ChildSpec {
@@ -138,6 +179,7 @@ impl ChildSpec {
             start: Arc::new(move |sup| Box::pin(start(sup))),
             shutdown: DEFAULT_SHUTDOWN,
             supervisor: false,
+            backoff: None,
         }
     }
 
@@ -146,6 +188,12 @@ impl ChildSpec {
     pub fn supervisor(mut self) -> Self {
         self.supervisor = true;
         self.shutdown = SUPERVISOR_SHUTDOWN;
+        self
+    }
+
+    /// Restarts the child after growing delays, outside the intensity (see [`Backoff`]).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
         self
     }
 
@@ -163,6 +211,7 @@ impl fmt::Debug for ChildSpec {
             .field("restart", &self.restart)
             .field("shutdown", &self.shutdown)
             .field("supervisor", &self.supervisor)
+            .field("backoff", &self.backoff)
             .finish_non_exhaustive()
     }
 }
@@ -213,6 +262,9 @@ pub enum SupervisorMsg {
     TerminateChild(String, RpcReplyPort<bool>),
     /// Replies with a report of the children, including those of child supervisors.
     Report(RpcReplyPort<SupervisorReport>),
+    /// A delayed restart is due (sent by the supervisor to itself for a child with a
+    /// [`Backoff`]); `token` tells a stale timer from the current one.
+    RestartDue { id: String, token: u64 },
 }
 
 impl ractor::Message for SupervisorMsg {}
@@ -223,6 +275,7 @@ impl fmt::Debug for SupervisorMsg {
             Self::StartChild(spec, _) => write!(f, "StartChild({})", spec.id),
             Self::TerminateChild(id, _) => write!(f, "TerminateChild({id})"),
             Self::Report(_) => f.write_str("Report"),
+            Self::RestartDue { id, token } => write!(f, "RestartDue({id}, {token})"),
         }
     }
 }
@@ -236,7 +289,7 @@ pub struct ChildReport {
     pub restart: String,
     /// Restarts of this child so far.
     pub restarts: u32,
-    /// Whether the child is running.
+    /// Whether the child is running (`false` while it waits for a delayed restart).
     pub running: bool,
     /// The child's own children, when it is a running supervisor that answered in time.
     pub children: Vec<ChildReport>,
@@ -395,6 +448,12 @@ struct Child {
     /// The running incarnation (`None` between its exit and a successful restart).
     cell: Option<ActorCell>,
     restarts: u32,
+    /// When the running incarnation started.
+    since: Instant,
+    /// Consecutive delayed restarts of the current failing streak ([`Backoff`]).
+    streak: u32,
+    /// Token of the delayed restart this child waits for, if any.
+    pending: Option<u64>,
 }
 
 /// Internal state of a [`Supervisor`].
@@ -406,6 +465,8 @@ pub struct SupervisorState {
     restart_times: VecDeque<Instant>,
     /// Children in start order.
     children: Vec<Child>,
+    /// Last token handed to a delayed restart.
+    tokens: u64,
 }
 
 impl SupervisorState {
@@ -432,6 +493,9 @@ impl SupervisorState {
             spec,
             cell: Some(cell.clone()),
             restarts: 0,
+            since: Instant::now(),
+            streak: 0,
+            pending: None,
         });
         Ok(cell)
     }
@@ -460,8 +524,64 @@ impl SupervisorState {
             self.children.remove(idx);
             return Ok(());
         }
+        if let Some(backoff) = child.spec.backoff {
+            if child.since.elapsed() >= backoff.reset_after {
+                child.streak = 0;
+            }
+            self.schedule_restart(myself, idx, backoff, &exit.describe());
+            return Ok(());
+        }
         match self.strategy {
             Strategy::OneForOne => self.restart(myself, idx, exit).await,
+        }
+    }
+
+    /// Arms the next delayed restart of child `idx`.
+    fn schedule_restart(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        idx: usize,
+        backoff: Backoff,
+        reason: &str,
+    ) {
+        self.tokens += 1;
+        let token = self.tokens;
+        let child = &mut self.children[idx];
+        child.streak = child.streak.saturating_add(1);
+        child.pending = Some(token);
+        let delay = backoff.delay(child.streak);
+        let id = child.spec.id.clone();
+        warn!(supervisor = %self.name, child = %id, "restart in {delay:?} after: {reason}");
+        myself.send_after(delay, move || SupervisorMsg::RestartDue { id, token });
+    }
+
+    /// A delayed restart is due: starts the child, or arms the next, longer delay when it
+    /// does not start. Stale tokens (the child was removed or restarted since) are ignored.
+    async fn restart_due(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str, token: u64) {
+        let Some(idx) = self
+            .children
+            .iter()
+            .position(|c| c.spec.id == id && c.pending == Some(token))
+        else {
+            return;
+        };
+        let child = &mut self.children[idx];
+        child.pending = None;
+        let Some(backoff) = child.spec.backoff else {
+            return;
+        };
+        child.restarts += 1;
+        match (child.spec.start)(myself.get_cell()).await {
+            Ok(cell) => {
+                let child = &mut self.children[idx];
+                info!(supervisor = %self.name, child = %id, restarts = child.restarts, "restarted");
+                child.cell = Some(cell);
+                child.since = Instant::now();
+            }
+            Err(err) => {
+                let reason = format!("restart failed: {}", spawn_reason(err));
+                self.schedule_restart(myself, idx, backoff, &reason);
+            }
         }
     }
 
@@ -494,6 +614,7 @@ impl SupervisorState {
             match (child.spec.start)(myself.get_cell()).await {
                 Ok(cell) => {
                     child.cell = Some(cell);
+                    child.since = Instant::now();
                     return Ok(());
                 }
                 Err(err) => reason = format!("restart failed: {}", spawn_reason(err)),
@@ -620,6 +741,7 @@ impl Actor for Supervisor {
             intensity: args.intensity,
             restart_times: VecDeque::new(),
             children: Vec::with_capacity(args.children.len()),
+            tokens: 0,
         };
         for spec in args.children {
             if let Err(err) = state.start_new(&myself, spec).await {
@@ -658,6 +780,7 @@ impl Actor for Supervisor {
                 let _ = reply.send(found);
             }
             SupervisorMsg::Report(reply) => state.report(reply),
+            SupervisorMsg::RestartDue { id, token } => state.restart_due(&myself, &id, token).await,
         }
         Ok(())
     }
