@@ -85,7 +85,7 @@ fn bound_spec(name: &str, dep: &Dependency, restart: Restart, backoff: Backoff) 
 }
 
 fn lookup(name: &str) -> Option<ActorRef<BoundMsg>> {
-    ractor::registry::where_is(name.to_string()).map(Into::into)
+    ractor::registry::where_is(name).map(Into::into)
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
