@@ -104,7 +104,20 @@ fn db_err(e: rusqlite::Error) -> StoreError {
         {
             StoreError::Unavailable(e.to_string())
         }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            StoreError::Full(e.to_string())
+        }
         other => StoreError::Backend(other.to_string()),
+    }
+}
+
+/// An I/O error of the store's own files; a full disk is [`StoreError::Full`].
+fn io_err(e: std::io::Error) -> StoreError {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            StoreError::Full(e.to_string())
+        }
+        _ => StoreError::Io(e),
     }
 }
 
@@ -355,8 +368,8 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
             done.push((p.reply, outcome));
         }
         let committed = match broken {
-            None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
-            Some(why) => Err(why),
+            None => conn.execute_batch("COMMIT").map_err(db_err),
+            Some(why) => Err(StoreError::Backend(why)),
         };
         match committed {
             Ok(()) => {
@@ -366,10 +379,14 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
             }
             Err(why) => {
                 let _ = conn.execute_batch("ROLLBACK");
+                let full = matches!(why, StoreError::Full(_));
                 for (reply, _) in done {
-                    let _ = reply.send(Err(StoreError::Backend(format!(
-                        "write not committed: {why}"
-                    ))));
+                    let msg = format!("write not committed: {why}");
+                    let _ = reply.send(Err(if full {
+                        StoreError::Full(msg)
+                    } else {
+                        StoreError::Backend(msg)
+                    }));
                 }
             }
         }
@@ -919,18 +936,20 @@ impl Store for SqliteStore {
                 }
                 if spool.is_none() {
                     let path = self.spool.join(crate::ids::new_id());
-                    let file = tokio::fs::File::create(&path).await?;
+                    let file = tokio::fs::File::create(&path).await.map_err(io_err)?;
                     spool = Some((path, file));
                 }
                 if let Some((_, file)) = spool.as_mut() {
                     if !head.is_empty() {
-                        file.write_all(&std::mem::take(&mut head)).await?;
+                        file.write_all(&std::mem::take(&mut head))
+                            .await
+                            .map_err(io_err)?;
                     }
-                    file.write_all(&chunk).await?;
+                    file.write_all(&chunk).await.map_err(io_err)?;
                 }
             }
             if let Some((_, file)) = spool.as_mut() {
-                file.flush().await?;
+                file.flush().await.map_err(io_err)?;
             }
             Ok(())
         }
@@ -1137,6 +1156,23 @@ impl Store for SqliteStore {
                  ORDER BY json_extract(body, '$.pvt_job_node'), id"
             );
             Ok(jobs(query_bodies(conn, &sql, &[&node])?))
+        })
+        .await
+    }
+
+    async fn stale_jobs(&self, status: JobStatus, modified_before: i64) -> Result<Vec<JobRow>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT id, body FROM docs WHERE db = 'faxes' AND {LIVE_FAX}
+                   AND json_extract(body, '$.pvt_job_status') = ?1
+                   AND coalesce(json_extract(body, '$.pvt_modified'), 0) <= ?2
+                 ORDER BY coalesce(json_extract(body, '$.pvt_modified'), 0), id"
+            );
+            Ok(jobs(query_bodies(
+                conn,
+                &sql,
+                &[&status.as_str(), &modified_before],
+            )?))
         })
         .await
     }
