@@ -256,6 +256,8 @@ pub struct Supervisor;
 pub enum SupervisorMsg {
     /// Starts a dynamic child, appended after the existing ones; replies with its cell or
     /// why it could not start (including a duplicate id). Does not count as a restart.
+    /// A child with this id that waits for a delayed restart ([`Backoff`]) is started now
+    /// instead (its spec is kept).
     StartChild(ChildSpec, RpcReplyPort<Result<ActorCell, String>>),
     /// Stops the child with this id (waiting up to its shutdown time, then killing it) and
     /// removes it; replies whether such a child existed.
@@ -476,6 +478,13 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         spec: ChildSpec,
     ) -> Result<ActorCell, SupervisorError> {
+        if let Some(idx) = self
+            .children
+            .iter()
+            .position(|c| c.spec.id == spec.id && c.pending.is_some())
+        {
+            return self.start_waiting(myself, idx).await;
+        }
         if self.children.iter().any(|c| c.spec.id == spec.id) {
             return Err(SupervisorError::DuplicateChild {
                 supervisor: self.name.clone(),
@@ -497,6 +506,29 @@ impl SupervisorState {
             streak: 0,
             pending: None,
         });
+        Ok(cell)
+    }
+
+    /// Starts child `idx`, which waits for a delayed restart, now: asking for it again is a
+    /// sign that what it waits for may be back. When it still does not start, its delayed
+    /// restart stays armed.
+    async fn start_waiting(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        idx: usize,
+    ) -> Result<ActorCell, SupervisorError> {
+        let child = &mut self.children[idx];
+        let started = (child.spec.start)(myself.get_cell()).await;
+        let cell = started.map_err(|err| SupervisorError::ChildStart {
+            supervisor: self.name.clone(),
+            id: child.spec.id.clone(),
+            reason: spawn_reason(err),
+        })?;
+        child.pending = None;
+        child.restarts += 1;
+        child.cell = Some(cell.clone());
+        child.since = Instant::now();
+        info!(supervisor = %self.name, child = %child.spec.id, "started early, before its delayed restart");
         Ok(cell)
     }
 

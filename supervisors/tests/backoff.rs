@@ -289,6 +289,52 @@ async fn a_child_removed_while_waiting_is_not_started_again() {
     handle.await.expect("join");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_for_a_waiting_child_starts_it_at_once() {
+    let dep = Dependency::default();
+    // A long delay: the child would wait a minute for its restart.
+    let backoff = Backoff::new(
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    );
+    let (sup, handle) = Actor::spawn(
+        None,
+        Supervisor,
+        SupervisorArgs {
+            name: "backoff_sup_d".into(),
+            intensity: Intensity::new(1, Duration::from_secs(10)),
+            children: vec![],
+        },
+    )
+    .await
+    .expect("supervisor starts");
+    let spec = || bound_spec("backoff_child_d", &dep, Restart::Transient, backoff);
+    start_child(&sup, spec(), RPC).await.expect("child starts");
+    dep.down.store(true, Ordering::SeqCst);
+    lookup("backoff_child_d")
+        .expect("child runs")
+        .cast(BoundMsg::Fail)
+        .expect("cast");
+    eventually("child gone", async || lookup("backoff_child_d").is_none()).await;
+    // Still away: asking for it fails, and it keeps waiting.
+    assert!(start_child(&sup, spec(), RPC).await.is_err());
+    assert!(lookup("backoff_child_d").is_none());
+    // Back: asking for it starts it now, well before its delay is over.
+    dep.down.store(false, Ordering::SeqCst);
+    start_child(&sup, spec(), RPC)
+        .await
+        .expect("waiting child started on request");
+    assert!(lookup("backoff_child_d").is_some());
+    let rep = report(&sup, RPC).await.expect("report");
+    assert_eq!(rep.children.len(), 1, "{rep:?}");
+    assert!(rep.children[0].running);
+    shutdown(sup, Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    handle.await.expect("join");
+}
+
 #[test]
 fn delays_double_and_stop_at_the_cap() {
     let b = Backoff::new(
