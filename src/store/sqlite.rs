@@ -342,7 +342,9 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
         }
         let mut done: Vec<(oneshot::Sender<WriteOutcome>, WriteOutcome)> =
             Vec::with_capacity(batch.len());
-        let mut broken: Option<String> = None;
+        // Why the transaction cannot commit; SQLite rolls the whole transaction back by
+        // itself after some errors (a full disk), which then breaks the savepoint too.
+        let mut broken: Option<StoreError> = None;
         for p in batch {
             if broken.is_some() {
                 done.push((
@@ -352,8 +354,11 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
                 continue;
             }
             if let Err(e) = conn.execute_batch("SAVEPOINT w") {
-                broken = Some(e.to_string());
-                done.push((p.reply, Err(db_err(e))));
+                broken = Some(db_err(e));
+                done.push((
+                    p.reply,
+                    Err(StoreError::Backend("transaction aborted".into())),
+                ));
                 continue;
             }
             let outcome = (p.job)(&conn);
@@ -363,13 +368,16 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
                 conn.execute_batch("ROLLBACK TO w; RELEASE w")
             };
             if let Err(e) = end {
-                broken = Some(e.to_string());
+                broken = Some(match &outcome {
+                    Err(StoreError::Full(why)) => StoreError::Full(why.clone()),
+                    _ => db_err(e),
+                });
             }
             done.push((p.reply, outcome));
         }
         let committed = match broken {
             None => conn.execute_batch("COMMIT").map_err(db_err),
-            Some(why) => Err(StoreError::Backend(why)),
+            Some(why) => Err(why),
         };
         match committed {
             Ok(()) => {
