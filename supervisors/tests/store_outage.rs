@@ -5,7 +5,8 @@
 //! runs). Meanwhile the same process stays up, `/healthz` answers 503 and every submission
 //! is answered 503 with `Retry-After` and the cause in Kazoo's envelope — never a 500, and
 //! nothing of it is stored. Once the link is back, every one of the 200 jobs completes:
-//! none lost, none left in the queue, the faxd process id unchanged.
+//! none lost, none left in the queue, the faxd process id unchanged. A node started while
+//! the store is unreachable waits for it instead of exiting.
 
 mod common;
 mod faults;
@@ -305,6 +306,45 @@ async fn five_minute_store_outage_loses_no_job_and_keeps_the_node_up() {
     // The same process throughout, healthy again.
     assert_eq!(node.child.id(), pid);
     assert!(node.child.try_wait().expect("try_wait").is_none());
+    let (status, _, _) = http_get(&node.url("/healthz")).expect("healthz");
+    assert_eq!(status, 200);
+    tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_the_store_is_away_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let couch = Couch::start(dir.path());
+    let proxy = Proxy::start(
+        couch
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches('/'),
+    )
+    .await;
+    proxy.cut();
+    let mut env = Node::env_for(dir.path());
+    env.push(("FAXD_STORE_BACKEND".into(), "couchdb".into()));
+    env.push((
+        "FAXD_STORE_COUCH_URL".into(),
+        format!("http://{}", proxy.addr),
+    ));
+    // Starting waits for /healthz 200 and fails if faxd exits meanwhile.
+    let path = dir.path().to_path_buf();
+    let starting = tokio::task::spawn_blocking(move || Node::start(&path, env));
+    // faxd keeps trying the store (three connections at least), then the store comes back.
+    poll_async("faxd retrying the store", Duration::from_secs(30), || {
+        let n = proxy.accepted.load(std::sync::atomic::Ordering::SeqCst);
+        async move { (n >= 3).then_some(()) }
+    })
+    .await;
+    assert!(!starting.is_finished(), "faxd started without its store");
+    proxy.restore();
+    let node = starting
+        .await
+        .expect("faxd started once the store was back");
     let (status, _, _) = http_get(&node.url("/healthz")).expect("healthz");
     assert_eq!(status, 200);
     tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))

@@ -95,6 +95,8 @@ pub async fn in_outbox(
 /// new) is closed at once, as when the server is unreachable.
 pub struct Proxy {
     pub addr: String,
+    /// Connections accepted so far (cut or not).
+    pub accepted: Arc<AtomicUsize>,
     cut: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
@@ -107,10 +109,13 @@ impl Proxy {
             .expect("proxy bind");
         let addr = listener.local_addr().expect("proxy addr").to_string();
         let cut = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let (c, list, target) = (cut.clone(), conns.clone(), target.to_string());
+        let n = accepted.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                n.fetch_add(1, Ordering::SeqCst);
                 if c.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
@@ -128,6 +133,7 @@ impl Proxy {
         });
         Proxy {
             addr,
+            accepted,
             cut,
             conns,
             accept,
