@@ -5,7 +5,8 @@
 //! runs). Meanwhile the same process stays up, `/healthz` answers 503 and every submission
 //! is answered 503 with `Retry-After` and the cause in Kazoo's envelope — never a 500, and
 //! nothing of it is stored. Once the link is back, every one of the 200 jobs completes:
-//! none lost, none left in the queue, the faxd process id unchanged. A node started while
+//! none lost, none left in the queue, no supervisor escalated (`faxd_maintenance status`),
+//! the faxd process id unchanged. A node started while
 //! the store is unreachable waits for it instead of exiting.
 
 mod common;
@@ -302,6 +303,20 @@ async fn five_minute_store_outage_loses_no_job_and_keeps_the_node_up() {
         .await
         .expect("outbox");
     assert_eq!(outbox["data"].as_array().map(Vec::len), Some(0), "{outbox}");
+
+    // No supervisor gave up: every child of fax_sup shows no restart (a store-bound child
+    // waits out the outage under its own supervisor, without escalating).
+    let (code, status, err) =
+        tokio::task::block_in_place(|| node.sup(&["faxd_maintenance", "status"], &[]));
+    assert_eq!(code, 0, "{status}{err}");
+    let top: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("├── ") || l.starts_with("└── "))
+        .collect();
+    assert!(top.iter().any(|l| l.contains("fax_jobs_sup")), "{status}");
+    for line in &top {
+        assert!(line.ends_with("restarts 0"), "escalated: {line}\n{status}");
+    }
 
     // The same process throughout, healthy again.
     assert_eq!(node.child.id(), pid);
