@@ -583,7 +583,14 @@ impl SupervisorState {
         child.pending = Some(token);
         let delay = backoff.delay(child.streak);
         let id = child.spec.id.clone();
-        warn!(supervisor = %self.name, child = %id, "restart in {delay:?} after: {reason}");
+        // One warning per failing streak: an outage must not flood the log with one line
+        // per child and attempt.
+        if child.streak == 1 {
+            warn!(supervisor = %self.name, child = %id, "restart in {delay:?} after: {reason}");
+        } else {
+            debug!(supervisor = %self.name, child = %id, attempt = child.streak,
+                   "restart in {delay:?} after: {reason}");
+        }
         myself.send_after(delay, move || SupervisorMsg::RestartDue { id, token });
     }
 
