@@ -59,6 +59,7 @@ conformance!(
     attachment_of_50_mb_streams_both_ways,
     documents_are_saved_with_their_attachments_in_one_write,
     queue_views_select_and_order_jobs,
+    stale_jobs_are_selected_by_state_and_age,
     queue_listings_page_newest_first,
     faxbox_email_addresses_resolve,
     modb_listings_span_months_and_filters,
@@ -571,6 +572,54 @@ async fn queue_views_select_and_order_jobs(store: SharedStore) {
     let due = store.jobs_by_account(&a, 10).await.unwrap();
     assert_eq!(due.len(), 2);
     assert_eq!(store.locked_jobs_by_account(&a).await.unwrap().len(), 2);
+}
+
+async fn stale_jobs_are_selected_by_state_and_age(store: SharedStore) {
+    store.ensure_db(&Db::Faxes).await.unwrap();
+    let a = AccountId::generate();
+    let b = AccountId::generate();
+    let t = gregorian_now();
+    // Attaching for long (two accounts), attaching since just now, pending for long, and a
+    // deleted attaching job.
+    let old_a = job(&a, "attaching_files", t - 500, 0);
+    let older_b = job(&b, "attaching_files", t - 900, 0);
+    let fresh = job(&a, "attaching_files", t, 0);
+    let pending = job(&a, "pending", t - 900, 0);
+    let mut deleted = job(&a, "attaching_files", t - 900, 0);
+    deleted["pvt_deleted"] = json!(true);
+    for doc in [&old_a, &older_b, &fresh, &pending, &deleted] {
+        store.save(&Db::Faxes, doc.clone()).await.unwrap();
+    }
+    let ours = [&old_a, &older_b, &fresh, &pending, &deleted]
+        .map(|d| d["_id"].as_str().unwrap().to_string());
+    // The CouchDB server may hold jobs of other runs: look at this test's only.
+    let stale = store
+        .stale_jobs(JobStatus::AttachingFiles, t - 60)
+        .await
+        .unwrap();
+    let ids: Vec<String> = stale
+        .iter()
+        .filter(|r| ours.contains(&r.id))
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(ids, vec![ours[1].clone(), ours[0].clone()], "oldest first");
+    let row = stale.iter().find(|r| r.id == ours[0]).unwrap();
+    assert_eq!(row.account_id, a.as_str());
+    assert_eq!(row.modified, t - 500);
+    // The limit is inclusive; a later limit takes in the fresh one.
+    let at = store
+        .stale_jobs(JobStatus::AttachingFiles, t - 500)
+        .await
+        .unwrap();
+    assert!(at.iter().any(|r| r.id == ours[0]));
+    let all = store
+        .stale_jobs(JobStatus::AttachingFiles, t)
+        .await
+        .unwrap();
+    assert!(all.iter().any(|r| r.id == ours[2]));
+    assert!(!all.iter().any(|r| r.id == ours[3] || r.id == ours[4]));
+    let pend = store.stale_jobs(JobStatus::Pending, t).await.unwrap();
+    assert!(pend.iter().any(|r| r.id == ours[3]));
 }
 
 async fn queue_listings_page_newest_first(store: SharedStore) {

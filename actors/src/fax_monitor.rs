@@ -19,12 +19,21 @@
 //! this node but have no worker here (the node restarted), and `locked` jobs whose queue is
 //! gone. Every node sweeps once at start (its own leftovers); a new leader sweeps when it
 //! takes the lease.
+//!
+//! The scheduling node's sweep also finishes stranded intakes ([`faxd::intake::resume`]):
+//! jobs left in `attaching_files` longer than a fetch and a conversion can take (faxd
+//! stopped mid-download) are resumed or failed with the reason. That work (network
+//! fetches, conversions) runs in one task owned by the monitor, never in its handler; the
+//! task is aborted when the monitor stops, and the next sweep takes the jobs up again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use faxd::ids::{AccountId, Db};
+use faxd::intake::fetch::FetchPolicy;
+use faxd::intake::resume::{self, Resumed};
+use faxd::model::JobStatus;
 use faxd::outbound::leader::{self, Claim, LEADER_DOC, Watch};
 use faxd::outbound::{Job, lease};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -56,6 +65,8 @@ pub struct MonitorState {
     feed: Option<JoinHandle<()>>,
     sweep: Option<JoinHandle<()>>,
     lease_timer: Option<JoinHandle<()>>,
+    /// The running pass over stranded intakes, if any (one at a time).
+    intakes: Option<JoinHandle<()>>,
     leader: Leadership,
 }
 
@@ -135,6 +146,7 @@ impl Actor for FaxMonitor {
             feed: Some(feed),
             sweep: Some(sweep),
             lease_timer,
+            intakes: None,
             leader: Leadership {
                 lease,
                 leading: lease.is_none(),
@@ -157,6 +169,7 @@ impl Actor for FaxMonitor {
             myself.cast(MonitorMsg::Lease)?;
         } else {
             st.schedule().await;
+            st.resume_stranded();
         }
         Ok(())
     }
@@ -166,9 +179,14 @@ impl Actor for FaxMonitor {
         _myself: ActorRef<MonitorMsg>,
         st: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
-        for h in [st.feed.take(), st.sweep.take(), st.lease_timer.take()]
-            .into_iter()
-            .flatten()
+        for h in [
+            st.feed.take(),
+            st.sweep.take(),
+            st.lease_timer.take(),
+            st.intakes.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             h.abort();
         }
@@ -202,6 +220,7 @@ impl Actor for FaxMonitor {
                 if st.leading() {
                     st.recover().await;
                     st.schedule().await;
+                    st.resume_stranded();
                 }
             }
             MonitorMsg::Lease => st.lease_round().await,
@@ -251,6 +270,7 @@ impl MonitorState {
                     // A former leader's jobs whose lease ran out are requeued here.
                     self.recover().await;
                     self.schedule().await;
+                    self.resume_stranded();
                 }
             }
             Ok(Claim::Other { node }) => {
@@ -339,6 +359,14 @@ impl MonitorState {
         }
     }
 
+    /// Starts a pass over stranded intakes unless one is still running.
+    fn resume_stranded(&mut self) {
+        if self.intakes.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        self.intakes = Some(tokio::spawn(resume_stranded(self.env.clone())));
+    }
+
     /// Requeues processing jobs whose lease is gone, and unlocks orphaned locked jobs.
     async fn recover(&mut self) {
         let env = self.env.clone();
@@ -416,6 +444,54 @@ impl MonitorState {
                     info!(job_id = %row.id, account_id = %account, "unlocked orphaned job");
                 }
             }
+        }
+    }
+}
+
+/// Jobs finished per pass over stranded intakes (the next sweep takes the rest).
+const STRANDED_PER_PASS: usize = 50;
+
+/// One pass over stranded intakes: every job in `attaching_files` for longer than an intake
+/// can take is resumed (its document fetched again, stored, converted) or failed with the
+/// reason.
+async fn resume_stranded(env: Arc<Env>) {
+    let store = &env.ctx.store;
+    let policy = FetchPolicy::from_config(&env.ctx.config.api);
+    let limit = resume::stranded_after(
+        &policy,
+        std::time::Duration::from_secs(env.ctx.config.convert.timeout_secs),
+    );
+    let stale_before = faxd::time::now_gregorian() - limit.as_secs() as i64;
+    let rows = match store
+        .stale_jobs(JobStatus::AttachingFiles, stale_before)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %e, "stranded intakes not looked at");
+            return;
+        }
+    };
+    let conversion = faxd::intake::Conversion {
+        converter: env.ctx.converter.clone(),
+        keep_tiff: env.ctx.sysconf.fax().store_fax_tiff,
+    };
+    for row in rows.into_iter().take(STRANDED_PER_PASS) {
+        let scheduled = AccountId::parse(&row.account_id).is_ok_and(|a| env.settings.schedules(&a));
+        if !scheduled {
+            continue;
+        }
+        match resume::resume(store, &conversion, &policy, &row.id, stale_before).await {
+            Ok(Resumed::Queued) => {
+                info!(job_id = %row.id, account_id = %row.account_id,
+                      "stranded intake resumed: job queued")
+            }
+            Ok(Resumed::Failed(reason)) => {
+                info!(job_id = %row.id, account_id = %row.account_id, %reason,
+                      "stranded intake ended: job failed")
+            }
+            Ok(Resumed::Skipped) => {}
+            Err(e) => warn!(job_id = %row.id, error = %e, "stranded intake not resumed"),
         }
     }
 }

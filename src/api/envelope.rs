@@ -240,6 +240,9 @@ fn base(req: &HttpRequest, node: &str) -> Map<String, Value> {
     env
 }
 
+/// `Retry-After` (seconds) on a 503: the store is away, a retry soon may succeed.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
 /// API errors, mapped once to HTTP status, Kazoo's `message` and `data`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -264,6 +267,9 @@ pub enum ApiError {
     DatastoreUnreachable(String),
     #[error("datastore fault")]
     DatastoreFault(String),
+    /// The store's disk is full: 507, nothing was written.
+    #[error("insufficient storage")]
+    InsufficientStorage(String),
     #[error("{0}")]
     Fault(String),
     /// A business rule failed on a field: 400 `data.<field>.<rule>`.
@@ -372,6 +378,11 @@ impl ApiError {
                 "datastore_fault",
                 json!({"message": "datastore fault", "cause": cause}),
             ),
+            ApiError::InsufficientStorage(cause) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                json!({"message": "the datastore is full; nothing was written", "cause": cause}),
+            ),
             ApiError::Fault(msg) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "unspecified_fault",
@@ -447,7 +458,15 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, message, data) = self.parts();
-        let mut res = HttpResponse::build(status)
+        let mut builder = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // The store is away: say when to try again rather than leave clients guessing.
+            builder.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                RETRY_AFTER_SECS.to_string(),
+            ));
+        }
+        let mut res = builder
             .content_type("application/json")
             .body(data.to_string());
         res.extensions_mut().insert(ErrorParts {
@@ -486,7 +505,57 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(id) => ApiError::BadIdentifier(id),
             StoreError::NoDatabase(db) => ApiError::BadIdentifier(db),
             StoreError::Unavailable(c) => ApiError::DatastoreUnreachable(c),
+            StoreError::Full(c) => ApiError::InsufficientStorage(c),
+            StoreError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                ApiError::InsufficientStorage(e.to_string())
+            }
             other => ApiError::DatastoreFault(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_outages_map_to_503_with_retry_after_and_a_full_disk_to_507() {
+        let res =
+            ApiError::from(StoreError::Unavailable("connection refused".into())).error_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            res.headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("5")
+        );
+
+        for full in [
+            StoreError::Full("database or disk is full".into()),
+            StoreError::Io(std::io::Error::from(std::io::ErrorKind::StorageFull)),
+        ] {
+            let err = ApiError::from(full);
+            let res = err.error_response();
+            assert_eq!(res.status(), StatusCode::INSUFFICIENT_STORAGE);
+            assert!(
+                res.headers()
+                    .get(actix_web::http::header::RETRY_AFTER)
+                    .is_none()
+            );
+            assert_eq!(err.report()["message"], "insufficient_storage");
+        }
+
+        let res = ApiError::from(StoreError::Conflict).error_response();
+        assert_eq!(res.status(), StatusCode::CONFLICT);
+        assert!(
+            res.headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }

@@ -437,12 +437,7 @@ async fn validate_job(
 }
 
 fn fetch_policy(state: &ApiState) -> FetchPolicy {
-    FetchPolicy {
-        max_bytes: state.options.url_max_bytes,
-        timeout: std::time::Duration::from_secs(state.options.url_timeout_s.max(1)),
-        max_redirects: state.options.url_max_redirects,
-        allow_private: state.options.url_allow_private,
-    }
+    FetchPolicy::from_config(&state.options)
 }
 
 /// Stores a new job and its document: `attaching_files` until the document is stored, then
@@ -452,25 +447,24 @@ async fn intake_job(
     job: Value,
     document: Option<Document>,
 ) -> Result<Value, ApiError> {
+    if let Some(doc) = document {
+        return intake_upload(state, job, doc).await.map_err(intake_err);
+    }
     let saved = state.store.save(&Db::Faxes, job).await?;
-    let document = match document {
-        Some(d) => Ok(d),
-        None => {
-            let url = saved
-                .pointer("/document/url")
+    let id = saved["_id"].as_str().unwrap_or_default().to_string();
+    let url = saved
+        .pointer("/document/url")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let post =
+        (saved.pointer("/document/method").and_then(Value::as_str) == Some("post")).then(|| {
+            saved
+                .pointer("/document/content")
                 .and_then(Value::as_str)
-                .unwrap_or_default();
-            let post = (saved.pointer("/document/method").and_then(Value::as_str) == Some("post"))
-                .then(|| {
-                    saved
-                        .pointer("/document/content")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string()
-                });
-            intake::fetch::fetch(url, post, &fetch_policy(state)).await
-        }
-    };
+                .unwrap_or_default()
+                .to_string()
+        });
+    let document = intake::fetch::fetch(url, post, &fetch_policy(state)).await;
     let result = match document {
         Ok(mut doc) => match intake::effective_type(&doc.content_type, &doc.bytes) {
             Err(reason) => intake::fail_job(&state.store, saved, &reason.to_string()).await,
@@ -481,7 +475,34 @@ async fn intake_job(
         },
         Err(reason) => intake::fail_job(&state.store, saved, &reason).await,
     };
+    if let Err(IntakeError::Store(_)) = &result {
+        intake::abandon(&state.store, &id).await;
+    }
     result.map_err(intake_err)
+}
+
+/// An uploaded document: the job is stored with it in one write (never without it).
+async fn intake_upload(
+    state: &ApiState,
+    job: Value,
+    mut doc: Document,
+) -> Result<Value, IntakeError> {
+    match intake::effective_type(&doc.content_type, &doc.bytes) {
+        Err(reason) => {
+            let saved = state.store.save(&Db::Faxes, job).await?;
+            intake::fail_job(&state.store, saved, &reason).await
+        }
+        Ok(ct) => {
+            doc.content_type = ct;
+            let saved = intake::save_with_document(&state.store, job, doc).await?;
+            let id = saved["_id"].as_str().unwrap_or_default().to_string();
+            let done = intake::finish_intake(&state.store, &state.conversion(), saved).await;
+            if let Err(IntakeError::Store(_)) = &done {
+                intake::abandon(&state.store, &id).await;
+            }
+            done
+        }
+    }
 }
 
 async fn store_and_finish(

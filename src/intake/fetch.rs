@@ -22,6 +22,18 @@ pub struct FetchPolicy {
     pub allow_private: bool,
 }
 
+impl FetchPolicy {
+    /// The policy of the `[api]` section's `url_*` settings.
+    pub fn from_config(api: &crate::config::ApiSection) -> Self {
+        Self {
+            max_bytes: api.url_max_bytes,
+            timeout: Duration::from_secs(api.url_timeout_s.max(1)),
+            max_redirects: api.url_max_redirects,
+            allow_private: api.url_allow_private,
+        }
+    }
+}
+
 /// Whether an address is reachable only inside a host or a private network.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {

@@ -7,13 +7,14 @@
 pub mod fetch;
 pub mod multipart;
 pub mod numbers;
+pub mod resume;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::ids::{AccountId, Db, YearMonth, modb_doc_id};
 use crate::model::{Folder, JobStatus};
-use crate::store::{SharedStore, StoreError, bytes_stream};
+use crate::store::{NewAttachment, SharedStore, StoreError, bytes_stream};
 
 /// Errors of intake.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +181,47 @@ pub async fn store_document(
         )
         .await?;
     reread(store, &Db::Faxes, &id).await
+}
+
+/// Saves a new job together with its uploaded document in one atomic write, so that no
+/// store failure (an outage, a full disk) leaves a job without its document; returns the
+/// job re-read.
+pub async fn save_with_document(
+    store: &SharedStore,
+    job: Value,
+    doc: Document,
+) -> Result<Value, IntakeError> {
+    let attachment = NewAttachment {
+        name: original_name(&doc.content_type),
+        content_type: doc.content_type,
+        data: doc.bytes,
+    };
+    let saved = store
+        .save_with_attachments(&Db::Faxes, job, vec![attachment])
+        .await?;
+    reread(store, &Db::Faxes, &job_id(&saved)?).await
+}
+
+/// Takes back a job whose intake failed on a store error after it was saved, so that the
+/// error its submitter got stays true (best effort: a job the store keeps anyway is
+/// finished later by the stranded-intake sweep, [`resume`]).
+pub async fn abandon(store: &SharedStore, id: &str) {
+    let current = match store.get(&Db::Faxes, id).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(job_id = %id, error = %e, "failed intake not taken back; the sweep finishes it");
+            return;
+        }
+    };
+    let status = current.get("pvt_job_status").and_then(Value::as_str);
+    if status != Some(JobStatus::AttachingFiles.as_str()) {
+        return;
+    }
+    let rev = current["_rev"].as_str().unwrap_or_default();
+    if let Err(e) = store.delete(&Db::Faxes, id, rev).await {
+        tracing::warn!(job_id = %id, error = %e, "failed intake not taken back; the sweep finishes it");
+    }
 }
 
 fn job_id(job: &Value) -> Result<String, IntakeError> {

@@ -1184,6 +1184,22 @@ impl Store for CouchStore {
         Ok(rows)
     }
 
+    async fn stale_jobs(&self, status: JobStatus, modified_before: i64) -> Result<Vec<JobRow>> {
+        let params = vec![
+            ("startkey", json_param(&json!([status.as_str()]))),
+            (
+                "endkey",
+                json_param(&json!([status.as_str(), modified_before])),
+            ),
+        ];
+        let docs = self
+            .view_docs(&Db::Faxes, "faxes", "jobs_by_state", params)
+            .await?;
+        let mut rows: Vec<JobRow> = docs.iter().filter_map(job_row).collect();
+        rows.sort_by(|a, b| (a.modified, &a.id).cmp(&(b.modified, &b.id)));
+        Ok(rows)
+    }
+
     async fn list_by_account_state(
         &self,
         account: &AccountId,

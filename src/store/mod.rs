@@ -63,6 +63,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store's disk (or quota) is full: nothing was written; reads still work.
+    #[error("store full: {0}")]
+    Full(String),
     #[error("store I/O error: {0}")]
     Io(#[from] io::Error),
     #[error("store error: {0}")]
@@ -296,6 +299,11 @@ pub trait Store: Send + Sync + 'static {
     /// Jobs being processed, by `pvt_job_node`; `None` lists every node
     /// (`faxes/processing_by_node`).
     async fn processing_by_node(&self, node: Option<&str>) -> Result<Vec<JobRow>>;
+
+    /// Jobs of every account in `status` whose `pvt_modified` (gregorian seconds) is at or
+    /// before `modified_before`, oldest first (`faxes/jobs_by_state`): for sweeps that
+    /// finish what a crash interrupted, such as a stranded `attaching_files` intake.
+    async fn stale_jobs(&self, status: JobStatus, modified_before: i64) -> Result<Vec<JobRow>>;
 
     /// An account's queued jobs, optionally of one status, newest first
     /// (`faxes/list_by_account_state`, and `list_by_account` without a status).

@@ -104,7 +104,20 @@ fn db_err(e: rusqlite::Error) -> StoreError {
         {
             StoreError::Unavailable(e.to_string())
         }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            StoreError::Full(e.to_string())
+        }
         other => StoreError::Backend(other.to_string()),
+    }
+}
+
+/// An I/O error of the store's own files; a full disk is [`StoreError::Full`].
+fn io_err(e: std::io::Error) -> StoreError {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            StoreError::Full(e.to_string())
+        }
+        _ => StoreError::Io(e),
     }
 }
 
@@ -346,7 +359,9 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
         }
         let mut done: Vec<(oneshot::Sender<WriteOutcome>, WriteOutcome)> =
             Vec::with_capacity(batch.len());
-        let mut broken: Option<String> = None;
+        // Why the transaction cannot commit; SQLite rolls the whole transaction back by
+        // itself after some errors (a full disk), which then breaks the savepoint too.
+        let mut broken: Option<StoreError> = None;
         for p in batch {
             if broken.is_some() {
                 done.push((
@@ -356,8 +371,11 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
                 continue;
             }
             if let Err(e) = conn.execute_batch("SAVEPOINT w") {
-                broken = Some(e.to_string());
-                done.push((p.reply, Err(db_err(e))));
+                broken = Some(db_err(e));
+                done.push((
+                    p.reply,
+                    Err(StoreError::Backend("transaction aborted".into())),
+                ));
                 continue;
             }
             let outcome = (p.job)(&conn);
@@ -367,12 +385,15 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
                 conn.execute_batch("ROLLBACK TO w; RELEASE w")
             };
             if let Err(e) = end {
-                broken = Some(e.to_string());
+                broken = Some(match &outcome {
+                    Err(StoreError::Full(why)) => StoreError::Full(why.clone()),
+                    _ => db_err(e),
+                });
             }
             done.push((p.reply, outcome));
         }
         let committed = match broken {
-            None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+            None => conn.execute_batch("COMMIT").map_err(db_err),
             Some(why) => Err(why),
         };
         match committed {
@@ -383,10 +404,14 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<PendingWrite>) {
             }
             Err(why) => {
                 let _ = conn.execute_batch("ROLLBACK");
+                let full = matches!(why, StoreError::Full(_));
                 for (reply, _) in done {
-                    let _ = reply.send(Err(StoreError::Backend(format!(
-                        "write not committed: {why}"
-                    ))));
+                    let msg = format!("write not committed: {why}");
+                    let _ = reply.send(Err(if full {
+                        StoreError::Full(msg)
+                    } else {
+                        StoreError::Backend(msg)
+                    }));
                 }
             }
         }
@@ -936,18 +961,20 @@ impl Store for SqliteStore {
                 }
                 if spool.is_none() {
                     let path = self.spool.join(crate::ids::new_id());
-                    let file = tokio::fs::File::create(&path).await?;
+                    let file = tokio::fs::File::create(&path).await.map_err(io_err)?;
                     spool = Some((path, file));
                 }
                 if let Some((_, file)) = spool.as_mut() {
                     if !head.is_empty() {
-                        file.write_all(&std::mem::take(&mut head)).await?;
+                        file.write_all(&std::mem::take(&mut head))
+                            .await
+                            .map_err(io_err)?;
                     }
-                    file.write_all(&chunk).await?;
+                    file.write_all(&chunk).await.map_err(io_err)?;
                 }
             }
             if let Some((_, file)) = spool.as_mut() {
-                file.flush().await?;
+                file.flush().await.map_err(io_err)?;
             }
             Ok(())
         }
@@ -1154,6 +1181,23 @@ impl Store for SqliteStore {
                  ORDER BY json_extract(body, '$.pvt_job_node'), id"
             );
             Ok(jobs(query_bodies(conn, &sql, &[&node])?))
+        })
+        .await
+    }
+
+    async fn stale_jobs(&self, status: JobStatus, modified_before: i64) -> Result<Vec<JobRow>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT id, body FROM docs WHERE db = 'faxes' AND {LIVE_FAX}
+                   AND json_extract(body, '$.pvt_job_status') = ?1
+                   AND coalesce(json_extract(body, '$.pvt_modified'), 0) <= ?2
+                 ORDER BY coalesce(json_extract(body, '$.pvt_modified'), 0), id"
+            );
+            Ok(jobs(query_bodies(
+                conn,
+                &sql,
+                &[&status.as_str(), &modified_before],
+            )?))
         })
         .await
     }

@@ -100,6 +100,7 @@ mod tests {
                 "crossbar_listing",
                 "jobs",
                 "jobs_by_account",
+                "jobs_by_state",
                 "list_by_account",
                 "list_by_account_state",
                 "list_by_faxbox",

@@ -151,6 +151,9 @@ impl Store for CountingStore {
     async fn processing_by_node(&self, node: Option<&str>) -> Result<Vec<JobRow>> {
         self.inner.processing_by_node(node).await
     }
+    async fn stale_jobs(&self, status: JobStatus, modified_before: i64) -> Result<Vec<JobRow>> {
+        self.inner.stale_jobs(status, modified_before).await
+    }
     async fn list_by_account_state(
         &self,
         account: &AccountId,

@@ -3,6 +3,10 @@
 //! cluster → file_proxy → sysconf → api_server → fax_jobs_sup → fax_worker_sup →
 //! fax_monitor → fax_status → fax_maintenance. Later parts of faxd add their children here, in the order
 //! of DESIGN.md §1. The outbound children run when a media engine is available.
+//!
+//! Children whose start reads the store (sysconf, fax_monitor, every fax_jobs) restart with
+//! [`STORE_BACKOFF`]: while the store is away they are retried at growing intervals instead
+//! of spending the restart intensity, so a store outage never stops the node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::outbound;
 use crate::supervisor::{
-    ChildReport, ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, SupervisorMsg,
+    Backoff, ChildReport, ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, SupervisorMsg,
     SupervisorReport, report, spawn_child,
 };
 
@@ -32,6 +36,14 @@ pub const FAX_SUP: &str = "fax_sup";
 
 /// fax_sup's restart intensity.
 pub const INTENSITY: Intensity = Intensity::new(5, Duration::from_secs(25));
+
+/// Restart delays of children whose start needs the store: 250 ms doubling up to 30 s,
+/// reset after a minute of running.
+pub const STORE_BACKOFF: Backoff = Backoff::new(
+    Duration::from_millis(250),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+);
 
 /// The child specs of fax_sup, in start order.
 pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
@@ -50,7 +62,8 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
         .with_shutdown(Duration::from_secs(10)),
         ChildSpec::new("sysconf", Restart::Permanent, move |sup| {
             spawn_child(Some("sysconf".into()), Sysconf, c2.clone(), sup)
-        }),
+        })
+        .with_backoff(STORE_BACKOFF),
         ChildSpec::new("api_server", Restart::Permanent, move |sup| {
             spawn_child(Some("api_server".into()), ApiServer, c3.clone(), sup)
         })

@@ -18,6 +18,7 @@ use faxd_actors::outbound::{Env, LeaderGate, LeaderLease, RPC_TIMEOUT, Settings,
 use faxd_actors::stage::Timeouts;
 use ractor::{Actor, ActorRef};
 
+use crate::fax_sup::STORE_BACKOFF;
 use crate::supervisor::{
     ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, SupervisorMsg, spawn_child,
     start_child,
@@ -57,6 +58,7 @@ impl Spawner for TreeSpawner {
         let sup = get(&self.0.jobs, "fax_jobs_sup")?;
         let name = names::fax_jobs(account.as_str());
         let n = name.clone();
+        // Its start reads the store: restarts wait out a store outage (STORE_BACKOFF).
         let spec = ChildSpec::new(name, Restart::Transient, move |sup| {
             spawn_child(
                 Some(n.clone()),
@@ -64,7 +66,8 @@ impl Spawner for TreeSpawner {
                 (env.clone(), account.clone()),
                 sup,
             )
-        });
+        })
+        .with_backoff(STORE_BACKOFF);
         let cell = start_child(&sup, spec, RPC_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
@@ -163,7 +166,8 @@ pub fn children(
         dynamic_sup("fax_worker_sup", slots, |s| &s.workers),
         ChildSpec::new("fax_monitor", Restart::Permanent, move |sup| {
             spawn_child(None, FaxMonitor, env.clone(), sup)
-        }),
+        })
+        .with_backoff(STORE_BACKOFF),
         ChildSpec::new("fax_status", Restart::Permanent, move |sup| {
             spawn_child(None, FaxStatus, node.clone(), sup)
         }),

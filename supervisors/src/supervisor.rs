@@ -6,6 +6,11 @@
 //! so the failure escalates to *its* supervisor), children started in order and stopped in
 //! reverse order, dynamic children ([`SupervisorMsg::StartChild`]) and recursive reports.
 //!
+//! A child may also restart with a [`Backoff`]: its restarts are delayed (exponentially,
+//! capped) and do not count against the intensity. That is for children that fail while
+//! something outside the node is away (the store): restarting them at once would only fail
+//! again, and escalating would take the node down for an outage it cannot fix.
+//!
 //! ractor behaviour this module is built around (ractor 0.16):
 //! * when an actor's task ends for any reason, ractor *kills* every child still linked to it
 //!   (`Signal::Kill`: work is cancelled and `post_stop` is skipped). Graceful, ordered child
@@ -103,6 +108,40 @@ impl Intensity {
     }
 }
 
+/// Delayed restarts of one child: the `n`-th consecutive restart waits `first * 2^(n-1)`,
+/// at most `max`; an incarnation that ran at least `reset_after` starts the count again.
+/// Such restarts are not counted against the supervisor's [`Intensity`]: the delay is the
+/// rate limit, so an outage of a dependency never escalates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first restart.
+    pub first: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// Run this long, the child counts as healthy again.
+    pub reset_after: Duration,
+}
+
+impl Backoff {
+    /// Backoff from `first` up to `max`, reset after `reset_after` of healthy running.
+    pub const fn new(first: Duration, max: Duration, reset_after: Duration) -> Self {
+        Self {
+            first,
+            max,
+            reset_after,
+        }
+    }
+
+    /// Delay before restart number `attempt` (1 for the first) of a failing streak.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(31);
+        self.first
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
 /// Starts a child: given the supervisor's cell, spawns the child *linked* to it (e.g. with
 /// `Actor::spawn_linked` or [`spawn_child`]) and returns the child's cell. A child that is not
 /// linked to the supervisor is never seen to exit, so it is never restarted.
@@ -122,6 +161,8 @@ pub struct ChildSpec {
     pub shutdown: Duration,
     /// The child is itself a [`Supervisor`]: reports include its children.
     pub supervisor: bool,
+    /// Delayed restarts outside the intensity (see [`Backoff`]); `None`: restarted at once.
+    pub backoff: Option<Backoff>,
 }
 
 impl ChildSpec {
@@ -138,6 +179,7 @@ impl ChildSpec {
             start: Arc::new(move |sup| Box::pin(start(sup))),
             shutdown: DEFAULT_SHUTDOWN,
             supervisor: false,
+            backoff: None,
         }
     }
 
@@ -146,6 +188,12 @@ impl ChildSpec {
     pub fn supervisor(mut self) -> Self {
         self.supervisor = true;
         self.shutdown = SUPERVISOR_SHUTDOWN;
+        self
+    }
+
+    /// Restarts the child after growing delays, outside the intensity (see [`Backoff`]).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
         self
     }
 
@@ -163,6 +211,7 @@ impl fmt::Debug for ChildSpec {
             .field("restart", &self.restart)
             .field("shutdown", &self.shutdown)
             .field("supervisor", &self.supervisor)
+            .field("backoff", &self.backoff)
             .finish_non_exhaustive()
     }
 }
@@ -207,12 +256,17 @@ pub struct Supervisor;
 pub enum SupervisorMsg {
     /// Starts a dynamic child, appended after the existing ones; replies with its cell or
     /// why it could not start (including a duplicate id). Does not count as a restart.
+    /// A child with this id that waits for a delayed restart ([`Backoff`]) is started now
+    /// instead (its spec is kept).
     StartChild(ChildSpec, RpcReplyPort<Result<ActorCell, String>>),
     /// Stops the child with this id (waiting up to its shutdown time, then killing it) and
     /// removes it; replies whether such a child existed.
     TerminateChild(String, RpcReplyPort<bool>),
     /// Replies with a report of the children, including those of child supervisors.
     Report(RpcReplyPort<SupervisorReport>),
+    /// A delayed restart is due (sent by the supervisor to itself for a child with a
+    /// [`Backoff`]); `token` tells a stale timer from the current one.
+    RestartDue { id: String, token: u64 },
 }
 
 impl ractor::Message for SupervisorMsg {}
@@ -223,6 +277,7 @@ impl fmt::Debug for SupervisorMsg {
             Self::StartChild(spec, _) => write!(f, "StartChild({})", spec.id),
             Self::TerminateChild(id, _) => write!(f, "TerminateChild({id})"),
             Self::Report(_) => f.write_str("Report"),
+            Self::RestartDue { id, token } => write!(f, "RestartDue({id}, {token})"),
         }
     }
 }
@@ -236,7 +291,7 @@ pub struct ChildReport {
     pub restart: String,
     /// Restarts of this child so far.
     pub restarts: u32,
-    /// Whether the child is running.
+    /// Whether the child is running (`false` while it waits for a delayed restart).
     pub running: bool,
     /// The child's own children, when it is a running supervisor that answered in time.
     pub children: Vec<ChildReport>,
@@ -395,6 +450,12 @@ struct Child {
     /// The running incarnation (`None` between its exit and a successful restart).
     cell: Option<ActorCell>,
     restarts: u32,
+    /// When the running incarnation started.
+    since: Instant,
+    /// Consecutive delayed restarts of the current failing streak ([`Backoff`]).
+    streak: u32,
+    /// Token of the delayed restart this child waits for, if any.
+    pending: Option<u64>,
 }
 
 /// Internal state of a [`Supervisor`].
@@ -406,6 +467,8 @@ pub struct SupervisorState {
     restart_times: VecDeque<Instant>,
     /// Children in start order.
     children: Vec<Child>,
+    /// Last token handed to a delayed restart.
+    tokens: u64,
 }
 
 impl SupervisorState {
@@ -415,6 +478,13 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         spec: ChildSpec,
     ) -> Result<ActorCell, SupervisorError> {
+        if let Some(idx) = self
+            .children
+            .iter()
+            .position(|c| c.spec.id == spec.id && c.pending.is_some())
+        {
+            return self.start_waiting(myself, idx).await;
+        }
         if self.children.iter().any(|c| c.spec.id == spec.id) {
             return Err(SupervisorError::DuplicateChild {
                 supervisor: self.name.clone(),
@@ -432,7 +502,33 @@ impl SupervisorState {
             spec,
             cell: Some(cell.clone()),
             restarts: 0,
+            since: Instant::now(),
+            streak: 0,
+            pending: None,
         });
+        Ok(cell)
+    }
+
+    /// Starts child `idx`, which waits for a delayed restart, now: asking for it again is a
+    /// sign that what it waits for may be back. When it still does not start, its delayed
+    /// restart stays armed.
+    async fn start_waiting(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        idx: usize,
+    ) -> Result<ActorCell, SupervisorError> {
+        let child = &mut self.children[idx];
+        let started = (child.spec.start)(myself.get_cell()).await;
+        let cell = started.map_err(|err| SupervisorError::ChildStart {
+            supervisor: self.name.clone(),
+            id: child.spec.id.clone(),
+            reason: spawn_reason(err),
+        })?;
+        child.pending = None;
+        child.restarts += 1;
+        child.cell = Some(cell.clone());
+        child.since = Instant::now();
+        info!(supervisor = %self.name, child = %child.spec.id, "started early, before its delayed restart");
         Ok(cell)
     }
 
@@ -460,8 +556,71 @@ impl SupervisorState {
             self.children.remove(idx);
             return Ok(());
         }
+        if let Some(backoff) = child.spec.backoff {
+            if child.since.elapsed() >= backoff.reset_after {
+                child.streak = 0;
+            }
+            self.schedule_restart(myself, idx, backoff, &exit.describe());
+            return Ok(());
+        }
         match self.strategy {
             Strategy::OneForOne => self.restart(myself, idx, exit).await,
+        }
+    }
+
+    /// Arms the next delayed restart of child `idx`.
+    fn schedule_restart(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        idx: usize,
+        backoff: Backoff,
+        reason: &str,
+    ) {
+        self.tokens += 1;
+        let token = self.tokens;
+        let child = &mut self.children[idx];
+        child.streak = child.streak.saturating_add(1);
+        child.pending = Some(token);
+        let delay = backoff.delay(child.streak);
+        let id = child.spec.id.clone();
+        // One warning per failing streak: an outage must not flood the log with one line
+        // per child and attempt.
+        if child.streak == 1 {
+            warn!(supervisor = %self.name, child = %id, "restart in {delay:?} after: {reason}");
+        } else {
+            debug!(supervisor = %self.name, child = %id, attempt = child.streak,
+                   "restart in {delay:?} after: {reason}");
+        }
+        myself.send_after(delay, move || SupervisorMsg::RestartDue { id, token });
+    }
+
+    /// A delayed restart is due: starts the child, or arms the next, longer delay when it
+    /// does not start. Stale tokens (the child was removed or restarted since) are ignored.
+    async fn restart_due(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str, token: u64) {
+        let Some(idx) = self
+            .children
+            .iter()
+            .position(|c| c.spec.id == id && c.pending == Some(token))
+        else {
+            return;
+        };
+        let child = &mut self.children[idx];
+        child.pending = None;
+        let Some(backoff) = child.spec.backoff else {
+            return;
+        };
+        child.restarts += 1;
+        match (child.spec.start)(myself.get_cell()).await {
+            Ok(cell) => {
+                let child = &mut self.children[idx];
+                info!(supervisor = %self.name, child = %id, restarts = child.restarts, "restarted");
+                child.cell = Some(cell);
+                child.since = Instant::now();
+            }
+            Err(err) => {
+                let reason = format!("restart failed: {}", spawn_reason(err));
+                self.schedule_restart(myself, idx, backoff, &reason);
+            }
         }
     }
 
@@ -494,6 +653,7 @@ impl SupervisorState {
             match (child.spec.start)(myself.get_cell()).await {
                 Ok(cell) => {
                     child.cell = Some(cell);
+                    child.since = Instant::now();
                     return Ok(());
                 }
                 Err(err) => reason = format!("restart failed: {}", spawn_reason(err)),
@@ -620,6 +780,7 @@ impl Actor for Supervisor {
             intensity: args.intensity,
             restart_times: VecDeque::new(),
             children: Vec::with_capacity(args.children.len()),
+            tokens: 0,
         };
         for spec in args.children {
             if let Err(err) = state.start_new(&myself, spec).await {
@@ -658,6 +819,7 @@ impl Actor for Supervisor {
                 let _ = reply.send(found);
             }
             SupervisorMsg::Report(reply) => state.report(reply),
+            SupervisorMsg::RestartDue { id, token } => state.restart_due(&myself, &id, token).await,
         }
         Ok(())
     }
