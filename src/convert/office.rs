@@ -46,7 +46,7 @@ impl Drop for Running {
 struct Worker {
     dir: PathBuf,
     running: Mutex<Option<Running>>,
-    /// The socket soffice created in /tmp for this worker's pipe, removed at stop.
+    /// Sockets that appeared in /tmp while this worker started, removed at stop.
     sockets: Mutex<Vec<PathBuf>>,
 }
 
@@ -61,15 +61,13 @@ pub struct Office {
     starts: AtomicU32,
 }
 
-/// The socket files soffice made for pipe `pipe` (`/tmp/OSL_PIPE_<uid>_<pipe>`).
-fn osl_pipes(pipe: &str) -> Vec<PathBuf> {
+/// The socket files soffice makes in /tmp whatever its TMPDIR (its UNO pipe and its
+/// single-instance pipe, named after a hash of the profile).
+fn osl_pipes() -> Vec<PathBuf> {
     std::fs::read_dir("/tmp")
         .map(|d| {
             d.flatten()
-                .filter(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.starts_with("OSL_PIPE_") && name.ends_with(&format!("_{pipe}"))
-                })
+                .filter(|e| e.file_name().to_string_lossy().starts_with("OSL_PIPE_"))
                 .map(|e| e.path())
                 .collect()
         })
@@ -163,6 +161,7 @@ impl Office {
             .into_iter()
             .find(|p| !p.starts_with('/') || Path::new(p).exists())
             .unwrap_or("python3");
+        let before = osl_pipes();
         let mut cmd = Command::new(python);
         cmd.arg(&script).arg(&profile).arg(&pipe);
         sandbox::confine(&mut cmd, &self.limits, &w.dir);
@@ -213,7 +212,7 @@ impl Office {
             });
         }
         if let Ok(mut mine) = w.sockets.lock() {
-            mine.extend(osl_pipes(&pipe));
+            mine.extend(osl_pipes().into_iter().filter(|p| !before.contains(p)));
         }
         Ok(running)
     }
