@@ -269,6 +269,44 @@ fn report(label: &str, done: &[Done]) -> (usize, Duration) {
     (a_before_b, b_wait)
 }
 
+/// Stores a fax job of `account` with `doc` as its original and converts it the way intake
+/// does ([`faxd::convert::stored::faxable`]), returning its page count.
+fn stored_job(account: &str, doc: Vec<u8>, conv: &Arc<Converter>) -> u32 {
+    use faxd::store::{Db, SharedStore, bytes_stream, sqlite::SqliteStore};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        store.ensure_db(&Db::Faxes).await.unwrap();
+        let job = store
+            .save(
+                &Db::Faxes,
+                serde_json::json!({"pvt_type": "fax", "pvt_account_id": account}),
+            )
+            .await
+            .unwrap();
+        let id = job["_id"].as_str().unwrap().to_string();
+        store
+            .put_attachment(
+                &Db::Faxes,
+                &id,
+                job["_rev"].as_str(),
+                "original_file.docx",
+                "application/octet-stream",
+                bytes_stream(doc),
+            )
+            .await
+            .unwrap();
+        faxd::convert::stored::faxable(&store, conv, &Db::Faxes, &id, false)
+            .await
+            .unwrap()
+            .pages
+    })
+}
+
 #[test]
 fn one_account_cannot_make_another_wait_for_its_documents() {
     // A's documents: about 1 MB of 2-point text each (several seconds of LibreOffice layout,
@@ -309,16 +347,21 @@ fn one_account_cannot_make_another_wait_for_its_documents() {
     let pids: Vec<u32> = conv.office().pids().into_iter().flatten().collect();
     assert_eq!(pids.len(), 2, "both workers warm");
     faxd::convert::sandbox::kill_group(pids[1]);
-    // A's slow document holds worker 0, so C's document gets the killed worker 1.
-    let (tx, rx) = mpsc::channel();
-    submit(&conv, "A", "A", 0, slow[0].clone(), &tx);
-    wait_for("A's document to start", Duration::from_secs(60), || {
-        conv.office().load("A") == (1, 0)
+    // A's slow document, a stored fax job of account A converted as intake and the outbound
+    // worker do, holds worker 0 in A's queue; so C's document gets the killed worker 1.
+    let stored = {
+        let conv = Arc::clone(&conv);
+        let doc = slow[0].clone();
+        std::thread::spawn(move || stored_job("acct-stored", doc, &conv))
+    };
+    wait_for("the stored job to convert", Duration::from_secs(60), || {
+        conv.office().load("acct-stored") == (1, 0)
     });
+    let (tx, rx) = mpsc::channel();
     submit(&conv, "C", "C", 0, page.clone(), &tx);
-    let mut results: Vec<Done> = (0..2)
-        .map(|_| rx.recv_timeout(Duration::from_secs(300)).expect("done"))
-        .collect();
+    let mut results: Vec<Done> = vec![rx.recv_timeout(Duration::from_secs(300)).expect("done")];
+    let pages = stored.join().expect("stored job thread");
+    assert!(pages >= 1, "{pages}");
     // The death may be noticed by the job that finds it; the next one on it must work.
     for d in &mut results {
         if let Err(ConvertError::ToolFailed { .. }) = d.result {
