@@ -1,8 +1,9 @@
 //! Document conversion (DESIGN.md §4): any accepted document to a fax-ready TIFF, a fax TIFF
 //! to PDF and PNG previews. Types come from content sniffing; PDF goes through a warm
-//! Ghostscript (pages rendered there, coded to CCITT here), Office files through a warm
-//! LibreOffice and then Ghostscript, images and TIFFs are handled in-process; every external
-//! converter runs sandboxed and every output is validated.
+//! Ghostscript (pages rendered there, coded to CCITT here), Office files through a pool of
+//! warm LibreOffice workers shared fairly between accounts ([`office`]) and then
+//! Ghostscript, images and TIFFs are handled in-process; every external converter runs
+//! sandboxed and every output is validated.
 //!
 //! Everything here blocks: call [`Converter::to_fax`] and friends from a blocking thread, or
 //! the `*_async` wrappers, which move the work to tokio's blocking pool.
@@ -169,8 +170,8 @@ pub struct ConvertConfig {
     pub memory_mb: u64,
     /// Address-space limit of LibreOffice, MiB.
     pub office_memory_mb: u64,
-    /// Warm LibreOffice workers (each its own process, profile and sandbox), shared fairly
-    /// between accounts: one account holds at most all but one of them.
+    /// Warm LibreOffice workers (each its own process, profile and sandbox; 0 counts as 1),
+    /// shared fairly between accounts: one account holds at most all but one of them.
     pub office_workers: u32,
     /// Largest file a converter may write, MiB.
     pub max_output_mb: u64,
@@ -202,8 +203,9 @@ impl Default for ConvertConfig {
             // A fax has at most `max_pages` (350) pages; a dense page of text is about 3-5 kB
             // of characters and, with WordprocessingML's run markup, some 20-30 kB of XML, so
             // 350 pages fit in 10 MB (a real 300-page docx has a few MB of document.xml).
-            // More text cannot become a fax within the page limit, and LibreOffice lays out
-            // about 1 MB of it per second or two on a busy core: the cap bounds that time.
+            // More text cannot become a fax within the page limit. LibreOffice lays out 1 MB
+            // of text in some 3-5 s on a busy core, so the cap also bounds how long one
+            // document can hold a worker (well within `timeout_secs`).
             max_text_bytes: 10 << 20,
             memory_mb: 1024,
             office_memory_mb: 4096,
