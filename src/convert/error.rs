@@ -29,6 +29,10 @@ pub enum ConvertError {
     TooManyPixels { width: u64, height: u64, limit: u64 },
     #[error("archive expands to more than {limit_mb} MB (a zip bomb?)")]
     ZipBomb { limit_mb: u64 },
+    #[error(
+        "the document's text is more than {limit} bytes (max_text_bytes); split it or send it as PDF"
+    )]
+    TextTooLarge { limit: u64 },
     #[error("input of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge { size: u64, limit: u64 },
     #[error("{tool} did not finish within {limit:?} and was killed")]

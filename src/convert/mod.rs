@@ -1,8 +1,9 @@
 //! Document conversion (DESIGN.md §4): any accepted document to a fax-ready TIFF, a fax TIFF
 //! to PDF and PNG previews. Types come from content sniffing; PDF goes through a warm
-//! Ghostscript (pages rendered there, coded to CCITT here), Office files through a warm
-//! LibreOffice and then Ghostscript, images and TIFFs are handled in-process; every external
-//! converter runs sandboxed and every output is validated.
+//! Ghostscript (pages rendered there, coded to CCITT here), Office files through a pool of
+//! warm LibreOffice workers shared fairly between accounts ([`office`]) and then
+//! Ghostscript, images and TIFFs are handled in-process; every external converter runs
+//! sandboxed and every output is validated.
 //!
 //! Everything here blocks: call [`Converter::to_fax`] and friends from a blocking thread, or
 //! the `*_async` wrappers, which move the work to tokio's blocking pool.
@@ -10,6 +11,7 @@
 pub mod ccitt;
 pub mod cli;
 pub mod error;
+pub mod fair;
 pub mod images;
 pub mod kazoo;
 pub mod office;
@@ -160,10 +162,17 @@ pub struct ConvertConfig {
     pub max_input_bytes: u64,
     /// Most bytes an Office (zip) container may expand to.
     pub max_unzipped_bytes: u64,
+    /// Most bytes of text LibreOffice is given to lay out: the inflated text parts (XML and
+    /// other non-binary entries) of an Office/OpenDocument container, or a whole text or RTF
+    /// input. Checked before LibreOffice starts on the document.
+    pub max_text_bytes: u64,
     /// Address-space limit of Ghostscript and override commands, MiB.
     pub memory_mb: u64,
     /// Address-space limit of LibreOffice, MiB.
     pub office_memory_mb: u64,
+    /// Warm LibreOffice workers (each its own process, profile and sandbox; 0 counts as 1),
+    /// shared fairly between accounts: one account holds at most all but one of them.
+    pub office_workers: u32,
     /// Largest file a converter may write, MiB.
     pub max_output_mb: u64,
     /// Where job directories and the LibreOffice profile live (empty: the system temp dir).
@@ -191,8 +200,16 @@ impl Default for ConvertConfig {
             max_page_inches: 100,
             max_input_bytes: 100 << 20,
             max_unzipped_bytes: 512 << 20,
+            // A fax has at most `max_pages` (350) pages; a dense page of text is about 3-5 kB
+            // of characters and, with WordprocessingML's run markup, some 20-30 kB of XML, so
+            // 350 pages fit in 10 MB (a real 300-page docx has a few MB of document.xml).
+            // More text cannot become a fax within the page limit. LibreOffice lays out 1 MB
+            // of text in some 3-5 s on a busy core, so the cap also bounds how long one
+            // document can hold a worker (well within `timeout_secs`).
+            max_text_bytes: 10 << 20,
             memory_mb: 1024,
             office_memory_mb: 4096,
+            office_workers: 2,
             max_output_mb: 256,
             work_dir: String::new(),
             enable_openoffice: true,
@@ -263,7 +280,7 @@ impl Converter {
             ..cfg.limits()
         };
         Converter {
-            office: office::Office::new(dir, limits),
+            office: office::Office::new(dir, limits, cfg.office_workers as usize),
             gs: warm_gs::WarmGs::new(cfg.work_parent(), cfg.limits()),
             cfg,
         }
@@ -273,7 +290,7 @@ impl Converter {
         &self.cfg
     }
 
-    /// The warm LibreOffice converter (to start it early, or to inspect it).
+    /// The pool of warm LibreOffice converters (to start it early, or to inspect it).
     pub fn office(&self) -> &office::Office {
         &self.office
     }
@@ -283,8 +300,20 @@ impl Converter {
         &self.gs
     }
 
-    /// Converts any accepted document to a validated fax TIFF.
+    /// Converts any accepted document to a validated fax TIFF, with no account: its
+    /// LibreOffice jobs share one queue ([`Converter::to_fax_for`] names the account).
     pub fn to_fax(&self, input: &[u8], opts: &FaxOptions) -> Result<FaxDocument, ConvertError> {
+        self.to_fax_for("", input, opts)
+    }
+
+    /// Converts any accepted document of `account` to a validated fax TIFF; its LibreOffice
+    /// step waits in the account's queue (see [`office`] for the fairness rule).
+    pub fn to_fax_for(
+        &self,
+        account: &str,
+        input: &[u8],
+        opts: &FaxOptions,
+    ) -> Result<FaxDocument, ConvertError> {
         let started = Instant::now();
         if input.len() as u64 > self.cfg.max_input_bytes {
             return Err(ConvertError::TooLarge {
@@ -307,12 +336,7 @@ impl Converter {
                         "Office documents are disabled (enable_openoffice = false)".into(),
                     ));
                 }
-                if let Kind::Office(o) = k
-                    && o != OfficeKind::Ole
-                {
-                    sniff::check_zip_bomb(input, self.cfg.max_unzipped_bytes)?;
-                }
-                let pdf = self.office_to_pdf(input, k)?;
+                let pdf = self.office_to_pdf_for(account, input, k)?;
                 (
                     self.pdf_to_fax(&pdf, opts)?,
                     self.cfg.convert_pdf_command.is_empty(),
@@ -382,8 +406,32 @@ impl Converter {
     }
 
     /// Converts an Office, OpenDocument, RTF or text document to PDF with the warm LibreOffice
-    /// (or the `convert_openoffice_command` override).
+    /// (or the `convert_openoffice_command` override), with no account.
     pub fn office_to_pdf(&self, input: &[u8], kind: Kind) -> Result<Vec<u8>, ConvertError> {
+        self.office_to_pdf_for("", input, kind)
+    }
+
+    /// [`Converter::office_to_pdf`] for `account`'s document. A zip container over
+    /// `max_unzipped_bytes`, or text over `max_text_bytes`, is refused before any converter
+    /// starts on it.
+    pub fn office_to_pdf_for(
+        &self,
+        account: &str,
+        input: &[u8],
+        kind: Kind,
+    ) -> Result<Vec<u8>, ConvertError> {
+        match kind {
+            Kind::Office(OfficeKind::Ole) => {}
+            Kind::Office(_) => {
+                sniff::check_zip_bomb(input, self.cfg.max_unzipped_bytes, self.cfg.max_text_bytes)?
+            }
+            Kind::Text | Kind::Rtf if input.len() as u64 > self.cfg.max_text_bytes => {
+                return Err(ConvertError::TextTooLarge {
+                    limit: self.cfg.max_text_bytes,
+                });
+            }
+            _ => {}
+        }
         if !self.cfg.convert_openoffice_command.is_empty() {
             return kazoo::run_override(
                 &self.cfg,
@@ -398,6 +446,7 @@ impl Converter {
         let out = wd.join("out.pdf");
         std::fs::write(&inp, input)?;
         self.office.to_pdf(
+            account,
             &inp,
             &out,
             kind == Kind::Text,
@@ -432,8 +481,18 @@ impl Converter {
         input: Vec<u8>,
         opts: FaxOptions,
     ) -> Result<FaxDocument, ConvertError> {
+        self.to_fax_async_for(String::new(), input, opts).await
+    }
+
+    /// [`Converter::to_fax_for`] on tokio's blocking pool.
+    pub async fn to_fax_async_for(
+        self: &Arc<Self>,
+        account: String,
+        input: Vec<u8>,
+        opts: FaxOptions,
+    ) -> Result<FaxDocument, ConvertError> {
         let me = Arc::clone(self);
-        blocking(move || me.to_fax(&input, &opts)).await
+        blocking(move || me.to_fax_for(&account, &input, &opts)).await
     }
 
     /// [`Converter::fax_to_pdf`] on tokio's blocking pool.

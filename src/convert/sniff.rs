@@ -1,5 +1,6 @@
 //! Content sniffing: the input's type from its bytes (magic numbers, zip and OLE containers),
-//! never from its name or declared MIME type; plus the zip-bomb check for Office containers.
+//! never from its name or declared MIME type; plus the zip-bomb and text-size checks for
+//! Office containers.
 
 use super::error::ConvertError;
 
@@ -185,8 +186,12 @@ fn looks_like_text(data: &[u8]) -> bool {
 #[derive(Debug)]
 pub(crate) struct ZipEntry {
     pub name: String,
+    /// Compression method (0 stored, 8 deflate).
+    pub method: u16,
     pub compressed: u64,
     pub uncompressed: u64,
+    /// Offset of the entry's local header.
+    pub offset: u64,
 }
 
 /// Reads the central directory of a zip archive (no zip64, which no Office file needs).
@@ -221,18 +226,22 @@ pub(crate) fn zip_entries(data: &[u8]) -> Result<Vec<ZipEntry>, ConvertError> {
         if data.get(pos..pos + 4) != Some(b"PK\x01\x02") {
             return Err(bad("central directory entry missing"));
         }
+        let method = u16at(pos + 10)? as u16;
         let compressed = u32at(pos + 20)?;
         let uncompressed = u32at(pos + 24)?;
         let name_len = u16at(pos + 28)? as usize;
         let extra = u16at(pos + 30)? as usize;
         let comment = u16at(pos + 32)? as usize;
+        let offset = u32at(pos + 42)?;
         let name = data
             .get(pos + 46..pos + 46 + name_len)
             .ok_or_else(|| bad("truncated name"))?;
         out.push(ZipEntry {
             name: String::from_utf8_lossy(name).into_owned(),
+            method,
             compressed,
             uncompressed,
+            offset,
         });
         pos += 46 + name_len + extra + comment;
     }
@@ -272,8 +281,12 @@ fn zip_kind(data: &[u8]) -> Result<OfficeKind, ConvertError> {
 }
 
 /// Refuses a zip container whose entries expand beyond `limit` bytes in total or by a ratio
-/// no document has (a zip bomb), from the central directory and before anything inflates it.
-pub(crate) fn check_zip_bomb(data: &[u8], limit: u64) -> Result<(), ConvertError> {
+/// no document has (a zip bomb), from the central directory and before anything inflates it;
+/// then refuses one whose text is more than `text_limit` bytes. Text is every entry that is
+/// not binary media (images, fonts, embedded objects): what LibreOffice parses and lays out.
+/// Its size is measured by inflating it (up to the limit), not taken from the headers, which
+/// the sender writes.
+pub(crate) fn check_zip_bomb(data: &[u8], limit: u64, text_limit: u64) -> Result<(), ConvertError> {
     let entries = zip_entries(data)?;
     let mut total: u64 = 0;
     for e in &entries {
@@ -286,7 +299,75 @@ pub(crate) fn check_zip_bomb(data: &[u8], limit: u64) -> Result<(), ConvertError
             });
         }
     }
+    let mut text: u64 = 0;
+    for e in &entries {
+        let budget = text_limit.saturating_sub(text);
+        text = text.saturating_add(text_size(data, e, budget)?);
+        if text > text_limit {
+            return Err(ConvertError::TextTooLarge { limit: text_limit });
+        }
+    }
     Ok(())
+}
+
+/// The inflated size of entry `e` if it is text, reading at most `budget + 1` bytes of it
+/// (0 for binary media, and for methods LibreOffice cannot read either).
+fn text_size(data: &[u8], e: &ZipEntry, budget: u64) -> Result<u64, ConvertError> {
+    use std::io::Read;
+    let bad = |d: &str| ConvertError::malformed("zip container", d);
+    let at = e.offset as usize;
+    if data.get(at..at + 4) != Some(b"PK\x03\x04") {
+        return Err(bad("local header missing"));
+    }
+    let le16 = |i: usize| {
+        data.get(i..i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(|| bad("truncated"))
+    };
+    let start = at + 30 + le16(at + 26)? + le16(at + 28)?;
+    let end = start.saturating_add(e.compressed as usize).min(data.len());
+    let raw = data.get(start..end).unwrap_or_default();
+    let mut reader: Box<dyn Read + '_> = match e.method {
+        0 => Box::new(raw),
+        8 => Box::new(flate2::read::DeflateDecoder::new(raw)),
+        _ => return Ok(0),
+    };
+    let mut head = vec![0u8; 4096];
+    let mut got = 0;
+    while got < head.len() {
+        match reader.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            // A broken stream: count what inflated so far; LibreOffice refuses the rest.
+            Err(_) => break,
+        }
+    }
+    head.truncate(got);
+    if !is_text(&head) {
+        return Ok(0);
+    }
+    let rest = std::io::copy(
+        &mut reader.take(budget.saturating_sub(got as u64) + 1),
+        &mut std::io::sink(),
+    )
+    .unwrap_or(0);
+    Ok(got as u64 + rest)
+}
+
+/// Whether an entry's first bytes are text (UTF-8 or UTF-16 markup, RTF, HTML, plain text)
+/// rather than binary media, which always has zero bytes early on (image and font headers,
+/// OLE and zip structures) but not in a UTF-16 pattern.
+fn is_text(head: &[u8]) -> bool {
+    if !head.contains(&0) {
+        return true;
+    }
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return true;
+    }
+    // UTF-16 without a byte-order mark: markup is ASCII, so one byte of each pair is zero.
+    let sample = &head[..head.len().min(64)];
+    let zero_at = |parity: usize| sample.iter().skip(parity).step_by(2).all(|&b| b == 0);
+    sample.len() >= 8 && (zero_at(0) || zero_at(1))
 }
 
 #[cfg(test)]
@@ -321,5 +402,99 @@ mod tests {
         ));
         let ole = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1, 0, 0];
         assert_eq!(sniff(&ole).unwrap(), Kind::Office(OfficeKind::Ole));
+    }
+
+    /// A zip of `(name, body)` entries, each stored or deflated, with honest headers unless
+    /// `declared` overrides the uncompressed size written in them.
+    fn zip(entries: &[(&str, &[u8], bool, Option<u32>)]) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = Vec::new();
+        let mut central = Vec::new();
+        for (name, body, deflate, declared) in entries {
+            let packed = if *deflate {
+                let mut z =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+                z.write_all(body).unwrap();
+                z.finish().unwrap()
+            } else {
+                body.to_vec()
+            };
+            let mut crc = flate2::Crc::new();
+            crc.update(body);
+            let mut h = Vec::new();
+            h.extend_from_slice(&(if *deflate { 8u16 } else { 0 }).to_le_bytes());
+            h.extend_from_slice(&[0, 0, 0, 0]);
+            h.extend_from_slice(&crc.sum().to_le_bytes());
+            h.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+            h.extend_from_slice(&declared.unwrap_or(body.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&[0, 0]);
+            let off = out.len() as u32;
+            out.extend_from_slice(b"PK\x03\x04\x14\x00\x00\x00");
+            out.extend_from_slice(&h);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&packed);
+            central.extend_from_slice(b"PK\x01\x02\x14\x00\x14\x00\x00\x00");
+            central.extend_from_slice(&h);
+            central.extend_from_slice(&[0; 10]);
+            central.extend_from_slice(&off.to_le_bytes());
+            central.extend_from_slice(name.as_bytes());
+        }
+        let n = (entries.len() as u16).to_le_bytes();
+        let cd_at = (out.len() as u32).to_le_bytes();
+        out.extend_from_slice(&central);
+        out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+        out.extend_from_slice(&n);
+        out.extend_from_slice(&n);
+        out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+        out.extend_from_slice(&cd_at);
+        out.extend_from_slice(&[0, 0]);
+        out
+    }
+
+    #[test]
+    fn text_parts_are_measured_by_inflating_them() {
+        let text = "<w:p><w:r><w:t>lorem ipsum</w:t></w:r></w:p>".repeat(30_000);
+        let doc = text.as_bytes();
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.resize(3 << 20, 7);
+        let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let ok = |z: &[u8], cap: u64| check_zip_bomb(z, 512 << 20, cap);
+        let honest = zip(&[
+            ("[Content_Types].xml", b"<Types/>", false, None),
+            ("word/document.xml", doc, true, None),
+        ]);
+        assert!(ok(&honest, 2 << 20).is_ok());
+        assert!(matches!(
+            ok(&honest, 1 << 20),
+            Err(ConvertError::TextTooLarge { limit }) if limit == 1 << 20
+        ));
+        // The headers claim 100 bytes: the inflated size counts.
+        let lying = zip(&[("word/document.xml", doc, true, Some(100))]);
+        assert!(matches!(
+            ok(&lying, 1 << 20),
+            Err(ConvertError::TextTooLarge { .. })
+        ));
+        // Text hidden under an image's name, or as UTF-16, is still text.
+        let renamed = zip(&[("word/media/image1.png", doc, true, None)]);
+        assert!(matches!(
+            ok(&renamed, 1 << 20),
+            Err(ConvertError::TextTooLarge { .. })
+        ));
+        let wide = zip(&[("word/document.xml", &utf16[2..], true, None)]);
+        assert!(matches!(
+            ok(&wide, 2 << 20),
+            Err(ConvertError::TextTooLarge { .. })
+        ));
+        // Pictures are not text: 3 MB of PNG under a 1 MB text cap passes.
+        let pictures = zip(&[
+            ("word/document.xml", b"<w:document/>", true, None),
+            ("word/media/image1.png", &png, false, None),
+        ]);
+        assert!(ok(&pictures, 1 << 20).is_ok());
+        assert!(matches!(
+            check_zip_bomb(&pictures, 2 << 20, 1 << 20),
+            Err(ConvertError::ZipBomb { .. })
+        ));
     }
 }

@@ -65,7 +65,8 @@ pub fn original_name(doc: &Value) -> Option<String> {
 }
 
 /// The fax-ready TIFF of document `id` in `db`: the stored `fax_file.tiff`, else the
-/// converted original (stored as `fax_file.tiff` when `keep`).
+/// converted original (stored as `fax_file.tiff` when `keep`), converted in the queue of the
+/// document's `pvt_account_id`.
 pub async fn faxable(
     store: &SharedStore,
     converter: &Arc<Converter>,
@@ -93,8 +94,14 @@ pub async fn faxable(
         .ok_or_else(|| DocumentError::Missing(format!("{id}/{name} vanished")))?;
     let input = read_all(att.body).await?;
     let opts = options_for(&doc, converter);
+    // The job's account is its fairness key for the LibreOffice workers.
+    let account = doc
+        .get("pvt_account_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let conv = converter.clone();
-    let converted = tokio::task::spawn_blocking(move || conv.to_fax(&input, &opts))
+    let converted = tokio::task::spawn_blocking(move || conv.to_fax_for(&account, &input, &opts))
         .await
         .map_err(|e| ConvertError::Io(std::io::Error::other(e.to_string())))??;
     let out = Faxable {
