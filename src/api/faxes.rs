@@ -490,7 +490,7 @@ async fn intake_upload(
     match intake::effective_type(&doc.content_type, &doc.bytes) {
         Err(reason) => {
             let saved = state.store.save(&Db::Faxes, job).await?;
-            intake::fail_job(&state.store, saved, &reason).await
+            intake::fail_job(&state.store, saved, &reason.to_string()).await
         }
         Ok(ct) => {
             doc.content_type = ct;

@@ -104,7 +104,8 @@ async fn document_of(job: &Value, policy: &FetchPolicy) -> Result<Document, Stri
                 .to_string()
         });
     let mut doc = fetch::fetch(url, post, policy).await?;
-    doc.content_type = super::effective_type(&doc.content_type, &doc.bytes)?;
+    doc.content_type =
+        super::effective_type(&doc.content_type, &doc.bytes).map_err(|e| e.to_string())?;
     Ok(doc)
 }
 
