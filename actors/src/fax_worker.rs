@@ -274,6 +274,9 @@ impl WorkerState {
         match store.save(&Db::Faxes, taken).await {
             Ok(saved) => {
                 if let Err(why) = self.still_leader().await {
+                    // This node starts nothing more until its fax_monitor holds the lease
+                    // again (it reopens the gate then); its queues stop at their next pass.
+                    env.gate.close();
                     return self.undo_take(doc, &saved, why).await;
                 }
                 debug!(job_id = %job.id, "acquired");

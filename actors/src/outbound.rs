@@ -111,7 +111,8 @@ pub struct Env {
 }
 
 /// Whether this node may start transmissions now: opened by fax_monitor until the end of
-/// the leader lease it holds, closed when it steps down. fax_jobs looks before taking each
+/// the leader lease it holds, closed when it steps down (or by a worker that found the lease
+/// held by another node after taking a job). fax_jobs looks before taking each
 /// job, so a node whose lease ran out (a long pause, a store it cannot reach) starts nothing
 /// more even before its fax_monitor notices.
 #[derive(Debug)]

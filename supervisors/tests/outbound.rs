@@ -21,7 +21,7 @@ use faxd::outbound::{ConvertedDocuments, DocumentSource, StoredTiff};
 use faxd::store::couch::CouchStore;
 use faxd::store::sqlite::SqliteStore;
 use faxd::store::{SharedStore, StoreError, bytes_stream};
-use faxd_actors::outbound::{Env, Faults, Settings, WorkerStatus};
+use faxd_actors::outbound::{Env, Faults, LeaderLease, Settings, WorkerStatus};
 use faxd_actors::stage::Timeouts;
 use faxd_supervisors::outbound;
 use faxd_supervisors::supervisor::{
@@ -79,6 +79,7 @@ both_backends!(
     a_prepare_slower_than_the_lease_sends_once,
     a_panicking_worker_hangs_up_and_the_job_completes_once,
     a_lease_lost_mid_call_hangs_up_and_the_job_completes_once,
+    a_former_leader_does_not_take_jobs_once_another_node_leads,
 );
 
 /// What a test changes in the engine.
@@ -91,6 +92,8 @@ struct Opts {
     /// (`ConvertedDocuments`) instead of read as stored TIFFs.
     convert_pdf_command: Option<String>,
     faults: Faults,
+    /// Schedule only while holding the outbound leader lease (a cluster's shared store).
+    leader: Option<LeaderLease>,
 }
 
 impl Opts {
@@ -101,6 +104,7 @@ impl Opts {
             sweep: Duration::from_secs(60),
             convert_pdf_command: None,
             faults: Faults::default(),
+            leader: None,
         }
     }
 }
@@ -109,6 +113,7 @@ impl Opts {
 struct Engine {
     sup: ActorRef<SupervisorMsg>,
     gw: Arc<ScriptGateway>,
+    node: String,
     _cache: tempfile::TempDir,
 }
 
@@ -176,7 +181,7 @@ impl Engine {
             sweep: opts.sweep,
             file_cache: Some(cache.path().to_path_buf()),
             accounts: Some(accounts.iter().map(|a| (*a).clone()).collect()),
-            leader: None,
+            leader: opts.leader,
             faults: opts.faults,
         };
         let (sup, _) = Actor::spawn(
@@ -193,6 +198,7 @@ impl Engine {
         Engine {
             sup,
             gw,
+            node,
             _cache: cache,
         }
     }
@@ -949,5 +955,93 @@ async fn a_lease_lost_mid_call_hangs_up_and_the_job_completes_once(store: Shared
     assert_eq!(hangups[0].cause, "LEASE_LOST");
     assert!(hangups[0].pages < 6, "{hangups:?}");
     nothing_left_queued(&store, &account).await;
+    engine.stop().await;
+}
+
+/// The handover race of a paused leader: this node still believes it leads (its gate is
+/// open until its lease runs out) while another node has already taken the leader lease
+/// over. A job that becomes due then is picked by this node's queue, but its worker undoes
+/// the take once it sees the lease names another node: no call, no attempt counted, the job
+/// left `pending` for the new leader.
+async fn a_former_leader_does_not_take_jobs_once_another_node_leads(store: SharedStore) {
+    use faxd::outbound::leader::{self, LEADER_DOC};
+    faxd::bootstrap::ensure_global_dbs(&store)
+        .await
+        .expect("global dbs");
+    if let Some(doc) = store.get(&Db::Faxes, LEADER_DOC).await.expect("get") {
+        let rev = doc["_rev"].as_str().expect("rev").to_string();
+        store
+            .delete(&Db::Faxes, LEADER_DOC, &rev)
+            .await
+            .expect("delete");
+    }
+    let account = new_account(&store, None).await;
+    // Renewed every 20 s, valid 60 s: the node keeps believing it leads for the whole test.
+    let engine = Engine::start_with(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::ZERO,
+        Opts {
+            leader: Some(LeaderLease {
+                renew: Duration::from_secs(20),
+                lease: Duration::from_secs(60),
+            }),
+            ..Opts::new(Timeouts::default())
+        },
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lease = loop {
+        if let Some(doc) = store.get(&Db::Faxes, LEADER_DOC).await.expect("get")
+            && doc["node"] == engine.node.as_str()
+        {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "the engine never took the lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Another node takes the lease over (what its fax_monitor writes).
+    lease["node"] = json!("faxd-other@127.0.0.1");
+    store.save(&Db::Faxes, lease).await.expect("take over");
+
+    let to = format!("+1424{:07}", rand_digits() + 1_000_000);
+    let id = submit(&store, &account, &to, 1, json!({})).await;
+    let submitted = store.get(&Db::Faxes, &id).await.expect("get").expect("job");
+    let generation = |doc: &Value| {
+        doc["_rev"]
+            .as_str()
+            .and_then(|r| r.split('-').next()?.parse::<u32>().ok())
+    };
+    let before = generation(&submitted).expect("rev");
+    // The take and its undo are two writes; then the job is as it was.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let doc = loop {
+        let doc = store.get(&Db::Faxes, &id).await.expect("get");
+        let Some(doc) = doc else {
+            panic!("the job left the queue: the former leader sent it");
+        };
+        if generation(&doc).is_some_and(|g| g >= before + 2) && doc["pvt_job_status"] == "pending" {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "the take was not undone: {doc}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(doc["attempts"], 0, "{doc}");
+    assert!(doc.get("pvt_lease").is_none(), "{doc}");
+    assert!(
+        calls_to(&engine, &to).is_empty(),
+        "the former leader dialled"
+    );
+    // Clean up: the job and the lease are no other test's business.
+    store
+        .delete(&Db::Faxes, &id, doc["_rev"].as_str().expect("rev"))
+        .await
+        .expect("delete job");
+    assert!(
+        leader::release(&store, "faxd-other@127.0.0.1")
+            .await
+            .expect("release")
+    );
     engine.stop().await;
 }
