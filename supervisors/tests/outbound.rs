@@ -80,6 +80,7 @@ both_backends!(
     a_panicking_worker_hangs_up_and_the_job_completes_once,
     a_lease_lost_mid_call_hangs_up_and_the_job_completes_once,
     a_former_leader_does_not_take_jobs_once_another_node_leads,
+    cancel_racing_a_take_ends_each_job_once,
 );
 
 /// What a test changes in the engine.
@@ -1043,5 +1044,81 @@ async fn a_former_leader_does_not_take_jobs_once_another_node_leads(store: Share
             .await
             .expect("release")
     );
+    engine.stop().await;
+}
+
+/// What a user's cancel got.
+#[derive(Debug, PartialEq)]
+enum Cancel {
+    Cancelled,
+    /// Refused: the job was already being transmitted (or done).
+    TooLate,
+}
+
+/// Cancels a queued job as the API's DELETE does (rev-checked write of `cancelled`, then
+/// the move to the outbox); a conflict is answered by reading the job again.
+async fn cancel(store: &SharedStore, id: &str) -> Cancel {
+    loop {
+        let Some(mut doc) = store.get(&Db::Faxes, id).await.expect("get") else {
+            return Cancel::TooLate;
+        };
+        if doc["pvt_job_status"] != "pending" {
+            return Cancel::TooLate;
+        }
+        doc["pvt_job_status"] = json!("cancelled");
+        match store.save(&Db::Faxes, doc).await {
+            Ok(saved) => {
+                faxd::intake::move_to_outbox(store, saved)
+                    .await
+                    .expect("move to outbox");
+                return Cancel::Cancelled;
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => panic!("cancel: {e}"),
+        }
+    }
+}
+
+/// Users cancel 30 queued faxes while the queue takes them: each cancel and each take is a
+/// rev-checked write on the same document, so every job ends exactly once — cancelled and
+/// never dialled, or sent once — and none is lost.
+async fn cancel_racing_a_take_ends_each_job_once(store: SharedStore) {
+    let account = new_account(&store, Some(5)).await;
+    let base = 3_000_000 + rand_digits() * 100;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let to = format!("+1425{:07}", base + i);
+        ids.push((submit(&store, &account, &to, 1, json!({})).await, to));
+    }
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::from_millis(20),
+        Timeouts::default(),
+    )
+    .await;
+    let mut answers = Vec::new();
+    for (id, _) in &ids {
+        answers.push(cancel(&store, id).await);
+    }
+    let mut cancelled = 0;
+    for ((id, to), answer) in ids.iter().zip(answers) {
+        let doc = wait_final(&store, &account, id, Duration::from_secs(60)).await;
+        let calls = calls_to(&engine, to).len();
+        match answer {
+            Cancel::Cancelled => {
+                cancelled += 1;
+                assert_eq!(doc["pvt_job_status"], "cancelled", "{doc}");
+                assert_eq!(calls, 0, "a cancelled fax was dialled: {doc}");
+            }
+            Cancel::TooLate => {
+                assert_eq!(doc["pvt_job_status"], "completed", "{doc}");
+                assert_eq!(calls, 1, "{doc}");
+            }
+        }
+    }
+    eprintln!("{cancelled} of 30 cancelled, the others sent once");
+    nothing_left_queued(&store, &account).await;
     engine.stop().await;
 }
