@@ -79,9 +79,9 @@ pub struct WorkerState {
     /// The call, once placed; dropping it hangs up.
     call: Option<CallGuard>,
     /// Produces the fax-ready TIFF (stage prepare).
-    prepare: Option<JoinHandle<()>>,
-    events: Option<JoinHandle<()>>,
-    heartbeat: Option<JoinHandle<()>>,
+    prepare: Option<Task>,
+    events: Option<Task>,
+    heartbeat: Option<Task>,
     started_ms: i64,
     finished: bool,
     cleaned: bool,
@@ -206,9 +206,7 @@ impl WorkerState {
                 None
             }
             Action::AbortPrepare => {
-                if let Some(task) = self.prepare.take() {
-                    task.abort();
-                }
+                self.prepare = None;
                 None
             }
             Action::ConfirmLease => Some(self.confirm_lease().await),
@@ -282,7 +280,7 @@ impl WorkerState {
                 debug!(job_id = %job.id, "acquired");
                 self.job = Some(job);
                 let every = env.settings.heartbeat;
-                self.heartbeat = Some(myself.send_interval(every, || WorkerMsg::Heartbeat));
+                self.heartbeat = Some(Task(myself.send_interval(every, || WorkerMsg::Heartbeat)));
                 Input::Acquired
             }
             Err(StoreError::Conflict) => Input::NotAvailable("lost the job to another".into()),
@@ -328,7 +326,7 @@ impl WorkerState {
         let job_id = self.args.job_id.clone();
         let file = self.file.clone();
         let me = myself.clone();
-        self.prepare = Some(tokio::spawn(async move {
+        self.prepare = Some(Task(tokio::spawn(async move {
             let result = async {
                 if let Some(dir) = file.parent() {
                     tokio::fs::create_dir_all(dir)
@@ -340,7 +338,7 @@ impl WorkerState {
                     .map_err(|e| e.to_string())
             };
             let _ = me.cast(WorkerMsg::Prepared(result.await));
-        }));
+        })));
     }
 
     /// Whether `doc` is our processing job.
@@ -407,14 +405,14 @@ impl WorkerState {
                 self.call = Some(CallGuard::new(call.hangup));
                 let mut events = call.events;
                 let me = myself.clone();
-                self.events = Some(tokio::spawn(async move {
+                self.events = Some(Task(tokio::spawn(async move {
                     while let Some(e) = events.recv().await {
                         if me.cast(WorkerMsg::Event(e)).is_err() {
                             return;
                         }
                     }
                     let _ = me.cast(WorkerMsg::EventsClosed);
-                }));
+                })));
                 Input::Originated
             }
             Err(e) => {
@@ -435,9 +433,7 @@ impl WorkerState {
     async fn release(&mut self, outcome: Outcome) -> Input {
         let env = &self.args.env;
         let store = &env.ctx.store;
-        if let Some(h) = self.heartbeat.take() {
-            h.abort();
-        }
+        self.heartbeat = None;
         for _ in 0..3 {
             let doc = match store.get(&Db::Faxes, &self.args.job_id).await {
                 Ok(Some(doc)) => doc,
@@ -525,16 +521,7 @@ impl WorkerState {
             return;
         }
         self.cleaned = true;
-        for task in [
-            self.heartbeat.take(),
-            self.prepare.take(),
-            self.events.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            task.abort();
-        }
+        (self.heartbeat, self.prepare, self.events) = (None, None, None);
         let _ = tokio::fs::remove_file(&self.file).await;
         // A call not ended by now (the engine lost it, the lease was lost) is hung up.
         self.call = None;
@@ -559,6 +546,16 @@ impl WorkerState {
             total_pages: self.machine.total_pages,
             node: self.args.env.node().to_string(),
         }
+    }
+}
+
+/// A helper task of the worker (heartbeat timer, document preparation, call events),
+/// aborted when dropped: a worker that ends in any way, a panic included, leaves none behind.
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
