@@ -68,6 +68,10 @@ pub struct JobsState {
     foreign: HashSet<String>,
     /// Looks at `foreign` again every heartbeat (their end is not reported to this queue).
     foreign_timer: Option<tokio::task::JoinHandle<()>>,
+    /// On a cluster, until then (a leader lease after the queue started) each pass looks
+    /// for other nodes' transmissions again: a former leader's take that was written just
+    /// before this node took over may become visible only after this queue started.
+    recount_until: Option<Instant>,
 }
 
 #[ractor::async_trait]
@@ -101,7 +105,9 @@ impl Actor for FaxJobs {
             retry_blocked: false,
             foreign: HashSet::new(),
             foreign_timer: None,
+            recount_until: None,
         };
+        st.recount_until = st.env.settings.leader.map(|l| Instant::now() + l.lease);
         st.recover().await?;
         Ok(st)
     }
@@ -111,10 +117,6 @@ impl Actor for FaxJobs {
         myself: ActorRef<JobsMsg>,
         st: &mut JobsState,
     ) -> Result<(), ActorProcessingErr> {
-        if !st.foreign.is_empty() {
-            let every = st.env.settings.heartbeat;
-            st.foreign_timer = Some(myself.send_interval(every, || JobsMsg::Wake));
-        }
         st.fill(&myself).await
     }
 
@@ -170,7 +172,21 @@ impl JobsState {
                 info!(account_id = %self.account, job_id = %row.id, "unlocked left-over job");
             }
         }
-        let processing = store
+        for row in self.processing().await? {
+            let to = row.to.clone().unwrap_or_default();
+            if row.node.as_deref() == Some(me.as_str()) && !Env::worker_of(&row.id, &to).is_empty()
+            {
+                self.book.hold(&row.id, &to);
+            }
+        }
+        self.count_foreign().await
+    }
+
+    async fn processing(&self) -> Result<Vec<JobRow>, StoreError> {
+        let rows = self
+            .env
+            .ctx
+            .store
             .list_by_account_state(
                 &self.account,
                 Some(JobStatus::Processing),
@@ -178,13 +194,21 @@ impl JobsState {
                 Page::first(10_000),
             )
             .await?;
-        for row in processing.rows {
+        Ok(rows.rows)
+    }
+
+    /// Counts the account's transmissions running on other nodes under a live lease (they
+    /// hold slots until their documents say they ended).
+    async fn count_foreign(&mut self) -> Result<(), StoreError> {
+        let me = self.env.node().to_string();
+        for row in self.processing().await? {
+            if row.node.as_deref() == Some(me.as_str()) || self.book.contains(&row.id) {
+                continue;
+            }
             let to = row.to.clone().unwrap_or_default();
-            if row.node.as_deref() == Some(me.as_str()) {
-                if !Env::worker_of(&row.id, &to).is_empty() {
-                    self.book.start(&row.id, &to);
-                }
-            } else if self.foreign_alive(&row.id).await && self.book.start(&row.id, &to) {
+            if self.foreign_alive(&row.id).await && self.book.hold(&row.id, &to) {
+                info!(account_id = %self.account, job_id = %row.id, node = ?row.node,
+                      "counting another node's transmission");
                 self.foreign.insert(row.id);
             }
         }
@@ -232,6 +256,13 @@ impl JobsState {
             debug!(account_id = %self.account, "not the outbound leader; stopping");
             myself.stop(Some("normal".into()));
             return Ok(());
+        }
+        if self.recount_until.is_some_and(|until| now < until) {
+            self.count_foreign().await?;
+        }
+        if !self.foreign.is_empty() && self.foreign_timer.is_none() {
+            let every = self.env.settings.heartbeat;
+            self.foreign_timer = Some(myself.send_interval(every, || JobsMsg::Wake));
         }
         for _ in 0..64 {
             if self.book.free() == 0 || !self.env.gate.is_open() {

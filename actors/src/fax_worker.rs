@@ -2,25 +2,34 @@
 //! fax_worker_sup, transient (a crashed worker is restarted with the same lease and releases
 //! the dead attempt: the job goes back to `pending`, the attempt counts); registered as
 //! `fax_outbound_<e164>` (serialize_outbound_numbers) or `fax_outbound_<job_id>`. It exits
-//! when the attempt is released, or at once when the job is not available.
+//! when the attempt is released, or at once when the job is not available or no longer ours.
 //!
 //! `handle` is a thin dispatcher: messages become [`Input`]s of the pure stage machine
 //! ([`crate::stage`]), whose [`Action`]s are performed here; an action's result is the next
 //! input. Timers carry `(stage, generation)`; status queries only read.
+//!
+//! The take is leader-checked: on a cluster the job is taken only while this node's leader
+//! gate is open, and the take is undone (no attempt counted) if, once written, the leader
+//! lease names another node — so a paused former leader never starts a transmission the new
+//! leader cannot count. The document is prepared in a task of its own, so heartbeats keep
+//! the lease alive however long a conversion takes; the lease is confirmed by a rev-checked
+//! write right before dialling. The call is owned by a [`CallGuard`] in the state: when the
+//! worker ends in any way, a panic included, the call is hung up.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use faxd::gateway::{FaxEvent, GatewayError, HangupHandle, OutboundFax};
+use faxd::gateway::{CallGuard, FaxEvent, GatewayError, OutboundFax};
 use faxd::ids::Db;
 use faxd::model::JobStatus;
+use faxd::outbound::leader;
 use faxd::outbound::lease::{self, ReleasePolicy};
 use faxd::outbound::release::Outcome;
 use faxd::outbound::{Job, LiveStatus};
 use faxd::store::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -32,6 +41,8 @@ use crate::stage::{Action, Input, Machine, Stage};
 pub enum WorkerMsg {
     /// Begin (sent once by `post_start`).
     Start,
+    /// The document task ended: the fax-ready TIFF's page count, or why there is none.
+    Prepared(Result<u32, String>),
     /// An event of the call, forwarded from the media engine.
     Event(FaxEvent),
     /// The call's event stream closed.
@@ -65,9 +76,12 @@ pub struct WorkerState {
     policy: ReleasePolicy,
     job: Option<Job>,
     file: PathBuf,
-    hangup: Option<HangupHandle>,
-    events: Option<JoinHandle<()>>,
-    heartbeat: Option<JoinHandle<()>>,
+    /// The call, once placed; dropping it hangs up.
+    call: Option<CallGuard>,
+    /// Produces the fax-ready TIFF (stage prepare).
+    prepare: Option<Task>,
+    events: Option<Task>,
+    heartbeat: Option<Task>,
     started_ms: i64,
     finished: bool,
     cleaned: bool,
@@ -95,7 +109,8 @@ impl Actor for FaxWorker {
             policy: args.env.policy(),
             job: None,
             file,
-            hangup: None,
+            call: None,
+            prepare: None,
             events: None,
             heartbeat: None,
             started_ms: faxd::time::now_unix_ms(),
@@ -122,13 +137,24 @@ impl Actor for FaxWorker {
     ) -> Result<(), ActorProcessingErr> {
         let input = match msg {
             WorkerMsg::Start => Input::Start,
-            WorkerMsg::Event(e) => Input::Event(e),
+            WorkerMsg::Prepared(Ok(pages)) => Input::Prepared { pages },
+            WorkerMsg::Prepared(Err(why)) => Input::PrepareFailed(why),
+            WorkerMsg::Event(e) => {
+                if let FaxEvent::Finished(_) = e
+                    && let Some(call) = &mut st.call
+                {
+                    call.ended();
+                }
+                #[cfg(feature = "fault-injection")]
+                st.inject_panic(&e);
+                Input::Event(e)
+            }
             WorkerMsg::EventsClosed => Input::EventsClosed,
             WorkerMsg::Timeout { stage, generation } => Input::Timeout { stage, generation },
-            WorkerMsg::Heartbeat => {
-                st.renew_lease().await;
-                return Ok(());
-            }
+            WorkerMsg::Heartbeat => match st.renew_lease().await {
+                Some(lost) => lost,
+                None => return Ok(()),
+            },
             WorkerMsg::Status(reply) => {
                 let _ = reply.send(st.live());
                 return Ok(());
@@ -138,8 +164,9 @@ impl Actor for FaxWorker {
         Ok(())
     }
 
-    /// A stop before the attempt was released (node shutdown): release it as a failed
-    /// attempt, so the job is retried, not left `processing`.
+    /// A stop before the attempt was released (node shutdown): hang up, release it as a
+    /// failed attempt, so the job is retried, not left `processing`. (A panic skips this;
+    /// then the [`CallGuard`] hangs up and the restarted worker releases the attempt.)
     async fn post_stop(
         &self,
         _myself: ActorRef<WorkerMsg>,
@@ -151,8 +178,8 @@ impl Actor for FaxWorker {
                 Stage::Prepare | Stage::Originate | Stage::Negotiate | Stage::Send
             )
         {
-            if let Some(h) = &st.hangup {
-                h.hangup("NORMAL_CLEARING");
+            if let Some(call) = &mut st.call {
+                call.hangup("NORMAL_CLEARING");
             }
             let outcome = Outcome::terminated("worker stopped");
             st.release(outcome).await;
@@ -179,7 +206,15 @@ impl WorkerState {
     async fn perform(&mut self, myself: &ActorRef<WorkerMsg>, action: Action) -> Option<Input> {
         match action {
             Action::Acquire => Some(self.acquire(myself).await),
-            Action::Prepare => Some(self.prepare().await),
+            Action::Prepare => {
+                self.start_prepare(myself);
+                None
+            }
+            Action::AbortPrepare => {
+                self.prepare = None;
+                None
+            }
+            Action::ConfirmLease => Some(self.confirm_lease().await),
             Action::Originate => Some(self.originate(myself).await),
             Action::ArmTimer {
                 stage,
@@ -190,8 +225,8 @@ impl WorkerState {
                 None
             }
             Action::Hangup(cause) => {
-                if let Some(h) = &self.hangup {
-                    h.hangup(cause);
+                if let Some(call) = &mut self.call {
+                    call.hangup(cause);
                 }
                 None
             }
@@ -233,20 +268,31 @@ impl WorkerState {
         if job.status != JobStatus::Pending || job.runnable_at() > faxd::time::now_gregorian() {
             return Input::NotAvailable("job_not_available".into());
         }
+        // The queue looked at the gate when it picked the job; the node may have lost the
+        // leader lease since (a pause between the pick and this take).
+        if !env.gate.is_open() {
+            return Input::NotAvailable("not the outbound leader".into());
+        }
         // Lock and acquire in one rev-checked write: the job goes straight from `pending` to
         // `processing` under this worker's lease; a concurrent taker gets a conflict.
-        let mut doc = doc;
+        let mut taken = doc.clone();
         let now = faxd::time::now_unix_ms();
-        doc["pvt_job_status"] = json!("processing");
-        doc["pvt_job_node"] = json!(env.node());
-        doc["pvt_lease"] = json!(self.args.lease);
-        doc["pvt_heartbeat"] = json!(now);
-        match store.save(&Db::Faxes, doc).await {
-            Ok(_) => {
+        taken["pvt_job_status"] = json!("processing");
+        taken["pvt_job_node"] = json!(env.node());
+        taken["pvt_lease"] = json!(self.args.lease);
+        taken["pvt_heartbeat"] = json!(now);
+        match store.save(&Db::Faxes, taken).await {
+            Ok(saved) => {
+                if let Err(why) = self.still_leader().await {
+                    // This node starts nothing more until its fax_monitor holds the lease
+                    // again (it reopens the gate then); its queues stop at their next pass.
+                    env.gate.close();
+                    return self.undo_take(doc, &saved, why).await;
+                }
                 debug!(job_id = %job.id, "acquired");
                 self.job = Some(job);
                 let every = env.settings.heartbeat;
-                self.heartbeat = Some(myself.send_interval(every, || WorkerMsg::Heartbeat));
+                self.heartbeat = Some(Task(myself.send_interval(every, || WorkerMsg::Heartbeat)));
                 Input::Acquired
             }
             Err(StoreError::Conflict) => Input::NotAvailable("lost the job to another".into()),
@@ -254,17 +300,86 @@ impl WorkerState {
         }
     }
 
-    async fn prepare(&mut self) -> Input {
+    /// On a cluster, whether the outbound leader lease still names this node now that the
+    /// take is written. A leader that takes over after this read sees the job `processing`
+    /// and counts it; one that took over before it makes this worker undo the take.
+    async fn still_leader(&self) -> Result<(), String> {
         let env = &self.args.env;
-        if let Some(dir) = self.file.parent()
-            && let Err(e) = faxd::files::create_dir_private(dir).await
-        {
-            return Input::PrepareFailed(format!("file cache {}: {e}", dir.display()));
+        if env.settings.leader.is_none() {
+            return Ok(());
         }
-        match env.docs.faxable(&self.args.job_id, &self.file).await {
-            Ok(pages) => Input::Prepared { pages },
-            Err(e) => Input::PrepareFailed(e.to_string()),
+        match leader::read(&env.ctx.store).await {
+            Ok(Some(lease)) if lease.node == env.node() => Ok(()),
+            Ok(Some(lease)) => Err(format!("outbound leader is now {:?}", lease.node)),
+            Ok(None) => Err("no outbound leader".into()),
+            Err(e) => Err(format!("outbound leader unreadable: {e}")),
         }
+    }
+
+    /// Puts a job taken without leadership back as it was (`pending`, no attempt counted),
+    /// rev-checked against the take. If that fails the job stays `processing` under this
+    /// worker's lease with no worker, and lease recovery requeues it.
+    async fn undo_take(&mut self, before: Value, saved: &Value, why: String) -> Input {
+        let mut doc = before;
+        doc["_rev"] = saved["_rev"].clone();
+        match self.args.env.ctx.store.save(&Db::Faxes, doc).await {
+            Ok(_) => info!(job_id = %self.args.job_id, why, "take undone: not the outbound leader"),
+            Err(e) => warn!(job_id = %self.args.job_id, why, error = %e,
+                            "take not undone; lease recovery will requeue the job"),
+        }
+        Input::NotAvailable(why)
+    }
+
+    /// Produces the fax-ready TIFF in a task of the worker's own (a conversion may take
+    /// long; the worker keeps answering heartbeats, status queries and its timer). The task
+    /// is aborted by `AbortPrepare` and at cleanup.
+    fn start_prepare(&mut self, myself: &ActorRef<WorkerMsg>) {
+        let docs = self.args.env.docs.clone();
+        let job_id = self.args.job_id.clone();
+        let file = self.file.clone();
+        let me = myself.clone();
+        self.prepare = Some(Task(tokio::spawn(async move {
+            let result = async {
+                if let Some(dir) = file.parent() {
+                    faxd::files::create_dir_private(dir)
+                        .await
+                        .map_err(|e| format!("file cache {}: {e}", dir.display()))?;
+                }
+                docs.faxable(&job_id, &file)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let _ = me.cast(WorkerMsg::Prepared(result.await));
+        })));
+    }
+
+    /// Whether `doc` is our processing job.
+    fn holds(&self, doc: &Value) -> bool {
+        doc.get("pvt_lease").and_then(Value::as_str) == Some(self.args.lease.as_str())
+            && doc.get("pvt_job_status").and_then(Value::as_str) == Some("processing")
+    }
+
+    /// Right before dialling: renews the lease with a rev-checked write. A job requeued or
+    /// taken by another worker meanwhile, or a store that cannot confirm, means no call.
+    async fn confirm_lease(&mut self) -> Input {
+        let store = &self.args.env.ctx.store;
+        for _ in 0..3 {
+            let mut doc = match store.get(&Db::Faxes, &self.args.job_id).await {
+                Ok(Some(doc)) => doc,
+                Ok(None) => return Input::LeaseLost("job gone".into()),
+                Err(e) => return Input::LeaseLost(format!("store: {e}")),
+            };
+            if !self.holds(&doc) {
+                return Input::LeaseLost("job requeued or taken by another worker".into());
+            }
+            doc["pvt_heartbeat"] = json!(faxd::time::now_unix_ms());
+            match store.save(&Db::Faxes, doc).await {
+                Ok(_) => return Input::LeaseConfirmed,
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Input::LeaseLost(format!("store: {e}")),
+            }
+        }
+        Input::LeaseLost("lease not confirmed: conflicts".into())
     }
 
     async fn originate(&mut self, myself: &ActorRef<WorkerMsg>) -> Input {
@@ -298,17 +413,18 @@ impl WorkerState {
         };
         self.started_ms = faxd::time::now_unix_ms();
         match env.gateway.originate(fax).await {
-            Ok(mut call) => {
-                self.hangup = Some(call.hangup.clone());
+            Ok(call) => {
+                self.call = Some(CallGuard::new(call.hangup));
+                let mut events = call.events;
                 let me = myself.clone();
-                self.events = Some(tokio::spawn(async move {
-                    while let Some(e) = call.events.recv().await {
+                self.events = Some(Task(tokio::spawn(async move {
+                    while let Some(e) = events.recv().await {
                         if me.cast(WorkerMsg::Event(e)).is_err() {
                             return;
                         }
                     }
                     let _ = me.cast(WorkerMsg::EventsClosed);
-                }));
+                })));
                 Input::Originated
             }
             Err(e) => {
@@ -329,9 +445,7 @@ impl WorkerState {
     async fn release(&mut self, outcome: Outcome) -> Input {
         let env = &self.args.env;
         let store = &env.ctx.store;
-        if let Some(h) = self.heartbeat.take() {
-            h.abort();
-        }
+        self.heartbeat = None;
         for _ in 0..3 {
             let doc = match store.get(&Db::Faxes, &self.args.job_id).await {
                 Ok(Some(doc)) => doc,
@@ -378,22 +492,38 @@ impl WorkerState {
         }
     }
 
-    async fn renew_lease(&mut self) {
+    /// Renews the lease (heartbeat). A job requeued or gone meanwhile is no longer ours:
+    /// the stage machine stops the worker (hanging up a call). A store error is not a loss.
+    async fn renew_lease(&mut self) -> Option<Input> {
         let store = &self.args.env.ctx.store;
-        let Ok(Some(mut doc)) = store.get(&Db::Faxes, &self.args.job_id).await else {
-            return;
-        };
-        if doc.get("pvt_lease").and_then(|l| l.as_str()) != Some(self.args.lease.as_str()) {
-            // Someone requeued the job: our attempt no longer counts. Hang up; the stage
-            // machine releases nothing because the lease check in release fails.
-            if let Some(h) = &self.hangup {
-                h.hangup("LEASE_LOST");
+        let mut doc = match store.get(&Db::Faxes, &self.args.job_id).await {
+            Ok(Some(doc)) => doc,
+            Ok(None) => return Some(Input::LeaseLost("job gone".into())),
+            Err(e) => {
+                debug!(job_id = %self.args.job_id, error = %e, "heartbeat not read");
+                return None;
             }
-            return;
+        };
+        if !self.holds(&doc) {
+            warn!(job_id = %self.args.job_id, "lease lost: the job was requeued");
+            return Some(Input::LeaseLost("job requeued".into()));
         }
         doc["pvt_heartbeat"] = json!(faxd::time::now_unix_ms());
         if let Err(e) = store.save(&Db::Faxes, doc).await {
             debug!(job_id = %self.args.job_id, error = %e, "heartbeat not saved");
+        }
+        None
+    }
+
+    /// Fault injection: panics at the configured page of a job's first attempt.
+    #[cfg(feature = "fault-injection")]
+    fn inject_panic(&self, e: &FaxEvent) {
+        let at = self.args.env.settings.faults.panic_at_page_of_first_attempt;
+        if let FaxEvent::Page { page, .. } = e
+            && at == Some(*page)
+            && self.job.as_ref().is_some_and(|j| j.attempts == 0)
+        {
+            panic!("fault injection: worker panics at page {page}");
         }
     }
 
@@ -411,14 +541,10 @@ impl WorkerState {
             return;
         }
         self.cleaned = true;
-        if let Some(h) = self.heartbeat.take() {
-            h.abort();
-        }
-        if let Some(h) = self.events.take() {
-            h.abort();
-        }
+        (self.heartbeat, self.prepare, self.events) = (None, None, None);
         self.remove_files().await;
-        self.hangup = None;
+        // A call not ended by now (the engine lost it, the lease was lost) is hung up.
+        self.call = None;
     }
 
     /// Tells the account's queue that this worker ended. Sent from `post_stop`, when the
@@ -440,6 +566,16 @@ impl WorkerState {
             total_pages: self.machine.total_pages,
             node: self.args.env.node().to_string(),
         }
+    }
+}
+
+/// A helper task of the worker (heartbeat timer, document preparation, call events),
+/// aborted when dropped: a worker that ends in any way, a panic included, leaves none behind.
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -63,6 +63,19 @@ impl JobBook {
         true
     }
 
+    /// Records a transmission that is already running elsewhere (another node's), whatever
+    /// the limits: it holds a slot (and its number) until finished. False if recorded.
+    pub fn hold(&mut self, id: &str, number: &str) -> bool {
+        if self.contains(id) {
+            return false;
+        }
+        self.in_flight.insert(id.to_string(), number.to_string());
+        if self.serialize {
+            self.numbers.insert(number.to_string());
+        }
+        true
+    }
+
     /// Records a finished job; returns whether it was in flight.
     pub fn finish(&mut self, id: &str) -> bool {
         match self.in_flight.remove(id) {
@@ -167,5 +180,21 @@ mod tests {
         );
         let ids: Vec<_> = picked.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["urgent", "early", "late"]);
+    }
+
+    #[test]
+    fn other_nodes_transmissions_hold_slots_beyond_the_limit() {
+        let mut b = JobBook::new(2, true);
+        assert!(b.start("a", "1") && b.start("b", "2"));
+        // Found running elsewhere after the book filled up: held all the same.
+        assert!(b.hold("x", "3"));
+        assert!(!b.hold("x", "3"));
+        assert_eq!(b.in_flight(), 3);
+        assert!(b.number_busy("3"));
+        b.finish("a");
+        assert_eq!(b.free(), 0, "the foreign one still counts");
+        b.finish("x");
+        assert_eq!(b.free(), 1);
+        assert!(!b.number_busy("3"));
     }
 }

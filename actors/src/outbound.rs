@@ -42,6 +42,18 @@ pub struct Settings {
     /// `None`: this node always schedules (the embedded store is single-node; tests and
     /// benchmarks that partition a shared store by `accounts`).
     pub leader: Option<LeaderLease>,
+    /// Faults to inject (test builds only; empty otherwise).
+    pub faults: Faults,
+}
+
+/// Faults the engine injects into itself, so that tests can drive the paths a crash takes.
+/// The fields exist only with the `fault-injection` feature, which only the test builds of
+/// faxd-supervisors enable; no configuration key reaches them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// A worker panics when the far end reports this page of a job's first attempt.
+    #[cfg(feature = "fault-injection")]
+    pub panic_at_page_of_first_attempt: Option<u32>,
 }
 
 /// Timing of the outbound leader lease ([`faxd::outbound::leader`]).
@@ -63,6 +75,7 @@ impl Default for Settings {
             file_cache: None,
             accounts: None,
             leader: None,
+            faults: Faults::default(),
         }
     }
 }
@@ -98,7 +111,8 @@ pub struct Env {
 }
 
 /// Whether this node may start transmissions now: opened by fax_monitor until the end of
-/// the leader lease it holds, closed when it steps down. fax_jobs looks before taking each
+/// the leader lease it holds, closed when it steps down (or by a worker that found the lease
+/// held by another node after taking a job). fax_jobs looks before taking each
 /// job, so a node whose lease ran out (a long pause, a store it cannot reach) starts nothing
 /// more even before its fax_monitor notices.
 #[derive(Debug)]

@@ -1,9 +1,13 @@
 //! The fax_worker stage machine, pure: `acquire → prepare → originate → negotiate → send →
 //! release`. [`Machine::step`] maps an input (a store or gateway outcome, a timer) to the
-//! actions the actor performs; it holds no runtime. Every stage that waits on the far end
-//! arms a timer carrying `(stage, generation)`; a timer whose token is not the current one
-//! is stale and ignored, so a stale timer never kills a healthy stage. Status queries are
-//! not inputs: reading the status never touches a timer.
+//! actions the actor performs; it holds no runtime. Every stage that waits — on the document
+//! conversion or on the far end — arms a timer carrying `(stage, generation)`; a timer whose
+//! token is not the current one is stale and ignored, so a stale timer never kills a healthy
+//! stage. Status queries are not inputs: reading the status never touches a timer.
+//!
+//! The job's lease is confirmed (one rev-checked write) between prepare and originate, so a
+//! worker whose job was requeued while it prepared stops without dialling; a lease found lost
+//! later hangs the call up and stops without releasing (the job is someone else's).
 
 use std::time::Duration;
 
@@ -16,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub enum Stage {
     /// Taking the pending job (one rev-checked `pending → processing` save with the lease).
     Acquire,
-    /// Fetching the fax-ready TIFF.
+    /// Fetching (converting) the fax-ready TIFF, then confirming the lease.
     Prepare,
     /// Placing the call.
     Originate,
@@ -49,9 +53,11 @@ impl Stage {
     }
 }
 
-/// Stage timeouts (Kazoo: originate 2 min, negotiate 2 min, 5 min per page).
+/// Stage timeouts (Kazoo: originate 2 min, negotiate 2 min, 5 min per page; Kazoo has no
+/// limit on fetching and converting the document, faxd gives it 5 min).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
+    pub prepare: Duration,
     pub originate: Duration,
     pub negotiate: Duration,
     pub per_page: Duration,
@@ -60,6 +66,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
+            prepare: Duration::from_secs(300),
             originate: Duration::from_secs(120),
             negotiate: Duration::from_secs(120),
             per_page: Duration::from_secs(300),
@@ -83,6 +90,11 @@ pub enum Input {
     Prepared { pages: u32 },
     /// No faxable document.
     PrepareFailed(String),
+    /// The job is still ours: its lease was renewed by a rev-checked write just now.
+    LeaseConfirmed,
+    /// The job is no longer ours (requeued, taken by another worker, gone), or its lease
+    /// could not be confirmed: nothing more may be done for it.
+    LeaseLost(String),
     /// The media engine accepted the call.
     Originated,
     /// The media engine refused the call.
@@ -103,7 +115,12 @@ pub enum Input {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     Acquire,
+    /// Starts producing the fax-ready TIFF in the background; the result is an input.
     Prepare,
+    /// Stops a prepare still running (timed out, lease lost).
+    AbortPrepare,
+    /// Renews the lease with a rev-checked write before dialling.
+    ConfirmLease,
     Originate,
     /// Arms a timer that delivers `Input::Timeout { stage, generation }` after `after`.
     ArmTimer {
@@ -169,8 +186,8 @@ impl Machine {
         match (self.stage, input) {
             (Acquire, Input::Start) => vec![Action::Acquire],
             (Acquire, Input::Acquired) => {
-                self.stage = Prepare;
-                vec![Action::Prepare]
+                let t = self.timeouts.prepare;
+                vec![self.arm(Prepare, t), Action::Prepare]
             }
             (Acquire, Input::Recovered) => {
                 self.stage = Release;
@@ -183,8 +200,24 @@ impl Machine {
             }
             (Prepare, Input::Prepared { pages }) => {
                 self.total_pages = pages;
+                self.generation += 1; // the prepare timer is done
+                vec![Action::ConfirmLease]
+            }
+            (Prepare, Input::LeaseConfirmed) => {
                 let t = self.timeouts.originate;
                 vec![self.arm(Originate, t), Action::Originate]
+            }
+            (Prepare, Input::LeaseLost(why)) => {
+                self.stage = Done;
+                self.generation += 1;
+                self.not_available = Some(why);
+                vec![Action::AbortPrepare, Action::Stop]
+            }
+            (Originate | Negotiate | Send, Input::LeaseLost(why)) => {
+                self.stage = Done;
+                self.generation += 1;
+                self.not_available = Some(why);
+                vec![Action::Hangup("LEASE_LOST"), Action::Stop]
             }
             (Prepare, Input::PrepareFailed(text)) => self.release(Outcome::Failure {
                 sip_code: 0,
@@ -220,6 +253,17 @@ impl Machine {
             }
             (Originate | Negotiate | Send, Input::EventsClosed) => {
                 self.release(Outcome::terminated("media engine lost the call"))
+            }
+            (
+                Prepare,
+                Input::Timeout {
+                    stage: Prepare,
+                    generation,
+                },
+            ) if generation == self.generation => {
+                let mut out = vec![Action::AbortPrepare];
+                out.extend(self.release(Outcome::timeout("prepare")));
+                out
             }
             (
                 stage,
@@ -279,6 +323,7 @@ mod tests {
         m.step(Input::Start);
         m.step(Input::Acquired);
         m.step(Input::Prepared { pages: 3 });
+        m.step(Input::LeaseConfirmed);
         m.step(Input::Originated);
         let a = m.step(Input::Event(FaxEvent::Negotiated {
             transfer_rate: 14_400,
@@ -304,8 +349,20 @@ mod tests {
     fn happy_path_runs_every_stage_in_order() {
         let mut m = m();
         assert_eq!(m.step(Input::Start), [Action::Acquire]);
-        assert_eq!(m.step(Input::Acquired), [Action::Prepare]);
-        let a = m.step(Input::Prepared { pages: 3 });
+        let a = m.step(Input::Acquired);
+        assert!(matches!(
+            a[..],
+            [
+                Action::ArmTimer {
+                    stage: Stage::Prepare,
+                    ..
+                },
+                Action::Prepare
+            ]
+        ));
+        assert_eq!(m.step(Input::Prepared { pages: 3 }), [Action::ConfirmLease]);
+        assert_eq!(m.stage, Stage::Prepare);
+        let a = m.step(Input::LeaseConfirmed);
         assert_eq!(a.len(), 2);
         assert_eq!(a[1], Action::Originate);
         assert_eq!(m.stage, Stage::Originate);
@@ -383,14 +440,19 @@ mod tests {
     #[test]
     fn each_stage_has_its_own_timeout() {
         let t = Timeouts {
+            prepare: Duration::from_secs(4),
             originate: Duration::from_secs(1),
             negotiate: Duration::from_secs(2),
             per_page: Duration::from_secs(3),
         };
         let mut m = Machine::new(t);
         m.step(Input::Start);
-        m.step(Input::Acquired);
-        let a = m.step(Input::Prepared { pages: 1 });
+        let a = m.step(Input::Acquired);
+        assert!(
+            matches!(a[0], Action::ArmTimer { stage: Stage::Prepare, after, .. } if after == t.prepare)
+        );
+        m.step(Input::Prepared { pages: 1 });
+        let a = m.step(Input::LeaseConfirmed);
         assert!(
             matches!(a[0], Action::ArmTimer { stage: Stage::Originate, after, .. } if after == t.originate)
         );
@@ -434,6 +496,7 @@ mod tests {
         m.step(Input::Start);
         m.step(Input::Acquired);
         m.step(Input::Prepared { pages: 1 });
+        m.step(Input::LeaseConfirmed);
         let a = m.step(Input::OriginateFailed {
             sip_code: 503,
             text: "no".into(),
@@ -443,5 +506,83 @@ mod tests {
             Action::Release(Outcome::Failure { sip_code: 503, .. })
         ));
         assert_eq!(m.step(Input::Event(FaxEvent::Answered)), []);
+    }
+
+    #[test]
+    fn a_slow_prepare_times_out_only_on_its_own_timer() {
+        let mut m = m();
+        m.step(Input::Start);
+        let a = m.step(Input::Acquired);
+        let Action::ArmTimer { generation, .. } = a[0] else {
+            panic!("{a:?}")
+        };
+        // A timer of another stage or generation changes nothing.
+        for (stage, g) in [
+            (Stage::Originate, generation),
+            (Stage::Prepare, generation + 1),
+        ] {
+            assert_eq!(
+                m.step(Input::Timeout {
+                    stage,
+                    generation: g
+                }),
+                []
+            );
+        }
+        assert_eq!(
+            m.step(Input::Timeout {
+                stage: Stage::Prepare,
+                generation
+            }),
+            [
+                Action::AbortPrepare,
+                Action::Release(Outcome::timeout("prepare"))
+            ]
+        );
+        // The conversion finishing late is ignored.
+        assert_eq!(m.step(Input::Prepared { pages: 1 }), []);
+
+        // A prepare that finished disarms its timer.
+        let mut m = Machine::new(Timeouts::default());
+        m.step(Input::Start);
+        m.step(Input::Acquired);
+        let g = m.generation;
+        m.step(Input::Prepared { pages: 1 });
+        assert_eq!(
+            m.step(Input::Timeout {
+                stage: Stage::Prepare,
+                generation: g
+            }),
+            []
+        );
+    }
+
+    #[test]
+    fn a_lost_lease_stops_without_dialling_or_releasing() {
+        // Lost while preparing or at the check before originate: no call, no release.
+        for lose_after_prepare in [false, true] {
+            let mut m = m();
+            m.step(Input::Start);
+            m.step(Input::Acquired);
+            if lose_after_prepare {
+                m.step(Input::Prepared { pages: 2 });
+            }
+            let a = m.step(Input::LeaseLost("requeued".into()));
+            assert_eq!(a, [Action::AbortPrepare, Action::Stop]);
+            assert_eq!(m.stage, Stage::Done);
+            assert_eq!(m.step(Input::LeaseConfirmed), []);
+            assert_eq!(m.step(Input::Prepared { pages: 2 }), []);
+        }
+        // Lost on the line: hang up and stop; the call's end releases nothing.
+        let mut m = m();
+        to_send(&mut m);
+        assert_eq!(
+            m.step(Input::LeaseLost("requeued".into())),
+            [Action::Hangup("LEASE_LOST"), Action::Stop]
+        );
+        assert_eq!(
+            m.step(Input::Event(FaxEvent::Finished(FaxResult::default()))),
+            []
+        );
     }
 }

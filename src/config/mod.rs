@@ -289,6 +289,8 @@ impl Default for FileProxySection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboundSection {
+    /// The fax-ready document must be fetched (and converted) within this.
+    pub prepare_timeout: u64,
     /// A call must be set up within this (Kazoo: 2 min).
     pub originate_timeout: u64,
     /// T.30 negotiation must finish within this after the call is up (Kazoo: 2 min).
@@ -311,6 +313,7 @@ pub struct OutboundSection {
 impl Default for OutboundSection {
     fn default() -> Self {
         Self {
+            prepare_timeout: 300,
             originate_timeout: 120,
             negotiate_timeout: 120,
             page_timeout: 300,

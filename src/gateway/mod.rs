@@ -132,8 +132,62 @@ pub struct FaxCall {
     pub call_id: String,
     /// Events of the call; closes after [`FaxEvent::Finished`].
     pub events: mpsc::Receiver<FaxEvent>,
-    /// Hangs the call up early (timeouts, cancellation). Dropping it does not hang up.
+    /// Hangs the call up early (timeouts, cancellation). Dropping it does not hang up: the
+    /// placer owns the call through a [`CallGuard`], which does.
     pub hangup: HangupHandle,
+}
+
+/// Hangup cause of a call whose owner went away without ending it (a worker that panicked
+/// or stopped): a temporary failure, so the far end and the logs tell it from a timeout.
+pub const OWNER_GONE: &str = "NORMAL_TEMPORARY_FAILURE";
+
+/// Owns a call for whoever placed it: dropping the guard hangs the call up with
+/// [`OWNER_GONE`] unless the call already ended, and stops serving the call's document
+/// through the file proxy. A worker keeps it in its state, so a panic (which skips the
+/// actor's `post_stop`) still leaves no call up and no document served.
+#[derive(Debug)]
+pub struct CallGuard {
+    hangup: HangupHandle,
+    ended: bool,
+    served: Option<(file_proxy::FileRegistry, String)>,
+}
+
+impl CallGuard {
+    pub fn new(hangup: HangupHandle) -> Self {
+        Self {
+            hangup,
+            ended: false,
+            served: None,
+        }
+    }
+
+    /// Also unregisters `job_id`'s document from `files` when dropped.
+    pub fn serving(mut self, files: file_proxy::FileRegistry, job_id: &str) -> Self {
+        self.served = Some((files, job_id.to_string()));
+        self
+    }
+
+    /// Hangs the call up now with `cause`.
+    pub fn hangup(&mut self, cause: &str) {
+        self.hangup.hangup(cause);
+        self.ended = true;
+    }
+
+    /// The call ended by itself (its result arrived): dropping no longer hangs up.
+    pub fn ended(&mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.hangup.hangup(OWNER_GONE);
+        }
+        if let Some((files, job_id)) = self.served.take() {
+            files.unregister(&job_id);
+        }
+    }
 }
 
 /// Asks the engine to end a call.
@@ -190,4 +244,36 @@ pub trait Gateway: Send + Sync + 'static {
     /// Places an outbound fax call. Returns once the call is set up; progress and the
     /// result arrive as events.
     async fn originate(&self, fax: OutboundFax) -> Result<FaxCall, GatewayError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> (CallGuard, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (CallGuard::new(HangupHandle(tx)), rx)
+    }
+
+    #[test]
+    fn dropping_a_call_guard_hangs_up_and_stops_serving_the_document() {
+        let files = file_proxy::FileRegistry::default();
+        files.register("job1", PathBuf::from("/tmp/job1.tiff"));
+        let (g, mut rx) = guard();
+        let g = g.serving(files.clone(), "job1");
+        drop(g);
+        assert_eq!(rx.try_recv().ok().as_deref(), Some(OWNER_GONE));
+        assert!(files.is_empty());
+
+        // A call hung up on purpose, or ended by itself, is not hung up again.
+        let (mut g, mut rx) = guard();
+        g.hangup("JOB_TIMEOUT");
+        drop(g);
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("JOB_TIMEOUT"));
+        assert!(rx.try_recv().is_err());
+        let (mut g, mut rx) = guard();
+        g.ended();
+        drop(g);
+        assert!(rx.try_recv().is_err());
+    }
 }

@@ -7,6 +7,9 @@
 //! (NO_ANSWER, 480), `+15550003xxx` hangs up after page 1 (T.30 code 49), `+15550004xxx`
 //! answers without fax tones (T.30 code 2), `+15550005xxx` answers and never finishes,
 //! `+15550006xxx` refuses the originate; anything else receives every page.
+//!
+//! Like a real engine, a call stays up until it ends or is hung up: dropping every
+//! [`HangupHandle`] of it does not end it. Hangups are logged as the far end saw them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,12 +62,23 @@ pub struct Originated {
     pub at_ms: i64,
 }
 
+/// A call hung up from faxd's side, as the far end saw it.
+#[derive(Clone, Debug)]
+pub struct HungUp {
+    pub call_id: String,
+    pub to: String,
+    pub cause: String,
+    /// Pages the far end had received when the line dropped.
+    pub pages: u32,
+}
+
 /// The scripted engine.
 pub struct ScriptGateway {
     /// Line time per page (zero: instant, as the benchmark's null engine).
     pub page_time: Duration,
     overrides: Mutex<HashMap<String, Script>>,
     log: Option<Mutex<Vec<Originated>>>,
+    hangups: Arc<Mutex<Vec<HungUp>>>,
 }
 
 impl ScriptGateway {
@@ -74,6 +88,7 @@ impl ScriptGateway {
             page_time,
             overrides: Mutex::new(HashMap::new()),
             log: record.then(|| Mutex::new(Vec::new())),
+            hangups: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -90,6 +105,11 @@ impl ScriptGateway {
             .as_ref()
             .and_then(|l| l.lock().ok().map(|v| v.clone()))
             .unwrap_or_default()
+    }
+
+    /// The calls hung up by faxd so far (always recorded).
+    pub fn hangups(&self) -> Vec<HungUp> {
+        self.hangups.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     fn script_of(&self, number: &str) -> Script {
@@ -141,8 +161,11 @@ impl Gateway for ScriptGateway {
         let page_time = self.page_time;
         let rate = fax.options.max_rate;
         let ecm = fax.options.ecm;
+        let hangups = self.hangups.clone();
+        let (call_id, to) = (fax.call_id.clone(), fax.to.clone());
         // The engine's own task plays the call (a real engine's call runs on its side too).
         tokio::spawn(async move {
+            let received = std::sync::atomic::AtomicU32::new(0);
             let play = async {
                 let answered = |r: FaxResult| FaxResult { sip_code: 200, ..r };
                 let result = match script {
@@ -176,6 +199,7 @@ impl Gateway for ScriptGateway {
                             if !page_time.is_zero() {
                                 tokio::time::sleep(page_time).await;
                             }
+                            received.store(page, std::sync::atomic::Ordering::Relaxed);
                             let _ = tx
                                 .send(FaxEvent::Page {
                                     page,
@@ -210,12 +234,29 @@ impl Gateway for ScriptGateway {
                 };
                 let _ = tx.send(FaxEvent::Finished(result)).await;
             };
-            tokio::select! {
-                _ = play => {}
-                cause = hang_rx.recv() => {
-                    let cause = cause.unwrap_or_else(|| "NORMAL_CLEARING".into());
-                    let _ = tx.send(FaxEvent::Finished(ended(&cause, 200, 0, "hung up"))).await;
+            // Only a hangup request ends the call early; handles all dropped do not.
+            let hangup = async {
+                match hang_rx.recv().await {
+                    Some(cause) => cause,
+                    None => std::future::pending().await,
                 }
+            };
+            let cause = tokio::select! {
+                _ = play => None,
+                cause = hangup => Some(cause),
+            };
+            if let Some(cause) = cause {
+                if let Ok(mut h) = hangups.lock() {
+                    h.push(HungUp {
+                        call_id,
+                        to,
+                        cause: cause.clone(),
+                        pages: received.load(std::sync::atomic::Ordering::Relaxed),
+                    });
+                }
+                let _ = tx
+                    .send(FaxEvent::Finished(ended(&cause, 200, 0, "hung up")))
+                    .await;
             }
         });
         Ok(FaxCall {

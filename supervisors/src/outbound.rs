@@ -14,7 +14,7 @@ use faxd_actors::fax_jobs::{FaxJobs, JobsMsg};
 use faxd_actors::fax_monitor::FaxMonitor;
 use faxd_actors::fax_status::FaxStatus;
 use faxd_actors::fax_worker::{FaxWorker, WorkerArgs, WorkerMsg};
-use faxd_actors::outbound::{Env, LeaderGate, LeaderLease, RPC_TIMEOUT, Settings, Spawner};
+use faxd_actors::outbound::{Env, Faults, LeaderGate, LeaderLease, RPC_TIMEOUT, Settings, Spawner};
 use faxd_actors::stage::Timeouts;
 use ractor::{Actor, ActorRef};
 
@@ -125,6 +125,7 @@ pub fn settings(c: &OutboundSection, shared_store: bool) -> Settings {
     let s = Duration::from_secs;
     Settings {
         timeouts: Timeouts {
+            prepare: s(c.prepare_timeout),
             originate: s(c.originate_timeout),
             negotiate: s(c.negotiate_timeout),
             per_page: s(c.page_timeout),
@@ -141,6 +142,7 @@ pub fn settings(c: &OutboundSection, shared_store: bool) -> Settings {
                 lease: s(c.leader_lease.max(2 * renew)),
             }
         }),
+        faults: Faults::default(),
     }
 }
 

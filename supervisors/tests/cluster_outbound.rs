@@ -430,6 +430,7 @@ async fn a_paused_leader_hands_over_without_exceeding_the_limit() {
     .await;
     signal(a, "CONT");
     let most = max_overlap(&c.completed(&ids).await);
+    eprintln!("at most {most} of 8 transmissions at once across the handover");
     assert!(most <= 2, "{most} transmissions at once, max_outbound is 2");
     let line = outbound_line(a);
     assert!(line.contains(&format!("leader lease {NODE_B},")), "{line}");

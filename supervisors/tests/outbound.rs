@@ -1,6 +1,8 @@
 //! Outbound engine end to end on a real store (embedded SQLite and the CouchDB API): the
 //! outbound subtree (fax_jobs_sup, fax_worker_sup, fax_monitor) with the scripted media
-//! engine. The same test functions run on both backends; no sleeps, only deadlines.
+//! engine. The same test functions run on both backends; no sleeps, only deadlines. Faults
+//! (a slow conversion, a panicking worker, a lease lost mid-call) are injected through real
+//! parts: an operator's convert command, the test-only fault hook, fax_monitor's requeue.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,16 +10,18 @@ use std::time::{Duration, Instant};
 
 use faxd::config::{Config, SystemConfig};
 use faxd::context::NodeContext;
+use faxd::convert::{ConvertConfig, Converter};
+use faxd::gateway::OWNER_GONE;
 use faxd::gateway::script::{Script, ScriptGateway};
 use faxd::ids::{AccountId, Db, new_id};
 use faxd::outbound::StatusSource;
-use faxd::outbound::StoredTiff;
 use faxd::outbound::docs::{FAX_FILE, blank_tiff};
 use faxd::outbound::modb;
+use faxd::outbound::{ConvertedDocuments, DocumentSource, StoredTiff};
 use faxd::store::couch::CouchStore;
 use faxd::store::sqlite::SqliteStore;
 use faxd::store::{SharedStore, StoreError, bytes_stream};
-use faxd_actors::outbound::{Env, Settings, WorkerStatus};
+use faxd_actors::outbound::{Env, Faults, LeaderLease, Settings, WorkerStatus};
 use faxd_actors::stage::Timeouts;
 use faxd_supervisors::outbound;
 use faxd_supervisors::supervisor::{
@@ -72,12 +76,45 @@ both_backends!(
     send_at_and_priority_order_the_queue,
     maintenance_job_commands_print_and_change_jobs,
     job_without_a_number_fails_visibly,
+    a_prepare_slower_than_the_lease_sends_once,
+    a_panicking_worker_hangs_up_and_the_job_completes_once,
+    a_lease_lost_mid_call_hangs_up_and_the_job_completes_once,
+    a_former_leader_does_not_take_jobs_once_another_node_leads,
+    cancel_racing_a_take_ends_each_job_once,
 );
+
+/// What a test changes in the engine.
+struct Opts {
+    timeouts: Timeouts,
+    /// Job lease (the heartbeat is 1 s).
+    lease: Duration,
+    sweep: Duration,
+    /// An operator's `convert_pdf_command`: documents are converted from their original
+    /// (`ConvertedDocuments`) instead of read as stored TIFFs.
+    convert_pdf_command: Option<String>,
+    faults: Faults,
+    /// Schedule only while holding the outbound leader lease (a cluster's shared store).
+    leader: Option<LeaderLease>,
+}
+
+impl Opts {
+    fn new(timeouts: Timeouts) -> Opts {
+        Opts {
+            timeouts,
+            lease: Duration::from_secs(30),
+            sweep: Duration::from_secs(60),
+            convert_pdf_command: None,
+            faults: Faults::default(),
+            leader: None,
+        }
+    }
+}
 
 /// A running outbound subtree for some accounts.
 struct Engine {
     sup: ActorRef<SupervisorMsg>,
     gw: Arc<ScriptGateway>,
+    node: String,
     _cache: tempfile::TempDir,
 }
 
@@ -88,6 +125,16 @@ impl Engine {
         fax_config: Value,
         page_time: Duration,
         timeouts: Timeouts,
+    ) -> Engine {
+        Self::start_with(store, accounts, fax_config, page_time, Opts::new(timeouts)).await
+    }
+
+    async fn start_with(
+        store: SharedStore,
+        accounts: &[&AccountId],
+        fax_config: Value,
+        page_time: Duration,
+        opts: Opts,
     ) -> Engine {
         faxd::bootstrap::ensure_global_dbs(&store)
             .await
@@ -112,21 +159,32 @@ impl Engine {
         let sysconf = SystemConfig::load(store.clone(), &node)
             .await
             .expect("sysconf");
+        let docs: Arc<dyn DocumentSource> = match opts.convert_pdf_command {
+            Some(command) => Arc::new(ConvertedDocuments {
+                store: store.clone(),
+                converter: Arc::new(Converter::new(ConvertConfig {
+                    convert_pdf_command: command,
+                    ..ConvertConfig::default()
+                })),
+                sysconf: sysconf.clone(),
+            }),
+            None => Arc::new(StoredTiff {
+                store: store.clone(),
+            }),
+        };
         let ctx = NodeContext::new(config, store.clone(), sysconf);
         let gw = ScriptGateway::new(page_time, true);
         let cache = tempfile::tempdir().expect("cache dir");
         let settings = Settings {
-            timeouts,
+            timeouts: opts.timeouts,
             heartbeat: Duration::from_secs(1),
-            lease: Duration::from_secs(30),
-            sweep: Duration::from_secs(60),
+            lease: opts.lease,
+            sweep: opts.sweep,
             file_cache: Some(cache.path().to_path_buf()),
             accounts: Some(accounts.iter().map(|a| (*a).clone()).collect()),
-            leader: None,
+            leader: opts.leader,
+            faults: opts.faults,
         };
-        let docs = Arc::new(StoredTiff {
-            store: store.clone(),
-        });
         let (sup, _) = Actor::spawn(
             None,
             Supervisor,
@@ -141,6 +199,7 @@ impl Engine {
         Engine {
             sup,
             gw,
+            node,
             _cache: cache,
         }
     }
@@ -510,6 +569,7 @@ async fn stage_timeout_fails_the_attempt_and_live_status_reads(store: SharedStor
         json!({}),
         Duration::ZERO,
         Timeouts {
+            prepare: Duration::from_secs(5),
             originate: Duration::from_secs(5),
             negotiate: Duration::from_millis(600),
             per_page: Duration::from_secs(5),
@@ -725,5 +785,356 @@ async fn job_without_a_number_fails_visibly(store: SharedStore) {
     let why = doc["tx_result"]["result_text"].as_str().unwrap();
     assert!(why.starts_with("invalid caller data: from_number"), "{why}");
     assert!(engine.gw.originated().iter().all(|o| o.fax.job_id != id));
+    engine.stop().await;
+}
+
+/// Submits a job whose document is only its original (a PDF), as an upload that was not
+/// converted at intake: the worker converts it when it prepares the transmission.
+async fn submit_original(store: &SharedStore, account: &AccountId, to: &str) -> String {
+    let id = new_id();
+    let rev = store
+        .put_attachment(
+            &Db::Faxes,
+            &id,
+            None,
+            "original_file.pdf",
+            "application/pdf",
+            bytes_stream(b"%PDF-1.4\n%%EOF\n".to_vec()),
+        )
+        .await
+        .expect("attachment");
+    let mut doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
+    let now = faxd::time::now_gregorian();
+    for (k, v) in json!({
+        "pvt_type": "fax", "pvt_job_status": "pending", "pvt_account_id": account.as_str(),
+        "pvt_account_db": "faxes", "pvt_created": now, "pvt_modified": now,
+        "to_number": to, "from_number": "+14155550100", "from_name": "Test",
+        "retries": 3, "attempts": 0,
+    })
+    .as_object()
+    .expect("object")
+    {
+        doc[k] = v.clone();
+    }
+    doc["_rev"] = json!(rev);
+    store.save(&Db::Faxes, doc).await.expect("submit");
+    id
+}
+
+/// Calls the engine placed to `to`.
+fn calls_to(engine: &Engine, to: &str) -> Vec<faxd::gateway::script::Originated> {
+    engine
+        .gw
+        .originated()
+        .into_iter()
+        .filter(|c| c.fax.to == to)
+        .collect()
+}
+
+/// A conversion that takes longer than the job lease (5 s against 3 s, fax_monitor sweeping
+/// every second) neither loses the fax nor sends it twice, with and without number
+/// serialisation: the worker keeps the lease alive while it converts, and dials once.
+async fn a_prepare_slower_than_the_lease_sends_once(store: SharedStore) {
+    let tiff_dir = tempfile::tempdir().expect("tempdir");
+    let tiff = tiff_dir.path().join("converted.tiff");
+    std::fs::write(&tiff, blank_tiff(2)).expect("tiff");
+    for serialize in [true, false] {
+        let account = new_account(&store, None).await;
+        let engine = Engine::start_with(
+            store.clone(),
+            &[&account],
+            json!({"serialize_outbound_numbers": serialize, "store_fax_tiff": false}),
+            Duration::from_millis(50),
+            Opts {
+                lease: Duration::from_secs(3),
+                sweep: Duration::from_secs(1),
+                convert_pdf_command: Some(format!("sleep 5 && cp '{}' \"$TO\"", tiff.display())),
+                ..Opts::new(Timeouts::default())
+            },
+        )
+        .await;
+        let to = format!("+1421{:07}", rand_digits() + 7_000_000);
+        let id = submit_original(&store, &account, &to).await;
+        let doc = wait_final(&store, &account, &id, Duration::from_secs(60)).await;
+        assert_eq!(
+            doc["pvt_job_status"], "completed",
+            "serialize {serialize}: {doc}"
+        );
+        assert_eq!(doc["attempts"], 1, "serialize {serialize}: {doc}");
+        assert_eq!(doc["tx_result"]["transferred_pages"], 2, "{doc}");
+        assert_eq!(
+            calls_to(&engine, &to).len(),
+            1,
+            "serialize {serialize}: exactly one transmission"
+        );
+        nothing_left_queued(&store, &account).await;
+        engine.stop().await;
+    }
+}
+
+/// A worker that panics mid-page (fault hook, first attempt only) leaves no call up: the far
+/// end sees the line dropped before the last page. The attempt counts, the job is retried
+/// and completes once.
+async fn a_panicking_worker_hangs_up_and_the_job_completes_once(store: SharedStore) {
+    let account = new_account(&store, None).await;
+    let engine = Engine::start_with(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::from_millis(300),
+        Opts {
+            faults: Faults {
+                panic_at_page_of_first_attempt: Some(1),
+            },
+            ..Opts::new(Timeouts::default())
+        },
+    )
+    .await;
+    let to = format!("+1422{:07}", rand_digits() + 8_000_000);
+    let id = submit(&store, &account, &to, 4, json!({"retries": 3})).await;
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(60)).await;
+    assert_eq!(doc["pvt_job_status"], "completed", "{doc}");
+    assert_eq!(
+        doc["attempts"], 2,
+        "the attempt cut by the panic counts: {doc}"
+    );
+    assert_eq!(doc["tx_result"]["transferred_pages"], 4, "{doc}");
+    let calls = calls_to(&engine, &to);
+    assert_eq!(calls.len(), 2, "one retry");
+    let hangups: Vec<_> = engine
+        .gw
+        .hangups()
+        .into_iter()
+        .filter(|h| h.to == to)
+        .collect();
+    assert_eq!(hangups.len(), 1, "{hangups:?}");
+    assert_eq!(hangups[0].call_id, calls[0].fax.call_id, "the first call");
+    assert_eq!(hangups[0].cause, OWNER_GONE);
+    assert!(
+        hangups[0].pages < 4,
+        "the far end got the whole fax before the hangup: {hangups:?}"
+    );
+    nothing_left_queued(&store, &account).await;
+    engine.stop().await;
+}
+
+/// A job whose lease is found expired while its worker is alive (its node could not renew
+/// in time) is requeued by fax_monitor's recovery: the worker sees at its next heartbeat
+/// that the job is no longer its own, hangs up and stops without releasing; the requeue
+/// counted the attempt, and the job completes once on the next one.
+async fn a_lease_lost_mid_call_hangs_up_and_the_job_completes_once(store: SharedStore) {
+    let account = new_account(&store, None).await;
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::from_millis(300),
+        Timeouts::default(),
+    )
+    .await;
+    let to = format!("+1423{:07}", rand_digits() + 9_000_000);
+    let id = submit(&store, &account, &to, 6, json!({"retries": 3})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lease = loop {
+        if let Some(st) = WorkerStatus.live_status(&id, &to, None).await
+            && st.stage == "send"
+        {
+            let doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
+            break doc["pvt_lease"].as_str().expect("lease").to_string();
+        }
+        assert!(Instant::now() < deadline, "never sending");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // What fax_monitor does with a lease it finds expired.
+    let requeued = faxd::outbound::lease::recover_processing(
+        &store,
+        &id,
+        Some(&lease),
+        "lease expired",
+        &faxd::outbound::lease::ReleasePolicy::default(),
+    )
+    .await
+    .expect("requeue");
+    assert_eq!(requeued, Some(faxd::model::JobStatus::Pending));
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(60)).await;
+    assert_eq!(doc["pvt_job_status"], "completed", "{doc}");
+    assert_eq!(doc["attempts"], 2, "{doc}");
+    let calls = calls_to(&engine, &to);
+    assert_eq!(calls.len(), 2);
+    let hangups: Vec<_> = engine
+        .gw
+        .hangups()
+        .into_iter()
+        .filter(|h| h.to == to)
+        .collect();
+    assert_eq!(hangups.len(), 1, "{hangups:?}");
+    assert_eq!(hangups[0].call_id, calls[0].fax.call_id);
+    assert_eq!(hangups[0].cause, "LEASE_LOST");
+    assert!(hangups[0].pages < 6, "{hangups:?}");
+    nothing_left_queued(&store, &account).await;
+    engine.stop().await;
+}
+
+/// The handover race of a paused leader: this node still believes it leads (its gate is
+/// open until its lease runs out) while another node has already taken the leader lease
+/// over. A job that becomes due then is picked by this node's queue, but its worker undoes
+/// the take once it sees the lease names another node: no call, no attempt counted, the job
+/// left `pending` for the new leader.
+async fn a_former_leader_does_not_take_jobs_once_another_node_leads(store: SharedStore) {
+    use faxd::outbound::leader::{self, LEADER_DOC};
+    faxd::bootstrap::ensure_global_dbs(&store)
+        .await
+        .expect("global dbs");
+    if let Some(doc) = store.get(&Db::Faxes, LEADER_DOC).await.expect("get") {
+        let rev = doc["_rev"].as_str().expect("rev").to_string();
+        store
+            .delete(&Db::Faxes, LEADER_DOC, &rev)
+            .await
+            .expect("delete");
+    }
+    let account = new_account(&store, None).await;
+    // Renewed every 20 s, valid 60 s: the node keeps believing it leads for the whole test.
+    let engine = Engine::start_with(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::ZERO,
+        Opts {
+            leader: Some(LeaderLease {
+                renew: Duration::from_secs(20),
+                lease: Duration::from_secs(60),
+            }),
+            ..Opts::new(Timeouts::default())
+        },
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lease = loop {
+        if let Some(doc) = store.get(&Db::Faxes, LEADER_DOC).await.expect("get")
+            && doc["node"] == engine.node.as_str()
+        {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "the engine never took the lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Another node takes the lease over (what its fax_monitor writes).
+    lease["node"] = json!("faxd-other@127.0.0.1");
+    store.save(&Db::Faxes, lease).await.expect("take over");
+
+    let to = format!("+1424{:07}", rand_digits() + 1_000_000);
+    let id = submit(&store, &account, &to, 1, json!({})).await;
+    let submitted = store.get(&Db::Faxes, &id).await.expect("get").expect("job");
+    let generation = |doc: &Value| {
+        doc["_rev"]
+            .as_str()
+            .and_then(|r| r.split('-').next()?.parse::<u32>().ok())
+    };
+    let before = generation(&submitted).expect("rev");
+    // The take and its undo are two writes; then the job is as it was.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let doc = loop {
+        let doc = store.get(&Db::Faxes, &id).await.expect("get");
+        let Some(doc) = doc else {
+            panic!("the job left the queue: the former leader sent it");
+        };
+        if generation(&doc).is_some_and(|g| g >= before + 2) && doc["pvt_job_status"] == "pending" {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "the take was not undone: {doc}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(doc["attempts"], 0, "{doc}");
+    assert!(doc.get("pvt_lease").is_none(), "{doc}");
+    assert!(
+        calls_to(&engine, &to).is_empty(),
+        "the former leader dialled"
+    );
+    // Clean up: the job and the lease are no other test's business.
+    store
+        .delete(&Db::Faxes, &id, doc["_rev"].as_str().expect("rev"))
+        .await
+        .expect("delete job");
+    assert!(
+        leader::release(&store, "faxd-other@127.0.0.1")
+            .await
+            .expect("release")
+    );
+    engine.stop().await;
+}
+
+/// What a user's cancel got.
+#[derive(Debug, PartialEq)]
+enum Cancel {
+    Cancelled,
+    /// Refused: the job was already being transmitted (or done).
+    TooLate,
+}
+
+/// Cancels a queued job as the API's DELETE does (rev-checked write of `cancelled`, then
+/// the move to the outbox); a conflict is answered by reading the job again.
+async fn cancel(store: &SharedStore, id: &str) -> Cancel {
+    loop {
+        let Some(mut doc) = store.get(&Db::Faxes, id).await.expect("get") else {
+            return Cancel::TooLate;
+        };
+        if doc["pvt_job_status"] != "pending" {
+            return Cancel::TooLate;
+        }
+        doc["pvt_job_status"] = json!("cancelled");
+        match store.save(&Db::Faxes, doc).await {
+            Ok(saved) => {
+                faxd::intake::move_to_outbox(store, saved)
+                    .await
+                    .expect("move to outbox");
+                return Cancel::Cancelled;
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => panic!("cancel: {e}"),
+        }
+    }
+}
+
+/// Users cancel 30 queued faxes while the queue takes them: each cancel and each take is a
+/// rev-checked write on the same document, so every job ends exactly once — cancelled and
+/// never dialled, or sent once — and none is lost.
+async fn cancel_racing_a_take_ends_each_job_once(store: SharedStore) {
+    let account = new_account(&store, Some(5)).await;
+    let base = 3_000_000 + rand_digits() * 100;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let to = format!("+1425{:07}", base + i);
+        ids.push((submit(&store, &account, &to, 1, json!({})).await, to));
+    }
+    let engine = Engine::start(
+        store.clone(),
+        &[&account],
+        json!({}),
+        Duration::from_millis(20),
+        Timeouts::default(),
+    )
+    .await;
+    let mut answers = Vec::new();
+    for (id, _) in &ids {
+        answers.push(cancel(&store, id).await);
+    }
+    let mut cancelled = 0;
+    for ((id, to), answer) in ids.iter().zip(answers) {
+        let doc = wait_final(&store, &account, id, Duration::from_secs(60)).await;
+        let calls = calls_to(&engine, to).len();
+        match answer {
+            Cancel::Cancelled => {
+                cancelled += 1;
+                assert_eq!(doc["pvt_job_status"], "cancelled", "{doc}");
+                assert_eq!(calls, 0, "a cancelled fax was dialled: {doc}");
+            }
+            Cancel::TooLate => {
+                assert_eq!(doc["pvt_job_status"], "completed", "{doc}");
+                assert_eq!(calls, 1, "{doc}");
+            }
+        }
+    }
+    eprintln!("{cancelled} of 30 cancelled, the others sent once");
+    nothing_left_queued(&store, &account).await;
     engine.stop().await;
 }
