@@ -442,15 +442,24 @@ impl WorkerState {
     }
 
     /// Stores the outcome, if the job is still ours.
+    /// While the store is away the outcome is deferred, not dropped (the heartbeat keeps the
+    /// lease as soon as the store answers again, so lease recovery does not send it twice).
     async fn release(&mut self, outcome: Outcome) -> Input {
+        let input = self.try_release(outcome).await;
+        if !matches!(input, Input::ReleaseDeferred(_)) {
+            self.heartbeat = None;
+        }
+        input
+    }
+
+    async fn try_release(&mut self, outcome: Outcome) -> Input {
         let env = &self.args.env;
         let store = &env.ctx.store;
-        self.heartbeat = None;
         for _ in 0..3 {
             let doc = match store.get(&Db::Faxes, &self.args.job_id).await {
                 Ok(Some(doc)) => doc,
                 Ok(None) => return Input::ReleaseFailed("job vanished".into()),
-                Err(e) => return Input::ReleaseFailed(e.to_string()),
+                Err(e) => return release_error(&self.args.job_id, e),
             };
             if doc.get("pvt_lease").and_then(|l| l.as_str()) != Some(self.args.lease.as_str()) {
                 return Input::ReleaseFailed("lease lost".into());
@@ -464,10 +473,7 @@ impl WorkerState {
                     return Input::Released;
                 }
                 Err(StoreError::Conflict) => continue,
-                Err(e) => {
-                    warn!(job_id = %self.args.job_id, error = %e, "release failed");
-                    return Input::ReleaseFailed(e.to_string());
-                }
+                Err(e) => return release_error(&self.args.job_id, e),
             }
         }
         Input::ReleaseFailed("conflicts".into())
@@ -488,7 +494,7 @@ impl WorkerState {
                 self.finished = true;
                 Input::Released
             }
-            Err(e) => Input::ReleaseFailed(e.to_string()),
+            Err(e) => release_error(&self.args.job_id, e),
         }
     }
 
@@ -586,6 +592,21 @@ fn sip_code_of(text: &str) -> Option<u16> {
 }
 
 /// Start of the names of a job's files in the fax cache.
+/// A store error while storing an outcome: deferred while the store is away (it comes back),
+/// failed otherwise.
+fn release_error(job_id: &str, e: StoreError) -> Input {
+    match e {
+        StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Io(_) => {
+            debug!(%job_id, error = %e, "release deferred: store away");
+            Input::ReleaseDeferred(e.to_string())
+        }
+        e => {
+            warn!(%job_id, error = %e, "release failed");
+            Input::ReleaseFailed(e.to_string())
+        }
+    }
+}
+
 fn cache_prefix(job_id: &str) -> String {
     format!("{job_id}-")
 }

@@ -109,6 +109,9 @@ pub enum Input {
     Released,
     /// The outcome could not be stored (lease recovery will requeue the job).
     ReleaseFailed(String),
+    /// The store is away (unreachable, full): the outcome is kept and stored when it is
+    /// back, so a fax that went through is not sent again after an outage.
+    ReleaseDeferred(String),
 }
 
 /// What to do.
@@ -150,7 +153,19 @@ pub struct Machine {
     pub timeouts: Timeouts,
     /// Why the job was not available, if it was not.
     pub not_available: Option<String>,
+    /// The outcome being stored (`None` in a recovered worker's release).
+    pending: Option<Outcome>,
+    /// Deferred tries of the release so far.
+    deferred: u32,
 }
+
+/// First wait before storing an outcome again while the store is away; it doubles up to
+/// [`RELEASE_RETRY_MAX`].
+pub const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(250);
+pub const RELEASE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Deferred tries before the worker gives the outcome up to lease recovery (about an hour
+/// of outage at the longest wait).
+pub const RELEASE_RETRY_LIMIT: u32 = 720;
 
 impl Machine {
     pub fn new(timeouts: Timeouts) -> Self {
@@ -161,6 +176,8 @@ impl Machine {
             total_pages: 0,
             timeouts,
             not_available: None,
+            pending: None,
+            deferred: 0,
         }
     }
 
@@ -177,7 +194,14 @@ impl Machine {
     fn release(&mut self, outcome: Outcome) -> Vec<Action> {
         self.stage = Stage::Release;
         self.generation += 1; // disarms every timer
+        self.pending = Some(outcome.clone());
         vec![Action::Release(outcome)]
+    }
+
+    /// The wait before the next try of a deferred release.
+    fn release_backoff(&self) -> Duration {
+        let doubled = RELEASE_RETRY_FIRST.saturating_mul(1 << self.deferred.min(8));
+        doubled.min(RELEASE_RETRY_MAX)
     }
 
     /// The transition function.
@@ -278,7 +302,32 @@ impl Machine {
             }
             (Release, Input::Released | Input::ReleaseFailed(_)) => {
                 self.stage = Done;
+                self.pending = None;
                 vec![Action::Stop]
+            }
+            (Release, Input::ReleaseDeferred(_)) if self.deferred < RELEASE_RETRY_LIMIT => {
+                let after = self.release_backoff();
+                self.deferred += 1;
+                vec![self.arm(Release, after)]
+            }
+            (Release, Input::ReleaseDeferred(_)) => {
+                // Lease recovery requeues the job once the store is back.
+                self.stage = Done;
+                self.pending = None;
+                vec![Action::Stop]
+            }
+            (
+                Release,
+                Input::Timeout {
+                    stage: Release,
+                    generation,
+                },
+            ) if generation == self.generation => {
+                self.generation += 1;
+                match &self.pending {
+                    Some(outcome) => vec![Action::Release(outcome.clone())],
+                    None => vec![Action::ReleaseRecovered],
+                }
             }
             // Anything else is late or stale: a timer of an earlier stage or generation,
             // call events after the result, events out of order. Nothing to do.
@@ -317,6 +366,81 @@ mod tests {
 
     fn m() -> Machine {
         Machine::new(Timeouts::default())
+    }
+
+    #[test]
+    fn an_outcome_waits_for_the_store_and_is_stored_once_it_is_back() {
+        let mut m = m();
+        let g = to_send(&mut m);
+        let _ = g;
+        let result = FaxResult {
+            success: true,
+            ..FaxResult::default()
+        };
+        let a = m.step(Input::Event(FaxEvent::Finished(result.clone())));
+        assert_eq!(a, [Action::Release(Outcome::Call(result.clone()))]);
+        // The store is away: a timer, growing, then the same outcome again.
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let a = m.step(Input::ReleaseDeferred("store unavailable".into()));
+            let [
+                Action::ArmTimer {
+                    stage: Stage::Release,
+                    generation,
+                    after,
+                },
+            ] = a[..]
+            else {
+                panic!("{a:?}");
+            };
+            waits.push(after);
+            // A stale timer does nothing.
+            assert!(
+                m.step(Input::Timeout {
+                    stage: Stage::Release,
+                    generation: generation - 1
+                })
+                .is_empty()
+            );
+            assert_eq!(
+                m.step(Input::Timeout {
+                    stage: Stage::Release,
+                    generation
+                }),
+                [Action::Release(Outcome::Call(result.clone()))]
+            );
+        }
+        assert_eq!(waits[0], RELEASE_RETRY_FIRST);
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*waits.last().unwrap(), RELEASE_RETRY_MAX);
+        assert_eq!(m.step(Input::Released), [Action::Stop]);
+        assert_eq!(m.stage, Stage::Done);
+    }
+
+    #[test]
+    fn a_recovered_release_is_deferred_too_and_gives_up_at_the_limit() {
+        let mut m = m();
+        m.step(Input::Start);
+        assert_eq!(m.step(Input::Recovered), [Action::ReleaseRecovered]);
+        let a = m.step(Input::ReleaseDeferred("x".into()));
+        let [Action::ArmTimer { generation, .. }] = a[..] else {
+            panic!("{a:?}");
+        };
+        assert_eq!(
+            m.step(Input::Timeout {
+                stage: Stage::Release,
+                generation
+            }),
+            [Action::ReleaseRecovered]
+        );
+        for _ in 1..RELEASE_RETRY_LIMIT {
+            assert!(matches!(
+                m.step(Input::ReleaseDeferred("x".into()))[..],
+                [Action::ArmTimer { .. }]
+            ));
+        }
+        assert_eq!(m.step(Input::ReleaseDeferred("x".into())), [Action::Stop]);
+        assert_eq!(m.stage, Stage::Done);
     }
 
     fn to_send(m: &mut Machine) -> u64 {
