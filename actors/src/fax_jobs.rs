@@ -276,9 +276,13 @@ impl JobsState {
                 break;
             }
         }
-        if self.retry_blocked {
+        // Rows whose number is blocked wait in the buffer: look again once the block ended
+        // (a whole second later than it, as the due timer counts whole seconds), and again
+        // after that while the number stays taken.
+        if self.retry_blocked || (!self.blocked.is_empty() && !self.buffer.is_empty()) {
             self.retry_blocked = false;
-            self.arm_due(myself, Some(faxd::time::now_gregorian() + 1));
+            let after = faxd::time::now_gregorian() + 1 + BLOCK.as_secs() as i64;
+            self.arm_due(myself, Some(after));
         }
         if self.book.in_flight() == 0 && self.buffer.is_empty() && self.next_due.is_none() {
             debug!(account_id = %self.account, "idle; stopping");
