@@ -101,7 +101,7 @@ impl Actor for FaxJobs {
             foreign_timer: None,
             config_watch: None,
         };
-        st.read_limit().await;
+        st.read_limit(true).await;
         st.recover().await?;
         Ok(st)
     }
@@ -150,7 +150,7 @@ impl Actor for FaxJobs {
         match msg {
             JobsMsg::Wake => {
                 st.stale = true;
-                st.read_limit().await;
+                st.read_limit(false).await;
                 st.check_foreign().await;
             }
             JobsMsg::WorkerDone { job_id } => {
@@ -173,16 +173,19 @@ impl Actor for FaxJobs {
 
 impl JobsState {
     /// (Re)reads the account's `max_outbound` (account → reseller → system). A lower limit
-    /// lets transmissions in flight finish; a higher one starts more at the next pass.
-    async fn read_limit(&mut self) {
-        let max = match self.env.ctx.sysconf.max_outbound(&self.account).await {
-            Ok(n) => n,
+    /// lets transmissions in flight finish; a higher one starts more at the next pass. When
+    /// it cannot be read, the limit in force stays (at start: the system value).
+    async fn read_limit(&mut self, at_start: bool) {
+        match self.env.ctx.sysconf.max_outbound(&self.account).await {
+            Ok(n) => self.book.max_outbound = n.max(1) as usize,
             Err(e) => {
-                warn!(account_id = %self.account, error = %e, "max_outbound unreadable; system value");
-                self.env.ctx.sysconf.fax().max_outbound
+                warn!(account_id = %self.account, error = %e, "max_outbound unreadable");
+                if at_start {
+                    self.book.max_outbound =
+                        self.env.ctx.sysconf.fax().max_outbound.max(1) as usize;
+                }
             }
-        };
-        self.book.max_outbound = max.max(1) as usize;
+        }
     }
 
     /// At start: locked jobs left by an earlier queue of this account on this node go back
