@@ -7,10 +7,11 @@
 //! per destination number. Each picked job is handed to a new fax_worker, which takes it
 //! with one rev-checked `pending → processing` save carrying its lease (the `locked` state
 //! of Kazoo's two-step lock and acquire is not used on this path; `locked` jobs left by
-//! other nodes or set by hand go back to `pending` when a queue starts). Wake-ups are pushed: fax_monitor casts `Wake` after changes
-//! to the faxes database, workers cast `WorkerDone`, and a timer (with a generation token)
-//! fires when the earliest not-yet-due job becomes due. The bookkeeping is in
-//! [`crate::job_book`].
+//! other nodes or set by hand go back to `pending` when a queue starts). Wake-ups are pushed:
+//! fax_monitor casts `Wake` after changes to the faxes database, and so does a watch of
+//! `system_config/fax` (every `Wake` reads `max_outbound` again, so a changed limit applies
+//! while jobs wait), workers cast `WorkerDone`, and a timer (with a generation token) fires
+//! when the earliest not-yet-due job becomes due. The bookkeeping is in [`crate::job_book`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -36,7 +37,8 @@ const BLOCK: Duration = Duration::from_secs(1);
 
 /// Messages of fax_jobs (local only).
 pub enum JobsMsg {
-    /// Jobs of this account may have become due (from fax_monitor).
+    /// Jobs of this account may have become due (from fax_monitor), or the fax config
+    /// changed: `max_outbound` is read again.
     Wake,
     /// A worker of this account ended, whatever the outcome.
     WorkerDone { job_id: String },
@@ -72,6 +74,9 @@ pub struct JobsState {
     /// for other nodes' transmissions again: a former leader's take that was written just
     /// before this node took over may become visible only after this queue started.
     recount_until: Option<Instant>,
+    /// Casts `Wake` when `system_config/fax` changes (an operator may raise or lower
+    /// `max_outbound` while jobs wait).
+    config_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[ractor::async_trait]
@@ -86,15 +91,8 @@ impl Actor for FaxJobs {
         (env, account): Self::Arguments,
     ) -> Result<JobsState, ActorProcessingErr> {
         let fax = env.ctx.sysconf.fax();
-        let max = match env.ctx.sysconf.max_outbound(&account).await {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(account_id = %account, error = %e, "max_outbound unreadable; system value");
-                fax.max_outbound
-            }
-        };
         let mut st = JobsState {
-            book: JobBook::new(max.max(1) as usize, fax.serialize_outbound_numbers),
+            book: JobBook::new(1, fax.serialize_outbound_numbers),
             env,
             account,
             buffer: VecDeque::new(),
@@ -106,8 +104,10 @@ impl Actor for FaxJobs {
             foreign: HashSet::new(),
             foreign_timer: None,
             recount_until: None,
+            config_watch: None,
         };
         st.recount_until = st.env.settings.leader.map(|l| Instant::now() + l.lease);
+        st.read_limit(true).await;
         st.recover().await?;
         Ok(st)
     }
@@ -117,6 +117,15 @@ impl Actor for FaxJobs {
         myself: ActorRef<JobsMsg>,
         st: &mut JobsState,
     ) -> Result<(), ActorProcessingErr> {
+        let mut config = st.env.ctx.sysconf.watch();
+        let me = myself.clone();
+        st.config_watch = Some(tokio::spawn(async move {
+            while config.changed().await.is_ok() {
+                if me.cast(JobsMsg::Wake).is_err() {
+                    return;
+                }
+            }
+        }));
         st.fill(&myself).await
     }
 
@@ -126,6 +135,9 @@ impl Actor for FaxJobs {
         st: &mut JobsState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(t) = st.foreign_timer.take() {
+            t.abort();
+        }
+        if let Some(t) = st.config_watch.take() {
             t.abort();
         }
         Ok(())
@@ -140,6 +152,7 @@ impl Actor for FaxJobs {
         match msg {
             JobsMsg::Wake => {
                 st.stale = true;
+                st.read_limit(false).await;
                 st.check_foreign().await;
             }
             JobsMsg::WorkerDone { job_id } => {
@@ -161,6 +174,22 @@ impl Actor for FaxJobs {
 }
 
 impl JobsState {
+    /// (Re)reads the account's `max_outbound` (account → reseller → system). A lower limit
+    /// lets transmissions in flight finish; a higher one starts more at the next pass. When
+    /// it cannot be read, the limit in force stays (at start: the system value).
+    async fn read_limit(&mut self, at_start: bool) {
+        match self.env.ctx.sysconf.max_outbound(&self.account).await {
+            Ok(n) => self.book.max_outbound = n.max(1) as usize,
+            Err(e) => {
+                warn!(account_id = %self.account, error = %e, "max_outbound unreadable");
+                if at_start {
+                    self.book.max_outbound =
+                        self.env.ctx.sysconf.fax().max_outbound.max(1) as usize;
+                }
+            }
+        }
+    }
+
     /// At start: locked jobs left by an earlier queue of this account on this node go back
     /// to pending; processing jobs whose worker still runs here count as in flight, and so
     /// do those of other nodes whose lease is alive (the limits are cluster-wide).
@@ -281,9 +310,13 @@ impl JobsState {
                 break;
             }
         }
-        if self.retry_blocked {
+        // Rows whose number is blocked wait in the buffer: look again once the block ended
+        // (a whole second later than it, as the due timer counts whole seconds), and again
+        // after that while the number stays taken.
+        if self.retry_blocked || (!self.blocked.is_empty() && !self.buffer.is_empty()) {
             self.retry_blocked = false;
-            self.arm_due(myself, Some(faxd::time::now_gregorian() + 1));
+            let after = faxd::time::now_gregorian() + 1 + BLOCK.as_secs() as i64;
+            self.arm_due(myself, Some(after));
         }
         if self.book.in_flight() == 0 && self.buffer.is_empty() && self.next_due.is_none() {
             debug!(account_id = %self.account, "idle; stopping");

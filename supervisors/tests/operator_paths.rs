@@ -1,0 +1,459 @@
+//! Paths an operator meets, on the real `faxd` binary with its loopback media engine (two
+//! real spandsp T.30 terminals per call), driven through the v2 API: a reschedule rule's
+//! step-down reaches the T.30 engine (the next attempt negotiates without ECM, at 9600 bit/s,
+//! over audio instead of T.38, as spandsp reports it); the outgoing detail shows the page
+//! spandsp is sending; raising `max_outbound` while faxes are queued takes effect at once and
+//! is never exceeded; one number faxed from two accounts gets one transmission at a time.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::Node;
+use serde_json::{Value, json};
+
+/// A node on its own data directory, with `extra` environment on top of the defaults.
+async fn start_node(dir: &Path, extra: &[(&str, &str)]) -> Node {
+    let path = dir.to_path_buf();
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut env = Node::env_for(&path);
+        env.extend(extra);
+        Node::start(&path, env)
+    })
+    .await
+    .expect("start faxd")
+}
+
+async fn stop_node(node: Node) {
+    tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
+        .await
+        .expect("stop faxd");
+}
+
+/// The v2 API as the first-start admin (a superduper admin) of the root account.
+struct Admin {
+    http: reqwest::Client,
+    api: String,
+    token: String,
+    account: String,
+}
+
+impl Admin {
+    async fn login(node: &Node, dir: &Path) -> Admin {
+        let http = reqwest::Client::new();
+        let api = node.url("/v2");
+        let creds = std::fs::read_to_string(dir.join("admin-credentials")).expect("credentials");
+        let get = |key: &str| {
+            creds
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+                .unwrap_or_else(|| panic!("{key} missing from admin-credentials"))
+        };
+        let r: Value = http
+            .put(format!("{api}/user_auth"))
+            .json(&json!({"data": {
+                "credentials": get("credentials"),
+                "account_name": get("account_name"),
+            }}))
+            .send()
+            .await
+            .expect("user_auth")
+            .json()
+            .await
+            .expect("user_auth answer");
+        Admin {
+            token: r["auth_token"].as_str().expect("auth_token").to_string(),
+            account: r["data"]["account_id"]
+                .as_str()
+                .expect("account_id")
+                .to_string(),
+            http,
+            api,
+        }
+    }
+
+    /// `method path` with a JSON envelope; the status and the JSON answer.
+    async fn call(&self, method: reqwest::Method, path: &str, data: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .header("X-Auth-Token", &self.token);
+        if let Some(d) = data {
+            req = req.json(&json!({ "data": d }));
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, v) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v["data"].clone()
+    }
+
+    /// Merges `sections` into `system_configs/fax`, as an operator changes a setting.
+    async fn patch_fax_config(&self, sections: Value) {
+        let (status, v) = self
+            .call(
+                reqwest::Method::PATCH,
+                "/system_configs/fax",
+                Some(sections),
+            )
+            .await;
+        assert_eq!(status, 200, "PATCH system_configs/fax: {v}");
+    }
+
+    /// Creates a child account of the admin's account; its id.
+    async fn child_account(&self, name: &str) -> String {
+        let (status, v) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("/accounts/{}", self.account),
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert!(status == 200 || status == 201, "create account: {v}");
+        v["data"]["id"].as_str().expect("account id").to_string()
+    }
+
+    /// Submits a fax TIFF of `pages` pages to `to` for `account` with extra job fields.
+    async fn submit(&self, account: &str, to: &str, pages: u32, extra: Value) -> String {
+        let mut meta = json!({"from_number": "+15551230000", "to_number": to, "retries": 1});
+        if let (Some(m), Some(e)) = (meta.as_object_mut(), extra.as_object()) {
+            m.extend(e.clone());
+        }
+        let tiff = faxd::outbound::docs::blank_tiff(pages);
+        let job = common::submit_fax(
+            &self.http,
+            &format!("{}/accounts/{account}/faxes", self.api),
+            &self.token,
+            &json!({ "data": meta }),
+            "image/tiff",
+            &tiff,
+        )
+        .await;
+        assert_eq!(job["status"], "pending", "{job}");
+        job["id"].as_str().expect("job id").to_string()
+    }
+
+    /// The queued job `id` of `account` (`None` once it left the queue).
+    async fn queued(&self, account: &str, id: &str) -> Option<Value> {
+        let (status, v) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/accounts/{account}/faxes/outgoing/{id}"),
+                None,
+            )
+            .await;
+        (status == 200).then(|| v["data"].clone())
+    }
+
+    /// Waits until job `id` of `account` is in the outbox; its document there.
+    async fn final_doc(&self, account: &str, id: &str, within: Duration) -> Value {
+        let faxes = format!("/accounts/{account}/faxes");
+        let outbox_id = common::poll_async("the fax in the outbox", within, || async {
+            let (status, list) = self
+                .call(reqwest::Method::GET, &format!("{faxes}/outbox"), None)
+                .await;
+            if status != 200 {
+                return None;
+            }
+            list["data"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f["id"].as_str())
+                .find(|x| x.ends_with(id))
+                .map(str::to_string)
+        })
+        .await;
+        self.get(&format!("{faxes}/outbox/{outbox_id}")).await
+    }
+}
+
+/// A fax number that reaches an answering fax machine of the virtual PSTN.
+fn answering(n: u32) -> String {
+    format!("+1415555{n:04}")
+}
+
+/// (started, finished) of the last attempt, unix ms, from `tx_result`.
+fn interval(doc: &Value) -> (i64, i64) {
+    let r = &doc["tx_result"];
+    (
+        r["started"].as_i64().expect("tx_result.started"),
+        r["finished"].as_i64().expect("tx_result.finished"),
+    )
+}
+
+/// Most intervals open at one instant (an end and a start at the same ms do not overlap).
+fn max_overlap(intervals: &[(i64, i64)]) -> usize {
+    let mut ev: Vec<(i64, i32)> = intervals
+        .iter()
+        .flat_map(|&(s, f)| [(s, 1), (f, -1)])
+        .collect();
+    ev.sort();
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in ev {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+fn now_ms() -> i64 {
+    faxd::time::now_unix_ms()
+}
+
+/// Files the simulated far ends wrote (one per answered call to a non-local number).
+fn far_end_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir.join("loopback"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("remote-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `+15550003xxx` far end receives page 1 and hangs up (T.30 code 49). The `dropped` rule
+/// steps the next attempt down; what spandsp negotiated on each attempt is in `tx_result`.
+/// One job asks for T.38, the other runs over G.711 audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_down_reaches_the_t30_engine_on_the_next_attempt() {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_node(dir.path(), &[]).await;
+    let admin = Admin::login(&node, dir.path()).await;
+    // retry-after leaves the first attempt's result readable for a few seconds.
+    admin
+        .patch_fax_config(json!({"default": {"reschedule": {"dropped": {
+            "compare-field": "fax_result_code", "compare-values": [49], "retry-after": 4,
+            "then": {"ecm": false, "max_rate": 9600, "t38": false}}}}}))
+        .await;
+    let a = admin.account.clone();
+    let t38_job = admin
+        .submit(
+            &a,
+            "+15550003101",
+            2,
+            json!({"retries": 2, "tx_options": {"t38": true}}),
+        )
+        .await;
+    let audio_job = admin
+        .submit(&a, "+15550003102", 2, json!({"retries": 2}))
+        .await;
+
+    // Both jobs run at once. Between its attempts a job is pending again with the first
+    // attempt's result (for `retry-after` seconds): record it for each.
+    let mut firsts: Vec<Option<Value>> = vec![None, None];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while firsts.iter().any(Option::is_none) {
+        for (id, seen) in [&t38_job, &audio_job].into_iter().zip(firsts.iter_mut()) {
+            if seen.is_none()
+                && let Some(job) = admin.queued(&a, id).await
+                && job["attempts"] == 1
+                && job["_read_only"]["status"] == "pending"
+            {
+                *seen = Some(job);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first attempts' results not seen: {firsts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for ((id, t38), first) in [(&t38_job, true), (&audio_job, false)]
+        .into_iter()
+        .zip(firsts.into_iter().flatten())
+    {
+        let tx = &first["tx_result"];
+        assert_eq!(tx["fax_result_code"], 49, "{first}");
+        assert_eq!(tx["transferred_pages"], 1, "{first}");
+        assert_eq!(tx["ecm_used"], true, "spandsp negotiated ECM first: {tx}");
+        assert_eq!(tx["transfer_rate"], 14_400, "V.17 first: {tx}");
+        assert_eq!(tx["t38_used"], t38, "{tx}");
+        assert_eq!(first["reschedule_rule"], "dropped", "{first}");
+        assert_eq!(
+            first["tx_options"],
+            json!({"ecm": false, "max_rate": 9600, "t38": false}),
+            "{first}"
+        );
+
+        let last = admin.final_doc(&a, id, Duration::from_secs(60)).await;
+        assert_eq!(last["attempts"], 2, "{last}");
+        assert_eq!(last["_read_only"]["status"], "failed", "{last}");
+        let tx = &last["tx_result"];
+        assert_eq!(tx["fax_result_code"], 49, "{last}");
+        assert_eq!(tx["transferred_pages"], 1, "the second attempt ran: {tx}");
+        assert_eq!(
+            tx["ecm_used"], false,
+            "spandsp negotiated without ECM: {tx}"
+        );
+        assert_eq!(tx["transfer_rate"], 9600, "V.29 at 9600: {tx}");
+        assert_eq!(tx["t38_used"], false, "stepped down to audio: {tx}");
+        assert!(interval(&last).0 > interval(&first).1, "{first} {last}");
+    }
+    // Four answered calls, each far end kept page 1.
+    assert_eq!(far_end_files(dir.path()).len(), 4);
+    stop_node(node).await;
+    eprintln!("step-down test: {:?}", started.elapsed());
+}
+
+/// In real line time a 3-page fax takes long enough to watch: the outgoing detail shows the
+/// send stage and the pages spandsp confirmed, page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_detail_shows_the_page_spandsp_is_sending() {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_node(dir.path(), &[("FAXD_LOOPBACK_LINE_TIME", "realtime")]).await;
+    let admin = Admin::login(&node, dir.path()).await;
+    let a = admin.account.clone();
+    let id = admin.submit(&a, &answering(1), 3, json!({})).await;
+
+    let live = |page: u64| {
+        let (admin, a, id) = (&admin, &a, &id);
+        async move {
+            common::poll_async(
+                &format!("live page {page}"),
+                Duration::from_secs(60),
+                || async move {
+                    let job = admin.queued(a, id).await?;
+                    let l = &job["live"];
+                    (l["stage"] == "send" && l["page"].as_u64() >= Some(page)).then_some(job)
+                },
+            )
+            .await
+        }
+    };
+    let first = live(1).await;
+    assert_eq!(first["live"]["total_pages"], 3, "{first}");
+    assert_eq!(first["_read_only"]["status"], "processing", "{first}");
+    let text = first["status"].as_str().unwrap_or_default();
+    assert!(text.contains("of 3"), "live status text: {first}");
+    // Still on the line: the far end has not finished receiving.
+    assert!(first.get("tx_result").is_none(), "{first}");
+    let second = live(2).await;
+    assert!(second["live"]["page"].as_u64() >= Some(2), "{second}");
+    let last = admin.final_doc(&a, &id, Duration::from_secs(60)).await;
+    assert_eq!(last["tx_result"]["transferred_pages"], 3, "{last}");
+    // In real time the call lasted as long as a fax line needs (seconds, not milliseconds).
+    let (s, f) = interval(&last);
+    assert!(f - s >= 5_000, "{} ms on the line", f - s);
+    stop_node(node).await;
+    eprintln!("live page test: {:?}", started.elapsed());
+}
+
+/// Five faxes queued at `max_outbound` 1; while the first is on the line (real line time)
+/// the operator raises the limit to 3 through `system_configs/fax`. More transmissions start
+/// at once — before the first one ends — and never more than 3 run together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_max_outbound_takes_effect_while_faxes_are_queued() {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_node(dir.path(), &[("FAXD_LOOPBACK_LINE_TIME", "realtime")]).await;
+    let admin = Admin::login(&node, dir.path()).await;
+    admin
+        .patch_fax_config(json!({"default": {"max_outbound": 1}}))
+        .await;
+    let a = admin.account.clone();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(admin.submit(&a, &answering(100 + n), 1, json!({})).await);
+    }
+    // One transmission on the line, the others waiting.
+    common::poll_async("a fax on the line", Duration::from_secs(60), || async {
+        let mut sending = 0;
+        for id in &ids {
+            let job = admin.queued(&a, id).await?;
+            if job["live"]["stage"] == "send" || job["live"]["stage"] == "negotiate" {
+                sending += 1;
+            }
+        }
+        (sending == 1).then_some(())
+    })
+    .await;
+    let before = now_ms();
+    admin
+        .patch_fax_config(json!({"default": {"max_outbound": 3}}))
+        .await;
+
+    let mut iv = Vec::new();
+    for id in &ids {
+        let doc = admin.final_doc(&a, id, Duration::from_secs(90)).await;
+        assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
+        iv.push(interval(&doc));
+    }
+    iv.sort();
+    let early: Vec<_> = iv.iter().copied().filter(|i| i.0 < before).collect();
+    assert_eq!(early.len(), 1, "at max_outbound 1 one fax started: {iv:?}");
+    let peak = max_overlap(&iv);
+    assert_eq!(peak, 3, "the raised limit is used and not exceeded: {iv:?}");
+    // The change applied at once, not when the first transmission ended.
+    assert!(
+        iv[1].0 < early[0].1 && iv[2].0 < early[0].1,
+        "no new transmission while the first was on the line: {iv:?}"
+    );
+    stop_node(node).await;
+    eprintln!("max_outbound test: {:?}", started.elapsed());
+}
+
+/// Two accounts fax the same number, all four jobs due at the same second (`send_at`), with
+/// `serialize_outbound_numbers` on: the calls to that number never overlap and all complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_number_from_two_accounts_gets_one_transmission_at_a_time() {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_node(dir.path(), &[]).await;
+    let admin = Admin::login(&node, dir.path()).await;
+    admin
+        .patch_fax_config(json!({"default": {"serialize_outbound_numbers": true}}))
+        .await;
+    let first = admin.account.clone();
+    let second = admin.child_account("second tenant").await;
+    let to = answering(200);
+    let at = now_ms() / 1000 + 5;
+    let mut jobs = Vec::new();
+    for account in [&first, &second, &first, &second] {
+        let id = admin.submit(account, &to, 2, json!({"send_at": at})).await;
+        jobs.push((account.clone(), id));
+    }
+    assert!(
+        now_ms() < at * 1000,
+        "submitting took too long for the test"
+    );
+    let mut iv = Vec::new();
+    for (account, id) in &jobs {
+        let doc = admin.final_doc(account, id, Duration::from_secs(60)).await;
+        assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
+        assert_eq!(doc["tx_result"]["transferred_pages"], 2, "{doc}");
+        iv.push(interval(&doc));
+    }
+    assert!(
+        iv.iter().all(|i| i.0 >= at * 1000),
+        "send_at honoured: {iv:?}"
+    );
+    iv.sort();
+    for w in iv.windows(2) {
+        assert!(w[1].0 >= w[0].1, "two transmissions to {to} at once: {w:?}");
+    }
+    // The account that found the number taken tried again within seconds (the safety sweep
+    // runs once a minute).
+    let done = iv.iter().map(|i| i.1).max().unwrap_or(0);
+    assert!(
+        done - at * 1000 < 20_000,
+        "the four calls took {} ms after send_at: {iv:?}",
+        done - at * 1000
+    );
+    assert_eq!(far_end_files(dir.path()).len(), 4);
+    stop_node(node).await;
+    eprintln!("two accounts test: {:?}", started.elapsed());
+}
