@@ -298,7 +298,7 @@ async fn read_submission(
     } else {
         state.options.max_upload_bytes
     };
-    let body = read_body(payload, limit).await?;
+    let body = read_body(req, payload, limit, state.body_timeout()).await?;
     let (env, document) = if is_json(&mt) {
         (parse_envelope(&body)?, None)
     } else if multipart {
