@@ -106,15 +106,19 @@ impl NodeEventSubscription for Events {
     }
 }
 
-/// Accepts connections for the door until aborted; after a failed accept it waits (10 ms,
-/// doubling up to 1 s) so that a full descriptor table cannot make it spin.
-async fn accept_loop(listener: TcpListener, door: ActorRef<DoorMsg>) {
+/// Accepts connections on `listener` and gives each to `take` until it returns `false`.
+/// After a failed accept (EMFILE when the descriptor table is full) it waits, 10 ms doubling
+/// up to 1 s, instead of retrying at once, and logs at most three lines per 10 s.
+pub async fn accept_with_backoff(
+    listener: &TcpListener,
+    mut take: impl FnMut(TcpStream, SocketAddr) -> bool,
+) {
     let mut backoff = Duration::ZERO;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
-                if door.cast(DoorMsg::Accepted(stream, peer)).is_err() {
+                if !take(stream, peer) {
                     return;
                 }
             }
@@ -128,6 +132,13 @@ async fn accept_loop(listener: TcpListener, door: ActorRef<DoorMsg>) {
             }
         }
     }
+}
+
+async fn accept_loop(listener: TcpListener, door: ActorRef<DoorMsg>) {
+    accept_with_backoff(&listener, |stream, peer| {
+        door.cast(DoorMsg::Accepted(stream, peer)).is_ok()
+    })
+    .await;
 }
 
 #[ractor::async_trait]

@@ -77,6 +77,8 @@ pub struct Node {
     pub cluster: String,
     pub env: Vec<(String, String)>,
     pub stdout: Arc<Mutex<String>>,
+    /// Lines the node wrote to stderr (its log) so far.
+    pub log_lines: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Node {
@@ -99,7 +101,35 @@ impl Node {
 
     /// Starts `faxd serve` with `env` and waits until `/healthz` answers 200.
     pub fn start(data_dir: &Path, env: Vec<(String, String)>) -> Node {
+        Self::start_with_fd_limit(data_dir, env, None)
+    }
+
+    /// Like [`Node::start`], with `RLIMIT_NOFILE` (soft and hard) set to `nofile` in the
+    /// child before it runs faxd.
+    pub fn start_with_fd_limit(
+        data_dir: &Path,
+        env: Vec<(String, String)>,
+        nofile: Option<u64>,
+    ) -> Node {
         let mut cmd = Command::new(FAXD);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads `lim`, copied into the
+            // closure; nothing is allocated between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd.arg("serve")
             .env_remove("FAXD_LOG")
             .stdin(Stdio::null())
@@ -121,8 +151,11 @@ impl Node {
             }
         });
         let err = child.stderr.take().expect("stderr");
+        let log_lines = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = log_lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 eprintln!("[faxd] {line}");
             }
         });
@@ -139,6 +172,7 @@ impl Node {
             cluster: get("FAXD_CLUSTER_LISTEN"),
             env,
             stdout,
+            log_lines,
         };
         node.wait_healthy();
         node
