@@ -261,8 +261,11 @@ struct Submission {
     document: Option<Document>,
 }
 
+/// The job (JSON part) and the document of a multipart submission. The JSON part has the
+/// cap of a JSON body (`json_limit`), whatever the cap of the whole upload.
 fn document_part(
     parts: Vec<multipart::Part>,
+    json_limit: u64,
 ) -> Result<(Option<request::Envelope>, Option<Document>), ApiError> {
     let mut env = None;
     let mut doc = None;
@@ -270,6 +273,9 @@ fn document_part(
         let json_like = p.content_type == "application/json"
             || (p.content_type.is_empty() && p.body.first() == Some(&b'{'));
         if json_like && env.is_none() {
+            if p.body.len() as u64 > json_limit {
+                return Err(ApiError::TooLarge(json_limit));
+            }
             env = Some(parse_envelope(&p.body)?);
         } else if doc.is_none() && !p.body.is_empty() {
             let ct = intake::effective_type(&p.content_type, &p.body)
@@ -312,7 +318,7 @@ async fn read_submission(
         })?;
         let parts = multipart::parse(&body, &boundary)
             .map_err(|m| ApiError::field("multipart", "invalid", m))?;
-        let (env, doc) = document_part(parts)?;
+        let (env, doc) = document_part(parts, state.options.max_body_bytes)?;
         (env.unwrap_or_default(), doc)
     } else {
         // A raw document; the job's fields come from the query string.
