@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing::subscriber::Interest;
-use tracing::{Event, Level, Metadata};
+use tracing::{Level, Metadata};
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -41,8 +41,8 @@ pub fn init(level: &str) {
 pub struct RepeatLimit {
     burst: u32,
     interval: Duration,
-    /// Keyed by the address of a call site's static metadata.
-    sites: Mutex<HashMap<usize, Window>>,
+    /// Keyed by [`site_key`].
+    sites: Mutex<HashMap<u64, Window>>,
 }
 
 struct Window {
@@ -66,7 +66,7 @@ impl RepeatLimit {
 
     /// Whether the site may log now; also returns how many lines were held back in the
     /// window that just ended (to be reported).
-    fn admit(&self, site: usize, now: Instant) -> (bool, u64) {
+    fn admit(&self, site: u64, now: Instant) -> (bool, u64) {
         let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
         let w = sites.entry(site).or_insert(Window {
             start: now,
@@ -89,22 +89,30 @@ impl RepeatLimit {
     }
 }
 
+/// A call site: where the line is written (records bridged from the `log` crate have no
+/// static metadata of their own, so the address of the metadata cannot serve).
+fn site_key(meta: &Metadata<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        meta.target(),
+        meta.file(),
+        meta.line(),
+        meta.level().as_str(),
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+// The decision is made in `enabled` (asked once per event, with `Interest::sometimes`), not in
+// `event_enabled`: a per-layer filter that refuses in `event_enabled` leaves tracing's
+// per-thread filter state unbalanced.
 impl<S> Filter<S> for RepeatLimit {
-    fn enabled(&self, _meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
-        true
-    }
-
-    fn callsite_enabled(&self, _meta: &'static Metadata<'static>) -> Interest {
-        Interest::always()
-    }
-
-    fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
-        let meta = event.metadata();
-        if !Self::limited(meta) {
+    fn enabled(&self, meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
+        if !meta.is_event() || !Self::limited(meta) {
             return true;
         }
-        let site = std::ptr::from_ref(meta) as usize;
-        let (pass, held_back) = self.admit(site, Instant::now());
+        let (pass, held_back) = self.admit(site_key(meta), Instant::now());
         if held_back > 0 {
             // Written beside the subscriber (not through it): a filter must not log.
             eprintln!(
@@ -117,6 +125,10 @@ impl<S> Filter<S> for RepeatLimit {
             );
         }
         pass
+    }
+
+    fn callsite_enabled(&self, _meta: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
     }
 }
 

@@ -104,19 +104,19 @@ impl Node {
         Self::start_with_fd_limit(data_dir, env, None)
     }
 
-    /// Like [`Node::start`], with `RLIMIT_NOFILE` (soft and hard) set to `nofile` in the
-    /// child before it runs faxd.
+    /// Like [`Node::start`], with `RLIMIT_NOFILE` set to `nofile` (soft, hard) in the child
+    /// before it runs faxd.
     pub fn start_with_fd_limit(
         data_dir: &Path,
         env: Vec<(String, String)>,
-        nofile: Option<u64>,
+        nofile: Option<(u64, u64)>,
     ) -> Node {
         let mut cmd = Command::new(FAXD);
-        if let Some(n) = nofile {
+        if let Some((soft, hard)) = nofile {
             use std::os::unix::process::CommandExt;
             let lim = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
+                rlim_cur: soft,
+                rlim_max: hard,
             };
             // SAFETY: setrlimit is async-signal-safe and only reads `lim`, copied into the
             // closure; nothing is allocated between fork and exec.
