@@ -2,8 +2,10 @@
 //! accepting fails, e.g. with EMFILE, instead of retrying at once), admits at most
 //! `max_connections_per_address` per address and `max_connections` in all, hands the admitted
 //! ones to the NodeServer, and closes every session that has not authenticated within
-//! `handshake_timeout_s`. Spawned by `cluster::spawn_node`, linked to the NodeServer (it ends
-//! with it); it stops its accept task in `post_stop`.
+//! `handshake_timeout_s`. It stands where Erlang's distribution listener (epmd/inet_tcp_dist)
+//! stands for Kazoo. Spawned by `cluster::spawn_node`, linked to the NodeServer and never
+//! restarted on its own: it ends with the NodeServer (which fax_sup restarts, permanent), and
+//! its accept task is aborted however it ends.
 //!
 //! The NodeServer keeps a listener of its own (ractor_cluster has no way to go without one);
 //! it is bound to an ephemeral port of the same address that is announced nowhere, and the
@@ -11,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use faxd::conn_limit::{ConnLimiter, Slot};
 use faxd::log_throttle::Throttle;
@@ -74,8 +76,10 @@ pub struct DoorState {
     node: ActorRef<NodeServerMessage>,
     limits: DoorLimits,
     limiter: ConnLimiter,
-    /// Admitted connections handed to the NodeServer whose session has not opened yet.
-    handed: HashMap<SocketAddr, Slot>,
+    /// Admitted connections handed to the NodeServer whose session has not opened yet, and
+    /// when they were handed (a place is freed if no session opens within the handshake
+    /// time).
+    handed: HashMap<SocketAddr, (Slot, Instant)>,
     sessions: HashMap<ActorId, Session>,
     accept_task: AcceptTask,
 }
@@ -220,6 +224,10 @@ impl Actor for ClusterDoor {
 
 impl DoorState {
     fn accepted(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let now = Instant::now();
+        let stale = self.limits.handshake_timeout;
+        self.handed
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
         let slot = match self.limiter.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(why) => {
@@ -243,13 +251,13 @@ impl DoorState {
             is_server: true,
         };
         if self.node.cast(opened).is_ok() {
-            self.handed.insert(peer, slot);
+            self.handed.insert(peer, (slot, now));
         }
     }
 
     fn opened(&mut self, myself: &ActorRef<DoorMsg>, ses: NodeServerSessionInformation) {
         let peer: Option<SocketAddr> = ses.peer_addr.parse().ok();
-        let mut slot = peer.and_then(|p| self.handed.remove(&p));
+        let mut slot = peer.and_then(|p| self.handed.remove(&p)).map(|(s, _)| s);
         if slot.is_none() && ses.is_server {
             // Came through the NodeServer's own listener: the same limits apply.
             match peer.map(|p| self.limiter.admit(p.ip())) {
