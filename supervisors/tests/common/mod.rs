@@ -77,8 +77,8 @@ pub struct Node {
     pub cluster: String,
     pub env: Vec<(String, String)>,
     pub stdout: Arc<Mutex<String>>,
-    /// Lines the node wrote to stderr (its log) so far.
-    pub log_lines: Arc<std::sync::atomic::AtomicUsize>,
+    /// Everything the node logged (stderr), also echoed to the test's stderr.
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Node {
@@ -151,12 +151,15 @@ impl Node {
             }
         });
         let err = child.stderr.take().expect("stderr");
-        let log_lines = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = log_lines.clone();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let log = stderr.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 eprintln!("[faxd] {line}");
+                if let Ok(mut s) = log.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
             }
         });
         let get = |k: &str| {
@@ -172,7 +175,7 @@ impl Node {
             cluster: get("FAXD_CLUSTER_LISTEN"),
             env,
             stdout,
-            log_lines,
+            stderr,
         };
         node.wait_healthy();
         node
