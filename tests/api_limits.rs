@@ -23,6 +23,15 @@ async fn the_json_part_of_a_submission_has_the_json_cap() {
     let api = Api::start(store, dir, options()).await;
     let a = api.root_tenant().await;
     let path = format!("/v2/accounts/{}/faxes/outgoing", a.id);
+    // The caller id is a number of the account.
+    let r = api
+        .put(
+            &format!("/v2/accounts/{}/callflows", a.id),
+            &a.token,
+            json!({"numbers": ["+14155550100"], "flow": {"module": "receive_fax", "data": {}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let job = |notes: usize| {
         json!({"to_number": "+14155550199", "from_number": "+14155550100",
                "notes": "n".repeat(notes)})
@@ -71,7 +80,7 @@ async fn faxboxes_are_bounded_and_listed_as_summaries() {
         .put(
             &base,
             &a.token,
-            json!({"name": "Sales", "caller_id": "+14155550100", "flags": ["x"],
+            json!({"name": "Sales", "caller_name": "ACME Sales", "flags": ["x"],
                    "notes": "k".repeat(20_000),
                    "notifications": {"outbound": {"email": {"send_to": ["ops@example.com"]}}}}),
         )
@@ -85,7 +94,7 @@ async fn faxboxes_are_bounded_and_listed_as_summaries() {
     assert_eq!(row["id"], id.as_str());
     assert_eq!(row["name"], "Sales");
     assert_eq!(row["flags"], json!(["x"]));
-    assert_eq!(row["caller_id"], "+14155550100");
+    assert_eq!(row["caller_name"], "ACME Sales");
     assert!(row["created"].is_i64(), "{row}");
     assert!(row["smtp_email_address"].is_string(), "{row}");
     assert!(row.get("notes").is_none(), "{row}");
