@@ -19,12 +19,19 @@ use crate::ids::{AccountId, Db};
 /// Reads a request body, refusing more than `limit` bytes with a 413 (at once when the
 /// declared `Content-Length` is over it) and a body that stalls longer than `idle` with a
 /// 408. Either way the body is left unread and the server closes the connection.
-pub async fn read_body(
+///
+/// Any body stream will do: a handler's `web::Payload` or a middleware's `dev::Payload`
+/// (a middleware that reads the body must read it through here, or it is a door without a
+/// deadline).
+pub async fn read_body<S>(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    mut payload: S,
     limit: u64,
     idle: Duration,
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin,
+{
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)

@@ -218,11 +218,51 @@ async fn stalled_bodies_are_cut_and_one_address_gets_only_its_share() {
     );
 }
 
+/// Creates an account with `faxd sup` and logs its admin in: (account id, token).
+async fn tenant(node: &Node, api: SocketAddr) -> (String, String) {
+    let (code, out, err) = node.sup(
+        &[
+            "crossbar_maintenance",
+            "create_account",
+            "Doors",
+            "doors.example.com",
+            "boss",
+            "s3cret",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (md5, _) = faxd::auth::login_digests("boss", "s3cret");
+    let body = format!(r#"{{"data":{{"credentials":"{md5}","account_name":"Doors"}}}}"#);
+    let mut s = TcpStream::connect(api).await.unwrap();
+    let req = format!(
+        "PUT /v2/user_auth HTTP/1.1\r\nHost: faxd\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let (status, body) = answer(&mut s, Duration::from_secs(10))
+        .await
+        .expect("login");
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (
+        v["data"]["account_id"].as_str().unwrap().to_string(),
+        v["auth_token"].as_str().unwrap().to_string(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_oversized_body_is_refused_at_once() {
-    let (_dir, node) = node_with(&[("FAXD_API_MAX_UPLOAD_BYTES", "1000000")], None);
+    let (_dir, node) = node_with(
+        &[
+            ("FAXD_API_MAX_UPLOAD_BYTES", "1000000"),
+            ("FAXD_API_BODY_TIMEOUT_S", "1"),
+        ],
+        None,
+    );
     let api = addr(&node.api);
-    let account = "0123456789abcdef0123456789abcdef";
+    let (account, token) = tenant(&node, api).await;
     let cases = [
         (
             format!("/v2/accounts/{account}/faxes/outgoing"),
@@ -231,7 +271,7 @@ async fn a_declared_oversized_body_is_refused_at_once() {
             1_000_000u64,
         ),
         (
-            "/v2/user_auth".to_string(),
+            format!("/v2/accounts/{account}/faxboxes"),
             "application/json",
             9_000_000,
             8_000_000,
@@ -240,7 +280,8 @@ async fn a_declared_oversized_body_is_refused_at_once() {
     for (path, ct, declared, limit) in cases {
         let mut s = TcpStream::connect(api).await.unwrap();
         let head = format!(
-            "PUT {path} HTTP/1.1\r\nHost: faxd\r\nContent-Type: {ct}\r\nContent-Length: {declared}\r\n\r\n"
+            "PUT {path} HTTP/1.1\r\nHost: faxd\r\nX-Auth-Token: {token}\r\nContent-Type: {ct}\r\n\
+             Content-Length: {declared}\r\n\r\n"
         );
         s.write_all(head.as_bytes()).await.unwrap();
         // Nothing of the body is sent: the answer must not wait for it.
@@ -259,6 +300,18 @@ async fn a_declared_oversized_body_is_refused_at_once() {
         assert_eq!(v["error"], "413");
         assert_eq!(v["data"]["file"]["maxSize"]["target"], limit, "{path}");
     }
+    // A stalled JSON body on a route that needs a token, sent without the token header (so
+    // the token could be in the body): cut at the deadline too.
+    let mut s = TcpStream::connect(api).await.unwrap();
+    let head = format!(
+        "PUT /v2/accounts/{account}/faxboxes HTTP/1.1\r\nHost: faxd\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (status, body) = answer(&mut s, Duration::from_secs(15))
+        .await
+        .expect("a stalled body without a token header is never answered");
+    assert_eq!(status, 408, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
