@@ -11,6 +11,7 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::mpsc;
 
+use crate::cluster_door::{ClusterDoor, DoorArgs, DoorLimits};
 use crate::fax_maintenance::{MAINTENANCE_GROUP, MaintenanceMsg, SupReply};
 
 /// Registered name of the NodeServer.
@@ -24,22 +25,41 @@ fn name_and_host(node: &str) -> (String, String) {
     }
 }
 
-/// Starts the NodeServer linked to `sup`, then connects to the configured seeds.
+/// Starts the NodeServer linked to `sup` and its door on the cluster port (see
+/// [`crate::cluster_door`]), then connects to the configured seeds.
 pub async fn spawn_node(ctx: NodeContext, sup: ActorCell) -> Result<ActorCell, SpawnErr> {
-    let listen: SocketAddr = ctx.config.cluster.listen.parse().map_err(|e| {
-        SpawnErr::StartupFailed(
-            format!("[cluster] listen '{}': {e}", ctx.config.cluster.listen).into(),
-        )
+    let cfg = &ctx.config.cluster;
+    let listen: SocketAddr = cfg.listen.parse().map_err(|e| {
+        SpawnErr::StartupFailed(format!("[cluster] listen '{}': {e}", cfg.listen).into())
+    })?;
+    // Bound before anything starts, so that a taken port fails the start.
+    let door_listener = std::net::TcpListener::bind(listen).map_err(|e| {
+        SpawnErr::StartupFailed(format!("cluster cannot listen on {listen}: {e}").into())
     })?;
     let cookie = ctx
         .config
         .cookie(true)
         .map_err(|e| SpawnErr::StartupFailed(e.to_string().into()))?;
     let (name, host) = name_and_host(ctx.node());
-    let server = NodeServer::new(listen.port(), cookie, name, host, None, None)
-        .with_listen_addr(listen.ip());
+    // The NodeServer's own listener: an ephemeral port, announced nowhere (the door is the
+    // cluster port).
+    let server = NodeServer::new(0, cookie, name, host, None, None).with_listen_addr(listen.ip());
     let (node, _) = Actor::spawn_linked(Some(CLUSTER.to_string()), server, (), sup).await?;
-    for seed in &ctx.config.cluster.seeds {
+    let limits = DoorLimits {
+        handshake_timeout: Duration::from_secs(cfg.handshake_timeout_s.max(1)),
+        per_address: cfg.max_connections_per_address,
+        total: faxd::conn_limit::fd_budget(cfg.max_connections, 0.25),
+    };
+    let door = DoorArgs {
+        listener: door_listener,
+        node: node.clone(),
+        limits,
+    };
+    if let Err(e) = Actor::spawn_linked(None, ClusterDoor, door, node.get_cell()).await {
+        node.stop(Some("cluster door failed to start".into()));
+        return Err(e);
+    }
+    for seed in &cfg.seeds {
         if let Err(e) = ractor_cluster::client_connect(&node, seed.as_str()).await {
             tracing::warn!(%seed, error = %e, "cannot reach cluster seed");
         }

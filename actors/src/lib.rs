@@ -4,6 +4,7 @@
 
 pub mod api_server;
 pub mod cluster;
+pub mod cluster_door;
 pub mod fax_jobs;
 pub mod fax_maintenance;
 pub mod fax_monitor;

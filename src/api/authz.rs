@@ -38,8 +38,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, web};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::request::{self, Caller};
@@ -203,8 +201,8 @@ async fn authorize(req: &mut ServiceRequest, access: Access) -> Result<(), ApiEr
         .ok_or_else(|| ApiError::Fault("API state missing".into()))?;
     let token = match request::token_of(req.request(), None) {
         Some(t) => t,
-        None => token_in_body(req, state.options.max_body_bytes)
-            .await
+        None => token_in_body(req, &state)
+            .await?
             .ok_or(ApiError::InvalidCredentials)?,
     };
     let caller = request::check_token(&state, &token).await?;
@@ -231,22 +229,30 @@ async fn authorize(req: &mut ServiceRequest, access: Access) -> Result<(), ApiEr
 }
 
 /// The `auth_token` of a JSON envelope body, for clients that send the token there. The body
-/// is read (within `limit`) and put back for the handler; a body that is not JSON, too large
-/// or unreadable carries no token.
-async fn token_in_body(req: &mut ServiceRequest, limit: u64) -> Option<String> {
+/// is read like a handler reads it (within the JSON cap and the body deadline) and put back
+/// for the handler; a body that is not JSON, or over the cap, carries no token.
+async fn token_in_body(
+    req: &mut ServiceRequest,
+    state: &ApiState,
+) -> Result<Option<String>, ApiError> {
     if !request::is_json(&request::media_type(req.request())) {
-        return None;
+        return Ok(None);
     }
-    let mut payload = req.take_payload();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.ok()?;
-        if (buf.len() + chunk.len()) as u64 > limit {
-            return None;
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    let body: Bytes = buf.freeze();
+    let payload = req.take_payload();
+    // Too large or malformed: no token can be read from it, so the caller is not
+    // authenticated (401 comes before any statement about the body). A stalled body is 408.
+    let body = match request::read_body(
+        req.request(),
+        payload,
+        state.options.max_body_bytes,
+        state.body_timeout(),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(e @ ApiError::BodyTimeout(_)) => return Err(e),
+        Err(_) => return Ok(None),
+    };
     let token = request::parse_envelope(&body)
         .ok()
         .and_then(|env| {
@@ -257,7 +263,7 @@ async fn token_in_body(req: &mut ServiceRequest, limit: u64) -> Option<String> {
         })
         .filter(|t| !t.is_empty());
     req.set_payload(actix_web::dev::Payload::from(body));
-    token
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -282,6 +282,9 @@ pub enum ApiError {
     },
     #[error("payload too large")]
     TooLarge(u64),
+    /// The request body stalled longer than the limit (seconds): 408, connection closed.
+    #[error("request timeout")]
+    BodyTimeout(u64),
     #[error("unsupported media type")]
     UnsupportedMediaType(String),
     /// A document whose content cannot be faxed or is not what its label says: 415.
@@ -413,6 +416,11 @@ impl ApiError {
                     "message": format!("Payload or Files must not be more than {limit} bytes"),
                     "target": limit,
                 }}}),
+            ),
+            ApiError::BodyTimeout(secs) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                json!({"message": format!("the request body stalled for more than {secs} s")}),
             ),
             ApiError::UnsupportedMediaType(ct) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -158,8 +158,37 @@ async fn save_both(
     Ok(saved)
 }
 
+/// Fields of a faxbox listing row: Kazoo's `faxbox/crossbar_listing` value (`id`, `name`,
+/// `created`, `flags`), the exposed addresses, and the short settings a faxbox picker shows.
+/// Whole documents (notifications, permission lists, unknown keys) come from `GET` of one.
+const ROW_FIELDS: [&str; 11] = [
+    "name",
+    "created",
+    "flags",
+    "smtp_email_address",
+    "custom_smtp_email_address",
+    "caller_name",
+    "caller_id",
+    "fax_header",
+    "fax_identity",
+    "owner_id",
+    "retries",
+];
+
+fn row(d: &Value) -> Value {
+    let full = view(d);
+    let mut row = Map::new();
+    row.insert("id".into(), d.get("_id").cloned().unwrap_or(Value::Null));
+    for k in ROW_FIELDS {
+        if let Some(v) = full.get(k) {
+            row.insert(k.into(), v.clone());
+        }
+    }
+    Value::Object(row)
+}
+
 async fn list(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    respond_account_listing(&req, &state, "faxbox", |d| request::public(&view(d))).await
+    respond_account_listing(&req, &state, "faxbox", row).await
 }
 
 async fn create(

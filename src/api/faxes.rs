@@ -260,8 +260,11 @@ struct Submission {
     document: Option<Document>,
 }
 
+/// The job (JSON part) and the document of a multipart submission. The JSON part has the
+/// cap of a JSON body (`json_limit`), whatever the cap of the whole upload.
 fn document_part(
     parts: Vec<multipart::Part>,
+    json_limit: u64,
 ) -> Result<(Option<request::Envelope>, Option<Document>), ApiError> {
     let mut env = None;
     let mut doc = None;
@@ -269,6 +272,9 @@ fn document_part(
         let json_like = p.content_type == "application/json"
             || (p.content_type.is_empty() && p.body.first() == Some(&b'{'));
         if json_like && env.is_none() {
+            if p.body.len() as u64 > json_limit {
+                return Err(ApiError::TooLarge(json_limit));
+            }
             env = Some(parse_envelope(&p.body)?);
         } else if doc.is_none() && !p.body.is_empty() {
             let ct = intake::effective_type(&p.content_type, &p.body)
@@ -297,7 +303,7 @@ async fn read_submission(
     } else {
         state.options.max_upload_bytes
     };
-    let body = read_body(payload, limit).await?;
+    let body = read_body(req, payload, limit, state.body_timeout()).await?;
     let (env, document) = if is_json(&mt) {
         (parse_envelope(&body)?, None)
     } else if multipart {
@@ -311,7 +317,7 @@ async fn read_submission(
         })?;
         let parts = multipart::parse(&body, &boundary)
             .map_err(|m| ApiError::field("multipart", "invalid", m))?;
-        let (env, doc) = document_part(parts)?;
+        let (env, doc) = document_part(parts, state.options.max_body_bytes)?;
         (env.unwrap_or_default(), doc)
     } else {
         // A raw document; the job's fields come from the query string.

@@ -14,6 +14,9 @@ use crate::store::{CreatedRange, Cursor, Page};
 
 /// Default page size (`crossbar.pagination_page_size`).
 pub const PAGE_SIZE: usize = 50;
+/// Largest page a client may ask for; a larger `page_size` gets pages of this size (and a
+/// `next_start_key`), so no request makes the node build an unbounded answer.
+pub const MAX_PAGE_SIZE: usize = 500;
 /// Largest created range of MODB listings (`crossbar.maximum_range`), seconds.
 pub const MAXIMUM_RANGE: i64 = 2_682_000;
 /// Rows returned at most with `paginate=false`.
@@ -38,7 +41,8 @@ impl Paging {
             .get("page_size")
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|n| *n > 0)
-            .unwrap_or(PAGE_SIZE);
+            .unwrap_or(PAGE_SIZE)
+            .min(MAX_PAGE_SIZE);
         let greg = |k: &str| -> Result<Option<i64>, ApiError> {
             match q.get(k) {
                 None => Ok(None),
@@ -290,5 +294,14 @@ mod tests {
         p.start_key = next;
         let (page, next) = page_in_memory(rows, &p);
         assert_eq!((page, next), (vec![json!(0)], None));
+    }
+
+    #[test]
+    fn page_size_is_capped() {
+        let mut q = HashMap::new();
+        q.insert("page_size".to_string(), "100000000".to_string());
+        assert_eq!(Paging::from_query(&q).unwrap().page_size, MAX_PAGE_SIZE);
+        q.insert("page_size".to_string(), "7".to_string());
+        assert_eq!(Paging::from_query(&q).unwrap().page_size, 7);
     }
 }

@@ -5,6 +5,7 @@
 pub mod about;
 pub mod accept;
 pub mod accounts;
+pub mod admission;
 pub mod authz;
 pub mod callflows;
 pub mod envelope;
@@ -80,6 +81,11 @@ impl ApiState {
             options,
             token_key: OnceCell::new(),
         }
+    }
+
+    /// Longest pause allowed while a request body arrives.
+    pub fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.options.body_timeout_s.max(1))
     }
 
     /// The cluster's token signing key (read once from the store).
@@ -173,16 +179,30 @@ async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
 
 /// Builds the HTTP server on an already bound listener (so a taken port is reported by the
 /// caller before anything starts). Signals are left to the supervision tree.
+///
+/// Every door has a deadline and a bound: the request head must arrive within
+/// `header_timeout_s`, a body may not stall longer than `body_timeout_s` (see
+/// [`request::read_body`]), a client address holds at most `max_connections_per_address`
+/// connections, and the server holds at most `max_connections`, but never more than half of
+/// the descriptors the process may open.
 pub fn server(
     state: Arc<ApiState>,
     listener: TcpListener,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let opts = state.options.clone();
+    let workers = workers.max(1);
+    let total = crate::conn_limit::fd_budget(opts.max_connections, 0.5);
+    let limiter = crate::conn_limit::ConnLimiter::new(opts.max_connections_per_address, total);
+    let node = state.node.clone();
     let data = web::Data::from(state);
     // Idle keep-alive connections are kept 75 s (actix closes them after 5 s by default), so
     // clients that pool connections rarely reuse one the server is closing at that moment.
     let server = HttpServer::new(move || app(data.clone()))
-        .workers(workers.max(1))
+        .workers(workers)
+        .max_connections(total.div_ceil(workers))
+        .client_request_timeout(std::time::Duration::from_secs(opts.header_timeout_s.max(1)))
+        .on_connect(move |conn, ext| admission::on_connect(&limiter, &node, conn, ext))
         .keep_alive(std::time::Duration::from_secs(75))
         .disable_signals()
         .shutdown_timeout(10)

@@ -4,6 +4,7 @@
 //! account tree (a token acts on its own account and its descendants only).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix_web::{HttpMessage, HttpRequest, web};
 use bytes::{Bytes, BytesMut};
@@ -15,10 +16,37 @@ use super::token::{self, Claims};
 use super::{ApiError, ApiState};
 use crate::ids::{AccountId, Db};
 
-/// Reads a request body, refusing more than `limit` bytes with a 413.
-pub async fn read_body(mut payload: web::Payload, limit: u64) -> Result<Bytes, ApiError> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
+/// Reads a request body, refusing more than `limit` bytes with a 413 (at once when the
+/// declared `Content-Length` is over it) and a body that stalls longer than `idle` with a
+/// 408. Either way the body is left unread and the server closes the connection.
+///
+/// Any body stream will do: a handler's `web::Payload` or a middleware's `dev::Payload`
+/// (a middleware that reads the body must read it through here, or it is a door without a
+/// deadline).
+pub async fn read_body<S>(
+    req: &HttpRequest,
+    mut payload: S,
+    limit: u64,
+    idle: Duration,
+) -> Result<Bytes, ApiError>
+where
+    S: futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin,
+{
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(64 * 1024) as usize);
+    loop {
+        let chunk = match tokio::time::timeout(idle, payload.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => return Err(ApiError::BodyTimeout(idle.as_secs().max(1))),
+        };
         let chunk = chunk.map_err(|e| ApiError::field("body", "invalid", e.to_string()))?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(ApiError::TooLarge(limit));
@@ -118,7 +146,13 @@ pub async fn json_envelope(
     state: &ApiState,
 ) -> Result<Envelope, ApiError> {
     let mt = media_type(req);
-    let body = read_body(payload, state.options.max_body_bytes).await?;
+    let body = read_body(
+        req,
+        payload,
+        state.options.max_body_bytes,
+        state.body_timeout(),
+    )
+    .await?;
     if !is_json(&mt) && !body.is_empty() {
         return Err(ApiError::UnsupportedMediaType(mt));
     }

@@ -4,6 +4,10 @@
 //!
 //! Non-strict like Kazoo's default: a string that converts to the integer/number/boolean the
 //! schema wants is converted instead of refused.
+//!
+//! One keyword is faxd's own: `maxBytes` on a schema's top level bounds the whole stored
+//! document (compact JSON, defaults filled), unknown keys included; over it the error is
+//! `{"document": {"maxBytes": {"message", "target"}}}`.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -58,6 +62,20 @@ pub fn validate_named(name: &str, doc: &mut Value) -> Result<(), Value> {
 pub fn validate(schema: &Value, doc: &mut Value) -> Result<(), Value> {
     let mut errors = Map::new();
     check(schema, doc, "", &mut errors);
+    if let Some(max) = schema.get("maxBytes").and_then(Value::as_u64) {
+        let size = serde_json::to_vec(doc)
+            .map(|b| b.len() as u64)
+            .unwrap_or(u64::MAX);
+        if size > max {
+            add(
+                &mut errors,
+                "",
+                "maxBytes",
+                json!({"message": format!("Document must not be more than {max} bytes"),
+                       "target": max, "value": size}),
+            );
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -371,6 +389,47 @@ mod tests {
         assert!(e["caller_id.number"]["pattern"].is_object());
         let mut ok = json!({"first_name": "a"});
         assert!(validate(&s, &mut ok).is_ok());
+    }
+
+    #[test]
+    fn max_bytes_bounds_the_whole_document_unknown_keys_included() {
+        let s = json!({"type": "object", "maxBytes": 100, "properties": {
+            "name": {"type": "string", "maxLength": 10}}});
+        let mut ok = json!({"name": "a", "extra": "x".repeat(50)});
+        assert!(validate(&s, &mut ok).is_ok());
+        let mut big = json!({"name": "a", "extra": "x".repeat(200)});
+        let e = validate(&s, &mut big).unwrap_err();
+        assert_eq!(e["document"]["maxBytes"]["target"], 100);
+    }
+
+    #[test]
+    fn shipped_schemas_bound_every_string_and_list() {
+        fn walk(name: &str, path: &str, s: &Value) {
+            match s.get("type").and_then(Value::as_str) {
+                Some("string") if s.get("enum").is_none() => assert!(
+                    s.get("maxLength").is_some(),
+                    "{name}: {path} is an unbounded string"
+                ),
+                Some("array") => assert!(
+                    s.get("maxItems").is_some(),
+                    "{name}: {path} is an unbounded list"
+                ),
+                _ => {}
+            }
+            if let Some(p) = s.get("properties").and_then(Value::as_object) {
+                for (k, v) in p {
+                    walk(name, &format!("{path}.{k}"), v);
+                }
+            }
+            if let Some(i) = s.get("items") {
+                walk(name, &format!("{path}[]"), i);
+            }
+        }
+        for n in ["accounts", "users", "callflows", "faxbox", "faxes"] {
+            let s = schema(n).unwrap();
+            assert!(s.get("maxBytes").and_then(Value::as_u64).is_some(), "{n}");
+            walk(n, n, s);
+        }
     }
 
     #[test]

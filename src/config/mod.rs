@@ -97,6 +97,17 @@ pub struct ApiSection {
     pub url_allow_private: bool,
     /// Lifetime of the tokens `user_auth` and `api_auth` issue, seconds.
     pub token_expiry_s: u64,
+    /// Time a client has to send a request's head (line and headers), seconds; then 408.
+    pub header_timeout_s: u64,
+    /// Longest pause while a request body arrives, seconds: a body that stalls longer is cut
+    /// with a 408 and the connection closed.
+    pub body_timeout_s: u64,
+    /// Open connections the API keeps at most (all clients together); capped further by the
+    /// process's file-descriptor limit so that the rest of the node keeps descriptors.
+    pub max_connections: usize,
+    /// Open connections one client address may hold (0: no limit); more are answered 429 and
+    /// closed at once.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ApiSection {
@@ -111,6 +122,10 @@ impl Default for ApiSection {
             url_max_redirects: 3,
             url_allow_private: false,
             token_expiry_s: 3600,
+            header_timeout_s: 10,
+            body_timeout_s: 30,
+            max_connections: 10_000,
+            max_connections_per_address: 256,
         }
     }
 }
@@ -162,6 +177,14 @@ pub struct ClusterSection {
     pub cookie: String,
     /// Other nodes to connect to at start (`host:port`).
     pub seeds: Vec<String>,
+    /// Time an incoming cluster connection has to authenticate (cookie handshake), seconds;
+    /// then it is closed.
+    pub handshake_timeout_s: u64,
+    /// Open incoming cluster connections at most (all peers together); capped further by the
+    /// process's file-descriptor limit.
+    pub max_connections: usize,
+    /// Open incoming cluster connections one address may hold.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ClusterSection {
@@ -170,6 +193,9 @@ impl Default for ClusterSection {
             listen: "127.0.0.1:4370".into(),
             cookie: String::new(),
             seeds: vec![],
+            handshake_timeout_s: 10,
+            max_connections: 256,
+            max_connections_per_address: 16,
         }
     }
 }

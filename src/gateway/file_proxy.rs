@@ -165,7 +165,9 @@ async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().finish()
 }
 
-/// The file proxy's HTTP server on `listener` (not yet running: await it or spawn it).
+/// The file proxy's HTTP server on `listener` (not yet running: await it or spawn it). Its
+/// connections are bounded (an eighth of the descriptors the process may open) and a request
+/// head must arrive within 10 s.
 pub fn server(
     files: FileRegistry,
     allow: AllowList,
@@ -179,6 +181,8 @@ pub fn server(
             .default_service(web::to(not_found))
     })
     .workers(1)
+    .max_connections(crate::conn_limit::fd_budget(1024, 0.125))
+    .client_request_timeout(std::time::Duration::from_secs(10))
     .disable_signals()
     .shutdown_timeout(5)
     .listen(listener)?

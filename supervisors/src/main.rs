@@ -129,13 +129,7 @@ enum StoreCmd {
 }
 
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FAXD_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    faxd_supervisors::logging::init(level);
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config, String> {
@@ -191,6 +185,10 @@ fn main() -> ExitCode {
             Cmd::Serve { config } => {
                 let config = load(config.as_ref())?;
                 init_tracing(&config.log.level);
+                match faxd::conn_limit::raise_fd_limit() {
+                    Ok(n) => tracing::info!(open_files = n, "file descriptor limit"),
+                    Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+                }
                 faxd_supervisors::node::serve(config)
                     .await
                     .map_err(|e| e.to_string())

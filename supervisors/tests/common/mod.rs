@@ -101,7 +101,35 @@ impl Node {
 
     /// Starts `faxd serve` with `env` and waits until `/healthz` answers 200.
     pub fn start(data_dir: &Path, env: Vec<(String, String)>) -> Node {
+        Self::start_with_fd_limit(data_dir, env, None)
+    }
+
+    /// Like [`Node::start`], with `RLIMIT_NOFILE` set to `nofile` (soft, hard) in the child
+    /// before it runs faxd.
+    pub fn start_with_fd_limit(
+        data_dir: &Path,
+        env: Vec<(String, String)>,
+        nofile: Option<(u64, u64)>,
+    ) -> Node {
         let mut cmd = Command::new(FAXD);
+        if let Some((soft, hard)) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads `lim`, copied into the
+            // closure; nothing is allocated between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd.arg("serve")
             .env_remove("FAXD_LOG")
             .stdin(Stdio::null())
