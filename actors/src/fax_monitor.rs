@@ -395,10 +395,15 @@ impl MonitorState {
             let Ok(job) = Job::from_doc(&doc) else {
                 continue;
             };
-            let mine_without_worker = job.node.as_deref() == Some(me)
-                && Env::worker_of(&job.id, &job.to_number).is_empty();
-            let why = if mine_without_worker {
+            let mine = job.node.as_deref() == Some(me);
+            let has_worker = !Env::worker_of(&job.id, &job.to_number).is_empty();
+            let why = if mine && !has_worker {
                 "no worker on its node"
+            } else if mine && has_worker {
+                // This node's live worker owns it: an expired lease here only means the store
+                // was away; the worker stores its outcome (or gives up and stops) itself, and
+                // a requeue now would send the fax again.
+                continue;
             } else if lease::lease_expired(&job, now_ms, lease_ms) {
                 "lease expired"
             } else {

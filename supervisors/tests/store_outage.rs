@@ -282,6 +282,9 @@ async fn five_minute_store_outage_loses_no_job_and_keeps_the_node_up() {
     for d in &finals {
         assert_eq!(d["pvt_job_status"], "completed", "{d}");
     }
+    // A fax that went through while the store was away is recorded once it is back, not sent
+    // again.
+    assert_eq!(retried, 0, "faxes sent more than once");
     for a in &accounts {
         let left = store
             .list_by_account_state(a, None, CreatedRange::all(), Page::first(10))
