@@ -66,7 +66,7 @@ impl Admin {
             .json()
             .await
             .expect("user_auth answer");
-        Admin {
+        let admin = Admin {
             token: r["auth_token"].as_str().expect("auth_token").to_string(),
             account: r["data"]["account_id"]
                 .as_str()
@@ -74,7 +74,17 @@ impl Admin {
                 .to_string(),
             http,
             api,
-        }
+        };
+        // The faxes are sent from +15551230000: a number of the account.
+        common::own_number(
+            &admin.http,
+            &admin.api,
+            &admin.token,
+            &admin.account,
+            "+15551230000",
+        )
+        .await;
+        admin
     }
 
     /// `method path` with a JSON envelope; the status and the JSON answer.
@@ -119,7 +129,17 @@ impl Admin {
             )
             .await;
         assert!(status == 200 || status == 201, "create account: {v}");
-        v["data"]["id"].as_str().expect("account id").to_string()
+        let id = v["data"]["id"].as_str().expect("account id").to_string();
+        // Its faxes use the parent's caller id, as a carrier lets a customer do.
+        let (status, v) = self
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/accounts/{id}"),
+                Some(json!({"fax_allow_any_caller_id": true})),
+            )
+            .await;
+        assert_eq!(status, 200, "allow any caller id: {v}");
+        id
     }
 
     /// Submits a fax TIFF of `pages` pages to `to` for `account` with extra job fields.
