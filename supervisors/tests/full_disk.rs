@@ -124,6 +124,8 @@ async fn a_full_disk_answers_507_and_corrupts_nothing() {
     let http = reqwest::Client::new();
     let api = node.url("/v2");
     let (token, account) = login(&http, &api, &data).await;
+    // The faxes are sent from a number of the account's own.
+    own_number(&http, &api, &token, &account, "+15551230000").await;
     let faxes = format!("{api}/accounts/{account}/faxes");
 
     // Sending works on the tmpfs.
