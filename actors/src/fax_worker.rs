@@ -367,7 +367,7 @@ impl WorkerState {
             let mut doc = match store.get(&Db::Faxes, &self.args.job_id).await {
                 Ok(Some(doc)) => doc,
                 Ok(None) => return Input::LeaseLost("job gone".into()),
-                Err(e) => return Input::LeaseLost(format!("store: {e}")),
+                Err(e) => return self.confirm_error(e),
             };
             if !self.holds(&doc) {
                 return Input::LeaseLost("job requeued or taken by another worker".into());
@@ -376,10 +376,22 @@ impl WorkerState {
             match store.save(&Db::Faxes, doc).await {
                 Ok(_) => return Input::LeaseConfirmed,
                 Err(StoreError::Conflict) => continue,
-                Err(e) => return Input::LeaseLost(format!("store: {e}")),
+                Err(e) => return self.confirm_error(e),
             }
         }
         Input::LeaseLost("lease not confirmed: conflicts".into())
+    }
+
+    /// A store error while confirming the lease: while the store is away the confirmation
+    /// waits for it (no call meanwhile); any other error means no call at all.
+    fn confirm_error(&self, e: StoreError) -> Input {
+        match e {
+            StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Io(_) => {
+                debug!(job_id = %self.args.job_id, error = %e, "lease confirmation deferred: store away");
+                Input::ConfirmDeferred(e.to_string())
+            }
+            e => Input::LeaseLost(format!("store: {e}")),
+        }
     }
 
     async fn originate(&mut self, myself: &ActorRef<WorkerMsg>) -> Input {
@@ -591,7 +603,6 @@ fn sip_code_of(text: &str) -> Option<u16> {
     rest.get(..3)?.parse().ok()
 }
 
-/// Start of the names of a job's files in the fax cache.
 /// A store error while storing an outcome: deferred while the store is away (it comes back),
 /// failed otherwise.
 fn release_error(job_id: &str, e: StoreError) -> Input {
@@ -607,6 +618,7 @@ fn release_error(job_id: &str, e: StoreError) -> Input {
     }
 }
 
+/// Start of the names of a job's files in the fax cache.
 fn cache_prefix(job_id: &str) -> String {
     format!("{job_id}-")
 }

@@ -95,6 +95,10 @@ pub enum Input {
     /// The job is no longer ours (requeued, taken by another worker, gone), or its lease
     /// could not be confirmed: nothing more may be done for it.
     LeaseLost(String),
+    /// The store is away while the lease is confirmed: no call yet; the confirmation is
+    /// tried again (the heartbeat keeps the lease), so a store blip neither dials without a
+    /// lease nor drops an attempt the job never made.
+    ConfirmDeferred(String),
     /// The media engine accepted the call.
     Originated,
     /// The media engine refused the call.
@@ -155,8 +159,11 @@ pub struct Machine {
     pub not_available: Option<String>,
     /// The outcome being stored (`None` in a recovered worker's release).
     pending: Option<Outcome>,
-    /// Deferred tries of the release so far.
+    /// Deferred tries of the lease confirmation or of the release so far.
     deferred: u32,
+    /// The document is ready and the lease is being confirmed: a prepare-stage timer now
+    /// means "confirm again".
+    confirming: bool,
 }
 
 /// First wait before storing an outcome again while the store is away; it doubles up to
@@ -178,6 +185,7 @@ impl Machine {
             not_available: None,
             pending: None,
             deferred: 0,
+            confirming: false,
         }
     }
 
@@ -198,7 +206,7 @@ impl Machine {
         vec![Action::Release(outcome)]
     }
 
-    /// The wait before the next try of a deferred release.
+    /// The wait before the next try of a deferred confirmation or release.
     fn release_backoff(&self) -> Duration {
         let doubled = RELEASE_RETRY_FIRST.saturating_mul(1 << self.deferred.min(8));
         doubled.min(RELEASE_RETRY_MAX)
@@ -225,12 +233,36 @@ impl Machine {
             (Prepare, Input::Prepared { pages }) => {
                 self.total_pages = pages;
                 self.generation += 1; // the prepare timer is done
+                self.confirming = true;
                 vec![Action::ConfirmLease]
             }
             (Prepare, Input::LeaseConfirmed) => {
+                self.confirming = false;
+                self.deferred = 0;
                 let t = self.timeouts.originate;
                 vec![self.arm(Originate, t), Action::Originate]
             }
+            (Prepare, Input::ConfirmDeferred(_))
+                if self.confirming && self.deferred < RELEASE_RETRY_LIMIT =>
+            {
+                let after = self.release_backoff();
+                self.deferred += 1;
+                vec![self.arm(Prepare, after)]
+            }
+            (Prepare, Input::ConfirmDeferred(why)) => {
+                // Away too long: lease recovery requeues the job once the store is back.
+                self.stage = Done;
+                self.generation += 1;
+                self.not_available = Some(why);
+                vec![Action::Stop]
+            }
+            (
+                Prepare,
+                Input::Timeout {
+                    stage: Prepare,
+                    generation,
+                },
+            ) if self.confirming && generation == self.generation => vec![Action::ConfirmLease],
             (Prepare, Input::LeaseLost(why)) => {
                 self.stage = Done;
                 self.generation += 1;
@@ -440,6 +472,88 @@ mod tests {
             ));
         }
         assert_eq!(m.step(Input::ReleaseDeferred("x".into())), [Action::Stop]);
+        assert_eq!(m.stage, Stage::Done);
+    }
+
+    #[test]
+    fn a_lease_confirmation_waits_for_the_store_and_never_dials_without_it() {
+        let mut m = m();
+        m.step(Input::Start);
+        m.step(Input::Acquired);
+        assert_eq!(m.step(Input::Prepared { pages: 1 }), [Action::ConfirmLease]);
+        // The store is away: no call, the confirmation is tried again after a wait.
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            let a = m.step(Input::ConfirmDeferred("store unavailable".into()));
+            let [
+                Action::ArmTimer {
+                    stage: Stage::Prepare,
+                    generation,
+                    after,
+                },
+            ] = a[..]
+            else {
+                panic!("{a:?}");
+            };
+            waits.push(after);
+            // A stale timer (an earlier generation) does nothing.
+            assert_eq!(
+                m.step(Input::Timeout {
+                    stage: Stage::Prepare,
+                    generation: generation - 1
+                }),
+                []
+            );
+            assert_eq!(
+                m.step(Input::Timeout {
+                    stage: Stage::Prepare,
+                    generation
+                }),
+                [Action::ConfirmLease]
+            );
+        }
+        assert_eq!(waits[0], RELEASE_RETRY_FIRST);
+        assert_eq!(*waits.last().unwrap(), RELEASE_RETRY_MAX);
+        // The store is back and the job still ours: the call goes out, once.
+        let a = m.step(Input::LeaseConfirmed);
+        assert!(
+            matches!(
+                a[..],
+                [
+                    Action::ArmTimer {
+                        stage: Stage::Originate,
+                        ..
+                    },
+                    Action::Originate
+                ]
+            ),
+            "{a:?}"
+        );
+        // Had the job been requeued meanwhile, the worker would stop without dialling.
+        let mut m2 = super::Machine::new(Timeouts::default());
+        m2.step(Input::Start);
+        m2.step(Input::Acquired);
+        m2.step(Input::Prepared { pages: 1 });
+        m2.step(Input::ConfirmDeferred("x".into()));
+        assert_eq!(
+            m2.step(Input::LeaseLost("job requeued".into())),
+            [Action::AbortPrepare, Action::Stop]
+        );
+    }
+
+    #[test]
+    fn a_lease_confirmation_deferred_too_long_stops_without_a_call() {
+        let mut m = m();
+        m.step(Input::Start);
+        m.step(Input::Acquired);
+        m.step(Input::Prepared { pages: 1 });
+        for _ in 0..RELEASE_RETRY_LIMIT {
+            assert!(matches!(
+                m.step(Input::ConfirmDeferred("x".into()))[..],
+                [Action::ArmTimer { .. }]
+            ));
+        }
+        assert_eq!(m.step(Input::ConfirmDeferred("x".into())), [Action::Stop]);
         assert_eq!(m.stage, Stage::Done);
     }
 
