@@ -927,30 +927,78 @@ async fn roles_document_types_and_long_ids(store: SharedStore, dir: Dir) {
         count(w.api.get(&outgoing, &w.admin.token).await),
         queued_before
     );
-    // A 60 000-character id: a JSON error envelope wherever it sits, the id not echoed whole.
-    // (Client libraries refuse such URLs, so the request goes out by hand. Past 65 534 bytes
-    // the HTTP parser itself refuses the request line, before any of faxd's code runs.)
-    let long = "7".repeat(60_000);
-    for path in [
-        format!("/v2/accounts/{long}"),
-        format!("{acc}/faxes/outbox/{long}"),
-        format!("{acc}/faxes/outgoing/{long}"),
-        format!("{acc}/users/{long}"),
-        format!("{acc}/faxboxes/{long}"),
-    ] {
-        let (status, content_type, body) = raw_get(&w.api.base, &path, &w.admin.token).await;
-        assert!((400..500).contains(&status), "{path:.80} -> {status}");
-        assert_eq!(
-            content_type.as_deref(),
-            Some("application/json"),
-            "{path:.80}"
-        );
-        let body: Value = serde_json::from_slice(&body).expect("JSON body");
-        assert_eq!(body["status"], "error", "{path:.80}");
-        assert_eq!(body["error"], status.to_string(), "{path:.80}");
-        assert!(body.to_string().len() < 2_000, "the id is echoed whole");
+    // Ids of 60 000, 100 000 and 200 000 characters: a JSON error envelope wherever they sit,
+    // the id not echoed whole. (Client libraries refuse such URLs, so the requests go out by
+    // hand.) A request target the HTTP layer cannot hold (65 535 bytes or more) is 414.
+    for len in [60_000, 100_000, 200_000] {
+        let long = "7".repeat(len);
+        for path in [
+            format!("/v2/accounts/{long}"),
+            format!("{acc}/faxes/outbox/{long}"),
+            format!("{acc}/faxes/outgoing/{long}"),
+            format!("{acc}/users/{long}"),
+            format!("{acc}/faxboxes/{long}"),
+        ] {
+            let (status, content_type, body) = raw_get(&w.api.base, &path, &w.admin.token).await;
+            check_long_id_answer(len, &path, status, content_type, &body);
+        }
+    }
+    // On a kept-alive connection, after a request that was served: the same answer.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = w.api.base.trim_start_matches("http://").to_string();
+        let mut sock = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let token = &w.admin.token;
+        let first = format!("GET {acc} HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {token}\r\n\r\n");
+        let path = format!("{acc}/faxes/outbox/{}", "7".repeat(100_000));
+        let second =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {token}\r\n\r\n");
+        sock.write_all(first.as_bytes()).await.expect("write");
+        sock.write_all(second.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            sock.read_to_end(&mut got),
+        )
+        .await
+        .expect("the connection is closed after the answer")
+        .expect("read");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:.300}");
+        let at = text
+            .find("HTTP/1.1 414 URI Too Long\r\n")
+            .expect("a 414 after the 200");
+        let second = &got[at..];
+        let split = second.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let body: Value = serde_json::from_slice(&second[split + 4..]).expect("JSON body");
+        assert_eq!(body["error"], "414");
     }
     w.api.stop().await;
+}
+
+/// Checks the answer to a GET whose path holds an id of `len` characters.
+fn check_long_id_answer(
+    len: usize,
+    path: &str,
+    status: u16,
+    content_type: Option<String>,
+    body: &[u8],
+) {
+    if len >= 65_535 {
+        assert_eq!(status, 414, "{path:.80}");
+    }
+    assert!((400..500).contains(&status), "{path:.80} -> {status}");
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "{path:.80}"
+    );
+    let body: Value = serde_json::from_slice(body).expect("JSON body");
+    assert_eq!(body["status"], "error", "{path:.80}");
+    assert_eq!(body["error"], status.to_string(), "{path:.80}");
+    assert!(body.to_string().len() < 2_000, "the id is echoed whole");
 }
 
 /// A GET written on a plain socket: status, `Content-Type`, body.

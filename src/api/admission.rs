@@ -3,7 +3,6 @@
 //! limit is answered `429` with Kazoo's error envelope and closed before it is read, so a
 //! flood from one address cannot hold the node's file descriptors.
 
-use std::any::Any;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -17,12 +16,21 @@ use crate::log_throttle::Throttle;
 /// Refused connections are logged at most this often.
 static REFUSED_LOG: Throttle = Throttle::new(Duration::from_secs(10), 5);
 
+/// The address a client connected to (the listener's own), for answers that name the server.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalAddr(pub std::net::SocketAddr);
+
 /// Admits (or refuses) a new connection; the `on_connect` hook of an `HttpServer`. The place
 /// is kept in the connection's extensions and freed when the connection ends.
-pub fn on_connect(limiter: &ConnLimiter, node: &str, conn: &dyn Any, ext: &mut Extensions) {
-    let Some(stream) = conn.downcast_ref::<tokio::net::TcpStream>() else {
-        return;
-    };
+pub fn on_connect(
+    limiter: &ConnLimiter,
+    node: &str,
+    stream: &tokio::net::TcpStream,
+    ext: &mut Extensions,
+) {
+    if let Ok(local) = stream.local_addr() {
+        ext.insert(LocalAddr(local));
+    }
     let Ok(peer) = stream.peer_addr() else {
         return;
     };
@@ -52,11 +60,19 @@ fn too_many(node: &str, why: Refused) -> String {
         Refused::PerAddress => "too many connections from this address",
         Refused::Total => "too many connections",
     };
+    raw_error(node, "429 Too Many Requests", "too_many_requests", cause)
+}
+
+/// A whole HTTP answer written on a socket before (or instead of) the HTTP layer: `status` is
+/// the status line's code and reason, the body Kazoo's error envelope with `message` and
+/// `cause`; the connection closes after it.
+pub fn raw_error(node: &str, status: &str, message: &str, cause: &str) -> String {
+    let code = status.split(' ').next().unwrap_or(status);
     let body = json!({
         "auth_token": "undefined",
-        "data": {"message": "too many requests", "cause": cause},
-        "error": "429",
-        "message": "too_many_requests",
+        "data": {"message": message.replace('_', " "), "cause": cause},
+        "error": code,
+        "message": message,
         "node": node_token(node),
         "request_id": crate::ids::new_id(),
         "status": "error",
@@ -64,9 +80,14 @@ fn too_many(node: &str, why: Refused) -> String {
         "version": VERSION,
     })
     .to_string();
+    let retry = if code == "429" {
+        "retry-after: 1\r\n"
+    } else {
+        ""
+    };
     format!(
-        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n{retry}\r\n{body}",
         body.len()
     )
 }

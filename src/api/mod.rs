@@ -11,6 +11,7 @@ pub mod callflows;
 pub mod envelope;
 pub mod faxboxes;
 pub mod faxes;
+pub mod head_guard;
 pub mod listing;
 pub mod monster;
 pub mod openapi;
@@ -24,9 +25,10 @@ pub mod users;
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use actix_service::ServiceFactoryExt as _;
 use actix_web::http::Method;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, Route, web};
+use actix_web::{App, Route, web};
 use tokio::sync::OnceCell;
 
 pub use envelope::{ApiError, NodeName, RequestId};
@@ -194,19 +196,41 @@ pub fn server(
     let workers = workers.max(1);
     let total = crate::conn_limit::fd_budget(opts.max_connections, 0.5);
     let limiter = crate::conn_limit::ConnLimiter::new(opts.max_connections_per_address, total);
-    let node = state.node.clone();
+    let node: Arc<str> = Arc::from(state.node.as_str());
     let data = web::Data::from(state);
-    // Idle keep-alive connections are kept 75 s (actix closes them after 5 s by default), so
-    // clients that pool connections rarely reuse one the server is closing at that moment.
-    let server = HttpServer::new(move || app(data.clone()))
+    let header_timeout = std::time::Duration::from_secs(opts.header_timeout_s.max(1));
+    // Built from actix-web's parts rather than `HttpServer`, so that the connection the HTTP
+    // layer reads is the guarded one (see [`head_guard`]).
+    let server = actix_server::Server::build()
         .workers(workers)
-        .max_connections(total.div_ceil(workers))
-        .client_request_timeout(std::time::Duration::from_secs(opts.header_timeout_s.max(1)))
-        .on_connect(move |conn, ext| admission::on_connect(&limiter, &node, conn, ext))
-        .keep_alive(std::time::Duration::from_secs(75))
+        .max_concurrent_connections(total.div_ceil(workers))
         .disable_signals()
         .shutdown_timeout(10)
-        .listen(listener)?
+        .listen("faxd-api", listener, move || {
+            let limiter = limiter.clone();
+            let node = node.clone();
+            let guard_node = node.clone();
+            // Idle keep-alive connections are kept 75 s (actix closes them after 5 s by
+            // default), so clients that pool connections rarely reuse one the server is
+            // closing at that moment.
+            let h1 = actix_http::HttpService::build()
+                .client_request_timeout(header_timeout)
+                .keep_alive(std::time::Duration::from_secs(75))
+                .on_connect_ext(move |io: &head_guard::Guarded, ext| {
+                    admission::on_connect(&limiter, &node, io.stream(), ext)
+                })
+                .h1(actix_service::map_config(app(data.clone()), |_| {
+                    actix_web::dev::AppConfig::default()
+                }));
+            actix_service::fn_service(move |io: tokio::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                    head_guard::Guarded::new(io, guard_node.clone()),
+                    peer,
+                )))
+            })
+            .and_then(h1)
+        })?
         .run();
     Ok(server)
 }

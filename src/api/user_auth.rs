@@ -7,6 +7,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
 
+use super::admission::LocalAddr;
 use super::envelope::{AuthToken, success, success_with};
 use super::request::{self, Caller, authenticate, check_token, json_envelope, live_account};
 use super::token::{self, Claims};
@@ -151,10 +152,18 @@ fn account_enabled(doc: &Value) -> Result<(), ApiError> {
 /// The fax app row Monster's app list needs.
 pub fn fax_app(req: &HttpRequest) -> Value {
     let conn = req.connection_info();
+    // A request without a Host header is answered with the address it came in on.
+    let host = match (
+        req.headers().contains_key("host"),
+        req.conn_data::<LocalAddr>(),
+    ) {
+        (false, Some(LocalAddr(local))) => local.to_string(),
+        _ => conn.host().to_string(),
+    };
     json!({
         "id": super::monster::FAX_APP_ID,
         "name": "fax",
-        "api_url": format!("{}://{}/v2/", conn.scheme(), conn.host()),
+        "api_url": format!("{}://{}/v2/", conn.scheme(), host),
         "source_url": "",
         "label": "Fax",
     })
