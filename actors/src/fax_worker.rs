@@ -85,6 +85,9 @@ pub struct WorkerState {
     started_ms: i64,
     finished: bool,
     cleaned: bool,
+    /// The take was written but its answer was lost to a store outage: if the job is found
+    /// `processing` under this worker's lease, the take is ours (not an earlier incarnation's).
+    take_unsure: bool,
 }
 
 #[ractor::async_trait]
@@ -116,6 +119,7 @@ impl Actor for FaxWorker {
             started_ms: faxd::time::now_unix_ms(),
             finished: false,
             cleaned: false,
+            take_unsure: false,
             args,
         })
     }
@@ -253,13 +257,20 @@ impl WorkerState {
         let doc = match store.get(&Db::Faxes, &self.args.job_id).await {
             Ok(Some(doc)) => doc,
             Ok(None) => return Input::NotAvailable("not_found".into()),
+            Err(e) if self.take_unsure => return Input::AcquireDeferred(e.to_string()),
             Err(e) => return Input::NotAvailable(format!("store: {e}")),
         };
         let job = match Job::from_doc(&doc) {
             Ok(j) => j,
             Err(e) => return Input::NotAvailable(e.to_string()),
         };
+        let take_unsure = std::mem::take(&mut self.take_unsure);
         if job.status == JobStatus::Processing && job.lease.as_deref() == Some(&self.args.lease) {
+            if take_unsure {
+                // This worker's own take, whose answer the outage swallowed.
+                let before = untaken(&doc);
+                return self.after_take(myself, job, before, &doc).await;
+            }
             warn!(job_id = %job.id, "restarted worker: releasing the interrupted attempt");
             self.job = Some(job);
             return Input::Recovered;
@@ -282,37 +293,66 @@ impl WorkerState {
         taken["pvt_lease"] = json!(self.args.lease);
         taken["pvt_heartbeat"] = json!(now);
         match store.save(&Db::Faxes, taken).await {
-            Ok(saved) => {
-                if let Err(why) = self.still_leader().await {
-                    // This node starts nothing more until its fax_monitor holds the lease
-                    // again (it reopens the gate then); its queues stop at their next pass.
-                    env.gate.close();
-                    return self.undo_take(doc, &saved, why).await;
-                }
-                debug!(job_id = %job.id, "acquired");
-                self.job = Some(job);
-                let every = env.settings.heartbeat;
-                self.heartbeat = Some(Task(myself.send_interval(every, || WorkerMsg::Heartbeat)));
-                Input::Acquired
-            }
+            Ok(saved) => self.after_take(myself, job, doc, &saved).await,
             Err(StoreError::Conflict) => Input::NotAvailable("lost the job to another".into()),
+            // The take may have been written: which it was is read once the store is back.
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Io(_))) => {
+                debug!(job_id = %job.id, error = %e, "take unanswered: store away");
+                self.take_unsure = true;
+                Input::AcquireDeferred(e.to_string())
+            }
             Err(e) => Input::NotAvailable(format!("store: {e}")),
         }
+    }
+
+    /// The take is written (`saved`; `before` is the job as it was): the job is ours if this
+    /// node still leads.
+    async fn after_take(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        job: Job,
+        before: Value,
+        saved: &Value,
+    ) -> Input {
+        match self.still_leader().await {
+            Ok(()) => {}
+            Err(NotLeader::Unreadable(why)) => {
+                // Nothing is known yet: the take stays, and is looked at again.
+                self.take_unsure = true;
+                return Input::AcquireDeferred(why);
+            }
+            Err(NotLeader::Other(why)) => {
+                // This node starts nothing more until its fax_monitor holds the lease again
+                // (it reopens the gate then); its queues stop at their next pass.
+                self.args.env.gate.close();
+                return self.undo_take(before, saved, why).await;
+            }
+        }
+        debug!(job_id = %job.id, "acquired");
+        self.job = Some(job);
+        let every = self.args.env.settings.heartbeat;
+        self.heartbeat = Some(Task(myself.send_interval(every, || WorkerMsg::Heartbeat)));
+        Input::Acquired
     }
 
     /// On a cluster, whether the outbound leader lease still names this node now that the
     /// take is written. A leader that takes over after this read sees the job `processing`
     /// and counts it; one that took over before it makes this worker undo the take.
-    async fn still_leader(&self) -> Result<(), String> {
+    async fn still_leader(&self) -> Result<(), NotLeader> {
         let env = &self.args.env;
         if env.settings.leader.is_none() {
             return Ok(());
         }
         match leader::read(&env.ctx.store).await {
             Ok(Some(lease)) if lease.node == env.node() => Ok(()),
-            Ok(Some(lease)) => Err(format!("outbound leader is now {:?}", lease.node)),
-            Ok(None) => Err("no outbound leader".into()),
-            Err(e) => Err(format!("outbound leader unreadable: {e}")),
+            Ok(Some(lease)) => Err(NotLeader::Other(format!(
+                "outbound leader is now {:?}",
+                lease.node
+            ))),
+            Ok(None) => Err(NotLeader::Other("no outbound leader".into())),
+            Err(e) => Err(NotLeader::Unreadable(format!(
+                "outbound leader unreadable: {e}"
+            ))),
         }
     }
 
@@ -601,6 +641,26 @@ impl Drop for Task {
 fn sip_code_of(text: &str) -> Option<u16> {
     let rest = text.split("sip:").nth(1)?;
     rest.get(..3)?.parse().ok()
+}
+
+/// Why a take may not go on.
+enum NotLeader {
+    /// Another node leads, or none does.
+    Other(String),
+    /// The leader lease cannot be read (the store is away).
+    Unreadable(String),
+}
+
+/// A taken job as it was before the take: `pending`, without this worker's lease.
+fn untaken(taken: &Value) -> Value {
+    let mut doc = taken.clone();
+    doc["pvt_job_status"] = json!("pending");
+    if let Some(o) = doc.as_object_mut() {
+        for k in ["pvt_job_node", "pvt_lease", "pvt_heartbeat"] {
+            o.remove(k);
+        }
+    }
+    doc
 }
 
 /// A store error while storing an outcome: deferred while the store is away (it comes back),

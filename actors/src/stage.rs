@@ -86,6 +86,9 @@ pub enum Input {
     Recovered,
     /// The job cannot be taken (missing, not pending and due, lost the race).
     NotAvailable(String),
+    /// The take went out but the store went away before it answered: whether the job is
+    /// ours is read again once the store is back (no call meanwhile).
+    AcquireDeferred(String),
     /// The TIFF is on disk.
     Prepared { pages: u32 },
     /// No faxable document.
@@ -217,7 +220,27 @@ impl Machine {
         use Stage::*;
         match (self.stage, input) {
             (Acquire, Input::Start) => vec![Action::Acquire],
+            (Acquire, Input::AcquireDeferred(_)) if self.deferred < RELEASE_RETRY_LIMIT => {
+                let after = self.release_backoff();
+                self.deferred += 1;
+                vec![self.arm(Acquire, after)]
+            }
+            (Acquire, Input::AcquireDeferred(why)) => {
+                // Away too long: lease recovery requeues the job once the store is back.
+                self.stage = Done;
+                self.generation += 1;
+                self.not_available = Some(why);
+                vec![Action::Stop]
+            }
+            (
+                Acquire,
+                Input::Timeout {
+                    stage: Acquire,
+                    generation,
+                },
+            ) if generation == self.generation => vec![Action::Acquire],
             (Acquire, Input::Acquired) => {
+                self.deferred = 0;
                 let t = self.timeouts.prepare;
                 vec![self.arm(Prepare, t), Action::Prepare]
             }
@@ -539,6 +562,54 @@ mod tests {
             m2.step(Input::LeaseLost("job requeued".into())),
             [Action::AbortPrepare, Action::Stop]
         );
+    }
+
+    #[test]
+    fn a_take_left_unanswered_is_looked_at_again_until_the_store_is_back() {
+        let mut m = m();
+        assert_eq!(m.step(Input::Start), [Action::Acquire]);
+        for _ in 0..3 {
+            let a = m.step(Input::AcquireDeferred("store unavailable".into()));
+            let [
+                Action::ArmTimer {
+                    stage: Stage::Acquire,
+                    generation,
+                    ..
+                },
+            ] = a[..]
+            else {
+                panic!("{a:?}");
+            };
+            assert_eq!(
+                m.step(Input::Timeout {
+                    stage: Stage::Acquire,
+                    generation
+                }),
+                [Action::Acquire]
+            );
+        }
+        // The take had landed: the job is ours, prepared and sent as any other.
+        let a = m.step(Input::Acquired);
+        assert!(
+            matches!(
+                a[..],
+                [
+                    Action::ArmTimer {
+                        stage: Stage::Prepare,
+                        ..
+                    },
+                    Action::Prepare
+                ]
+            ),
+            "{a:?}"
+        );
+        // Away too long: the worker stops; lease recovery has the job.
+        let mut m = self::m();
+        m.step(Input::Start);
+        for _ in 0..RELEASE_RETRY_LIMIT {
+            m.step(Input::AcquireDeferred("x".into()));
+        }
+        assert_eq!(m.step(Input::AcquireDeferred("x".into())), [Action::Stop]);
     }
 
     #[test]
