@@ -11,12 +11,41 @@ use std::time::{Duration, Instant};
 
 pub const FAXD: &str = env!("CARGO_BIN_EXE_faxd");
 
-/// A free TCP port on 127.0.0.1 (bound and released).
+/// A free TCP port on 127.0.0.1 for a node to listen on.
+///
+/// A port that is bound and released can be taken again before the node binds it: by another
+/// port-0 bind or as the source port of any outgoing connection, both of which the kernel
+/// picks from its ephemeral range. So the port comes from below that range (never handed out
+/// by the kernel), is not one this test process gave out before, and binds right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Start at a point that differs between processes (test binaries run one after another,
+    // but a node of an earlier one may still be closing its ports).
+    let span = u32::from(high - low);
+    let mut at = (std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0))
+        % span;
+    for _ in 0..span {
+        let port = low + at as u16;
+        at = (at + 1) % span;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range {low}..{high}");
 }
 
 /// Polls `f` until it returns `Some` or the deadline passes.
