@@ -199,6 +199,7 @@ pub fn server(
     let node: Arc<str> = Arc::from(state.node.as_str());
     let data = web::Data::from(state);
     let header_timeout = std::time::Duration::from_secs(opts.header_timeout_s.max(1));
+    let local = listener.local_addr()?;
     // Built from actix-web's parts rather than `HttpServer`, so that the connection the HTTP
     // layer reads is the guarded one (see [`head_guard`]).
     let server = actix_server::Server::build()
@@ -215,6 +216,10 @@ pub fn server(
             // closing at that moment.
             let h1 = actix_http::HttpService::build()
                 .client_request_timeout(header_timeout)
+                // A closing connection gets a second to flush its last answer (as actix-web's
+                // own server does).
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .local_addr(local)
                 .keep_alive(std::time::Duration::from_secs(75))
                 .on_connect_ext(move |io: &head_guard::Guarded, ext| {
                     admission::on_connect(&limiter, &node, io.stream(), ext)
