@@ -215,23 +215,27 @@ impl Machine {
         doubled.min(RELEASE_RETRY_MAX)
     }
 
+    /// A take or a lease confirmation met a store that is away: tried again at `stage` after
+    /// a growing wait; after [`RELEASE_RETRY_LIMIT`] tries the worker stops without a call
+    /// and lease recovery requeues the job once the store is back.
+    fn defer(&mut self, stage: Stage, why: String) -> Vec<Action> {
+        if self.deferred < RELEASE_RETRY_LIMIT {
+            let after = self.release_backoff();
+            self.deferred += 1;
+            return vec![self.arm(stage, after)];
+        }
+        self.stage = Stage::Done;
+        self.generation += 1;
+        self.not_available = Some(why);
+        vec![Action::Stop]
+    }
+
     /// The transition function.
     pub fn step(&mut self, input: Input) -> Vec<Action> {
         use Stage::*;
         match (self.stage, input) {
             (Acquire, Input::Start) => vec![Action::Acquire],
-            (Acquire, Input::AcquireDeferred(_)) if self.deferred < RELEASE_RETRY_LIMIT => {
-                let after = self.release_backoff();
-                self.deferred += 1;
-                vec![self.arm(Acquire, after)]
-            }
-            (Acquire, Input::AcquireDeferred(why)) => {
-                // Away too long: lease recovery requeues the job once the store is back.
-                self.stage = Done;
-                self.generation += 1;
-                self.not_available = Some(why);
-                vec![Action::Stop]
-            }
+            (Acquire, Input::AcquireDeferred(why)) => self.defer(Acquire, why),
             (
                 Acquire,
                 Input::Timeout {
@@ -265,20 +269,7 @@ impl Machine {
                 let t = self.timeouts.originate;
                 vec![self.arm(Originate, t), Action::Originate]
             }
-            (Prepare, Input::ConfirmDeferred(_))
-                if self.confirming && self.deferred < RELEASE_RETRY_LIMIT =>
-            {
-                let after = self.release_backoff();
-                self.deferred += 1;
-                vec![self.arm(Prepare, after)]
-            }
-            (Prepare, Input::ConfirmDeferred(why)) => {
-                // Away too long: lease recovery requeues the job once the store is back.
-                self.stage = Done;
-                self.generation += 1;
-                self.not_available = Some(why);
-                vec![Action::Stop]
-            }
+            (Prepare, Input::ConfirmDeferred(why)) if self.confirming => self.defer(Prepare, why),
             (
                 Prepare,
                 Input::Timeout {
@@ -423,24 +414,22 @@ mod tests {
         Machine::new(Timeouts::default())
     }
 
-    #[test]
-    fn an_outcome_waits_for_the_store_and_is_stored_once_it_is_back() {
-        let mut m = m();
-        let g = to_send(&mut m);
-        let _ = g;
-        let result = FaxResult {
-            success: true,
-            ..FaxResult::default()
-        };
-        let a = m.step(Input::Event(FaxEvent::Finished(result.clone())));
-        assert_eq!(a, [Action::Release(Outcome::Call(result.clone()))]);
-        // The store is away: a timer, growing, then the same outcome again.
+    /// Drives `rounds` deferrals of a step while the store is away: each `away` input arms a
+    /// timer of `stage`; a stale one does nothing, the current one yields `again`. Returns the
+    /// waits.
+    fn while_away(
+        m: &mut Machine,
+        rounds: usize,
+        away: impl Fn() -> Input,
+        stage: Stage,
+        again: &[Action],
+    ) -> Vec<Duration> {
         let mut waits = Vec::new();
-        for _ in 0..6 {
-            let a = m.step(Input::ReleaseDeferred("store unavailable".into()));
+        for _ in 0..rounds {
+            let a = m.step(away());
             let [
                 Action::ArmTimer {
-                    stage: Stage::Release,
+                    stage: armed,
                     generation,
                     after,
                 },
@@ -448,23 +437,44 @@ mod tests {
             else {
                 panic!("{a:?}");
             };
+            assert_eq!(armed, stage);
             waits.push(after);
-            // A stale timer does nothing.
-            assert!(
-                m.step(Input::Timeout {
-                    stage: Stage::Release,
-                    generation: generation - 1
-                })
-                .is_empty()
-            );
             assert_eq!(
                 m.step(Input::Timeout {
-                    stage: Stage::Release,
-                    generation
+                    stage,
+                    generation: generation - 1
                 }),
-                [Action::Release(Outcome::Call(result.clone()))]
+                []
             );
+            assert_eq!(m.step(Input::Timeout { stage, generation }), again);
         }
+        waits
+    }
+
+    /// After [`RELEASE_RETRY_LIMIT`] deferrals (`already` of them made) the worker stops
+    /// (lease recovery has the job).
+    fn gives_up_at_the_limit(m: &mut Machine, already: u32, away: impl Fn() -> Input) {
+        for _ in already..RELEASE_RETRY_LIMIT {
+            assert!(matches!(m.step(away())[..], [Action::ArmTimer { .. }]));
+        }
+        assert_eq!(m.step(away()), [Action::Stop]);
+        assert_eq!(m.stage, Stage::Done);
+    }
+
+    #[test]
+    fn an_outcome_waits_for_the_store_and_is_stored_once_it_is_back() {
+        let mut m = m();
+        to_send(&mut m);
+        let result = FaxResult {
+            success: true,
+            ..FaxResult::default()
+        };
+        let a = m.step(Input::Event(FaxEvent::Finished(result.clone())));
+        let release = [Action::Release(Outcome::Call(result.clone()))];
+        assert_eq!(a, release);
+        // The store is away: a timer, growing, then the same outcome again.
+        let away = || Input::ReleaseDeferred("store unavailable".into());
+        let waits = while_away(&mut m, 6, away, Stage::Release, &release);
         assert_eq!(waits[0], RELEASE_RETRY_FIRST);
         assert!(waits.windows(2).all(|w| w[1] >= w[0]));
         assert_eq!(*waits.last().unwrap(), RELEASE_RETRY_MAX);
@@ -477,64 +487,25 @@ mod tests {
         let mut m = m();
         m.step(Input::Start);
         assert_eq!(m.step(Input::Recovered), [Action::ReleaseRecovered]);
-        let a = m.step(Input::ReleaseDeferred("x".into()));
-        let [Action::ArmTimer { generation, .. }] = a[..] else {
-            panic!("{a:?}");
-        };
-        assert_eq!(
-            m.step(Input::Timeout {
-                stage: Stage::Release,
-                generation
-            }),
-            [Action::ReleaseRecovered]
-        );
-        for _ in 1..RELEASE_RETRY_LIMIT {
-            assert!(matches!(
-                m.step(Input::ReleaseDeferred("x".into()))[..],
-                [Action::ArmTimer { .. }]
-            ));
-        }
-        assert_eq!(m.step(Input::ReleaseDeferred("x".into())), [Action::Stop]);
-        assert_eq!(m.stage, Stage::Done);
+        let away = || Input::ReleaseDeferred("x".into());
+        while_away(&mut m, 1, away, Stage::Release, &[Action::ReleaseRecovered]);
+        gives_up_at_the_limit(&mut m, 1, away);
     }
 
-    #[test]
-    fn a_lease_confirmation_waits_for_the_store_and_never_dials_without_it() {
+    fn prepared() -> Machine {
         let mut m = m();
         m.step(Input::Start);
         m.step(Input::Acquired);
         assert_eq!(m.step(Input::Prepared { pages: 1 }), [Action::ConfirmLease]);
+        m
+    }
+
+    #[test]
+    fn a_lease_confirmation_waits_for_the_store_and_never_dials_without_it() {
+        let mut m = prepared();
         // The store is away: no call, the confirmation is tried again after a wait.
-        let mut waits = Vec::new();
-        for _ in 0..12 {
-            let a = m.step(Input::ConfirmDeferred("store unavailable".into()));
-            let [
-                Action::ArmTimer {
-                    stage: Stage::Prepare,
-                    generation,
-                    after,
-                },
-            ] = a[..]
-            else {
-                panic!("{a:?}");
-            };
-            waits.push(after);
-            // A stale timer (an earlier generation) does nothing.
-            assert_eq!(
-                m.step(Input::Timeout {
-                    stage: Stage::Prepare,
-                    generation: generation - 1
-                }),
-                []
-            );
-            assert_eq!(
-                m.step(Input::Timeout {
-                    stage: Stage::Prepare,
-                    generation
-                }),
-                [Action::ConfirmLease]
-            );
-        }
+        let away = || Input::ConfirmDeferred("store unavailable".into());
+        let waits = while_away(&mut m, 12, away, Stage::Prepare, &[Action::ConfirmLease]);
         assert_eq!(waits[0], RELEASE_RETRY_FIRST);
         assert_eq!(*waits.last().unwrap(), RELEASE_RETRY_MAX);
         // The store is back and the job still ours: the call goes out, once.
@@ -553,41 +524,22 @@ mod tests {
             "{a:?}"
         );
         // Had the job been requeued meanwhile, the worker would stop without dialling.
-        let mut m2 = super::Machine::new(Timeouts::default());
-        m2.step(Input::Start);
-        m2.step(Input::Acquired);
-        m2.step(Input::Prepared { pages: 1 });
-        m2.step(Input::ConfirmDeferred("x".into()));
+        let mut m = prepared();
+        m.step(away());
         assert_eq!(
-            m2.step(Input::LeaseLost("job requeued".into())),
+            m.step(Input::LeaseLost("job requeued".into())),
             [Action::AbortPrepare, Action::Stop]
         );
+        // Away too long: no call either.
+        gives_up_at_the_limit(&mut prepared(), 0, away);
     }
 
     #[test]
     fn a_take_left_unanswered_is_looked_at_again_until_the_store_is_back() {
         let mut m = m();
         assert_eq!(m.step(Input::Start), [Action::Acquire]);
-        for _ in 0..3 {
-            let a = m.step(Input::AcquireDeferred("store unavailable".into()));
-            let [
-                Action::ArmTimer {
-                    stage: Stage::Acquire,
-                    generation,
-                    ..
-                },
-            ] = a[..]
-            else {
-                panic!("{a:?}");
-            };
-            assert_eq!(
-                m.step(Input::Timeout {
-                    stage: Stage::Acquire,
-                    generation
-                }),
-                [Action::Acquire]
-            );
-        }
+        let away = || Input::AcquireDeferred("store unavailable".into());
+        while_away(&mut m, 3, away, Stage::Acquire, &[Action::Acquire]);
         // The take had landed: the job is ours, prepared and sent as any other.
         let a = m.step(Input::Acquired);
         assert!(
@@ -603,29 +555,9 @@ mod tests {
             ),
             "{a:?}"
         );
-        // Away too long: the worker stops; lease recovery has the job.
         let mut m = self::m();
         m.step(Input::Start);
-        for _ in 0..RELEASE_RETRY_LIMIT {
-            m.step(Input::AcquireDeferred("x".into()));
-        }
-        assert_eq!(m.step(Input::AcquireDeferred("x".into())), [Action::Stop]);
-    }
-
-    #[test]
-    fn a_lease_confirmation_deferred_too_long_stops_without_a_call() {
-        let mut m = m();
-        m.step(Input::Start);
-        m.step(Input::Acquired);
-        m.step(Input::Prepared { pages: 1 });
-        for _ in 0..RELEASE_RETRY_LIMIT {
-            assert!(matches!(
-                m.step(Input::ConfirmDeferred("x".into()))[..],
-                [Action::ArmTimer { .. }]
-            ));
-        }
-        assert_eq!(m.step(Input::ConfirmDeferred("x".into())), [Action::Stop]);
-        assert_eq!(m.stage, Stage::Done);
+        gives_up_at_the_limit(&mut m, 0, away);
     }
 
     fn to_send(m: &mut Machine) -> u64 {
