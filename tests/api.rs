@@ -3,40 +3,18 @@
 //! faxboxes, callflows, faxes (every endpoint, the fixes over Kazoo), system_configs and the
 //! OpenAPI document checked against the routes served.
 
+#[macro_use]
 mod api_common;
 
 use std::time::Duration;
 
 use api_common::{
-    Api, PDF, Tenant, document_server, poll, received_fax, test_options, unique, unique_number,
+    Api, Dir, PDF, Tenant, document_server, poll, received_fax, test_options, unique, unique_number,
 };
 use faxd::ids::{AccountId, Db, YearMonth, modb_doc_id, new_id};
 use faxd::store::SharedStore;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, dir) = crate::api_common::embedded().await;
-                    super::$name(store, dir).await;
-                }
-            )*
-        }
-        mod couchdb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, dir) = crate::api_common::couch().await;
-                    super::$name(store, dir).await;
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     pipeline_envelope_cors_and_errors,
@@ -53,8 +31,6 @@ both_backends!(
     monster_ui_calls,
     openapi_matches_served_routes,
 );
-
-type Dir = Option<tempfile::TempDir>;
 
 async fn start(store: SharedStore, dir: Dir) -> Api {
     Api::start(store, dir, test_options()).await

@@ -4,38 +4,16 @@
 //! another account (refused, nothing changed), authentication before any body validation,
 //! `X-HTTP-Method-Override` under the same rules, and 415 answers that name the types.
 
+#[macro_use]
 mod api_common;
 
 use api_common::{
-    Answer, Api, PDF, Tenant, document_server, plain_user, received_fax, test_options, unique,
+    Answer, Api, Dir, PDF, Tenant, document_server, plain_user, received_fax, test_options, unique,
 };
 use faxd::ids::{AccountId, Db, YearMonth, modb_doc_id, new_id};
 use faxd::store::SharedStore;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, dir) = crate::api_common::embedded().await;
-                    super::$name(store, dir).await;
-                }
-            )*
-        }
-        mod couchdb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, dir) = crate::api_common::couch().await;
-                    super::$name(store, dir).await;
-                }
-            )*
-        }
-    };
-}
 
 both_backends!(
     roles_plain_user_route_table,
@@ -45,8 +23,6 @@ both_backends!(
     roles_method_override,
     roles_document_types_and_long_ids,
 );
-
-type Dir = Option<tempfile::TempDir>;
 
 fn assert_error(a: &Answer, status: StatusCode, message: &str, what: &str) {
     assert_eq!(a.status, status, "{what}: {}", a.body);
@@ -668,38 +644,28 @@ async fn roles_authentication_before_body(store: SharedStore, dir: Dir) {
         "resubmit",
     );
     // Neither a content type nobody takes nor an upload past the limit comes before the 401.
-    let r = w
-        .api
-        .http
-        .put(format!("{}{}/users", w.api.base, w.acc()))
-        .header("Content-Type", "text/csv")
-        .body("a,b")
-        .send()
-        .await
-        .expect("request");
-    let a = Api::answer(r).await;
-    assert_error(
-        &a,
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-        "text/csv",
-    );
-    let r = w
-        .api
-        .http
-        .put(format!("{}{}/faxes", w.api.base, w.acc()))
-        .header("Content-Type", "application/pdf")
-        .body(vec![b'%'; 2_000_000])
-        .send()
-        .await
-        .expect("request");
-    let a = Api::answer(r).await;
-    assert_error(
-        &a,
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-        "2 MB upload",
-    );
+    let cases: [(&str, &str, Vec<u8>, &str); 2] = [
+        ("users", "text/csv", b"a,b".to_vec(), "text/csv"),
+        (
+            "faxes",
+            "application/pdf",
+            vec![b'%'; 2_000_000],
+            "2 MB upload",
+        ),
+    ];
+    for (resource, content_type, body, what) in cases {
+        let r = w
+            .api
+            .http
+            .put(format!("{}{}/{resource}", w.api.base, w.acc()))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let a = Api::answer(r).await;
+        assert_error(&a, StatusCode::UNAUTHORIZED, "invalid_credentials", what);
+    }
     // A bad token is as good as none, whatever the body.
     let a = w
         .api

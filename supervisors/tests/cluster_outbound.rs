@@ -131,33 +131,6 @@ impl Api {
     }
 }
 
-async fn login(http: &reqwest::Client, api: &str, dir: &Path) -> (String, String) {
-    let cred = |key: &str| {
-        std::fs::read_to_string(dir.join("admin-credentials"))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-            .unwrap_or_else(|| panic!("{key} missing from admin-credentials"))
-    };
-    let login: Value = http
-        .put(format!("{api}/user_auth"))
-        .json(&json!({"data": {
-            "credentials": cred("credentials"),
-            "account_name": cred("account_name"),
-        }}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["auth_token"].as_str().expect("token").to_string();
-    let account = login["data"]["account_id"].as_str().unwrap().to_string();
-    // The faxes are sent from +15551230000: a number of the account.
-    common::own_number(http, api, &token, &account, "+15551230000").await;
-    (token, account)
-}
-
 /// The most transmissions that overlapped in time, from `[started, finished)` intervals.
 fn max_overlap(intervals: &[(i64, i64)]) -> usize {
     let mut edges: Vec<(i64, i32)> = intervals
@@ -230,7 +203,7 @@ impl Cluster {
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
-        let (token, account) = login(&http, &a.url("/v2"), &dir_a).await;
+        let (token, account) = sender_login(&http, &a.url("/v2"), &dir_a).await;
         Cluster {
             faxes_a: a.url(&format!("/v2/accounts/{account}/faxes")),
             faxes_b: b.url(&format!("/v2/accounts/{account}/faxes")),

@@ -53,14 +53,6 @@ fn text_pdf(pages: usize) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn credentials(dir: &std::path::Path, key: &str) -> String {
-    std::fs::read_to_string(dir.join("admin-credentials"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-        .unwrap_or_else(|| panic!("{key} missing from admin-credentials"))
-}
-
 async fn submit(http: &reqwest::Client, url: &str, token: &str, to: &str, doc: Vec<u8>) -> Value {
     let meta = json!({"data": {"from_number": "+15551230000", "to_number": to, "retries": 1}});
     common::submit_fax(http, url, token, &meta, "application/pdf", &doc).await
@@ -104,7 +96,7 @@ async fn a_pdf_submitted_by_multipart_is_delivered_page_for_page() {
     let api = node.url("/v2");
     let http = reqwest::Client::new();
 
-    let (token, account) = login(&http, &api, dir.path()).await;
+    let (token, account) = common::sender_login(&http, &api, dir.path()).await;
     let faxes = format!("{api}/accounts/{account}/faxes");
 
     let job = submit(&http, &faxes, &token, "+15557654321", text_pdf(3)).await;
@@ -182,26 +174,6 @@ async fn a_pdf_submitted_by_multipart_is_delivered_page_for_page() {
         .unwrap();
 }
 
-async fn login(http: &reqwest::Client, api: &str, dir: &std::path::Path) -> (String, String) {
-    let login: Value = http
-        .put(format!("{api}/user_auth"))
-        .json(&json!({"data": {
-            "credentials": credentials(dir, "credentials"),
-            "account_name": credentials(dir, "account_name"),
-        }}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["auth_token"].as_str().expect("token").to_string();
-    let account = login["data"]["account_id"].as_str().unwrap().to_string();
-    // The faxes are sent from +15551230000: a number of the account.
-    common::own_number(http, api, &token, &account, "+15551230000").await;
-    (token, account)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outgoing_detail_shows_live_status_while_sending() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,7 +189,7 @@ async fn outgoing_detail_shows_live_status_while_sending() {
     .unwrap();
     let api = node.url("/v2");
     let http = reqwest::Client::new();
-    let (token, account) = login(&http, &api, dir.path()).await;
+    let (token, account) = common::sender_login(&http, &api, dir.path()).await;
     let faxes = format!("{api}/accounts/{account}/faxes");
     let job = submit(&http, &faxes, &token, "+15557654321", text_pdf(3)).await;
     let id = job["id"].as_str().unwrap().to_string();

@@ -22,34 +22,6 @@ fn mode(path: &Path) -> u32 {
         & 0o777
 }
 
-fn credential(dir: &Path, key: &str) -> String {
-    std::fs::read_to_string(dir.join("admin-credentials"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-        .unwrap_or_else(|| panic!("{key} missing from admin-credentials"))
-}
-
-/// Logs in as the first-start admin: (token, account id).
-async fn login(http: &reqwest::Client, api: &str, dir: &Path) -> (String, String) {
-    let login: Value = http
-        .put(format!("{api}/user_auth"))
-        .json(&json!({"data": {
-            "credentials": credential(dir, "credentials"),
-            "account_name": credential(dir, "account_name"),
-        }}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        login["auth_token"].as_str().expect("token").to_string(),
-        login["data"]["account_id"].as_str().unwrap().to_string(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_dir_store_and_cached_fax_files_are_private() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,7 +35,7 @@ async fn data_dir_store_and_cached_fax_files_are_private() {
         .unwrap();
     let api = node.url("/v2");
     let http = reqwest::Client::new();
-    let (token, account) = login(&http, &api, &data).await;
+    let (token, account) = common::sender_login(&http, &api, &data).await;
 
     assert_eq!(mode(&data), 0o700, "data directory");
     for f in [
@@ -77,7 +49,6 @@ async fn data_dir_store_and_cached_fax_files_are_private() {
 
     // A fax to a number that rings without answer: its fax-ready TIFF waits in the cache
     // while the call rings (the ring timeout is 40 s).
-    common::own_number(&http, &api, &token, &account, "+15551230000").await;
     let faxes = format!("{api}/accounts/{account}/faxes");
     let meta = json!({"data": {"from_number": "+15551230000", "to_number": "+15550002123",
                                "retries": 1}});

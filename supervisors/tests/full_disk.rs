@@ -70,25 +70,8 @@ fn fill(dir: &Path) -> PathBuf {
 
 /// A multipart submission of a TIFF: (status, envelope).
 async fn submit(http: &reqwest::Client, faxes: &str, token: &str, doc: &[u8]) -> (u16, Value) {
-    let boundary = "faxd-full-disk-test";
     let meta = json!({"data": {"from_number": "+15551230000", "to_number": "+15557654321"}});
-    let mut body = format!(
-        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{meta}\r\n--{boundary}\r\nContent-Type: image/tiff\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(doc);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = http
-        .put(faxes)
-        .header("X-Auth-Token", token)
-        .header(
-            "Content-Type",
-            format!("multipart/mixed; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("the API answers");
+    let r = put_fax(http, faxes, token, &meta, "image/tiff", doc).await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -123,9 +106,7 @@ async fn a_full_disk_answers_507_and_corrupts_nothing() {
     let pid = node.child.id();
     let http = reqwest::Client::new();
     let api = node.url("/v2");
-    let (token, account) = login(&http, &api, &data).await;
-    // The faxes are sent from a number of the account's own.
-    own_number(&http, &api, &token, &account, "+15551230000").await;
+    let (token, account) = sender_login(&http, &api, &data).await;
     let faxes = format!("{api}/accounts/{account}/faxes");
 
     // Sending works on the tmpfs.

@@ -112,25 +112,8 @@ async fn submit_during_outage(
     faxes: &str,
     token: &str,
 ) -> (u16, Option<String>, Value) {
-    let boundary = "faxd-outage-test";
     let meta = json!({"data": {"from_number": "+15551230000", "to_number": "+15557654000"}});
-    let mut body = format!(
-        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{meta}\r\n--{boundary}\r\nContent-Type: image/tiff\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&blank_tiff(1));
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = http
-        .put(faxes)
-        .header("X-Auth-Token", token)
-        .header(
-            "Content-Type",
-            format!("multipart/mixed; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("the API answers during the outage");
+    let r = put_fax(http, faxes, token, &meta, "image/tiff", &blank_tiff(1)).await;
     let status = r.status().as_u16();
     let retry = r
         .headers()
@@ -173,10 +156,9 @@ async fn five_minute_store_outage_loses_no_job_and_keeps_the_node_up() {
     let pid = node.child.id();
     let http = reqwest::Client::new();
     let api = node.url("/v2");
-    let (token, admin) = login(&http, &api, dir.path()).await;
     // The API's faxes are sent from a number of the account's own, so the answers during
     // the outage come from saving the fax, not from looking the number up.
-    own_number(&http, &api, &token, &admin, "+15551230000").await;
+    let (token, admin) = sender_login(&http, &api, dir.path()).await;
     let faxes = format!("{api}/accounts/{admin}/faxes");
 
     // The test's own view of the store, not through the proxy.

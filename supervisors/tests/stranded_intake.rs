@@ -60,9 +60,7 @@ async fn jobs_of_a_download_cut_by_kill_9_are_resumed_or_failed_after_restart() 
         .unwrap();
     let api = node.url("/v2");
     let http = reqwest::Client::new();
-    let (token, account) = login(&http, &api, dir.path()).await;
-    // The faxes are sent from a number of the account's own.
-    own_number(&http, &api, &token, &account, "+15551230000").await;
+    let (token, account) = sender_login(&http, &api, dir.path()).await;
     let faxes = format!("{api}/accounts/{account}/faxes");
 
     // Two submissions whose downloads stall half way.
@@ -119,7 +117,7 @@ async fn jobs_of_a_download_cut_by_kill_9_are_resumed_or_failed_after_restart() 
         .await
         .unwrap();
     let api = node.url("/v2");
-    let (token, account2) = login(&http, &api, dir.path()).await;
+    let (token, account2) = admin_login(&http, &api, dir.path()).await;
     assert_eq!(account, account2);
     let faxes = format!("{api}/accounts/{account}/faxes");
 

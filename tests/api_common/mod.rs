@@ -2,7 +2,7 @@
 //! store (embedded SQLite or CouchDB), an HTTP client, tenants created through the API, and
 //! a loopback HTTP server that serves documents for `document.url`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -20,6 +20,34 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs each named test `async fn name(store: SharedStore, dir: Dir)` twice: on the embedded
+/// store and on the CouchDB-API server.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, dir) = crate::api_common::embedded().await;
+                    super::$name(store, dir).await;
+                }
+            )*
+        }
+        mod couchdb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, dir) = crate::api_common::couch().await;
+                    super::$name(store, dir).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The data directory a backend's test keeps alive (the embedded store's), if any.
+pub type Dir = Option<tempfile::TempDir>;
 
 /// A one-page PDF (enough for intake; conversion is not part of these tests).
 pub const PDF: &[u8] = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n";

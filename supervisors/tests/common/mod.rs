@@ -353,6 +353,49 @@ where
     }
 }
 
+/// The number the tests' faxes are sent from; [`sender_login`] makes it the admin account's.
+pub const SENDER: &str = "+15551230000";
+
+/// A line of the first-start admin's credentials file in the data directory `dir`.
+pub fn admin_credential(dir: &Path, key: &str) -> String {
+    std::fs::read_to_string(dir.join("admin-credentials"))
+        .expect("admin-credentials")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("{key} missing from admin-credentials"))
+}
+
+/// Logs in as the first-start admin of the node in `dir`: (token, account id).
+pub async fn admin_login(http: &reqwest::Client, api: &str, dir: &Path) -> (String, String) {
+    let login: serde_json::Value = http
+        .put(format!("{api}/user_auth"))
+        .json(&serde_json::json!({"data": {
+            "credentials": admin_credential(dir, "credentials"),
+            "account_name": admin_credential(dir, "account_name"),
+        }}))
+        .send()
+        .await
+        .expect("user_auth")
+        .json()
+        .await
+        .expect("user_auth JSON");
+    (
+        login["auth_token"].as_str().expect("token").to_string(),
+        login["data"]["account_id"]
+            .as_str()
+            .expect("account")
+            .to_string(),
+    )
+}
+
+/// [`admin_login`], then the account takes [`SENDER`] (a receive_fax callflow), so its faxes
+/// may be sent from that number.
+pub async fn sender_login(http: &reqwest::Client, api: &str, dir: &Path) -> (String, String) {
+    let (token, account) = admin_login(http, api, dir).await;
+    own_number(http, api, &token, &account, SENDER).await;
+    (token, account)
+}
+
 /// Gives `account` the number `e164` through a callflow, so it may send faxes from it (a
 /// caller id must be a number of the account).
 pub async fn own_number(http: &reqwest::Client, api: &str, token: &str, account: &str, e164: &str) {
@@ -371,16 +414,16 @@ pub async fn own_number(http: &reqwest::Client, api: &str, token: &str, account:
     );
 }
 
-/// Submits a fax as the logged-in user: `PUT url` with a multipart body (the JSON `meta`,
-/// then `doc` as `content_type`). Checks the answer is a success and returns its `data`.
-pub async fn submit_fax(
+/// Sends a fax submission as the logged-in user: `PUT url` with a multipart body (the JSON
+/// `meta`, then `doc` as `content_type`), whatever the answer.
+pub async fn put_fax(
     http: &reqwest::Client,
     url: &str,
     token: &str,
     meta: &serde_json::Value,
     content_type: &str,
     doc: &[u8],
-) -> serde_json::Value {
+) -> reqwest::Response {
     let boundary = "faxd-test-boundary";
     let mut body = format!(
         "--{boundary}\r\nContent-Type: application/json\r\n\r\n{meta}\r\n--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
@@ -388,8 +431,7 @@ pub async fn submit_fax(
     .into_bytes();
     body.extend_from_slice(doc);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = http
-        .put(url)
+    http.put(url)
         .header("X-Auth-Token", token)
         .header(
             "Content-Type",
@@ -398,7 +440,19 @@ pub async fn submit_fax(
         .body(body)
         .send()
         .await
-        .unwrap();
+        .expect("the API answers")
+}
+
+/// Submits a fax as [`put_fax`] does; checks the answer is a success and returns its `data`.
+pub async fn submit_fax(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    meta: &serde_json::Value,
+    content_type: &str,
+    doc: &[u8],
+) -> serde_json::Value {
+    let r = put_fax(http, url, token, meta, content_type, doc).await;
     let status = r.status();
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(status.is_success(), "{status}: {v}");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
 /// A one-page PDF with a line of text.
@@ -28,37 +28,6 @@ pub fn one_page_pdf() -> Vec<u8> {
     }
     out.push_str("trailer<</Root 1 0 R>>\n%%EOF\n");
     out.into_bytes()
-}
-
-fn credentials(dir: &std::path::Path, key: &str) -> String {
-    std::fs::read_to_string(dir.join("admin-credentials"))
-        .expect("admin-credentials")
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-        .unwrap_or_else(|| panic!("{key} missing from admin-credentials"))
-}
-
-/// Logs in as the first-start admin of the node in `dir`: (token, account id).
-pub async fn login(http: &reqwest::Client, api: &str, dir: &std::path::Path) -> (String, String) {
-    let login: Value = http
-        .put(format!("{api}/user_auth"))
-        .json(&json!({"data": {
-            "credentials": credentials(dir, "credentials"),
-            "account_name": credentials(dir, "account_name"),
-        }}))
-        .send()
-        .await
-        .expect("user_auth")
-        .json()
-        .await
-        .expect("user_auth JSON");
-    (
-        login["auth_token"].as_str().expect("token").to_string(),
-        login["data"]["account_id"]
-            .as_str()
-            .expect("account")
-            .to_string(),
-    )
 }
 
 /// `GET url` as the logged-in user: the JSON answer, `None` when there is none.
