@@ -899,7 +899,15 @@ async fn a_panicking_worker_hangs_up_and_the_job_completes_once(store: SharedSto
         "the attempt cut by the panic counts: {doc}"
     );
     assert_eq!(doc["tx_result"]["transferred_pages"], 4, "{doc}");
-    let calls = calls_to(&engine, &to);
+    first_call_hung_up(&engine, &to, OWNER_GONE, 4);
+    nothing_left_queued(&store, &account).await;
+    engine.stop().await;
+}
+
+/// Two calls went to `to`: the first was hung up with `cause` before the far end had all
+/// `pages`, the second was not hung up.
+fn first_call_hung_up(engine: &Engine, to: &str, cause: &str, pages: u32) {
+    let calls = calls_to(engine, to);
     assert_eq!(calls.len(), 2, "one retry");
     let hangups: Vec<_> = engine
         .gw
@@ -909,13 +917,11 @@ async fn a_panicking_worker_hangs_up_and_the_job_completes_once(store: SharedSto
         .collect();
     assert_eq!(hangups.len(), 1, "{hangups:?}");
     assert_eq!(hangups[0].call_id, calls[0].fax.call_id, "the first call");
-    assert_eq!(hangups[0].cause, OWNER_GONE);
+    assert_eq!(hangups[0].cause, cause);
     assert!(
-        hangups[0].pages < 4,
+        hangups[0].pages < pages,
         "the far end got the whole fax before the hangup: {hangups:?}"
     );
-    nothing_left_queued(&store, &account).await;
-    engine.stop().await;
 }
 
 /// A job whose lease is found expired while its worker is alive (its node could not renew
@@ -959,18 +965,7 @@ async fn a_lease_lost_mid_call_hangs_up_and_the_job_completes_once(store: Shared
     let doc = wait_final(&store, &account, &id, Duration::from_secs(60)).await;
     assert_eq!(doc["pvt_job_status"], "completed", "{doc}");
     assert_eq!(doc["attempts"], 2, "{doc}");
-    let calls = calls_to(&engine, &to);
-    assert_eq!(calls.len(), 2);
-    let hangups: Vec<_> = engine
-        .gw
-        .hangups()
-        .into_iter()
-        .filter(|h| h.to == to)
-        .collect();
-    assert_eq!(hangups.len(), 1, "{hangups:?}");
-    assert_eq!(hangups[0].call_id, calls[0].fax.call_id);
-    assert_eq!(hangups[0].cause, "LEASE_LOST");
-    assert!(hangups[0].pages < 6, "{hangups:?}");
+    first_call_hung_up(&engine, &to, "LEASE_LOST", 6);
     nothing_left_queued(&store, &account).await;
     engine.stop().await;
 }
