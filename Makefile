@@ -31,7 +31,7 @@ fmt:
 bench:
 	rel/deps.sh bench
 	$(CARGO) build --release -p faxd-supervisors
-	$(CARGO) build --release -p faxd --example t30_bench --example ccitt_bench
+	$(CARGO) build --release -p faxd --example t30_bench --example ccitt_bench --example esl_bench
 	tests/couchdb/with-server.sh rel/bench.sh
 
 bench-api:

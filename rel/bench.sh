@@ -21,6 +21,10 @@ echo "== T.30 loopback (spandsp): CPU per page, accelerated throughput, real-tim
 ./target/release/examples/t30_bench "${T30_BENCH_PAGES:-4}" "${T30_BENCH_REALTIME_CALLS:-100}"
 
 echo
+echo "== ESL codec: FreeSWITCH frames captured from a real 1.10.12, framed and typed"
+./target/release/examples/esl_bench "${ESL_BENCH_ROUNDS:-2000}"
+
+echo
 echo "== outbound scheduler: ${FAXD_BENCH_JOBS:-10000} jobs over 100 accounts, null engine"
 # Every transmission writes its fax-ready TIFF to the file cache (file_cache_path): first on
 # tmpfs (/dev/shm; /tmp is tmpfs on Debian 13), then on the disk of the data directory.

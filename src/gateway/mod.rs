@@ -7,6 +7,7 @@
 //! The result fields are the ones FreeSWITCH's mod_spandsp reports, so that a transmission
 //! looks the same in `tx_result` whichever engine carried it.
 
+pub mod esl;
 pub mod file_proxy;
 pub mod loopback;
 pub mod null;
