@@ -529,7 +529,7 @@ impl Admin {
 /// engine hands the call to a fax_request, which answers, receives it on a spandsp terminal
 /// and stores it in B's inbox. A's job completes; B's inbox lists the fax with its numbers and
 /// page count; the received TIFF downloads with the pages sent (and as PDF); nothing is left in
-/// the spool. A fax to a number nobody owns still reaches the simulated remote machine, and a
+/// the spool. A faxbox callflow's fax is the box's. A fax to a number nobody owns still reaches the simulated remote machine, and a
 /// number whose callflow has no fax module refuses the call (the sender's job fails with
 /// the refusal).
 async fn fax_to_another_account(extra: &[(&str, &str)]) {
@@ -597,12 +597,62 @@ async fn fax_to_another_account(extra: &[(&str, &str)]) {
         "the call to B never left the node"
     );
 
+    // A number of a faxbox callflow: the fax is the box's, with the box's notify list.
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/accounts/{b}/faxboxes"),
+            Some(json!({"name": "Front desk", "notifications": {
+                "inbound": {"email": {"send_to": ["desk@example.com"]}}}})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "faxbox: {v}");
+    let faxbox = v["data"]["id"].as_str().expect("faxbox id").to_string();
+    let boxed = "+15557650002";
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/accounts/{b}/callflows"),
+            Some(json!({"numbers": [boxed], "flow": {"module": "faxbox", "data": {"id": faxbox}}})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "faxbox callflow: {v}");
+    let id = admin.submit(&a, boxed, 1, json!({})).await;
+    let doc = admin.final_doc(&a, &id, Duration::from_secs(90)).await;
+    assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
+    let row = common::poll_async("the faxbox's fax", Duration::from_secs(30), || async {
+        admin
+            .inbox(&b)
+            .await
+            .into_iter()
+            .find(|r| r["to_number"] == boxed)
+    })
+    .await;
+    let fax_id = row["id"].as_str().expect("fax id");
+    let fax = admin
+        .get(&format!("/accounts/{b}/faxes/inbox/{fax_id}"))
+        .await;
+    assert_eq!(fax["faxbox_id"], faxbox.as_str(), "{fax}");
+    assert_eq!(
+        fax["notifications"]["email"]["send_to"],
+        json!(["desk@example.com"]),
+        "{fax}"
+    );
+    assert_eq!(fax["rx_result"]["transferred_pages"], 1, "{fax}");
+    let boxed_list = admin
+        .get(&format!("/accounts/{b}/faxboxes/{faxbox}/faxes/inbox"))
+        .await;
+    assert!(
+        boxed_list.as_array().is_some_and(|l| l.len() == 1),
+        "the box lists its fax: {boxed_list}"
+    );
+
     // A number nobody owns reaches the simulated remote machine, as before.
     let remote = admin.submit(&a, &answering(300), 1, json!({})).await;
     let doc = admin.final_doc(&a, &remote, Duration::from_secs(90)).await;
     assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
     assert_eq!(far_end_files(dir.path()).len(), 1);
-    assert_eq!(admin.inbox(&b).await.len(), 1, "B received nothing more");
+    assert_eq!(admin.inbox(&b).await.len(), 2, "B received nothing more");
 
     // A number whose callflow receives no faxes refuses the call before answering.
     let voice = "+15557650001";
@@ -622,7 +672,7 @@ async fn fax_to_another_account(extra: &[(&str, &str)]) {
         "{doc}"
     );
     assert_eq!(doc["tx_result"]["result_code"], 488, "{doc}");
-    assert_eq!(admin.inbox(&b).await.len(), 1, "B received nothing more");
+    assert_eq!(admin.inbox(&b).await.len(), 2, "B received nothing more");
     assert!(spool_files(dir.path()).is_empty());
 
     stop_node(node).await;
