@@ -1,8 +1,10 @@
 //! fax_sup: the top of a faxd node's supervision tree (Kazoo's `fax_sup`): one-for-one, at
 //! most 5 restarts in 25 s, children started in this order and stopped in reverse:
 //! cluster → file_proxy → sysconf → api_server → fax_requests_sup → fax_inbound →
-//! fax_jobs_sup → fax_worker_sup → fax_monitor → fax_status → fax_maintenance. Later parts of faxd add their children here, in the order
-//! of DESIGN.md §1. The outbound children run when a media engine is available.
+//! fax_jobs_sup → fax_worker_sup → fax_monitor → fax_status → fax_maintenance. Later parts
+//! of faxd add their children here, in the order of DESIGN.md §1. The outbound children run
+//! when a media engine is available; the inbound ones (fax_requests_sup, fax_inbound) when
+//! the engine delivers inbound calls (loopback).
 //!
 //! Children whose start reads the store (sysconf, fax_monitor, every fax_jobs) restart with
 //! [`STORE_BACKOFF`]: while the store is away they are retried at growing intervals instead
