@@ -10,8 +10,9 @@
 //! `pdf_file.pdf` — retrying storage a bounded number of times, then exits. A reception
 //! without pages or that failed is not stored. It also exits when the call's events stop
 //! without a result (the call vanished) or when nothing happens on the line for
-//! `[outbound] page_timeout` twice in a row (hung up after the first). The received file
-//! leaves the spool whichever way it ends; the call is owned by a [`CallGuard`], so an exit
+//! `[outbound] page_timeout` twice in a row (hung up after the first); stopped between
+//! storage attempts (node shutdown) it makes one last attempt. The received file leaves the
+//! spool whichever way it ends; the call is owned by a [`CallGuard`], so an exit
 //! before the result hangs it up.
 
 use std::path::PathBuf;
@@ -182,6 +183,17 @@ impl Actor for FaxRequest {
         st: &mut RequestState,
     ) -> Result<(), ActorProcessingErr> {
         st.forward = None;
+        // Stopped between storage attempts (the node is shutting down): one last attempt
+        // before the received file goes.
+        if let Some(s) = st.storing.take() {
+            let fax_id = s.doc["_id"].as_str().unwrap_or_default();
+            match inbound::store_fax(&st.ctx.store, &s.db, &s.doc, &s.attachments).await {
+                Ok(()) => info!(call_id = %st.info.call_id, fax_id = %fax_id,
+                                "fax stored in the inbox on the way out"),
+                Err(e) => error!(call_id = %st.info.call_id, fax_id = %fax_id, error = %e,
+                                 "stopped before the received fax could be stored: the fax is lost"),
+            }
+        }
         if let Some(file) = st.file.take() {
             remove(&file).await;
         }
@@ -314,7 +326,7 @@ impl RequestState {
     /// Storage attempt `attempt`; a failure is tried again later, up to
     /// [`inbound::STORE_ATTEMPTS`] attempts.
     async fn store(&mut self, myself: &ActorRef<RequestMsg>, attempt: u32) {
-        let Some(s) = &self.storing else {
+        let Some(s) = self.storing.take() else {
             return;
         };
         let fax_id = s.doc["_id"].as_str().unwrap_or_default().to_string();
@@ -330,6 +342,7 @@ impl RequestState {
                     warn!(call_id = %self.info.call_id, fax_id = %fax_id, attempt, error = %e,
                           ?after, "storing the received fax failed: trying again");
                     let next = attempt + 1;
+                    self.storing = Some(s);
                     myself.send_after(after, move || RequestMsg::Store { attempt: next });
                 }
                 None => {
