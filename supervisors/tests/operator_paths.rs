@@ -529,7 +529,8 @@ impl Admin {
 /// engine hands the call to a fax_request, which answers, receives it on a spandsp terminal
 /// and stores it in B's inbox. A's job completes; B's inbox lists the fax with its numbers and
 /// page count; the received TIFF downloads with the pages sent (and as PDF); nothing is left in
-/// the spool. A faxbox callflow's fax is the box's. A fax to a number nobody owns still reaches the simulated remote machine, and a
+/// the spool. A faxbox callflow's fax is the box's, an owned receive_fax callflow's the user's.
+/// A fax to a number nobody owns still reaches the simulated remote machine, and a
 /// number whose callflow has no fax module refuses the call (the sender's job fails with
 /// the refusal).
 async fn fax_to_another_account(extra: &[(&str, &str)]) {
@@ -647,12 +648,57 @@ async fn fax_to_another_account(extra: &[(&str, &str)]) {
         "the box lists its fax: {boxed_list}"
     );
 
+    // A receive_fax callflow with an owner: the fax is the user's, and the user is told.
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/accounts/{b}/users"),
+            Some(json!({"first_name": "Ann", "last_name": "Receiver",
+                        "email": "ann@example.com"})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "user: {v}");
+    let ann = v["data"]["id"].as_str().expect("user id").to_string();
+    let owned = "+15557650003";
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/accounts/{b}/callflows"),
+            Some(json!({"numbers": [owned],
+                        "flow": {"module": "receive_fax", "data": {"owner_id": ann}}})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "owned callflow: {v}");
+    let id = admin.submit(&a, owned, 1, json!({})).await;
+    let doc = admin.final_doc(&a, &id, Duration::from_secs(90)).await;
+    assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
+    let mine = common::poll_async("the user's fax", Duration::from_secs(30), || async {
+        let list = admin
+            .get(&format!("/accounts/{b}/users/{ann}/faxes/inbox"))
+            .await;
+        list.as_array().filter(|l| !l.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(mine.len(), 1, "only the user's own fax: {mine:?}");
+    let fax_id = mine[0]["id"].as_str().expect("fax id");
+    let fax = admin
+        .get(&format!("/accounts/{b}/faxes/inbox/{fax_id}"))
+        .await;
+    assert_eq!(fax["owner_id"], ann.as_str(), "{fax}");
+    assert_eq!(fax["to_number"], owned, "{fax}");
+    assert!(fax.get("faxbox_id").is_none(), "{fax}");
+    assert_eq!(
+        fax["notifications"]["email"]["send_to"],
+        json!(["ann@example.com"]),
+        "{fax}"
+    );
+
     // A number nobody owns reaches the simulated remote machine, as before.
     let remote = admin.submit(&a, &answering(300), 1, json!({})).await;
     let doc = admin.final_doc(&a, &remote, Duration::from_secs(90)).await;
     assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
     assert_eq!(far_end_files(dir.path()).len(), 1);
-    assert_eq!(admin.inbox(&b).await.len(), 2, "B received nothing more");
+    assert_eq!(admin.inbox(&b).await.len(), 3, "B received nothing more");
 
     // A number whose callflow receives no faxes refuses the call before answering.
     let voice = "+15557650001";
@@ -672,7 +718,7 @@ async fn fax_to_another_account(extra: &[(&str, &str)]) {
         "{doc}"
     );
     assert_eq!(doc["tx_result"]["result_code"], 488, "{doc}");
-    assert_eq!(admin.inbox(&b).await.len(), 2, "B received nothing more");
+    assert_eq!(admin.inbox(&b).await.len(), 3, "B received nothing more");
     assert!(spool_files(dir.path()).is_empty());
 
     stop_node(node).await;
