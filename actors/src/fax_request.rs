@@ -7,7 +7,7 @@
 //! that cannot answer); otherwise it answers and follows the call's events. On the result it
 //! stores the fax in the receiver's MODB inbox — the received TIFF as
 //! `received_file_<id>.tiff` and its PDF (the TIFF's own CCITT data, not re-encoded) as
-//! `pdf_file.pdf` — retrying storage a bounded number of times, then exits. A reception
+//! `pdf_file.pdf` — retrying storage up to `max_storage_retry` times, then exits. A reception
 //! without pages or that failed is not stored. It also exits when the call's events stop
 //! without a result (the call vanished) or when nothing happens on the line for
 //! `[outbound] page_timeout` twice in a row (hung up after the first); stopped between
@@ -62,6 +62,8 @@ pub struct FaxRequest;
 
 /// A received fax on its way to the store.
 struct Storing {
+    /// Attempts allowed (`max_storage_retry`, read when the fax arrived).
+    attempts: u32,
     db: Db,
     doc: Value,
     attachments: Vec<NewAttachment>,
@@ -316,6 +318,7 @@ impl RequestState {
             Err(e) => warn!(call_id = %self.info.call_id, error = %e, "PDF task failed"),
         }
         self.storing = Some(Storing {
+            attempts: self.ctx.sysconf.fax().max_storage_retry.max(1),
             db,
             doc,
             attachments,
@@ -323,8 +326,8 @@ impl RequestState {
         self.store(myself, 1).await;
     }
 
-    /// Storage attempt `attempt`; a failure is tried again later, up to
-    /// [`inbound::STORE_ATTEMPTS`] attempts.
+    /// Storage attempt `attempt`; a failure is tried again later, up to `max_storage_retry`
+    /// attempts.
     async fn store(&mut self, myself: &ActorRef<RequestMsg>, attempt: u32) {
         let Some(s) = self.storing.take() else {
             return;
@@ -337,7 +340,7 @@ impl RequestState {
                       to_number = %self.info.to, "fax received and stored in the inbox");
                 myself.stop(None);
             }
-            Err(e) => match inbound::store_retry_delay(attempt) {
+            Err(e) => match inbound::store_retry_delay(attempt, s.attempts) {
                 Some(after) => {
                     warn!(call_id = %self.info.call_id, fax_id = %fax_id, attempt, error = %e,
                           ?after, "storing the received fax failed: trying again");

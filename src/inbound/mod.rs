@@ -20,9 +20,6 @@ use crate::store::{NewAttachment, SharedStore, StoreError};
 /// Text of a reception that ended well but brought no page.
 pub const NO_PAGES: &str = "no pages received";
 
-/// How many times a received fax is offered to the store before it is given up.
-pub const STORE_ATTEMPTS: u32 = 5;
-
 /// The fax module a callflow runs for a call, found depth-first (children in key order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaxModule {
@@ -346,9 +343,9 @@ pub fn inbox_doc(
 }
 
 /// The wait before storage attempt `attempt` + 1 (1 s doubling up to 16 s), or `None` once
-/// [`STORE_ATTEMPTS`] attempts were made.
-pub fn store_retry_delay(attempt: u32) -> Option<std::time::Duration> {
-    (attempt < STORE_ATTEMPTS)
+/// `attempts` attempts were made (`system_config.fax.max_storage_retry`; at least one).
+pub fn store_retry_delay(attempt: u32, attempts: u32) -> Option<std::time::Duration> {
+    (attempt < attempts)
         .then(|| std::time::Duration::from_secs(1u64 << attempt.saturating_sub(1).min(4)))
 }
 
@@ -583,9 +580,7 @@ mod tests {
 
     #[test]
     fn storage_is_retried_a_bounded_number_of_times() {
-        let delays: Vec<_> = (1..=STORE_ATTEMPTS + 1)
-            .map(store_retry_delay)
-            .collect::<Vec<_>>();
+        let delays: Vec<_> = (1..=6).map(|a| store_retry_delay(a, 5)).collect();
         assert_eq!(
             delays,
             vec![
@@ -596,6 +591,12 @@ mod tests {
                 None,
                 None,
             ]
+        );
+        assert_eq!(store_retry_delay(1, 1), None, "one attempt, no retry");
+        assert_eq!(
+            store_retry_delay(9, 12),
+            Some(std::time::Duration::from_secs(16)),
+            "the wait stops growing"
         );
     }
 }

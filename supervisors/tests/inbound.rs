@@ -2,7 +2,7 @@
 //! store with the real loopback engine (two spandsp T.30 terminals) and the callflow number
 //! directory, calls placed the way a fax_worker places them. What is not a clean reception
 //! leaves no fax, no file in the spool and no process: a caller that hangs up mid-fax, and
-//! a store that goes away for good during the call (storage is tried a bounded number of
+//! a store that goes away for good during the call (storage is tried `max_storage_retry`
 //! times, at growing intervals, then given up). No sleeps, only deadlines.
 
 mod common;
@@ -16,7 +16,6 @@ use faxd::context::NodeContext;
 use faxd::gateway::loopback::LoopbackGateway;
 use faxd::gateway::{FaxCall, FaxEvent, FaxResult, Gateway, OutboundFax, TxOptions};
 use faxd::ids::{AccountId, Db, YearMonth, new_id};
-use faxd::inbound::STORE_ATTEMPTS;
 use faxd::inbound::directory::CallflowNumbers;
 use faxd::intake::numbers::claim_id;
 use faxd::outbound::docs::blank_tiff;
@@ -28,7 +27,7 @@ use faxd_supervisors::supervisor::{
     Intensity, Supervisor, SupervisorArgs, SupervisorMsg, report, shutdown,
 };
 use ractor::{Actor, ActorRef};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
 const NUMBER: &str = "+15557650000";
@@ -46,11 +45,22 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(store: SharedStore, dir: &Path) -> Rig {
+    /// `fax_config`: this node's section of `system_config/fax`.
+    async fn start(store: SharedStore, dir: &Path, fax_config: Value) -> Rig {
         faxd::bootstrap::ensure_global_dbs(&store)
             .await
             .expect("global dbs");
         let node = format!("faxd@inbound-{}", &new_id()[..8]);
+        let mut doc = store
+            .get(&Db::SystemConfig, "fax")
+            .await
+            .expect("get config")
+            .unwrap_or_else(|| json!({"_id": "fax"}));
+        doc[&node] = fax_config;
+        store
+            .save(&Db::SystemConfig, doc)
+            .await
+            .expect("save config");
         let mut config = Config::default();
         config.node.name = node.clone();
         let sysconf = SystemConfig::load(store.clone(), &node)
@@ -197,7 +207,7 @@ async fn finished(call: &mut FaxCall) -> FaxResult {
 /// The sender hangs up after page 1 of 3: the reception failed (T.30 49), so no fax is
 /// stored, the partial file leaves the spool and the fax_request ends.
 async fn a_caller_hanging_up_mid_fax_leaves_nothing(store: SharedStore, dir: &Path) {
-    let rig = Rig::start(store, dir).await;
+    let rig = Rig::start(store, dir, json!({})).await;
     let mut call = rig.call().await;
     assert!(
         until(&mut call, |e| matches!(e, FaxEvent::Page { page: 1, .. }))
@@ -250,14 +260,14 @@ async fn a_caller_hanging_up_mid_fax_leaves_nothing_couchdb() {
 }
 
 /// CouchDB goes away once the call is answered: the fax is received, its storage fails
-/// [`STORE_ATTEMPTS`] times at 1, 2, 4 and 8 s intervals, then the fax_request gives up and
+/// `max_storage_retry` (here 3) times, 1 and 2 s apart, then the fax_request gives up and
 /// ends, with nothing left in the spool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_is_given_up_after_a_bounded_number_of_attempts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut couch = common::Couch::start(dir.path());
     let store = CouchStore::connect(&couch.url).await.expect("couchdb");
-    let rig = Rig::start(Arc::new(store), dir.path()).await;
+    let rig = Rig::start(Arc::new(store), dir.path(), json!({"max_storage_retry": 3})).await;
     let mut call = rig.call().await;
     assert!(
         until(&mut call, |e| matches!(e, FaxEvent::Answered))
@@ -276,13 +286,13 @@ async fn storage_is_given_up_after_a_bounded_number_of_attempts() {
     })
     .await;
     let took = ended.elapsed();
-    let waits: u64 = (1..STORE_ATTEMPTS)
-        .filter_map(faxd::inbound::store_retry_delay)
+    let waits: u64 = (1..=3)
+        .filter_map(|a| faxd::inbound::store_retry_delay(a, 3))
         .map(|d| d.as_secs())
         .sum();
-    assert_eq!(waits, 15);
+    assert_eq!(waits, 3, "1 s, then 2 s");
     assert!(
-        took >= Duration::from_secs(waits - 1) && took < Duration::from_secs(waits + 30),
+        took >= Duration::from_millis(waits * 1000 - 500) && took < Duration::from_secs(waits + 30),
         "gave up after {took:?}"
     );
     assert!(rig.spool_files().is_empty(), "{:?}", rig.spool_files());
