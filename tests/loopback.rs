@@ -10,8 +10,8 @@ use faxd::config::{G711Law, LoopbackSection};
 use faxd::gateway::loopback::LoopbackGateway;
 use faxd::gateway::tiff::{self, Compression, FAX_WIDTH, FINE_DPI, Page};
 use faxd::gateway::{
-    FaxCall, FaxEvent, FaxResult, Gateway, GatewayError, InboundCall, NumberDirectory, OutboundFax,
-    Refusal, TxOptions,
+    Answer, FaxCall, FaxEvent, FaxResult, Gateway, GatewayError, InboundCall, NumberDirectory,
+    OutboundFax, Refusal, TxOptions,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -372,7 +372,13 @@ async fn local_number_becomes_an_inbound_call() {
     assert_eq!(inbound.call_id, "i1");
     assert_eq!(inbound.to, "+15558675309");
     assert_eq!(inbound.from_number, "+15550100");
-    assert!(inbound.answer.accept(), "the call still rings");
+    let csi = "+1 555 867 5309";
+    assert!(
+        inbound.answer.accept(Answer {
+            station_id: csi.into()
+        }),
+        "the call still rings"
+    );
     let (tx_events, rx_events) = tokio::join!(call_events(&mut call), collect(&mut inbound.events));
     let (tx_events, tx) = tx_events;
     let (rx_events, rx) = rx_events;
@@ -390,6 +396,9 @@ async fn local_number_becomes_an_inbound_call() {
     assert!(rx.success, "{rx:?}");
     assert_eq!(rx.transferred_pages, 2);
     assert_eq!(rx.remote_station_id, "+15550100");
+    // The receiver answered with its own station id (CSI); the sender saw it.
+    assert_eq!(rx.local_station_id, csi);
+    assert_eq!(tx.remote_station_id, csi);
     let file = rx.received_file.expect("received file");
     assert_eq!(file, r.gateway.inbound_file("i1"));
     assert_same_image(&sent, &file);
@@ -537,7 +546,7 @@ async fn the_receiving_side_of_an_inbound_call_can_hang_up() {
         .await
         .expect("inbound call in time")
         .expect("inbound call");
-    assert!(inbound.answer.accept());
+    assert!(inbound.answer.accept(Answer::default()));
     // The receiver (fax_request) hangs up once page 1 is in.
     loop {
         let e = timeout(CALL_DEADLINE, inbound.events.recv())

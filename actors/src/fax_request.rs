@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faxd::context::NodeContext;
-use faxd::gateway::{AnswerHandle, CallGuard, FaxEvent, FaxResult, InboundCall};
+use faxd::gateway::{Answer, AnswerHandle, CallGuard, FaxEvent, FaxResult, InboundCall};
 use faxd::ids::Db;
 use faxd::inbound::{self, CallInfo, Receiver, Verdict};
 use faxd::store::NewAttachment;
@@ -207,7 +207,8 @@ impl RequestState {
     /// Refuses the call when nobody receives its number; else answers and follows it.
     async fn start(&mut self, myself: &ActorRef<RequestMsg>) {
         let info = &self.info;
-        let receiver = match inbound::resolve(&self.ctx.store, &info.to).await {
+        let system = &self.ctx.sysconf.fax().fax_settings;
+        let receiver = match inbound::resolve(&self.ctx.store, &info.to, system).await {
             Ok(r) => r,
             Err(e) => {
                 let refusal = e.refusal();
@@ -219,7 +220,10 @@ impl RequestState {
                 return;
             }
         };
-        if !self.answer.accept() {
+        let answer = Answer {
+            station_id: receiver.station_id.clone(),
+        };
+        if !self.answer.accept(answer) {
             debug!(call_id = %info.call_id, "the caller gave up before the answer");
             self.guard.ended();
             myself.stop(None);
@@ -227,7 +231,7 @@ impl RequestState {
         }
         info!(call_id = %info.call_id, to_number = %info.to, from_number = %info.from_number,
               account_id = %receiver.account, faxbox_id = ?receiver.faxbox_id,
-              owner_id = ?receiver.owner_id, "receiving a fax");
+              owner_id = ?receiver.owner_id, station_id = %receiver.station_id, "receiving a fax");
         self.receiver = Some(receiver);
         self.answered_ms = faxd::time::now_unix_ms();
         if let Some(mut events) = self.events.take() {

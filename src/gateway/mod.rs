@@ -253,20 +253,28 @@ impl Refusal {
     }
 }
 
+/// How an inbound call is answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The receiving terminal's station id (CSI, FreeSWITCH `fax_ident`); empty: the dialled
+    /// number.
+    pub station_id: String,
+}
+
 /// The decision on a ringing inbound call; sent once.
 #[derive(Debug)]
-pub struct AnswerHandle(Option<oneshot::Sender<Result<(), Refusal>>>);
+pub struct AnswerHandle(Option<oneshot::Sender<Result<Answer, Refusal>>>);
 
 impl AnswerHandle {
     /// A handle and the receiver the engine waits on.
-    pub fn new() -> (Self, oneshot::Receiver<Result<(), Refusal>>) {
+    pub fn new() -> (Self, oneshot::Receiver<Result<Answer, Refusal>>) {
         let (tx, rx) = oneshot::channel();
         (Self(Some(tx)), rx)
     }
 
     /// Answers the call; `false` if it no longer rings (the caller gave up).
-    pub fn accept(&mut self) -> bool {
-        self.0.take().is_some_and(|tx| tx.send(Ok(())).is_ok())
+    pub fn accept(&mut self, answer: Answer) -> bool {
+        self.0.take().is_some_and(|tx| tx.send(Ok(answer)).is_ok())
     }
 
     /// Refuses the call with `refusal`.

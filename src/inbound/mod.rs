@@ -66,6 +66,57 @@ pub struct Receiver {
     pub faxbox_id: Option<String>,
     /// E-mail addresses to tell about the fax (`notifications.email.send_to`).
     pub notify: Vec<String>,
+    /// The station id (CSI) the call is answered with.
+    pub station_id: String,
+}
+
+/// The fax settings in force for a receiver (spec §4.2): the system `fax_settings`, under the
+/// account's `fax_settings`, under the owner's `fax_settings`, under a faxbox's own
+/// `fax_identity` / `caller_id` / `fax_header`.
+pub fn fax_settings(
+    system: &Map<String, Value>,
+    account: Option<&Value>,
+    owner: Option<&Value>,
+    faxbox: Option<&Value>,
+) -> Map<String, Value> {
+    let mut out = system.clone();
+    for doc in [account, owner].into_iter().flatten() {
+        if let Some(m) = doc.get("fax_settings").and_then(Value::as_object) {
+            out.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    if let Some(b) = faxbox {
+        for k in ["fax_identity", "caller_id", "fax_header"] {
+            if let Some(v) = b
+                .get(k)
+                .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            {
+                out.insert(k.into(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The station id (CSI) a receiver answers with (`Fax-Identity-Number`): with
+/// `override_fax_identity` (default true) the first of `fax_identity` and `caller_id` that is
+/// a valid T.30 identity, else the dialled number; without it the dialled number.
+pub fn station_id(dialled: &str, settings: &Map<String, Value>) -> String {
+    let overridden = settings
+        .get("override_fax_identity")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    if overridden {
+        for k in ["fax_identity", "caller_id"] {
+            if let Some(id) = settings.get(k).and_then(Value::as_str)
+                && !id.is_empty()
+                && crate::numbers::fax_identity(k, id).is_ok()
+            {
+                return id.to_string();
+            }
+        }
+    }
+    dialled.to_string()
 }
 
 /// Why a call to a number is not received.
@@ -159,8 +210,13 @@ pub fn notify_list(owner: Option<&Value>, faxbox: Option<&Value>) -> Vec<String>
 }
 
 /// Who receives a call to `number` (E.164): the callflow that owns it, its fax module, the
-/// faxbox and owner behind that.
-pub async fn resolve(store: &SharedStore, number: &str) -> Result<Receiver, ResolveError> {
+/// faxbox and owner behind that, and the station id it answers with (`system_settings`: the
+/// system `fax_settings`).
+pub async fn resolve(
+    store: &SharedStore,
+    number: &str,
+    system_settings: &Map<String, Value>,
+) -> Result<Receiver, ResolveError> {
     let Some((account, callflow_id)) = crate::intake::numbers::number_owner(store, number).await?
     else {
         return Err(ResolveError::Unallocated(number.to_string()));
@@ -194,7 +250,15 @@ pub async fn resolve(store: &SharedStore, number: &str) -> Result<Receiver, Reso
         Some(id) => live_doc(store, &db, id, "user").await?,
         None => None,
     };
+    let account_doc = live_doc(store, &db, account.as_str(), "account").await?;
+    let settings = fax_settings(
+        system_settings,
+        account_doc.as_ref(),
+        owner.as_ref(),
+        faxbox.as_ref(),
+    );
     Ok(Receiver {
+        station_id: station_id(number, &settings),
         notify: notify_list(owner.as_ref(), faxbox.as_ref()),
         faxbox_id: faxbox
             .as_ref()
@@ -446,6 +510,35 @@ mod tests {
     }
 
     #[test]
+    fn the_station_id_follows_the_settings_in_force() {
+        let system = json!({"override_fax_identity": true, "override_callee_number": false});
+        let system = system.as_object().unwrap();
+        let dialled = "+15557654321";
+        // Nothing set: the dialled number.
+        let s = fax_settings(system, None, None, None);
+        assert_eq!(station_id(dialled, &s), dialled);
+        // The account's caller id, the owner's identity over it, a faxbox's over both.
+        let account = json!({"fax_settings": {"caller_id": "+15550000001"}});
+        let owner = json!({"fax_settings": {"fax_identity": "+1 555 000 0002"}});
+        let faxbox = json!({"fax_identity": "+15550000003", "caller_id": ""});
+        let s = fax_settings(system, Some(&account), None, None);
+        assert_eq!(station_id(dialled, &s), "+15550000001");
+        let s = fax_settings(system, Some(&account), Some(&owner), None);
+        assert_eq!(station_id(dialled, &s), "+1 555 000 0002");
+        let s = fax_settings(system, Some(&account), Some(&owner), Some(&faxbox));
+        assert_eq!(station_id(dialled, &s), "+15550000003");
+        // Not a T.30 identity: the next candidate.
+        let owner = json!({"fax_settings": {"fax_identity": "ACME Sales"}});
+        let s = fax_settings(system, Some(&account), Some(&owner), None);
+        assert_eq!(station_id(dialled, &s), "+15550000001");
+        // override_fax_identity off (the account says so): the dialled number.
+        let account = json!({"fax_settings": {"override_fax_identity": false,
+                                               "fax_identity": "+15550000001"}});
+        let s = fax_settings(system, Some(&account), None, None);
+        assert_eq!(station_id(dialled, &s), dialled);
+    }
+
+    #[test]
     fn zero_pages_is_a_failure_and_failures_keep_their_real_text() {
         assert_eq!(verdict(&received(2)), Verdict::Received { pages: 2 });
         assert_eq!(
@@ -524,6 +617,7 @@ mod tests {
             owner_id: Some("u1".into()),
             faxbox_id: Some("box1".into()),
             notify: vec!["ann@example.com".into()],
+            station_id: "+15557654321".into(),
         };
         let call = CallInfo {
             call_id: "c1".into(),

@@ -547,6 +547,8 @@ async fn fax_to_another_account(extra: &[(&str, &str)]) {
     let sent = admin.final_doc(&a, &id, Duration::from_secs(90)).await;
     assert_eq!(sent["_read_only"]["status"], "completed", "{sent}");
     assert_eq!(sent["tx_result"]["transferred_pages"], 2, "{sent}");
+    // Nothing configured: the receiver's station id is the dialled number.
+    assert_eq!(sent["tx_result"]["remote_station_id"], to, "{sent}");
     let inbox = common::poll_async("the fax in B's inbox", Duration::from_secs(30), || async {
         let list = admin.inbox(&b).await;
         (!list.is_empty()).then_some(list)
@@ -603,8 +605,10 @@ async fn fax_to_another_account(extra: &[(&str, &str)]) {
         .call(
             reqwest::Method::PUT,
             &format!("/accounts/{b}/faxboxes"),
-            Some(json!({"name": "Front desk", "notifications": {
-                "inbound": {"email": {"send_to": ["desk@example.com"]}}}})),
+            Some(
+                json!({"name": "Front desk", "fax_identity": "+15557659999", "notifications": {
+                "inbound": {"email": {"send_to": ["desk@example.com"]}}}}),
+            ),
         )
         .await;
     assert!(status == 200 || status == 201, "faxbox: {v}");
@@ -621,6 +625,11 @@ async fn fax_to_another_account(extra: &[(&str, &str)]) {
     let id = admin.submit(&a, boxed, 1, json!({})).await;
     let doc = admin.final_doc(&a, &id, Duration::from_secs(90)).await;
     assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
+    // The box answers with its own station id.
+    assert_eq!(
+        doc["tx_result"]["remote_station_id"], "+15557659999",
+        "{doc}"
+    );
     let row = common::poll_async("the faxbox's fax", Duration::from_secs(30), || async {
         admin
             .inbox(&b)
@@ -640,6 +649,10 @@ async fn fax_to_another_account(extra: &[(&str, &str)]) {
         "{fax}"
     );
     assert_eq!(fax["rx_result"]["transferred_pages"], 1, "{fax}");
+    assert_eq!(
+        fax["rx_result"]["local_station_id"], "+15557659999",
+        "{fax}"
+    );
     let boxed_list = admin
         .get(&format!("/accounts/{b}/faxboxes/{faxbox}/faxes/inbox"))
         .await;

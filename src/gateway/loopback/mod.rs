@@ -245,23 +245,30 @@ impl LoopbackGateway {
             }
             // The call rings until the receiving side decides (at most the ring timeout).
             let mut closing = self.inner.closing.subscribe();
-            let refused = tokio::select! {
+            let answered = tokio::select! {
                 d = decision => match d {
-                    Ok(Ok(())) => None,
-                    Ok(Err(refusal)) => Some(refused(refusal)),
-                    Err(_) => Some(refused(Refusal::temporary())),
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(refusal)) => Err(refused(refusal)),
+                    Err(_) => Err(refused(Refusal::temporary())),
                 },
-                _ = tokio::time::sleep(fax.options.ring_timeout) => Some(unanswered(pstn::NO_ANSWER)),
-                _ = closing.wait_for(|c| *c) => Some(unanswered(pstn::CANCELLED)),
+                _ = tokio::time::sleep(fax.options.ring_timeout) => Err(unanswered(pstn::NO_ANSWER)),
+                _ = closing.wait_for(|c| *c) => Err(unanswered(pstn::CANCELLED)),
             };
-            if let Some(r) = refused {
-                tracing::debug!(call_id = %fax.call_id, cause = %r.hangup_cause, "loopback: inbound call not answered");
-                let _ = events_tx.send(FaxEvent::Finished(r)).await;
-                return;
-            }
+            let answer = match answered {
+                Ok(a) => a,
+                Err(r) => {
+                    tracing::debug!(call_id = %fax.call_id, cause = %r.hangup_cause, "loopback: inbound call not answered");
+                    let _ = events_tx.send(FaxEvent::Finished(r)).await;
+                    return;
+                }
+            };
             let _ = ev_tx.send(FaxEvent::Answered).await;
             let party = Party {
-                ident: fax.to.clone(),
+                ident: if answer.station_id.is_empty() {
+                    fax.to.clone()
+                } else {
+                    answer.station_id
+                },
                 header: String::new(),
                 ecm: true,
                 max_rate: 14_400,
