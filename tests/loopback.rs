@@ -10,8 +10,8 @@ use faxd::config::{G711Law, LoopbackSection};
 use faxd::gateway::loopback::LoopbackGateway;
 use faxd::gateway::tiff::{self, Compression, FAX_WIDTH, FINE_DPI, Page};
 use faxd::gateway::{
-    FaxCall, FaxEvent, FaxResult, Gateway, GatewayError, InboundCall, NumberDirectory, OutboundFax,
-    TxOptions,
+    Answer, FaxCall, FaxEvent, FaxResult, Gateway, GatewayError, InboundCall, NumberDirectory,
+    OutboundFax, Refusal, TxOptions,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -372,6 +372,13 @@ async fn local_number_becomes_an_inbound_call() {
     assert_eq!(inbound.call_id, "i1");
     assert_eq!(inbound.to, "+15558675309");
     assert_eq!(inbound.from_number, "+15550100");
+    let csi = "+1 555 867 5309";
+    assert!(
+        inbound.answer.accept(Answer {
+            station_id: csi.into()
+        }),
+        "the call still rings"
+    );
     let (tx_events, rx_events) = tokio::join!(call_events(&mut call), collect(&mut inbound.events));
     let (tx_events, tx) = tx_events;
     let (rx_events, rx) = rx_events;
@@ -389,9 +396,65 @@ async fn local_number_becomes_an_inbound_call() {
     assert!(rx.success, "{rx:?}");
     assert_eq!(rx.transferred_pages, 2);
     assert_eq!(rx.remote_station_id, "+15550100");
+    // The receiver answered with its own station id (CSI); the sender saw it.
+    assert_eq!(rx.local_station_id, csi);
+    assert_eq!(tx.remote_station_id, csi);
     let file = rx.received_file.expect("received file");
     assert_eq!(file, r.gateway.inbound_file("i1"));
     assert_same_image(&sent, &file);
+}
+
+/// The receiving side refuses a ringing inbound call (nobody receives faxes on the number):
+/// the caller gets the refusal's cause and SIP code, nothing is received; a call dropped
+/// undecided is a temporary failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_inbound_call_fails_for_its_caller_with_the_refusal() {
+    let mut r = rig(LoopbackSection::default(), &["+15558675311"]);
+    let (doc, _) = document(&r.dir, 1, Compression::G4);
+    let mut call = r
+        .gateway
+        .originate(fax("i3", "+15558675311", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let mut inbound = timeout(CALL_DEADLINE, r.inbound.recv())
+        .await
+        .expect("inbound call in time")
+        .expect("inbound call");
+    inbound.answer.refuse(Refusal::unallocated());
+    let (events, tx) = call_events(&mut call).await;
+    assert!(!tx.success, "{tx:?}");
+    assert_eq!(tx.hangup_cause, "UNALLOCATED_NUMBER");
+    assert_eq!(tx.sip_code, 404);
+    assert_eq!(tx.transferred_pages, 0);
+    assert!(
+        !events.iter().any(|e| matches!(e, FaxEvent::Answered)),
+        "{events:?}"
+    );
+    let (rx_events, _) = timeout(CALL_DEADLINE, async {
+        let mut v = Vec::new();
+        while let Some(e) = inbound.events.recv().await {
+            v.push(e);
+        }
+        (v, ())
+    })
+    .await
+    .expect("the refused call's events close");
+    assert!(rx_events.is_empty(), "{rx_events:?}");
+    assert!(!r.gateway.inbound_file("i3").exists());
+
+    let mut call = r
+        .gateway
+        .originate(fax("i4", "+15558675311", &doc, TxOptions::default()))
+        .await
+        .unwrap();
+    let inbound = timeout(CALL_DEADLINE, r.inbound.recv())
+        .await
+        .expect("inbound call in time")
+        .expect("inbound call");
+    drop(inbound);
+    let (_, tx) = call_events(&mut call).await;
+    assert_eq!(tx.hangup_cause, "NORMAL_TEMPORARY_FAILURE", "{tx:?}");
+    assert_eq!(tx.sip_code, 503);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,6 +546,7 @@ async fn the_receiving_side_of_an_inbound_call_can_hang_up() {
         .await
         .expect("inbound call in time")
         .expect("inbound call");
+    assert!(inbound.answer.accept(Answer::default()));
     // The receiver (fax_request) hangs up once page 1 is in.
     loop {
         let e = timeout(CALL_DEADLINE, inbound.events.recv())

@@ -5,9 +5,11 @@
 pub mod api_server;
 pub mod cluster;
 pub mod cluster_door;
+pub mod fax_inbound;
 pub mod fax_jobs;
 pub mod fax_maintenance;
 pub mod fax_monitor;
+pub mod fax_request;
 pub mod fax_status;
 pub mod fax_worker;
 pub mod file_proxy;

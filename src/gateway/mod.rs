@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Transmission options; reschedule rules may step them down between attempts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -203,16 +203,87 @@ impl HangupHandle {
 }
 
 /// An inbound fax call handed to faxd (loopback: a number owned by a local callflow;
-/// freeswitch: a call routed to the outbound-socket listener).
+/// freeswitch: a call routed to the outbound-socket listener). It rings until its receiver
+/// decides through [`InboundCall::answer`]: answered, the reception runs and its events
+/// arrive; refused, the caller gets the refusal's cause. A call dropped undecided is refused
+/// with [`OWNER_GONE`].
 pub struct InboundCall {
     pub call_id: String,
     /// The called number (DID), E.164.
     pub to: String,
     pub from_number: String,
     pub from_name: String,
-    /// Events of the reception; `Finished` carries `received_file`.
+    /// Events of the reception (after the answer); `Finished` carries `received_file`.
     pub events: mpsc::Receiver<FaxEvent>,
     pub hangup: HangupHandle,
+    /// Answers or refuses the ringing call.
+    pub answer: AnswerHandle,
+}
+
+/// Why an inbound call is not answered: the hangup cause and SIP code the caller sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub cause: String,
+    pub sip_code: u16,
+}
+
+impl Refusal {
+    /// Nobody receives faxes on the dialled number: `UNALLOCATED_NUMBER` / 404.
+    pub fn unallocated() -> Self {
+        Self {
+            cause: "UNALLOCATED_NUMBER".into(),
+            sip_code: 404,
+        }
+    }
+
+    /// The number's callflow does not receive faxes: `INCOMPATIBLE_DESTINATION` / 488.
+    pub fn incompatible() -> Self {
+        Self {
+            cause: "INCOMPATIBLE_DESTINATION".into(),
+            sip_code: 488,
+        }
+    }
+
+    /// The receiving side cannot take the call now (its store is away): a temporary failure,
+    /// `NORMAL_TEMPORARY_FAILURE` / 503, so the sender retries.
+    pub fn temporary() -> Self {
+        Self {
+            cause: OWNER_GONE.into(),
+            sip_code: 503,
+        }
+    }
+}
+
+/// How an inbound call is answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The receiving terminal's station id (CSI, FreeSWITCH `fax_ident`); empty: the dialled
+    /// number.
+    pub station_id: String,
+}
+
+/// The decision on a ringing inbound call; sent once.
+#[derive(Debug)]
+pub struct AnswerHandle(Option<oneshot::Sender<Result<Answer, Refusal>>>);
+
+impl AnswerHandle {
+    /// A handle and the receiver the engine waits on.
+    pub fn new() -> (Self, oneshot::Receiver<Result<Answer, Refusal>>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Some(tx)), rx)
+    }
+
+    /// Answers the call; `false` if it no longer rings (the caller gave up).
+    pub fn accept(&mut self, answer: Answer) -> bool {
+        self.0.take().is_some_and(|tx| tx.send(Ok(answer)).is_ok())
+    }
+
+    /// Refuses the call with `refusal`.
+    pub fn refuse(&mut self, refusal: Refusal) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Err(refusal));
+        }
+    }
 }
 
 /// Where a gateway delivers inbound calls.

@@ -1,8 +1,10 @@
 //! fax_sup: the top of a faxd node's supervision tree (Kazoo's `fax_sup`): one-for-one, at
 //! most 5 restarts in 25 s, children started in this order and stopped in reverse:
-//! cluster → file_proxy → sysconf → api_server → fax_jobs_sup → fax_worker_sup →
-//! fax_monitor → fax_status → fax_maintenance. Later parts of faxd add their children here, in the order
-//! of DESIGN.md §1. The outbound children run when a media engine is available.
+//! cluster → file_proxy → sysconf → api_server → fax_requests_sup → fax_inbound →
+//! fax_jobs_sup → fax_worker_sup → fax_monitor → fax_status → fax_maintenance. Later parts
+//! of faxd add their children here, in the order of DESIGN.md §1. The outbound children run
+//! when a media engine is available; the inbound ones (fax_requests_sup, fax_inbound) when
+//! the engine delivers inbound calls (loopback).
 //!
 //! Children whose start reads the store (sysconf, fax_monitor, every fax_jobs) restart with
 //! [`STORE_BACKOFF`]: while the store is away they are retried at growing intervals instead
@@ -13,26 +15,32 @@ use std::time::Duration;
 
 use faxd::config::MediaEngine;
 use faxd::context::NodeContext;
+use faxd::gateway::Gateway;
 use faxd::gateway::loopback::LoopbackGateway;
 use faxd::gateway::script::ScriptGateway;
-use faxd::gateway::{Gateway, NoLocalNumbers};
+use faxd::inbound::directory::CallflowNumbers;
 use faxd::outbound::ConvertedDocuments;
 use faxd_actors::api_server::ApiServer;
 use faxd_actors::cluster;
+use faxd_actors::fax_inbound::InboundCalls;
 use faxd_actors::fax_maintenance::{FaxMaintenance, TreeReporter};
 use faxd_actors::file_proxy::FileProxy;
 use faxd_actors::sysconf::Sysconf;
 use ractor::{Actor, ActorRef, SpawnErr};
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::outbound;
 use crate::supervisor::{
     Backoff, ChildReport, ChildSpec, Intensity, Restart, Supervisor, SupervisorArgs, SupervisorMsg,
     SupervisorReport, report, spawn_child,
 };
+use crate::{inbound, outbound};
 
 /// Registered name of the top supervisor.
 pub const FAX_SUP: &str = "fax_sup";
+
+/// Inbound calls that may wait for their fax_request (the engine's sink blocks beyond).
+const INBOUND_QUEUE: usize = 64;
 
 /// fax_sup's restart intensity.
 pub const INTENSITY: Intensity = Intensity::new(5, Duration::from_secs(25));
@@ -69,7 +77,11 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
         })
         .with_shutdown(Duration::from_secs(15)),
     ];
-    match gateway(&ctx) {
+    let (gw, inbound_calls) = gateway(&ctx);
+    if let Some(calls) = inbound_calls {
+        out.extend(inbound::children(ctx.clone(), calls));
+    }
+    match gw {
         Some(gw) => {
             let docs = Arc::new(ConvertedDocuments {
                 store: ctx.store.clone(),
@@ -106,24 +118,29 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
 }
 
 /// The media engine outbound faxes go through (the FreeSWITCH engine plugs in here when it
-/// lands).
-fn gateway(ctx: &NodeContext) -> Option<Arc<dyn Gateway>> {
+/// lands), and the channel its inbound fax calls arrive on, if it delivers any. The loopback
+/// engine turns a call to a number a callflow owns into an inbound call.
+fn gateway(ctx: &NodeContext) -> (Option<Arc<dyn Gateway>>, Option<InboundCalls>) {
     match ctx.config.media.engine {
-        MediaEngine::Script => Some(ScriptGateway::new(
-            Duration::from_millis(ctx.config.media.script_page_ms),
-            false,
-        )),
-        // Inbound fax calls (fax_request) are not taken yet: every number is remote.
+        MediaEngine::Script => (
+            Some(ScriptGateway::new(
+                Duration::from_millis(ctx.config.media.script_page_ms),
+                false,
+            )),
+            None,
+        ),
         MediaEngine::Loopback => {
-            match LoopbackGateway::from_config(&ctx.config, Arc::new(NoLocalNumbers), None) {
-                Ok(gw) => Some(Arc::new(gw)),
+            let (sink, calls) = mpsc::channel(INBOUND_QUEUE);
+            let directory = Arc::new(CallflowNumbers::new(ctx.store.clone()));
+            match LoopbackGateway::from_config(&ctx.config, directory, Some(sink)) {
+                Ok(gw) => (Some(Arc::new(gw)), Some(Arc::new(Mutex::new(calls)))),
                 Err(e) => {
                     tracing::error!(error = %e, "loopback media engine unavailable");
-                    None
+                    (None, None)
                 }
             }
         }
-        MediaEngine::Freeswitch => None,
+        MediaEngine::Freeswitch => (None, None),
     }
 }
 

@@ -102,6 +102,8 @@ fn sup_reports_status_and_changes_config_live() {
         "file_proxy",
         "sysconf",
         "api_server",
+        "fax_requests_sup",
+        "fax_inbound",
         "fax_maintenance",
     ] {
         let line = out

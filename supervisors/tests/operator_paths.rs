@@ -3,7 +3,10 @@
 //! step-down reaches the T.30 engine (the next attempt negotiates without ECM, at 9600 bit/s,
 //! over audio instead of T.38, as spandsp reports it); the outgoing detail shows the page
 //! spandsp is sending; raising `max_outbound` while faxes are queued takes effect at once and
-//! is never exceeded; one number faxed from two accounts gets one transmission at a time.
+//! is never exceeded; one number faxed from two accounts gets one transmission at a time; a
+//! fax to a number another account's `receive_fax` callflow owns lands in that account's
+//! inbox (fax_request), on the embedded store and on CouchDB, and a number whose callflow
+//! receives no faxes refuses the call.
 
 mod common;
 
@@ -476,4 +479,281 @@ async fn one_number_from_two_accounts_gets_one_transmission_at_a_time() {
     assert_eq!(far_end_files(dir.path()).len(), 4);
     stop_node(node).await;
     eprintln!("two accounts test: {:?}", started.elapsed());
+}
+
+/// Files an inbound call left in the loopback spool (a fax_request removes its file).
+fn spool_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir.join("loopback"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("inbound-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Admin {
+    /// `GET path` as raw bytes: status, content type, body.
+    async fn download(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .header("X-Auth-Token", &self.token)
+            .send()
+            .await
+            .expect("download");
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, ct, r.bytes().await.expect("body").to_vec())
+    }
+
+    /// The faxes in `account`'s inbox.
+    async fn inbox(&self, account: &str) -> Vec<Value> {
+        self.get(&format!("/accounts/{account}/faxes/inbox"))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Account A faxes 2 pages to a number account B's `receive_fax` callflow owns: the loopback
+/// engine hands the call to a fax_request, which answers, receives it on a spandsp terminal
+/// and stores it in B's inbox. A's job completes; B's inbox lists the fax with its numbers and
+/// page count; the received TIFF downloads with the pages sent (and as PDF); nothing is left in
+/// the spool. A faxbox callflow's fax is the box's, an owned receive_fax callflow's the user's.
+/// A fax to a number nobody owns still reaches the simulated remote machine, and a
+/// number whose callflow has no fax module refuses the call (the sender's job fails with
+/// the refusal).
+async fn fax_to_another_account(extra: &[(&str, &str)]) {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start_node(dir.path(), extra).await;
+    let admin = Admin::login(&node, dir.path()).await;
+    let a = admin.account.clone();
+    let b = admin.child_account("receiver").await;
+    let to = "+15557650000";
+    common::own_number(&admin.http, &admin.api, &admin.token, &b, to).await;
+
+    let id = admin.submit(&a, to, 2, json!({})).await;
+    let sent = admin.final_doc(&a, &id, Duration::from_secs(90)).await;
+    assert_eq!(sent["_read_only"]["status"], "completed", "{sent}");
+    assert_eq!(sent["tx_result"]["transferred_pages"], 2, "{sent}");
+    // Nothing configured: the receiver's station id is the dialled number.
+    assert_eq!(sent["tx_result"]["remote_station_id"], to, "{sent}");
+    let inbox = common::poll_async("the fax in B's inbox", Duration::from_secs(30), || async {
+        let list = admin.inbox(&b).await;
+        (!list.is_empty()).then_some(list)
+    })
+    .await;
+    let lag = now_ms() - interval(&sent).1;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    let row = &inbox[0];
+    let fax_id = row["id"].as_str().expect("fax id").to_string();
+    assert_eq!(row["from_number"], "+15551230000", "{row}");
+    assert_eq!(row["to_number"], to, "{row}");
+    let fax = admin
+        .get(&format!("/accounts/{b}/faxes/inbox/{fax_id}"))
+        .await;
+    assert_eq!(fax["folder"], "inbox", "{fax}");
+    assert_eq!(fax["source_type"], "incoming_fax", "{fax}");
+    let rx = &fax["rx_result"];
+    assert_eq!(rx["success"], true, "{fax}");
+    assert_eq!(rx["transferred_pages"], 2, "{fax}");
+    assert_eq!(rx["result_cause"], "NORMAL_CLEARING", "{fax}");
+    assert_eq!(rx["fax_result_code"], 0, "{fax}");
+    assert_eq!(rx["fax_result_text"], "OK", "{fax}");
+    assert_eq!(rx["remote_station_id"], "+15551230000", "{fax}");
+    assert!(
+        admin.inbox(&a).await.is_empty(),
+        "the sender's inbox stays empty"
+    );
+
+    let base = format!("/accounts/{b}/faxes/inbox/{fax_id}/attachment");
+    let (status, ct, tiff) = admin.download(&format!("{base}?format=tiff")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&tiff));
+    assert_eq!(ct, "image/tiff");
+    let file = dir.path().join("downloaded.tiff");
+    std::fs::write(&file, &tiff).expect("write download");
+    assert_eq!(faxd::gateway::tiff::count_pages(&file).expect("a TIFF"), 2);
+    let (status, ct, pdf) = admin.download(&format!("{base}?format=pdf")).await;
+    assert_eq!(status, 200);
+    assert_eq!(ct, "application/pdf");
+    assert!(pdf.starts_with(b"%PDF-"), "a PDF");
+    let (_, _, original) = admin.download(&format!("{base}?format=original")).await;
+    assert_eq!(original, tiff, "the received TIFF is the original");
+
+    common::poll_async("an empty spool", Duration::from_secs(10), || async {
+        spool_files(dir.path()).is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        far_end_files(dir.path()).is_empty(),
+        "the call to B never left the node"
+    );
+
+    // A number of a faxbox callflow: the fax is the box's, with the box's notify list.
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/accounts/{b}/faxboxes"),
+            Some(
+                json!({"name": "Front desk", "fax_identity": "+15557659999", "notifications": {
+                "inbound": {"email": {"send_to": ["desk@example.com"]}}}}),
+            ),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "faxbox: {v}");
+    let faxbox = v["data"]["id"].as_str().expect("faxbox id").to_string();
+    let boxed = "+15557650002";
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/accounts/{b}/callflows"),
+            Some(json!({"numbers": [boxed], "flow": {"module": "faxbox", "data": {"id": faxbox}}})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "faxbox callflow: {v}");
+    let id = admin.submit(&a, boxed, 1, json!({})).await;
+    let doc = admin.final_doc(&a, &id, Duration::from_secs(90)).await;
+    assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
+    // The box answers with its own station id.
+    assert_eq!(
+        doc["tx_result"]["remote_station_id"], "+15557659999",
+        "{doc}"
+    );
+    let row = common::poll_async("the faxbox's fax", Duration::from_secs(30), || async {
+        admin
+            .inbox(&b)
+            .await
+            .into_iter()
+            .find(|r| r["to_number"] == boxed)
+    })
+    .await;
+    let fax_id = row["id"].as_str().expect("fax id");
+    let fax = admin
+        .get(&format!("/accounts/{b}/faxes/inbox/{fax_id}"))
+        .await;
+    assert_eq!(fax["faxbox_id"], faxbox.as_str(), "{fax}");
+    assert_eq!(
+        fax["notifications"]["email"]["send_to"],
+        json!(["desk@example.com"]),
+        "{fax}"
+    );
+    assert_eq!(fax["rx_result"]["transferred_pages"], 1, "{fax}");
+    assert_eq!(
+        fax["rx_result"]["local_station_id"], "+15557659999",
+        "{fax}"
+    );
+    let boxed_list = admin
+        .get(&format!("/accounts/{b}/faxboxes/{faxbox}/faxes/inbox"))
+        .await;
+    assert!(
+        boxed_list.as_array().is_some_and(|l| l.len() == 1),
+        "the box lists its fax: {boxed_list}"
+    );
+
+    // A receive_fax callflow with an owner: the fax is the user's, and the user is told.
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/accounts/{b}/users"),
+            Some(json!({"first_name": "Ann", "last_name": "Receiver",
+                        "email": "ann@example.com"})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "user: {v}");
+    let ann = v["data"]["id"].as_str().expect("user id").to_string();
+    let owned = "+15557650003";
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/accounts/{b}/callflows"),
+            Some(json!({"numbers": [owned],
+                        "flow": {"module": "receive_fax", "data": {"owner_id": ann}}})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "owned callflow: {v}");
+    let id = admin.submit(&a, owned, 1, json!({})).await;
+    let doc = admin.final_doc(&a, &id, Duration::from_secs(90)).await;
+    assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
+    let mine = common::poll_async("the user's fax", Duration::from_secs(30), || async {
+        let list = admin
+            .get(&format!("/accounts/{b}/users/{ann}/faxes/inbox"))
+            .await;
+        list.as_array().filter(|l| !l.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(mine.len(), 1, "only the user's own fax: {mine:?}");
+    let fax_id = mine[0]["id"].as_str().expect("fax id");
+    let fax = admin
+        .get(&format!("/accounts/{b}/faxes/inbox/{fax_id}"))
+        .await;
+    assert_eq!(fax["owner_id"], ann.as_str(), "{fax}");
+    assert_eq!(fax["to_number"], owned, "{fax}");
+    assert!(fax.get("faxbox_id").is_none(), "{fax}");
+    assert_eq!(
+        fax["notifications"]["email"]["send_to"],
+        json!(["ann@example.com"]),
+        "{fax}"
+    );
+
+    // A number nobody owns reaches the simulated remote machine, as before.
+    let remote = admin.submit(&a, &answering(300), 1, json!({})).await;
+    let doc = admin.final_doc(&a, &remote, Duration::from_secs(90)).await;
+    assert_eq!(doc["_read_only"]["status"], "completed", "{doc}");
+    assert_eq!(far_end_files(dir.path()).len(), 1);
+    assert_eq!(admin.inbox(&b).await.len(), 3, "B received nothing more");
+
+    // A number whose callflow receives no faxes refuses the call before answering.
+    let voice = "+15557650001";
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PUT,
+            &format!("/accounts/{b}/callflows"),
+            Some(json!({"numbers": [voice], "flow": {"module": "voicemail", "data": {}}})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "voice callflow: {v}");
+    let refused = admin.submit(&a, voice, 1, json!({})).await;
+    let doc = admin.final_doc(&a, &refused, Duration::from_secs(90)).await;
+    assert_eq!(doc["_read_only"]["status"], "failed", "{doc}");
+    assert_eq!(
+        doc["tx_result"]["result_cause"], "INCOMPATIBLE_DESTINATION",
+        "{doc}"
+    );
+    assert_eq!(doc["tx_result"]["result_code"], 488, "{doc}");
+    assert_eq!(admin.inbox(&b).await.len(), 3, "B received nothing more");
+    assert!(spool_files(dir.path()).is_empty());
+
+    stop_node(node).await;
+    eprintln!(
+        "inbound test: {:?} (the fax was listed in the inbox {lag} ms after the sender's call ended)",
+        started.elapsed(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fax_to_another_accounts_number_lands_in_its_inbox() {
+    fax_to_another_account(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fax_to_another_accounts_number_lands_in_its_inbox_on_couchdb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let couch = common::Couch::start(dir.path());
+    fax_to_another_account(&[
+        ("FAXD_STORE_BACKEND", "couchdb"),
+        ("FAXD_STORE_COUCH_URL", &couch.url),
+    ])
+    .await;
+    drop(couch);
 }

@@ -1,7 +1,8 @@
 //! The `loopback` media engine (DESIGN.md §3): a virtual PSTN inside faxd. An outbound call
 //! is routed by the `[loopback]` config: busy and unanswered numbers end before answer; other
 //! numbers reach a simulated fax machine, and a number a local callflow owns becomes an
-//! [`InboundCall`] on the [`InboundSink`]. Answered calls run two real spandsp T.30 terminals
+//! [`InboundCall`] on the [`InboundSink`], which rings until the receiving side answers or
+//! refuses it (the caller then gets the refusal's cause). Answered calls run two real spandsp T.30 terminals
 //! (see `session`) on tokio's blocking pool, never on the async runtime.
 
 pub mod pstn;
@@ -17,8 +18,8 @@ use tokio::sync::{mpsc, watch};
 use self::pstn::{Machine, Route, Unanswered};
 use self::session::{Party, Session, Transport};
 use super::{
-    FaxCall, FaxEvent, FaxResult, Gateway, GatewayError, HangupHandle, InboundCall, InboundSink,
-    NumberDirectory, OutboundFax,
+    AnswerHandle, FaxCall, FaxEvent, FaxResult, Gateway, GatewayError, HangupHandle, InboundCall,
+    InboundSink, NumberDirectory, OutboundFax, Refusal,
 };
 use crate::config::{Config, LoopbackSection};
 
@@ -106,6 +107,16 @@ fn valid_call_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A refused inbound call, as its caller sees it.
+fn refused(r: Refusal) -> FaxResult {
+    FaxResult {
+        success: false,
+        hangup_cause: r.cause,
+        sip_code: r.sip_code,
+        ..FaxResult::default()
+    }
 }
 
 fn unanswered(u: Unanswered) -> FaxResult {
@@ -212,6 +223,7 @@ impl LoopbackGateway {
         let (callee, received) = if route == Route::Local {
             let (ev_tx, ev_rx) = mpsc::channel(EVENTS);
             let (handle, rx) = hangup_pair();
+            let (answer, decision) = AnswerHandle::new();
             let inbound = InboundCall {
                 call_id: fax.call_id.clone(),
                 to: fax.to.clone(),
@@ -219,6 +231,7 @@ impl LoopbackGateway {
                 from_name: fax.from_name.clone(),
                 events: ev_rx,
                 hangup: handle,
+                answer,
             };
             let delivered = match &self.inner.inbound {
                 Some(sink) => sink.send(inbound).await.is_ok(),
@@ -230,9 +243,32 @@ impl LoopbackGateway {
                     .await;
                 return;
             }
+            // The call rings until the receiving side decides (at most the ring timeout).
+            let mut closing = self.inner.closing.subscribe();
+            let answered = tokio::select! {
+                d = decision => match d {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(refusal)) => Err(refused(refusal)),
+                    Err(_) => Err(refused(Refusal::temporary())),
+                },
+                _ = tokio::time::sleep(fax.options.ring_timeout) => Err(unanswered(pstn::NO_ANSWER)),
+                _ = closing.wait_for(|c| *c) => Err(unanswered(pstn::CANCELLED)),
+            };
+            let answer = match answered {
+                Ok(a) => a,
+                Err(r) => {
+                    tracing::debug!(call_id = %fax.call_id, cause = %r.hangup_cause, "loopback: inbound call not answered");
+                    let _ = events_tx.send(FaxEvent::Finished(r)).await;
+                    return;
+                }
+            };
             let _ = ev_tx.send(FaxEvent::Answered).await;
             let party = Party {
-                ident: fax.to.clone(),
+                ident: if answer.station_id.is_empty() {
+                    fax.to.clone()
+                } else {
+                    answer.station_id
+                },
                 header: String::new(),
                 ecm: true,
                 max_rate: 14_400,
