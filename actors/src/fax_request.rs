@@ -192,8 +192,11 @@ impl Actor for FaxRequest {
             match inbound::store_fax(&st.ctx.store, &s.db, &s.doc, &s.attachments).await {
                 Ok(()) => info!(call_id = %st.info.call_id, fax_id = %fax_id,
                                 "fax stored in the inbox on the way out"),
-                Err(e) => error!(call_id = %st.info.call_id, fax_id = %fax_id, error = %e,
-                                 "stopped before the received fax could be stored: the fax is lost"),
+                Err(e) => {
+                    let kept = keep_unstored(&st.ctx, &s).await;
+                    error!(call_id = %st.info.call_id, fax_id = %fax_id, error = %e,
+                           kept = %kept, "stopped before the received fax could be stored")
+                }
             }
         }
         if let Some(file) = st.file.take() {
@@ -353,13 +356,52 @@ impl RequestState {
                     myself.send_after(after, move || RequestMsg::Store { attempt: next });
                 }
                 None => {
+                    let kept = keep_unstored(&self.ctx, &s).await;
                     error!(call_id = %self.info.call_id, fax_id = %fax_id, attempt, error = %e,
                            from_number = %self.info.from_number, to_number = %self.info.to,
-                           "storing the received fax failed for good: the fax is lost");
+                           kept = %kept, "storing the received fax failed for good");
                     myself.stop(None);
                 }
             },
         }
+    }
+}
+
+/// A received fax the store would not take is kept under `<data_dir>/unstored/<fax_id>/`
+/// (private): its inbox document (`doc.json`, with the database it belongs in) and every
+/// attachment by its name, so an operator can put it in the store later. Returns where it
+/// is, or why it could not be kept.
+async fn keep_unstored(ctx: &NodeContext, s: &Storing) -> String {
+    let fax_id = s.doc["_id"].as_str().unwrap_or("unnamed");
+    // Ids are hex; anything else never reaches a path.
+    if fax_id.is_empty()
+        || !fax_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return format!("not kept: the fax id {fax_id:?} is not a file name");
+    }
+    let dir = ctx.config.node.data_dir.join("unstored").join(fax_id);
+    let kept = async {
+        faxd::files::create_dir_private(&dir).await?;
+        let doc = serde_json::json!({"db": s.db.name(), "doc": s.doc});
+        let mut files: Vec<(String, Vec<u8>)> = vec![("doc.json".into(), doc.to_string().into())];
+        for a in &s.attachments {
+            files.push((a.name.clone(), a.data.to_vec()));
+        }
+        for (name, data) in files {
+            if name.contains('/') || name.starts_with('.') {
+                continue;
+            }
+            let mut f = faxd::files::create_private(&dir.join(&name)).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut f, &data).await?;
+            f.sync_all().await?;
+        }
+        std::io::Result::Ok(())
+    };
+    match kept.await {
+        Ok(()) => format!("kept in {}", dir.display()),
+        Err(e) => format!("not kept in {}: {e}", dir.display()),
     }
 }
 

@@ -63,6 +63,7 @@ impl Rig {
             .expect("save config");
         let mut config = Config::default();
         config.node.name = node.clone();
+        config.node.data_dir = dir.to_path_buf();
         let sysconf = SystemConfig::load(store.clone(), &node)
             .await
             .expect("sysconf");
@@ -296,6 +297,26 @@ async fn storage_is_given_up_after_a_bounded_number_of_attempts() {
         "gave up after {took:?}"
     );
     assert!(rig.spool_files().is_empty(), "{:?}", rig.spool_files());
+    // Nothing is lost: the fax the store would not take is kept for the operator, private.
+    let kept: Vec<_> = std::fs::read_dir(dir.path().join("unstored"))
+        .expect("unstored faxes")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let fax_dir = &kept[0];
+    let fax_id = fax_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(fax_dir.join("doc.json")).expect("doc.json"))
+            .expect("JSON");
+    assert_eq!(doc["doc"]["_id"], fax_id.as_str());
+    assert!(doc["db"].as_str().is_some_and(|d| !d.is_empty()), "{doc}");
+    let tiff = fax_dir.join(format!("received_file_{fax_id}.tiff"));
+    assert_eq!(faxd::gateway::tiff::count_pages(&tiff).expect("a TIFF"), 3);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(fax_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
     eprintln!("storage given up {took:?} after the call ended");
     rig.stop().await;
 }
