@@ -5,6 +5,9 @@
 //!
 //! `cargo run --release -p faxd --example esl_bench -- [rounds]`
 
+#[path = "../tests/esl_captures/mod.rs"]
+mod esl_captures;
+
 use std::time::Instant;
 
 use faxd::gateway::esl::{Decoder, Frame, SpandspEvent};
@@ -15,25 +18,6 @@ fn cpu_seconds() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
-}
-
-/// The server side of both captures as one byte stream.
-fn server_stream() -> Vec<u8> {
-    let mut out = Vec::new();
-    for name in [
-        "freeswitch-1.10.12-capture.jsonl",
-        "freeswitch-1.10.12-capture-2.jsonl",
-    ] {
-        let path = format!("{}/tests/fixtures/esl/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).expect("read the capture");
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("a json line");
-            if v["dir"] == "S->C" {
-                out.extend_from_slice(v["data"].as_str().expect("data").as_bytes());
-            }
-        }
-    }
-    out
 }
 
 #[derive(Default)]
@@ -70,7 +54,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000);
-    let stream = server_stream();
+    let stream = esl_captures::both_server_streams();
     println!("stream: {} bytes per round, {rounds} rounds", stream.len());
     for fax in [false, true] {
         let mut counts = Counts::default();

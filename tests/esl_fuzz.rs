@@ -4,6 +4,8 @@
 //! frame's bound after its frames are taken, and typing whatever it frames must not panic
 //! either.
 
+mod esl_captures;
+
 use faxd::gateway::esl::{Decoder, Event, Frame, Limits, urlenc};
 use proptest::prelude::*;
 
@@ -14,24 +16,6 @@ const LIMITS: Limits = Limits {
 
 /// What FreeSWITCH's URL encoding never leaves raw (besides controls, spaces and non-ASCII).
 const UNSAFE: &[u8] = b"\"#&+:;<=>?@[\\]^`{|}";
-
-fn capture_stream() -> Vec<u8> {
-    let mut out = Vec::new();
-    for name in [
-        "freeswitch-1.10.12-capture.jsonl",
-        "freeswitch-1.10.12-capture-2.jsonl",
-    ] {
-        let path = format!("{}/tests/fixtures/esl/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).expect("read the capture");
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("a json line");
-            if v["dir"] == "S->C" {
-                out.extend_from_slice(v["data"].as_str().expect("data").as_bytes());
-            }
-        }
-    }
-    out
-}
 
 /// Feeds `input` cut at `cuts` (offsets, any order), draining and typing frames after each
 /// chunk; checks the memory bound. Returns the frames framed before any error.
@@ -182,7 +166,7 @@ proptest! {
         mutations in prop::collection::vec(mutation(), 1..12),
         cuts in prop::collection::vec(any::<usize>(), 0..256),
     ) {
-        let input = mutate(capture_stream(), &mutations);
+        let input = mutate(esl_captures::both_server_streams(), &mutations);
         run(&input, &cuts)?;
     }
 }
@@ -192,7 +176,7 @@ fn every_captured_frame_fits_the_fuzz_limits() {
     // The limits above are tight (the bare CHANNEL_DATA header block is 3.5 KB, the largest
     // event 5.4 KB) but hold every real frame, so the mutated captures reach deep into frames
     // rather than failing at the first one.
-    let stream = capture_stream();
+    let stream = esl_captures::both_server_streams();
     let mut d = Decoder::new(LIMITS);
     d.feed(&stream);
     let mut frames = 0;

@@ -4,8 +4,11 @@
 //! originate probes check that faxd's value escaping makes FreeSWITCH store exactly the
 //! value meant.
 
+mod esl_captures;
+
 use std::collections::BTreeMap;
 
+use esl_captures::{Captured, FIRST, SECOND, capture, server_stream};
 use faxd::gateway::esl::command::{Command, Originate, SendMsg, escape_value, http_get};
 use faxd::gateway::esl::spandsp::{self, FaxDirection, SpandspEvent};
 use faxd::gateway::esl::{
@@ -14,43 +17,6 @@ use faxd::gateway::esl::{
 use faxd::gateway::{FaxEvent, FaxResult};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
-
-const FIRST: &str = "freeswitch-1.10.12-capture.jsonl";
-const SECOND: &str = "freeswitch-1.10.12-capture-2.jsonl";
-
-/// One captured frame; `n` is its line in the file.
-struct Captured {
-    n: usize,
-    client: bool,
-    data: String,
-}
-
-fn capture(name: &str) -> Vec<Captured> {
-    let path = format!("{}/tests/fixtures/esl/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).expect("read the capture");
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("a json line");
-            let dir = v["dir"].as_str().expect("dir");
-            assert!(dir == "C->S" || dir == "S->C", "line {}: {dir}", i + 1);
-            Captured {
-                n: i + 1,
-                client: dir == "C->S",
-                data: v["data"].as_str().expect("data").to_string(),
-            }
-        })
-        .collect()
-}
-
-/// Everything FreeSWITCH wrote in a capture, in order, as one byte stream.
-fn server_stream(frames: &[Captured]) -> Vec<u8> {
-    frames
-        .iter()
-        .filter(|f| !f.client)
-        .flat_map(|f| f.data.bytes())
-        .collect()
-}
 
 /// Decodes `chunks` fed one after the other, draining frames after each.
 fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<RawFrame> {
