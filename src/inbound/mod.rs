@@ -313,21 +313,7 @@ pub fn rx_result(r: &FaxResult, started_ms: i64, finished_ms: i64) -> Map<String
         "time_elapsed".into(),
         json!((finished_ms - started_ms).max(0) / 1000),
     );
-    m.insert("result_code".into(), json!(r.sip_code));
-    m.insert("result_cause".into(), json!(r.hangup_cause));
-    m.insert("result_text".into(), json!(text));
-    m.insert("fax_result_code".into(), json!(r.fax_result_code));
-    m.insert("fax_result_text".into(), json!(r.fax_result_text));
-    m.insert("transferred_pages".into(), json!(r.transferred_pages));
-    m.insert("total_pages".into(), json!(r.total_pages));
-    m.insert("transfer_rate".into(), json!(r.transfer_rate));
-    m.insert("ecm_used".into(), json!(r.ecm_used));
-    m.insert("t38_used".into(), json!(r.t38_used));
-    m.insert("remote_station_id".into(), json!(r.remote_station_id));
-    m.insert("local_station_id".into(), json!(r.local_station_id));
-    m.insert("bad_rows".into(), json!(r.bad_rows));
-    m.insert("longest_bad_row_run".into(), json!(r.longest_bad_row_run));
-    m.insert("image_resolution".into(), json!(r.image_resolution));
+    crate::outbound::release::call_fields(&mut m, r, &text);
     m
 }
 

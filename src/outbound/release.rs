@@ -56,6 +56,26 @@ impl Outcome {
     }
 }
 
+/// The fields of a call's result shared by `tx_result` and `rx_result`; `result_text` is
+/// the caller's summary of the call.
+pub fn call_fields(m: &mut Map<String, Value>, r: &FaxResult, result_text: &str) {
+    m.insert("result_code".into(), json!(r.sip_code));
+    m.insert("result_cause".into(), json!(r.hangup_cause));
+    m.insert("result_text".into(), json!(result_text));
+    m.insert("fax_result_code".into(), json!(r.fax_result_code));
+    m.insert("fax_result_text".into(), json!(r.fax_result_text));
+    m.insert("transferred_pages".into(), json!(r.transferred_pages));
+    m.insert("total_pages".into(), json!(r.total_pages));
+    m.insert("transfer_rate".into(), json!(r.transfer_rate));
+    m.insert("ecm_used".into(), json!(r.ecm_used));
+    m.insert("t38_used".into(), json!(r.t38_used));
+    m.insert("remote_station_id".into(), json!(r.remote_station_id));
+    m.insert("local_station_id".into(), json!(r.local_station_id));
+    m.insert("bad_rows".into(), json!(r.bad_rows));
+    m.insert("longest_bad_row_run".into(), json!(r.longest_bad_row_run));
+    m.insert("image_resolution".into(), json!(r.image_resolution));
+}
+
 /// The `tx_result` object of an attempt.
 pub fn tx_result(
     outcome: &Outcome,
@@ -71,23 +91,7 @@ pub fn tx_result(
     m.insert("finished".into(), json!(finished_ms));
     m.insert("time_elapsed".into(), json!(elapsed));
     match outcome {
-        Outcome::Call(r) => {
-            m.insert("result_code".into(), json!(r.sip_code));
-            m.insert("result_cause".into(), json!(r.hangup_cause));
-            m.insert("result_text".into(), json!(r.fax_result_text));
-            m.insert("fax_result_code".into(), json!(r.fax_result_code));
-            m.insert("fax_result_text".into(), json!(r.fax_result_text));
-            m.insert("transferred_pages".into(), json!(r.transferred_pages));
-            m.insert("total_pages".into(), json!(r.total_pages));
-            m.insert("transfer_rate".into(), json!(r.transfer_rate));
-            m.insert("ecm_used".into(), json!(r.ecm_used));
-            m.insert("t38_used".into(), json!(r.t38_used));
-            m.insert("remote_station_id".into(), json!(r.remote_station_id));
-            m.insert("local_station_id".into(), json!(r.local_station_id));
-            m.insert("bad_rows".into(), json!(r.bad_rows));
-            m.insert("longest_bad_row_run".into(), json!(r.longest_bad_row_run));
-            m.insert("image_resolution".into(), json!(r.image_resolution));
-        }
+        Outcome::Call(r) => call_fields(&mut m, r, &r.fax_result_text),
         Outcome::Failure {
             sip_code,
             cause,
