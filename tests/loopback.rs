@@ -81,6 +81,16 @@ fn rig(config: LoopbackSection, local: &[&str]) -> Rig {
     }
 }
 
+impl Rig {
+    /// The next inbound call the engine hands over, within the call deadline.
+    async fn next_inbound(&mut self) -> InboundCall {
+        timeout(CALL_DEADLINE, self.inbound.recv())
+            .await
+            .expect("inbound call in time")
+            .expect("inbound call")
+    }
+}
+
 fn fax(call_id: &str, to: &str, document: &Path, options: TxOptions) -> OutboundFax {
     OutboundFax {
         job_id: format!("job-{call_id}"),
@@ -365,10 +375,7 @@ async fn local_number_becomes_an_inbound_call() {
         .originate(fax("i1", "+15558675309", &doc, TxOptions::default()))
         .await
         .unwrap();
-    let mut inbound = timeout(CALL_DEADLINE, r.inbound.recv())
-        .await
-        .expect("inbound call in time")
-        .expect("inbound call");
+    let mut inbound = r.next_inbound().await;
     assert_eq!(inbound.call_id, "i1");
     assert_eq!(inbound.to, "+15558675309");
     assert_eq!(inbound.from_number, "+15550100");
@@ -416,10 +423,7 @@ async fn a_refused_inbound_call_fails_for_its_caller_with_the_refusal() {
         .originate(fax("i3", "+15558675311", &doc, TxOptions::default()))
         .await
         .unwrap();
-    let mut inbound = timeout(CALL_DEADLINE, r.inbound.recv())
-        .await
-        .expect("inbound call in time")
-        .expect("inbound call");
+    let mut inbound = r.next_inbound().await;
     inbound.answer.refuse(Refusal::unallocated());
     let (events, tx) = call_events(&mut call).await;
     assert!(!tx.success, "{tx:?}");
@@ -447,10 +451,7 @@ async fn a_refused_inbound_call_fails_for_its_caller_with_the_refusal() {
         .originate(fax("i4", "+15558675311", &doc, TxOptions::default()))
         .await
         .unwrap();
-    let inbound = timeout(CALL_DEADLINE, r.inbound.recv())
-        .await
-        .expect("inbound call in time")
-        .expect("inbound call");
+    let inbound = r.next_inbound().await;
     drop(inbound);
     let (_, tx) = call_events(&mut call).await;
     assert_eq!(tx.hangup_cause, "NORMAL_TEMPORARY_FAILURE", "{tx:?}");
@@ -542,10 +543,7 @@ async fn the_receiving_side_of_an_inbound_call_can_hang_up() {
         .originate(fax("i2", "+15558675310", &doc, TxOptions::default()))
         .await
         .unwrap();
-    let mut inbound = timeout(CALL_DEADLINE, r.inbound.recv())
-        .await
-        .expect("inbound call in time")
-        .expect("inbound call");
+    let mut inbound = r.next_inbound().await;
     assert!(inbound.answer.accept(Answer::default()));
     // The receiver (fax_request) hangs up once page 1 is in.
     loop {
