@@ -531,8 +531,12 @@ impl FaxReporter {
                 for (n, v) in &vals {
                     leg.set(&format!("fax_{n}"), v);
                 }
-                leg.channel.insert("Hangup-Cause".into(), String::new());
                 let mut ev = vec![("Event-Subclass", sub("result"))];
+                if self.tx {
+                    // txfax reports after the line dropped (spec §3.7: `Answer-State: hangup`).
+                    ev.push(("Answer-State", "hangup".into()));
+                    ev.push(("Hangup-Cause", r.hangup_cause.clone()));
+                }
                 for (var, header) in [
                     ("success", "fax-success"),
                     ("result_code", "fax-result-code"),
@@ -663,6 +667,7 @@ pub(crate) async fn originate(shared: Arc<Shared>, arg: String, reply: JobReply)
         reply: Some(reply),
         hang_rx,
         ring,
+        app_uuid: crate::new_uuid(),
     };
     let faxd_number = shared.config.inbound_listen.is_some()
         && crate::matches_any(&shared.config.faxd_numbers, &number);
@@ -681,6 +686,8 @@ struct ALeg {
     reply: Option<JobReply>,
     hang_rx: mpsc::UnboundedReceiver<String>,
     ring: Duration,
+    /// `Application-UUID` of the `&txfax()` the originate runs.
+    app_uuid: String,
 }
 
 impl ALeg {
@@ -841,6 +848,7 @@ impl ALeg {
                     ("Application", "txfax".to_string()),
                     ("Application-Data", path.clone()),
                     ("Application-Response", text.to_string()),
+                    ("Application-UUID", self.app_uuid.clone()),
                 ],
             );
             self.hangup("NORMAL_CLEARING", faxd.map(|f| f.1));
@@ -971,6 +979,7 @@ impl ALeg {
                 ("Application", "txfax".to_string()),
                 ("Application-Data", path.clone()),
                 ("Application-Response", "_none_".to_string()),
+                ("Application-UUID", self.app_uuid.clone()),
             ],
         );
         self.hangup(&cause, b);
@@ -1000,6 +1009,7 @@ impl ALeg {
                 ("Application", "txfax".to_string()),
                 ("Application-Data", path),
                 ("Application-Response", "_none_".to_string()),
+                ("Application-UUID", self.app_uuid.clone()),
             ],
         );
         self.hangup(cause, b);

@@ -1,5 +1,6 @@
 //! `originate` argument parsing with FreeSWITCH's rules (spec §2.1): the arguments are split
-//! on spaces, where single quotes protect spaces and are stripped and `\'` is a quote; then
+//! on spaces, where single quotes protect spaces and are stripped, `\'` is a quote and
+//! a backslash protects the next character (and is dropped before a quote); then
 //! the `{…}` / `<…>` / `[…]` blocks of the call URL are split on commas (or on `<c>` after a
 //! leading `^^<c>`), where `\,` is a comma and `\s` a space; a backslash before anything
 //! else stays.
@@ -58,9 +59,17 @@ pub fn split_args(s: &str) -> Result<Vec<String>, Refused> {
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\\' if chars.peek() == Some(&'\'') => {
-                chars.next();
-                cur.push('\'');
+            // A backslash protects the next character (a space does not split); it is
+            // dropped only before a quote.
+            '\\' => {
+                match chars.next() {
+                    Some('\'') => cur.push('\''),
+                    Some(n) => {
+                        cur.push('\\');
+                        cur.push(n);
+                    }
+                    None => cur.push('\\'),
+                }
                 started = true;
             }
             '\'' => {
