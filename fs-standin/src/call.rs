@@ -672,9 +672,9 @@ pub(crate) async fn originate(shared: Arc<Shared>, arg: String, reply: JobReply)
     let faxd_number = shared.config.inbound_listen.is_some()
         && crate::matches_any(&shared.config.faxd_numbers, &number);
     if faxd_number {
-        a.to_faxd(&number).await;
+        a.call_faxd(&number).await;
     } else {
-        a.to_pstn(&number).await;
+        a.call_pstn(&number).await;
     }
     shared.remove_channel(&uuid);
 }
@@ -735,7 +735,7 @@ impl ALeg {
         }
     }
 
-    async fn to_pstn(mut self, number: &str) {
+    async fn call_pstn(mut self, number: &str) {
         let machine = match pstn::route(&self.shared.config.numbers, number) {
             Route::Unanswered(u) => return self.unanswered(u.cause),
             Route::NoAnswer => {
@@ -763,7 +763,7 @@ impl ALeg {
         self.txfax(machine, far, received, t38_refused, None).await;
     }
 
-    async fn to_faxd(mut self, number: &str) {
+    async fn call_faxd(mut self, number: &str) {
         let (to_a_tx, mut to_a) = mpsc::unbounded_channel();
         let (to_b, to_b_rx) = mpsc::unbounded_channel();
         let spec = BSpec {
