@@ -175,6 +175,18 @@ impl Leg {
                 })
                 .unwrap_or_default()
         };
+        let cid = format!(
+            "\"{}\" <{}>",
+            self.channel
+                .get("Caller-Caller-ID-Name")
+                .map(String::as_str)
+                .unwrap_or(""),
+            self.channel
+                .get("Caller-Caller-ID-Number")
+                .map(String::as_str)
+                .unwrap_or("")
+        );
+        self.set("caller_id", &cid);
         self.set("hangup_cause", cause);
         self.set("hangup_cause_q850", &q850(cause).to_string());
         self.set("start_stamp", &stamp(self.created_us));
@@ -200,6 +212,15 @@ impl Leg {
             ("billmsec", if ans > 0 { (end - ans) / 1000 } else { 0 }),
             ("uduration", end - start),
             ("billusec", if ans > 0 { end - ans } else { 0 }),
+            (
+                "flow_billsec",
+                if ans > 0 { (end - ans) / 1_000_000 } else { 0 },
+            ),
+            (
+                "flow_billmsec",
+                if ans > 0 { (end - ans) / 1000 } else { 0 },
+            ),
+            ("flow_billusec", if ans > 0 { end - ans } else { 0 }),
         ] {
             self.set(n, &v.to_string());
         }
@@ -361,7 +382,7 @@ impl Pages {
             .or(self.pages.last())
             .copied()
             .unwrap_or((1728, 2200, (204.0, 196.0)));
-        let file = |d: f32| (d as f64 / 0.0254).round() as u32;
+        let file = |d: f32| (d as f64 / 0.0254) as u32;
         let line_x = if (dx - 204.0).abs() < 2.0 {
             8040
         } else {
@@ -654,7 +675,25 @@ pub(crate) async fn originate(shared: Arc<Shared>, arg: String, reply: JobReply)
         &number,
         o.vars.clone(),
     );
-    leg.set("originate_endpoint", o.dial.split('/').next().unwrap_or(""));
+    leg.set(
+        "session_id",
+        &shared
+            .sessions_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    );
+    let endpoint = o.dial.split('/').next().unwrap_or("");
+    leg.set("originate_endpoint", endpoint);
+    if endpoint != "loopback" {
+        leg.channel
+            .insert("Caller-Source".into(), "src/switch_ivr_originate.c".into());
+    }
+    if endpoint == "sofia" {
+        let host = o.dial.split('/').nth(2).unwrap_or("carrier");
+        leg.set("sip_profile_name", "external");
+        leg.set("sip_destination_url", &format!("sip:{number}@{host}"));
+        leg.set("sip_call_id", &crate::new_uuid());
+    }
     let ring = o
         .var("originate_timeout")
         .and_then(|t| t.trim().parse::<u64>().ok())

@@ -98,6 +98,13 @@ async fn b_leg(
         spec.originate,
     );
     leg.set("direction", "inbound");
+    leg.set(
+        "session_id",
+        &shared
+            .sessions_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    );
     if let Some(a) = &spec.other_leg {
         leg.set("other_loopback_leg_uuid", a);
         leg.set("loopback_leg", "B");

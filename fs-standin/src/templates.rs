@@ -24,6 +24,39 @@ const CAPTURED_ORIGINATE_VARS: &[&str] = &[
     "origination_caller_id_number",
 ];
 
+/// Captured variables that belong to the captured channel (its loopback pairing, its SIP
+/// dialog, its last application): an event carries them only when the stand-in's channel
+/// set them itself.
+fn leg_specific(name: &str) -> bool {
+    name.starts_with("sip_")
+        || name.starts_with("rtp_")
+        || matches!(
+            name,
+            "other_loopback_leg_uuid"
+                | "loopback_leg"
+                | "pre_transfer_caller_id_number"
+                | "channel_cid_flipped"
+                | "is_loopback"
+                | "socket_host"
+                | "current_application"
+                | "current_application_data"
+                | "current_application_response"
+                | "last_app"
+                | "last_arg"
+                | "caller_id"
+                | "endpoint_disposition"
+                | "local_media_ip"
+                | "local_media_port"
+                | "advertised_media_ip"
+                | "sofia_profile_name"
+                | "sofia_profile_url"
+                | "recovery_profile_name"
+                | "current_loop"
+                | "total_loops"
+                | "answer_stamp"
+        )
+}
+
 /// The kinds of events the stand-in writes, each with the captured frame it copies
 /// (`(file, line)`, 1-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -262,7 +295,7 @@ pub fn render(kind: Kind, fill: &Fill<'_>) -> Vec<(String, String)> {
         }
         let v = match leg_var(name) {
             Some(v) => v,
-            None if name.starts_with("fax_") => continue,
+            None if name.starts_with("fax_") || leg_specific(name) => continue,
             None => value.clone(),
         };
         out.push((format!("variable_{name}"), v));

@@ -368,6 +368,9 @@ async fn a_one_page_fax_looks_like_freeswitch() {
         ]
     );
     for (e, payload) in &c.events {
+        if std::env::var_os("STANDIN_DUMP").is_some() {
+            eprintln!("-----\n{payload}");
+        }
         if e.unique_id() == Some(uuid) || e.job_uuid() == Some(job) {
             assert_captured_shape(payload);
             assert!(!payload.contains(": \n"), "empty header in {payload}");
