@@ -157,6 +157,10 @@ impl Leg {
                 .insert(format!("{p}Channel-Answered-Time"), t.clone());
         }
         self.set("endpoint_disposition", "ANSWER");
+        self.channel
+            .insert("Answer-State".into(), "answered".into());
+        self.channel
+            .insert("Channel-Call-State".into(), "ACTIVE".into());
     }
 
     /// Sets the variables FreeSWITCH adds at hang-up (cause, stamps, durations).
@@ -221,6 +225,16 @@ impl Leg {
                 if ans > 0 { (end - ans) / 1000 } else { 0 },
             ),
             ("flow_billusec", if ans > 0 { end - ans } else { 0 }),
+            (
+                "answersec",
+                if ans > 0 {
+                    (ans - start) / 1_000_000
+                } else {
+                    0
+                },
+            ),
+            ("answermsec", if ans > 0 { (ans - start) / 1000 } else { 0 }),
+            ("answerusec", if ans > 0 { ans - start } else { 0 }),
         ] {
             self.set(n, &v.to_string());
         }
@@ -230,6 +244,22 @@ impl Leg {
     pub fn emit(&self, shared: &Shared, kind: Kind, event: &[(&str, String)]) {
         let mut all: Vec<(&str, String)> = standard_headers(shared);
         all.extend(event.iter().cloned());
+        // Events of a hung-up channel keep the captured call state over the live one.
+        if matches!(
+            kind,
+            Kind::HangupB
+                | Kind::HangupCompleteB
+                | Kind::HangupCompleteA
+                | Kind::HangupCompleteUnanswered
+        ) {
+            for name in ["Answer-State", "Channel-Call-State"] {
+                if !all.iter().any(|(n, _)| *n == name)
+                    && let Some((_, v)) = templates::get(kind).head.iter().find(|(n, _)| n == name)
+                {
+                    all.push((name, v.clone()));
+                }
+            }
+        }
         let headers = templates::render(
             kind,
             &Fill {
@@ -1015,6 +1045,7 @@ impl ALeg {
             Kind::ExecuteCompleteA,
             &[
                 ("Hangup-Cause", cause.clone()),
+                ("Answer-State", "hangup".to_string()),
                 ("Application", "txfax".to_string()),
                 ("Application-Data", path.clone()),
                 ("Application-Response", "_none_".to_string()),
@@ -1045,6 +1076,7 @@ impl ALeg {
             Kind::ExecuteCompleteA,
             &[
                 ("Hangup-Cause", cause.to_string()),
+                ("Answer-State", "hangup".to_string()),
                 ("Application", "txfax".to_string()),
                 ("Application-Data", path),
                 ("Application-Response", "_none_".to_string()),

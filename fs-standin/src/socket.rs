@@ -103,6 +103,7 @@ async fn b_leg(
         &shared
             .sessions_total
             .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(1)
             .to_string(),
     );
     if let Some(a) = &spec.other_leg {

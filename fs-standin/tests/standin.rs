@@ -655,6 +655,11 @@ async fn play_faxd(listener: &TcpListener, rx_path: &Path) -> (String, Vec<Strin
     };
     c.send("connect\n\n").await;
     let data = c.next_non_event().await.expect("CHANNEL_DATA");
+    if std::env::var_os("STANDIN_DUMP").is_some() {
+        for (n, v) in &data.headers {
+            eprintln!("{n}: {v}");
+        }
+    }
     let payload_names: Vec<String> = data.headers.iter().map(|(n, _)| n.clone()).collect();
     let captured = fixture_frames()
         .into_iter()
@@ -737,6 +742,9 @@ async fn play_faxd(listener: &TcpListener, rx_path: &Path) -> (String, Vec<Strin
     assert_eq!(last.body.len(), 67);
     let mut compared = 0;
     for (e, payload) in &c.events {
+        if std::env::var_os("STANDIN_DUMP").is_some() {
+            eprintln!("-----\n{payload}");
+        }
         // EXECUTE of `set` and `rxfax` were not captured; every other kind was.
         let captured = !(e.name() == Some("CHANNEL_EXECUTE")
             && matches!(e.header("Application"), Some("set" | "rxfax")));
