@@ -968,7 +968,7 @@ impl ALeg {
                 match got {
                     Ok(rx) => {
                         let (tx, prx) = mpsc::channel(64);
-                        let _ = rx.pages.send(pages.clone());
+                        let _ = rx.line.send((pages.clone(), rep.t38_status.clone()));
                         let party = Party {
                             ident: rx.ident,
                             header: String::new(),
@@ -1111,8 +1111,8 @@ pub(crate) struct RxFaxRequest {
     pub hangup: mpsc::UnboundedReceiver<String>,
     /// Gets the receiver of the callee's fax events.
     pub events: oneshot::Sender<mpsc::Receiver<FaxEvent>>,
-    /// Gets the sent document's page geometry.
-    pub pages: oneshot::Sender<Pages>,
+    /// Gets the sent document's page geometry and the line's `fax_t38_status`.
+    pub line: oneshot::Sender<(Pages, String)>,
 }
 
 async fn wait_rxfax(to_a: &mut mpsc::UnboundedReceiver<ToA>) -> Result<RxFaxRequest, String> {
@@ -1165,7 +1165,12 @@ pub(crate) fn place_inbound_call(
         );
         let spec = BSpec {
             from: from.clone(),
-            from_name: options.from_name.clone(),
+            // A carrier call without a display name shows the number.
+            from_name: if options.from_name.is_empty() {
+                from.clone()
+            } else {
+                options.from_name.clone()
+            },
             to: to.clone(),
             channel_name: format!("sofia/external/{from}@127.0.0.1"),
             originate: Vec::new(),
@@ -1196,7 +1201,7 @@ pub(crate) fn place_inbound_call(
                         .await
                         .unwrap_or_default()
                 };
-                let _ = rx.pages.send(pages);
+                let _ = rx.line.send((pages, "off".into()));
                 let (ptx, prx) = mpsc::channel(64);
                 let _ = rx.events.send(prx);
                 let (etx, mut erx) = mpsc::channel(64);

@@ -358,14 +358,14 @@ impl Executor {
             .unwrap_or_default();
         let (fax_hang_tx, fax_hang_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = oneshot::channel();
-        let (pages_tx, pages_rx) = oneshot::channel();
+        let (line_tx, line_rx) = oneshot::channel();
         let req = RxFaxRequest {
             path: PathBuf::from(path),
             ident: ident.clone(),
             ecm,
             hangup: fax_hang_rx,
             events: events_tx,
-            pages: pages_tx,
+            line: line_tx,
         };
         let mut rep = FaxReporter {
             tx: false,
@@ -394,7 +394,10 @@ impl Executor {
                 None => return Some("NORMAL_CLEARING".into()),
             },
         };
-        rep.pages = pages_rx.await.unwrap_or_default();
+        if let Ok((pages, t38_status)) = line_rx.await {
+            rep.pages = pages;
+            rep.t38_status = t38_status;
+        }
         loop {
             tokio::select! {
                 e = events.recv() => match e {

@@ -562,7 +562,9 @@ async fn hang_ups_mid_fax_end_with_49() {
         Some("1")
     );
 
-    // uuid_kill during the fax.
+    // uuid_kill during the fax (a long document: the kill lands long before its end).
+    let long = document(dir.path(), 12);
+    let doc = long.to_string_lossy().into_owned();
     let (u, j) = (
         "00000000-0000-4000-8000-0000000000d2",
         "00000000-0000-4000-8000-0000000000e2",
