@@ -53,6 +53,9 @@ pub(crate) struct SessionCtx {
     pub channel_name: String,
     pub leg: Arc<Mutex<Leg>>,
     pub apps: tokio::sync::mpsc::UnboundedSender<AppRequest>,
+    /// Whether the channel already hung up (its `Gone` may predate this connection's
+    /// subscription to the events).
+    pub hung_up: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Accepts inbound connections until the stand-in shuts down; a pause closes the listener
@@ -202,6 +205,10 @@ pub(crate) async fn serve<R, W>(
     let mut drops = shared.drop_generation.subscribe();
     drops.borrow_and_update();
     let idle = shared.config.idle_timeout;
+    let already_gone = session
+        .as_ref()
+        .filter(|s| *s.hung_up.borrow())
+        .map(|s| s.uuid.clone());
     let mut c = Conn {
         shared,
         write,
@@ -211,6 +218,11 @@ pub(crate) async fn serve<R, W>(
         linger: false,
         gone: false,
     };
+    if let Some(uuid) = already_gone
+        && !matches!(c.deliver(&BusItem::Gone { uuid }).await, Ok(Flow::Continue))
+    {
+        return;
+    }
     loop {
         tokio::select! {
             _ = drops.changed() => return,

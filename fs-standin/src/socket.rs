@@ -128,12 +128,15 @@ async fn b_leg(
             apps: Some(apps_tx.clone()),
         },
     );
+    let hung_up = tokio::sync::watch::Sender::new(false);
+    let mut gone = hung_up.subscribe();
     let exec = Executor {
         shared: shared.clone(),
         leg: leg.clone(),
         to_a,
         answered: false,
         pending: VecDeque::new(),
+        hung_up,
     };
     let executor = tokio::spawn(exec.run(apps_rx, hang_rx));
     {
@@ -148,7 +151,11 @@ async fn b_leg(
     let (read, mut write) = stream.into_split();
     let mut reader = CommandReader::new(read);
     // FreeSWITCH writes nothing and waits for `connect`.
-    let first = reader.next(shared.config.connect_timeout).await;
+    // (A channel that hangs up meanwhile closes the socket.)
+    let first = tokio::select! {
+        r = reader.next(shared.config.connect_timeout) => r,
+        _ = crate::until_true(&mut gone) => Err(frames::ReadError::Closed),
+    };
     match first {
         Ok(c) if c.line.trim() == "connect" => {
             let data = channel_data(&shared, &leg);
@@ -163,6 +170,7 @@ async fn b_leg(
                     channel_name,
                     leg: leg.clone(),
                     apps: apps_tx.clone(),
+                    hung_up: gone,
                 };
                 server::serve(shared.clone(), reader, write, Some(ctx)).await;
             }
@@ -212,6 +220,8 @@ struct Executor {
     to_a: mpsc::UnboundedSender<ToA>,
     answered: bool,
     pending: VecDeque<AppRequest>,
+    /// Set once the channel hung up.
+    hung_up: tokio::sync::watch::Sender<bool>,
 }
 
 impl Executor {
@@ -450,6 +460,7 @@ impl Executor {
             })
             .unwrap_or_default();
         shared.publish(BusItem::Gone { uuid: uuid.clone() });
+        self.hung_up.send_replace(true);
         shared.remove_channel(&uuid);
         let _ = self.to_a.send(ToA::Hangup(cause.to_string()));
     }

@@ -971,3 +971,61 @@ async fn t38_requests_json_events_and_a_dropped_socket() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_fax_tones_and_faxd_never_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = document(dir.path(), 1);
+    let doc = doc.to_string_lossy().into_owned();
+    let faxd = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s = standin(dir.path(), Some(faxd.local_addr().unwrap())).await;
+    let mut c = Client::login(s.esl_addr()).await;
+
+    // Answered, but no fax tones: the sender gives up (T0).
+    let (u, j) = (
+        "00000000-0000-4000-8000-000000000201",
+        "00000000-0000-4000-8000-000000000202",
+    );
+    c.cmd(&originate(u, j, "+15550004123", &doc, "")).await;
+    let i = c
+        .until(|e| e.subclass() == Some("spandsp::txfaxresult") && e.unique_id() == Some(u))
+        .await;
+    let code = c.events[i].0.header("fax-result-code").unwrap().to_string();
+    assert_ne!(code, "0");
+    assert_eq!(
+        c.events[i].0.header("fax-document-transferred-pages"),
+        Some("0")
+    );
+    assert!(
+        c.events
+            .iter()
+            .all(|(e, _)| e.subclass() != Some("spandsp::txfaxnegociateresult"))
+    );
+
+    // faxd accepts the socket but never sends `connect`: ring until the originate's timeout,
+    // then the socket is closed.
+    let (u, j) = (
+        "00000000-0000-4000-8000-000000000203",
+        "00000000-0000-4000-8000-000000000204",
+    );
+    c.cmd(&originate(
+        u,
+        j,
+        "+15559990125",
+        &doc,
+        ",originate_timeout=1",
+    ))
+    .await;
+    let (mut sock, _) = tokio::time::timeout(DEADLINE, faxd.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let i = c.until(|e| e.job_uuid() == Some(j)).await;
+    assert_eq!(body(&c, i), "-ERR NO_ANSWER\n");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(DEADLINE, sock.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "FreeSWITCH writes nothing before `connect`");
+}
