@@ -358,15 +358,18 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 }
                 self.subs.json = format == "json";
                 let mut custom = false;
+                // Event names are matched without regard to case, as `switch_name_event`
+                // does; subclass names are taken as written.
                 for w in words {
+                    let upper = w.to_ascii_uppercase();
                     if custom {
                         self.subs.customs.insert(w.to_string());
-                    } else if w == "CUSTOM" {
+                    } else if upper == "CUSTOM" {
                         custom = true;
-                    } else if w == "ALL" {
+                    } else if upper == "ALL" {
                         self.subs.all = true;
                     } else {
-                        self.subs.names.insert(w.to_string());
+                        self.subs.names.insert(upper);
                     }
                 }
                 self.reply(&format!("+OK event listener enabled {format}"))
@@ -374,7 +377,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             }
             "nixevent" => {
                 for w in rest.split_whitespace() {
-                    self.subs.names.remove(w);
+                    self.subs.names.remove(&w.to_ascii_uppercase());
                     self.subs.customs.remove(w);
                 }
                 self.reply("+OK events nixed").await
@@ -533,6 +536,17 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             target
         };
         let Some(apps) = apps.filter(|_| !self.gone) else {
+            // A channel without a socket (an originated A leg) can still be hung up.
+            if cmd.header("call-command") == Some("hangup")
+                && let Some(h) = self.shared.channel(&target)
+            {
+                let cause = cmd
+                    .header("hangup-cause")
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or("NORMAL_CLEARING");
+                let _ = h.hangup.send(cause.to_string());
+                return self.reply("+OK").await;
+            }
             return self
                 .reply(&format!("-ERR invalid session id [{target}]"))
                 .await;
