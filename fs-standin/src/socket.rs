@@ -1,0 +1,467 @@
+//! Outbound mode: the stand-in as the dialplan's `socket <addr> async full` (spec §1.6). A
+//! call to a faxd number becomes a B leg whose channel connects to faxd's inbound socket,
+//! waits for `connect`, answers it with the bare CHANNEL_DATA and then runs the applications
+//! faxd's `sendmsg` queues, one after the other (async socket: `+OK` means queued).
+//!
+//! `rxfax` receives from the other leg's `txfax` (or from the simulated sender of a
+//! [`place_inbound_call`](crate::StandIn::place_inbound_call)) through one spandsp session.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use faxd::gateway::FaxEvent;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::call::{FaxReporter, Leg, Pages, RxFaxRequest};
+use crate::frames::{self, CommandReader};
+use crate::server::{self, SessionCtx};
+use crate::templates::{self, Fill, Kind};
+use crate::{BusItem, ChannelHandle, Shared};
+
+/// Who calls and whom: the B leg's caller profile.
+pub(crate) struct BSpec {
+    pub from: String,
+    pub from_name: String,
+    pub to: String,
+    pub channel_name: String,
+    /// The originating call's `{…}` variables (a loopback B leg carries them too).
+    pub originate: Vec<(String, String)>,
+    /// The A leg's uuid, when a stand-in call originated this one.
+    pub other_leg: Option<String>,
+}
+
+/// From the B leg to the side that sends the fax.
+pub(crate) enum ToA {
+    Answered,
+    RxFax(RxFaxRequest),
+    Hangup(String),
+}
+
+/// From the sending side to the B leg.
+pub(crate) enum ToB {
+    Hangup(String),
+}
+
+/// What the B leg's channel is asked to do, in order.
+#[derive(Debug)]
+pub(crate) enum AppRequest {
+    Execute {
+        app: String,
+        arg: String,
+        event_uuid: String,
+    },
+    Hangup(String),
+}
+
+/// Runs a call to faxd: connects to its inbound socket, serves the connection and the
+/// channel until both end. Returns the B leg's uuid once it had one. (Boxed: the socket's
+/// commands can originate calls, which can reach this again.)
+pub(crate) fn run_b_leg(
+    shared: Arc<Shared>,
+    spec: BSpec,
+    to_a: mpsc::UnboundedSender<ToA>,
+    to_b: mpsc::UnboundedReceiver<ToB>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>> {
+    Box::pin(b_leg(shared, spec, to_a, to_b))
+}
+
+async fn b_leg(
+    shared: Arc<Shared>,
+    spec: BSpec,
+    to_a: mpsc::UnboundedSender<ToA>,
+    mut to_b: mpsc::UnboundedReceiver<ToB>,
+) -> Option<String> {
+    let Some(addr) = shared.config.inbound_listen else {
+        let _ = to_a.send(ToA::Hangup("DESTINATION_OUT_OF_ORDER".into()));
+        return None;
+    };
+    let stream = match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+    {
+        Ok(Ok(s)) => s,
+        _ => {
+            tracing::debug!(%addr, "fs-standin: faxd's inbound socket does not answer");
+            let _ = to_a.send(ToA::Hangup("DESTINATION_OUT_OF_ORDER".into()));
+            return None;
+        }
+    };
+    let uuid = crate::new_uuid();
+    let mut leg = Leg::new(
+        &uuid,
+        &spec.channel_name,
+        &spec.from,
+        &spec.from_name,
+        &spec.to,
+        spec.originate,
+    );
+    leg.set("direction", "inbound");
+    leg.set(
+        "session_id",
+        &shared
+            .sessions_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(1)
+            .to_string(),
+    );
+    if let Some(a) = &spec.other_leg {
+        leg.set("other_loopback_leg_uuid", a);
+        leg.set("loopback_leg", "B");
+    }
+    leg.set("sip_from_user", &spec.from);
+    leg.set("sip_to_user", &spec.to);
+    leg.set("sip_req_user", &spec.to);
+    leg.set("socket_host", &addr.ip().to_string());
+    leg.set("current_application_data", &format!("{addr} async full"));
+    leg.set("current_application", "socket");
+    let channel_name = spec.channel_name.clone();
+    let leg = Arc::new(Mutex::new(leg));
+
+    let (apps_tx, apps_rx) = mpsc::unbounded_channel();
+    let (hang_tx, hang_rx) = mpsc::unbounded_channel();
+    shared.add_channel(
+        &uuid,
+        ChannelHandle {
+            hangup: hang_tx,
+            apps: Some(apps_tx.clone()),
+        },
+    );
+    let hung_up = tokio::sync::watch::Sender::new(false);
+    let mut gone = hung_up.subscribe();
+    let exec = Executor {
+        shared: shared.clone(),
+        leg: leg.clone(),
+        to_a,
+        answered: false,
+        pending: VecDeque::new(),
+        hung_up,
+    };
+    let executor = tokio::spawn(exec.run(apps_rx, hang_rx));
+    {
+        let apps = apps_tx.clone();
+        tokio::spawn(async move {
+            while let Some(ToB::Hangup(c)) = to_b.recv().await {
+                let _ = apps.send(AppRequest::Hangup(c));
+            }
+        });
+    }
+
+    let (read, mut write) = stream.into_split();
+    let mut reader = CommandReader::new(read);
+    // FreeSWITCH writes nothing and waits for `connect`.
+    // (A channel that hangs up meanwhile closes the socket.)
+    let first = tokio::select! {
+        r = reader.next(shared.config.connect_timeout) => r,
+        _ = crate::until_true(&mut gone) => Err(frames::ReadError::Closed),
+    };
+    match first {
+        Ok(c) if c.line.trim() == "connect" => {
+            let data = channel_data(&shared, &leg);
+            let ok =
+                tokio::time::timeout(Duration::from_secs(10), write.write_all(data.as_bytes()))
+                    .await
+                    .map(|r| r.is_ok())
+                    .unwrap_or(false);
+            if ok {
+                let ctx = SessionCtx {
+                    uuid: uuid.clone(),
+                    channel_name,
+                    leg: leg.clone(),
+                    apps: apps_tx.clone(),
+                    hung_up: gone,
+                };
+                server::serve(shared.clone(), reader, write, Some(ctx)).await;
+            }
+        }
+        _ => {
+            tracing::debug!(%uuid, "fs-standin: no `connect` from faxd");
+        }
+    }
+    // The socket is gone: the channel hangs up (no `resume`).
+    let _ = apps_tx.send(AppRequest::Hangup("NORMAL_CLEARING".into()));
+    drop(apps_tx);
+    let _ = executor.await;
+    Some(uuid)
+}
+
+/// The bare CHANNEL_DATA reply to `connect` with its four appended headers.
+fn channel_data(shared: &Shared, leg: &Mutex<Leg>) -> String {
+    let Ok(leg) = leg.lock() else {
+        return String::new();
+    };
+    let mut ev = crate::call::standard_headers(shared);
+    ev.push(("Channel-State", "CS_EXECUTE".into()));
+    let mut headers = templates::render(
+        Kind::ChannelData,
+        &Fill {
+            event: &ev,
+            channel: &leg.channel,
+            vars: &leg.vars,
+            originate: &leg.originate,
+        },
+    );
+    for (n, v) in [
+        ("Content-Type", "command/reply"),
+        ("Reply-Text", "+OK\n"),
+        ("Socket-Mode", "async"),
+        ("Control", "full"),
+    ] {
+        headers.push((n.to_string(), v.to_string()));
+    }
+    frames::plain_payload(&headers, None)
+}
+
+/// The B leg's channel: runs the queued applications in order.
+struct Executor {
+    shared: Arc<Shared>,
+    leg: Arc<Mutex<Leg>>,
+    to_a: mpsc::UnboundedSender<ToA>,
+    answered: bool,
+    pending: VecDeque<AppRequest>,
+    /// Set once the channel hung up.
+    hung_up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Executor {
+    fn with_leg<T>(&self, f: impl FnOnce(&mut Leg) -> T) -> Option<T> {
+        self.leg.lock().ok().map(|mut l| f(&mut l))
+    }
+
+    fn emit(&self, kind: Kind, event: &[(&str, String)]) {
+        let shared = self.shared.clone();
+        self.with_leg(|l| l.emit(&shared, kind, event));
+    }
+
+    async fn run(
+        mut self,
+        mut apps: mpsc::UnboundedReceiver<AppRequest>,
+        mut hang: mpsc::UnboundedReceiver<String>,
+    ) {
+        loop {
+            let req = match self.pending.pop_front() {
+                Some(r) => r,
+                None => tokio::select! {
+                    r = apps.recv() => match r {
+                        Some(r) => r,
+                        None => AppRequest::Hangup("NORMAL_CLEARING".into()),
+                    },
+                    Some(c) = hang.recv() => AppRequest::Hangup(c),
+                },
+            };
+            match req {
+                AppRequest::Hangup(cause) => {
+                    self.hangup(&cause);
+                    return;
+                }
+                AppRequest::Execute {
+                    app,
+                    arg,
+                    event_uuid,
+                } => {
+                    if let Some(cause) = self
+                        .execute(&app, &arg, &event_uuid, &mut apps, &mut hang)
+                        .await
+                    {
+                        self.hangup(&cause);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self) {
+        if self.answered {
+            return;
+        }
+        self.answered = true;
+        self.with_leg(|l| l.mark_answered());
+        self.emit(Kind::AnswerB, &[]);
+        let _ = self.to_a.send(ToA::Answered);
+    }
+
+    /// Runs one application; `Some(cause)` when the channel is to hang up afterwards.
+    async fn execute(
+        &mut self,
+        app: &str,
+        arg: &str,
+        event_uuid: &str,
+        apps: &mut mpsc::UnboundedReceiver<AppRequest>,
+        hang: &mut mpsc::UnboundedReceiver<String>,
+    ) -> Option<String> {
+        self.with_leg(|l| {
+            l.set("current_application", app);
+            if arg.is_empty() {
+                l.set("current_application_data", "");
+            } else {
+                l.set("current_application_data", arg);
+            }
+        });
+        let start = [
+            ("Application", app.to_string()),
+            ("Application-Data", arg.to_string()),
+            ("Application-UUID", event_uuid.to_string()),
+        ];
+        self.emit(Kind::ExecuteB, &start);
+        let mut response = "_none_".to_string();
+        let mut then_hangup = None;
+        let mut kind = Kind::ExecuteCompleteB;
+        match app {
+            "answer" | "pre_answer" => self.answer(),
+            "set" | "export" => {
+                if let Some((n, v)) = arg.split_once('=') {
+                    self.with_leg(|l| l.set(n.trim(), v));
+                }
+            }
+            "hangup" => {
+                then_hangup = Some(if arg.trim().is_empty() {
+                    "NORMAL_CLEARING".to_string()
+                } else {
+                    arg.trim().to_string()
+                });
+            }
+            "rxfax" => {
+                kind = Kind::ExecuteCompleteRx;
+                self.answer();
+                if let Some(cause) = self.rxfax(arg, apps, hang).await {
+                    then_hangup = Some(cause);
+                }
+            }
+            _ => {
+                if app.is_empty() {
+                    response = "-ERR no application".into();
+                }
+            }
+        }
+        self.with_leg(|l| l.set("current_application_response", ""));
+        self.emit(
+            kind,
+            &[
+                ("Application", app.to_string()),
+                ("Application-Data", arg.to_string()),
+                ("Application-Response", response),
+                ("Application-UUID", event_uuid.to_string()),
+            ],
+        );
+        then_hangup
+    }
+
+    /// Receives the fax of the other side into `path`; returns a hang-up cause that arrived
+    /// meanwhile.
+    async fn rxfax(
+        &mut self,
+        path: &str,
+        apps: &mut mpsc::UnboundedReceiver<AppRequest>,
+        hang: &mut mpsc::UnboundedReceiver<String>,
+    ) -> Option<String> {
+        let (ident, ecm) = self
+            .with_leg(|l| {
+                (
+                    l.var("fax_ident")
+                        .unwrap_or("SpanDSP Fax Ident")
+                        .to_string(),
+                    !matches!(l.var("fax_use_ecm"), Some("false" | "0" | "off" | "no")),
+                )
+            })
+            .unwrap_or_default();
+        let (fax_hang_tx, fax_hang_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = oneshot::channel();
+        let (line_tx, line_rx) = oneshot::channel();
+        let req = RxFaxRequest {
+            path: PathBuf::from(path),
+            ident: ident.clone(),
+            ecm,
+            hangup: fax_hang_rx,
+            events: events_tx,
+            line: line_tx,
+        };
+        let mut rep = FaxReporter {
+            tx: false,
+            t38_status: "off".into(),
+            local_ident: ident,
+            pages: Pages::default(),
+            ecm,
+            rate: 0,
+            last_page: 0,
+        };
+        self.with_leg(|l| rep.started(l, path, ecm, false));
+        if self.to_a.send(ToA::RxFax(req)).is_err() {
+            return None;
+        }
+        let mut hangup: Option<String> = None;
+        // Wait for the sender to start the line.
+        let mut events = tokio::select! {
+            e = events_rx => match e {
+                Ok(e) => e,
+                Err(_) => return None,
+            },
+            Some(c) = hang.recv() => return Some(c),
+            r = apps.recv() => match r {
+                Some(AppRequest::Hangup(c)) => return Some(c),
+                Some(other) => { self.pending.push_back(other); return None }
+                None => return Some("NORMAL_CLEARING".into()),
+            },
+        };
+        if let Ok((pages, t38_status)) = line_rx.await {
+            rep.pages = pages;
+            rep.t38_status = t38_status;
+        }
+        loop {
+            tokio::select! {
+                e = events.recv() => match e {
+                    Some(e @ FaxEvent::Finished(_)) => {
+                        let shared = self.shared.clone();
+                        self.with_leg(|l| rep.report(&shared, l, &e));
+                    }
+                    Some(e) => {
+                        let shared = self.shared.clone();
+                        self.with_leg(|l| rep.report(&shared, l, &e));
+                    }
+                    None => break,
+                },
+                Some(c) = hang.recv(), if hangup.is_none() => {
+                    let _ = fax_hang_tx.send(c.clone());
+                    hangup = Some(c);
+                }
+                r = apps.recv(), if hangup.is_none() => match r {
+                    Some(AppRequest::Hangup(c)) => {
+                        let _ = fax_hang_tx.send(c.clone());
+                        hangup = Some(c);
+                    }
+                    Some(other) => self.pending.push_back(other),
+                    None => {
+                        let _ = fax_hang_tx.send("NORMAL_CLEARING".into());
+                        hangup = Some("NORMAL_CLEARING".into());
+                    }
+                },
+            }
+        }
+        hangup
+    }
+
+    fn hangup(&mut self, cause: &str) {
+        let shared = self.shared.clone();
+        let uuid = self
+            .with_leg(|l| {
+                l.emit(
+                    &shared,
+                    Kind::HangupB,
+                    &[("Hangup-Cause", cause.to_string())],
+                );
+                l.mark_hangup(cause);
+                l.emit(
+                    &shared,
+                    Kind::HangupCompleteB,
+                    &[("Hangup-Cause", cause.to_string())],
+                );
+                l.uuid.clone()
+            })
+            .unwrap_or_default();
+        shared.publish(BusItem::Gone { uuid: uuid.clone() });
+        self.hung_up.send_replace(true);
+        shared.remove_channel(&uuid);
+        let _ = self.to_a.send(ToA::Hangup(cause.to_string()));
+    }
+}
