@@ -391,18 +391,22 @@ impl Executor {
             return None;
         }
         let mut hangup: Option<String> = None;
-        // Wait for the sender to start the line.
-        let mut events = tokio::select! {
-            e = events_rx => match e {
-                Ok(e) => e,
-                Err(_) => return None,
-            },
-            Some(c) = hang.recv() => return Some(c),
-            r = apps.recv() => match r {
-                Some(AppRequest::Hangup(c)) => return Some(c),
-                Some(other) => { self.pending.push_back(other); return None }
-                None => return Some("NORMAL_CLEARING".into()),
-            },
+        // Wait for the sender to start the line; applications queued meanwhile run after
+        // rxfax, as FreeSWITCH runs a channel's queue in order.
+        let mut events_rx = events_rx;
+        let mut events = loop {
+            tokio::select! {
+                e = &mut events_rx => match e {
+                    Ok(e) => break e,
+                    Err(_) => return None,
+                },
+                Some(c) = hang.recv() => return Some(c),
+                r = apps.recv() => match r {
+                    Some(AppRequest::Hangup(c)) => return Some(c),
+                    Some(other) => self.pending.push_back(other),
+                    None => return Some("NORMAL_CLEARING".into()),
+                },
+            }
         };
         if let Ok((pages, t38_status)) = line_rx.await {
             rep.pages = pages;

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::ApiState;
-use super::envelope::{VERSION, success};
+use super::envelope::{VERSION, success, unavailable};
 
 /// How long `/healthz` waits for the store.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,7 +36,7 @@ pub async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
                 .as_ref()
                 .is_some_and(|n| !n.iter().any(|h| h.connected)) =>
         {
-            HttpResponse::ServiceUnavailable().json(json!({
+            unavailable(json!({
                 "status": "unavailable",
                 "reason": "no FreeSWITCH node connected",
                 "storage": state.store.backend().as_str(),
@@ -50,9 +50,9 @@ pub async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
             }
             HttpResponse::Ok().json(body)
         }
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "unavailable", "reason": e.to_string()})),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "unavailable", "reason": "store did not answer in time"})),
+        Ok(Err(e)) => unavailable(json!({"status": "unavailable", "reason": e.to_string()})),
+        Err(_) => {
+            unavailable(json!({"status": "unavailable", "reason": "store did not answer in time"}))
+        }
     }
 }

@@ -56,6 +56,17 @@ struct ErrorParts {
     data: Value,
 }
 
+/// A `503` whose envelope carries `data` (e.g. `/healthz` saying what is down).
+pub fn unavailable(data: Value) -> HttpResponse {
+    let mut res = HttpResponse::ServiceUnavailable().finish();
+    res.extensions_mut().insert(ErrorParts {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "unavailable",
+        data,
+    });
+    res
+}
+
 /// Assigns every request an id (the client's `X-Request-ID` when it is sane, else 32 random
 /// hex), puts it on every response, errors included, and completes error envelopes.
 pub async fn request_id_middleware(

@@ -34,6 +34,8 @@ use crate::config::FreeswitchSection;
 const FETCH: Duration = Duration::from_secs(60);
 /// Time to get the reply to a `bgapi` (it is queued at once).
 const QUEUE: Duration = Duration::from_secs(10);
+/// How long a call waits for a node to be connected.
+const NODE_WAIT: Duration = Duration::from_secs(15);
 /// Capacity of a call's event channel.
 const EVENTS: usize = 64;
 
@@ -77,6 +79,21 @@ impl FreeswitchGateway {
             .filter(|node| node.connected())
             .min_by_key(|node| node.active_calls())
             .cloned()
+    }
+
+    /// A node to place a call on; while none is connected (a node reconnecting after a
+    /// drop), waits up to [`NODE_WAIT`] for one rather than spend the job's attempt.
+    async fn wait_for_node(&self) -> Option<Arc<Node>> {
+        let deadline = tokio::time::Instant::now() + NODE_WAIT;
+        loop {
+            if let Some(node) = self.pick() {
+                return Some(node);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The dial string of a destination.
@@ -189,7 +206,7 @@ impl Gateway for FreeswitchGateway {
                 "the FreeSWITCH engine needs the document's file proxy URL".into(),
             )
         })?;
-        let node = self.pick().ok_or_else(|| {
+        let node = self.wait_for_node().await.ok_or_else(|| {
             GatewayError::Unavailable(format!(
                 "no FreeSWITCH node connected (of {})",
                 self.config.nodes.join(", ")

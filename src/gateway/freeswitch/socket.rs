@@ -1,7 +1,7 @@
 //! Incoming fax calls from FreeSWITCH (outbound mode, spec §1.6): the dialplan's
 //! `socket <inbound_listen> async full` connects here with a ringing channel. For each
 //! connection faxd says `connect` (the answer is the channel's data), `myevents` and
-//! `linger`, and offers the call to the receiving side as an [`InboundCall`]. Refused, the
+//! `event plain CUSTOM spandsp::rxfax…` and `linger`, and offers the call to the receiving side as an [`InboundCall`]. Refused, the
 //! channel is hung up with the refusal's cause before it is answered; answered, faxd sets the
 //! station id and the T.38 variables ([`super::t38`]), then queues `answer`, `rxfax
 //! <spool>/<uuid>.tiff` and `hangup`, and reads the reception's events until the channel's
@@ -23,7 +23,14 @@ use tokio::time::{Instant, timeout, timeout_at};
 use super::call::InboundCall as Tracker;
 use super::link::stopped;
 use super::t38;
-use crate::gateway::esl::{Command, Decoder, Event, Frame, Limits, SendMsg};
+use crate::gateway::esl::{Command, Decoder, Event, EventFormat, Frame, Limits, SendMsg};
+
+/// mod_spandsp's reports of a reception.
+pub const SPANDSP_RX: [&str; 3] = [
+    "spandsp::rxfaxnegociateresult",
+    "spandsp::rxfaxpageresult",
+    "spandsp::rxfaxresult",
+];
 use crate::gateway::{
     AnswerHandle, FaxEvent, HangupHandle, InboundCall, InboundSink, OWNER_GONE, Refusal,
 };
@@ -161,6 +168,14 @@ impl Conn {
         self.send(&Command::MyEvents {
             uuid: None,
             format: None,
+        })
+        .await?;
+        // `myevents` leaves out CUSTOM events: mod_spandsp's reports of the reception are
+        // asked for by name (still only this channel's, the session filter stays).
+        self.send(&Command::Events {
+            format: EventFormat::Plain,
+            names: vec![],
+            custom: SPANDSP_RX.iter().map(|s| s.to_string()).collect(),
         })
         .await?;
         self.send(&Command::Linger { seconds: None }).await?;
