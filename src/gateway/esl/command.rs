@@ -23,8 +23,10 @@
 //! So `ACME's FS, Inc.` is written `'ACME\'s FS\, Inc.'`, as verified against FreeSWITCH
 //! 1.10.12 (`tests/esl_replay.rs` holds the probes). Refused, because no writing of them
 //! comes through intact: empty values (setting an empty variable removes it), leading or
-//! trailing spaces (trimmed by every pass), control characters, and `{` `}` (the end of the
-//! block is found by counting braces, escapes and quotes notwithstanding).
+//! trailing spaces (trimmed by every pass), control characters, `{` `}` (the end of the
+//! block is found by counting braces, escapes and quotes notwithstanding), and `:_:` (it
+//! separates whole originate strings before anything else is parsed: FreeSWITCH 1.10.12
+//! answers `-ERR CHAN_NOT_IMPLEMENTED`).
 
 use std::fmt::Write as _;
 
@@ -328,6 +330,13 @@ pub fn escape_value(value: &str, quote_follows: bool) -> Result<String, EncodeEr
             "a brace would end or unbalance the variable block",
         ));
     }
+    if value.contains(":_:") {
+        return Err(refuse(
+            WHAT,
+            value,
+            "`:_:` separates whole originate strings before any unescaping",
+        ));
+    }
     let quotes = value.matches('\'').count();
     let mut seen_quotes = 0;
     let mut out = String::with_capacity(value.len() + 8);
@@ -584,7 +593,7 @@ mod tests {
 
     #[test]
     fn values_that_cannot_be_carried_are_refused() {
-        for v in ["", " lead", "trail ", "a\tb", "a\nb", "a{b", "a}b"] {
+        for v in ["", " lead", "trail ", "a\tb", "a\nb", "a{b", "a}b", "a:_:b"] {
             assert!(escape_value(v, false).is_err(), "{v:?}");
         }
         assert!(

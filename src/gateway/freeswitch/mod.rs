@@ -165,7 +165,8 @@ impl FreeswitchGateway {
 }
 
 /// A free-text value as an originate can carry it: braces (which end the variable block
-/// whatever the escaping) become parentheses, control characters go, outer spaces too.
+/// whatever the escaping) become parentheses, `:_:` (which splits the originate) loses its
+/// underscore, control characters go, outer spaces too.
 fn writable(value: &str) -> String {
     value
         .chars()
@@ -176,6 +177,7 @@ fn writable(value: &str) -> String {
             c => c,
         })
         .collect::<String>()
+        .replace(":_:", ": :")
         .trim()
         .to_string()
 }
