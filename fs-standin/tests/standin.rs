@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use faxd::gateway::esl::{Decoder, Event, Frame, RawFrame, SpandspEvent};
@@ -11,6 +12,7 @@ use faxd::gateway::tiff::{self, Compression, FAX_WIDTH, FINE_DPI, Page};
 use faxd_fs_standin::{Config, InboundCallOptions, StandIn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -92,6 +94,8 @@ struct Client {
     dec: Decoder,
     /// Events in arrival order, with their raw payloads.
     events: Vec<(Event, String)>,
+    /// Command replies skipped by [`Client::until_skipping_replies`].
+    replies: usize,
 }
 
 enum Got {
@@ -148,6 +152,7 @@ impl Client {
             stream,
             dec: Decoder::default(),
             events: Vec::new(),
+            replies: 0,
         };
         let hello = c.next_non_event().await.expect("greeting");
         assert_eq!(hello.content_type(), Some("auth/request"));
@@ -181,6 +186,25 @@ impl Client {
                     let ev = Event::from_plain(&f.body).expect("event");
                     self.events.push((ev, payload));
                 }
+                Got::Frame(f) => panic!("unexpected frame {f:?}"),
+            }
+        }
+    }
+
+    /// [`Client::until`], counting the command replies read meanwhile.
+    async fn until_skipping_replies(&mut self, pred: impl Fn(&Event) -> bool) -> usize {
+        loop {
+            if let Some(i) = self.events.iter().position(|(e, _)| pred(e)) {
+                return i;
+            }
+            match self.raw().await {
+                Got::Closed => panic!("closed while waiting for an event"),
+                Got::Frame(f) if f.content_type() == Some("text/event-plain") => {
+                    let payload = String::from_utf8_lossy(&f.body).into_owned();
+                    let ev = Event::from_plain(&f.body).expect("event");
+                    self.events.push((ev, payload));
+                }
+                Got::Frame(f) if f.content_type() == Some("command/reply") => self.replies += 1,
                 Got::Frame(f) => panic!("unexpected frame {f:?}"),
             }
         }
@@ -236,11 +260,17 @@ async fn standin(dir: &Path, inbound: Option<SocketAddr>) -> StandIn {
 
 /// A one-file HTTP server: `/fax/…/x.tiff` answers `body`, anything else 404.
 async fn http_server(body: Vec<u8>) -> SocketAddr {
+    http_server_gated(body, Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))).await
+}
+
+/// [`http_server`] whose answers to `/slow/…` wait for a permit of `gate`.
+async fn http_server_gated(body: Vec<u8>, gate: Arc<Semaphore>) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             let body = body.clone();
+            let gate = gate.clone();
             tokio::spawn(async move {
                 let mut req = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -255,6 +285,9 @@ async fn http_server(body: Vec<u8>) -> SocketAddr {
                     .next()
                     .unwrap_or("")
                     .to_string();
+                if line.contains("/slow/") {
+                    let _permit = gate.acquire().await;
+                }
                 let resp = if line.contains("/x.tiff ") {
                     let mut r = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: image/tiff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -654,6 +687,7 @@ async fn play_faxd(listener: &TcpListener, rx_path: &Path) -> (String, Vec<Strin
         stream,
         dec: Decoder::default(),
         events: Vec::new(),
+        replies: 0,
     };
     c.send("connect\n\n").await;
     let data = c.next_non_event().await.expect("CHANNEL_DATA");
@@ -864,6 +898,7 @@ async fn faxd_refusing_the_call_fails_the_originate_with_its_cause() {
         stream,
         dec: Decoder::default(),
         events: Vec::new(),
+        replies: 0,
     };
     f.send("connect\n\n").await;
     f.next_non_event().await.expect("CHANNEL_DATA");
@@ -1028,4 +1063,45 @@ async fn no_fax_tones_and_faxd_never_answering() {
         .unwrap()
         .unwrap_or(0);
     assert_eq!(n, 0, "FreeSWITCH writes nothing before `connect`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_http_gets_share_one_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = b"II*\0not really a tiff".to_vec();
+    let gate = Arc::new(Semaphore::new(0));
+    let http = http_server_gated(bytes.clone(), gate.clone()).await;
+    let s = standin(dir.path(), None).await;
+    let mut c = Client::login(s.esl_addr()).await;
+    let url = format!("http://{http}/slow/x.tiff");
+    let jobs = [
+        "00000000-0000-4000-8000-000000000301",
+        "00000000-0000-4000-8000-000000000302",
+        "00000000-0000-4000-8000-000000000303",
+    ];
+    // As captured: two prefetches and a plain get, written before any reply is read.
+    c.send(&format!(
+        "bgapi http_get {{prefetch=true}}{url}\nJob-UUID: {}\n\nbgapi http_get {{prefetch=true}}{url}\nJob-UUID: {}\n\nbgapi http_get {url}\nJob-UUID: {}\n\n",
+        jobs[0], jobs[1], jobs[2]
+    ))
+    .await;
+    // The second prefetch answers at once: the URL is still downloading.
+    let i = c
+        .until_skipping_replies(|e| e.job_uuid() == Some(jobs[1]))
+        .await;
+    assert_eq!(body(&c, i), "download");
+    gate.add_permits(1);
+    let a = c
+        .until_skipping_replies(|e| e.job_uuid() == Some(jobs[0]))
+        .await;
+    let b = c
+        .until_skipping_replies(|e| e.job_uuid() == Some(jobs[2]))
+        .await;
+    let path = body(&c, a).to_string();
+    assert_eq!(body(&c, b), path);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_eq!(c.replies, 3);
+    // A cache hit answers the same path.
+    let r = c.cmd(&format!("api http_get {url}\n\n")).await;
+    assert_eq!(String::from_utf8_lossy(&r.body), path);
 }
