@@ -1027,6 +1027,7 @@ impl ALeg {
         };
         let line = tokio::task::spawn_blocking(move || session::run(session));
         let mut result = None;
+        let mut killed = false;
         loop {
             tokio::select! {
                 e = events.recv() => match e {
@@ -1036,6 +1037,7 @@ impl ALeg {
                 },
                 c = self.hang_rx.recv(), if result.is_none() => {
                     let c = c.unwrap_or_else(|| "NORMAL_CLEARING".into());
+                    killed = true;
                     // Killed: the far leg hangs up at once too (it reports after its hang-up).
                     if let Some((_, to_b)) = &b {
                         let _ = to_b.send(ToB::Hangup(c.clone()));
@@ -1057,6 +1059,8 @@ impl ALeg {
         // Spec §3.7 and capture 3: the receiving leg hangs up first; the sender's result
         // comes after its hang-up (bounded: a receiver that never hangs up is hung up).
         let b = match b {
+            // A killed sender reports at once; the receiver hangs up on its own time.
+            Some((_, to_b)) if killed => Some(to_b),
             Some((mut to_a, to_b)) => {
                 let waited = tokio::time::timeout(B_HANGUP_GRACE, async {
                     loop {

@@ -281,6 +281,14 @@ impl Client {
     }
 }
 
+/// [`label`] with the application of EXECUTE events: `CHANNEL_EXECUTE(answer)`.
+fn app_label(e: &Event) -> String {
+    match e.header("Application") {
+        Some(a) => format!("{}({a})", label(e)),
+        None => label(e),
+    }
+}
+
 fn label(e: &Event) -> String {
     match e.subclass() {
         Some(s) => s.to_string(),
@@ -944,20 +952,51 @@ async fn an_originate_to_a_faxd_number_reaches_faxd() {
     assert_eq!(tiff::count_pages(&rx_path).unwrap(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn faxd_refusing_the_call_fails_the_originate_with_its_cause() {
-    let dir = tempfile::tempdir().unwrap();
-    let doc = document(dir.path(), 1);
-    let faxd = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let s = standin(dir.path(), Some(faxd.local_addr().unwrap())).await;
-    let mut c = Client::login(s.esl_addr()).await;
-    let (u, j) = (
-        "00000000-0000-4000-8000-0000000000a1",
-        "00000000-0000-4000-8000-0000000000a2",
-    );
-    c.cmd(&originate(u, j, "+15559990124", &doc.to_string_lossy(), ""))
-        .await;
-    let (stream, _) = tokio::time::timeout(DEADLINE, faxd.accept())
+/// Labels of the events of one captured conversation of capture 3 (`lines`, 1-based and
+/// inclusive): those the socket got, and those the inbound connection got (legs `A` = the
+/// originate's uuid, `B` = the other channel).
+fn captured_labels(lines: std::ops::RangeInclusive<usize>) -> (Vec<String>, Vec<String>) {
+    let frames = capture_3();
+    let (from, to) = (*lines.start() - 1, *lines.end());
+    let a = frames[from..to]
+        .iter()
+        .find_map(|(_, dir, d)| {
+            (dir == "C->S" && d.starts_with("bgapi originate {origination_uuid="))
+                .then(|| d["bgapi originate {origination_uuid=".len()..][..36].to_string())
+        })
+        .unwrap_or_default();
+    let mut socket = Vec::new();
+    let mut inbound = Vec::new();
+    for (mode, dir, data) in &frames[from..to] {
+        if dir != "S->C" || !data.starts_with("Content-Length:") {
+            continue;
+        }
+        let payload = data.split_once("\n\n").map(|(_, p)| p).unwrap_or("");
+        let field = |n: &str| header_of(payload, n).map(faxd::gateway::esl::urlenc::decode);
+        let Some(name) = field("Event-Name") else {
+            continue;
+        };
+        let mut l = field("Event-Subclass").unwrap_or(name);
+        if let Some(app) = field("Application") {
+            l = format!("{l}({app})");
+        }
+        if mode == "outbound" {
+            socket.push(l);
+        } else {
+            let leg = match field("Unique-ID") {
+                Some(u) if u == a => "A:",
+                Some(_) => "B:",
+                None => "",
+            };
+            inbound.push(format!("{leg}{l}"));
+        }
+    }
+    (socket, inbound)
+}
+
+/// Accepts the stand-in's socket and does `connect`, `myevents`, `linger`.
+async fn faxd_socket(listener: &TcpListener) -> (Client, String) {
+    let (stream, _) = tokio::time::timeout(DEADLINE, listener.accept())
         .await
         .unwrap()
         .unwrap();
@@ -968,13 +1007,155 @@ async fn faxd_refusing_the_call_fails_the_originate_with_its_cause() {
         replies: 0,
     };
     f.send("connect\n\n").await;
-    f.next_non_event().await.expect("CHANNEL_DATA");
+    let data = f.next_non_event().await.expect("CHANNEL_DATA");
+    let uuid = data.header("Unique-ID").unwrap().to_string();
+    f.cmd("myevents\n\n").await;
+    f.cmd("linger\n\n").await;
+    (f, uuid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faxd_refusing_the_call_fails_the_originate_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = document(dir.path(), 1);
+    let faxd = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s = standin(dir.path(), Some(faxd.local_addr().unwrap())).await;
+    let subscription = capture_3()[386].2.clone();
+    let mut c = Client::login_with(s.esl_addr(), &subscription).await;
+    let (u, j) = (
+        "00000000-0000-4000-8000-0000000000a1",
+        "00000000-0000-4000-8000-0000000000a2",
+    );
+    c.cmd(&originate(u, j, "+15559990124", &doc.to_string_lossy(), ""))
+        .await;
+    let (mut f, b) = faxd_socket(&faxd).await;
+    // Capture 3 lines 385–412: `sendmsg` hangup UNALLOCATED_NUMBER before answering.
     let r = f
         .cmd("sendmsg\ncall-command: hangup\nhangup-cause: UNALLOCATED_NUMBER\n\n")
         .await;
     assert_eq!(r.header("Reply-Text"), Some("+OK"));
     let i = c.until(|e| e.job_uuid() == Some(j)).await;
     assert_eq!(body(&c, i), "-ERR UNALLOCATED_NUMBER\n");
+    f.until(|e| e.name() == Some("CHANNEL_HANGUP_COMPLETE"))
+        .await;
+    let notice = f.next_non_event().await.expect("linger notice");
+    assert_eq!(notice.header("Content-Disposition"), Some("linger"));
+    let (socket, inbound) = captured_labels(385..=412);
+    let got: Vec<String> = f.events.iter().map(|(e, _)| app_label(e)).collect();
+    assert_eq!(got, socket);
+    let got: Vec<String> = c
+        .events
+        .iter()
+        .map(|(e, _)| {
+            let leg = match e.unique_id() {
+                Some(x) if x == u => "A:",
+                Some(x) if x == b => "B:",
+                _ => "",
+            };
+            format!("{leg}{}", label(e))
+        })
+        .collect();
+    assert_eq!(got, inbound);
+    for (e, payload) in &f.events {
+        assert_eq!(
+            e.header("Hangup-Cause").unwrap_or("UNALLOCATED_NUMBER"),
+            "UNALLOCATED_NUMBER"
+        );
+        assert_captured_shape(payload);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_sender_mid_fax_ends_the_receiving_socket_with_49() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = document(dir.path(), 12);
+    let faxd = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s = standin(dir.path(), Some(faxd.local_addr().unwrap())).await;
+    let subscription = capture_3()[193].2.clone();
+    let mut c = Client::login_with(s.esl_addr(), &subscription).await;
+    let (u, j) = (
+        "00000000-0000-4000-8000-0000000000a3",
+        "00000000-0000-4000-8000-0000000000a4",
+    );
+    c.cmd(&originate(u, j, "+15559990125", &doc.to_string_lossy(), ""))
+        .await;
+    let (mut f, _b) = faxd_socket(&faxd).await;
+    f.cmd("event plain CUSTOM spandsp::rxfaxnegociateresult spandsp::rxfaxpageresult spandsp::rxfaxresult\n\n")
+        .await;
+    let rx = dir.path().join("rx.tiff");
+    let mut queued = String::new();
+    for (app, arg) in [
+        ("set", "fax_ident=+15559990125"),
+        ("answer", ""),
+        ("rxfax", &*rx.to_string_lossy()),
+        ("hangup", "NORMAL_CLEARING"),
+    ] {
+        queued.push_str(&format!(
+            "sendmsg\ncall-command: execute\nexecute-app-name: {app}\n"
+        ));
+        if !arg.is_empty() {
+            queued.push_str(&format!("execute-app-arg: {arg}\n"));
+        }
+        queued.push_str("event-lock: true\n\n");
+    }
+    f.send(&queued).await;
+    // Capture 3 lines 191–255: `api uuid_kill <A>` after the first page.
+    c.until(|e| e.subclass() == Some("spandsp::txfaxpageresult"))
+        .await;
+    let r = c.cmd(&format!("api uuid_kill {u}\n\n")).await;
+    assert_eq!(r.body, b"+OK\n");
+    c.until(|e| e.name() == Some("CHANNEL_HANGUP_COMPLETE") && e.unique_id() == Some(u))
+        .await;
+    f.until_skipping_replies(|e| e.name() == Some("CHANNEL_HANGUP_COMPLETE"))
+        .await;
+    let (socket, inbound) = captured_labels(191..=255);
+    // Pages the receiver got before the kill took effect: one in the capture.
+    let mut got: Vec<String> = f
+        .events
+        .iter()
+        .map(|(e, _)| match e.header("Application") {
+            Some(a) => format!("{}({a})", label(e)),
+            None => label(e),
+        })
+        .collect();
+    got.dedup_by(|a, b| a == b && a == "spandsp::rxfaxpageresult");
+    let captured_apps: Vec<String> = socket
+        .into_iter()
+        .filter(|l| !l.contains("(set)"))
+        .collect();
+    let got: Vec<String> = got.into_iter().filter(|l| !l.contains("(set)")).collect();
+    assert_eq!(got, captured_apps);
+    let rx_result = f
+        .events
+        .iter()
+        .find(|(e, _)| e.subclass() == Some("spandsp::rxfaxresult"))
+        .unwrap();
+    assert_eq!(rx_result.0.header("fax-result-code"), Some("49"));
+    assert_eq!(rx_result.0.header("Hangup-Cause"), Some("NORMAL_CLEARING"));
+    let tx_result = c
+        .events
+        .iter()
+        .find(|(e, _)| e.subclass() == Some("spandsp::txfaxresult"))
+        .unwrap();
+    assert_eq!(tx_result.0.header("fax-result-code"), Some("49"));
+    // The sender's own events in the captured order (the receiver's hang-up races them).
+    let a_only = |v: Vec<String>| -> Vec<String> {
+        v.into_iter().filter(|l| !l.starts_with("B:")).collect()
+    };
+    let got: Vec<String> = c
+        .events
+        .iter()
+        .filter(|(e, _)| e.unique_id() == Some(u) || e.job_uuid() == Some(j))
+        .map(|(e, _)| {
+            let leg = if e.unique_id() == Some(u) { "A:" } else { "" };
+            format!("{leg}{}", label(e))
+        })
+        .collect();
+    let mut captured = a_only(inbound);
+    captured.dedup_by(|a, b| a == b && a == "A:spandsp::txfaxpageresult");
+    let mut got = got;
+    got.dedup_by(|a, b| a == b && a == "A:spandsp::txfaxpageresult");
+    assert_eq!(got, captured);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
