@@ -23,6 +23,11 @@ pub struct NodeContext {
     pub files: FileRegistry,
     /// Document conversion (with its warm LibreOffice), shared by intake and workers.
     pub converter: Arc<Converter>,
+    /// The media engine's node health (set by the supervision tree when it builds the
+    /// engine).
+    pub media: crate::gateway::MediaMonitor,
+    /// Fax calls being received on this node now (`GET /faxes/incoming`).
+    pub incoming: crate::inbound::live::IncomingCalls,
 }
 
 impl NodeContext {
@@ -35,6 +40,8 @@ impl NodeContext {
             started: Instant::now(),
             started_at: crate::time::iso8601_now(),
             files: FileRegistry::default(),
+            media: Default::default(),
+            incoming: Default::default(),
         }
     }
 

@@ -382,7 +382,8 @@ async fn local_number_becomes_an_inbound_call() {
     let csi = "+1 555 867 5309";
     assert!(
         inbound.answer.accept(Answer {
-            station_id: csi.into()
+            station_id: csi.into(),
+            t38: false,
         }),
         "the call still rings"
     );

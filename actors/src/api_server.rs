@@ -46,6 +46,8 @@ impl Actor for ApiServer {
             ctx.converter.clone(),
         );
         state.status = Some(Arc::new(crate::outbound::WorkerStatus));
+        state.incoming = ctx.incoming.clone();
+        state.media_health = ctx.media.clone();
         let state = Arc::new(state);
         let server = api::server(state, listener, ctx.config.api.workers)?;
         let running = RunningServer::start(server, myself, ApiServerMsg::Exited);

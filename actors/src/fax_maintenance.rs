@@ -120,13 +120,32 @@ async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
                 Ok(t) => t,
                 Err(e) => format!("(supervision tree unavailable: {e})"),
             };
+            let mut media = ctx.config.media.engine.as_str().to_string();
+            for h in ctx.media.nodes().unwrap_or_default() {
+                let since = uptime(std::time::Duration::from_millis(
+                    (faxd::time::now_unix_ms() - h.since_ms).max(0) as u64,
+                ));
+                media.push_str(&format!(
+                    "\n  {} {} for {}, calls {}, reconnects {}{}",
+                    h.node,
+                    if h.connected { "connected" } else { "down" },
+                    since,
+                    h.calls,
+                    h.reconnects,
+                    if h.connected || h.last_error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", h.last_error)
+                    }
+                ));
+            }
             done(format!(
                 "node:     {}\nversion:  {}\nuptime:   {}\nstore:    {}\nmedia:    {}\noutbound: {}\n\nsupervision tree:\n{}",
                 ctx.node(),
                 faxd::api::envelope::VERSION,
                 uptime(ctx.started.elapsed()),
                 store,
-                ctx.config.media.engine.as_str(),
+                media,
                 outbound,
                 tree
             ))

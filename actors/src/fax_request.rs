@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faxd::context::NodeContext;
-use faxd::gateway::{Answer, AnswerHandle, CallGuard, FaxEvent, FaxResult, InboundCall};
+use faxd::gateway::{Answer, AnswerHandle, CallGuard, FaxEvent, FaxResult, InboundCall, Refusal};
 use faxd::ids::Db;
+use faxd::inbound::live::Incoming;
 use faxd::inbound::{self, CallInfo, Receiver, Verdict};
 use faxd::store::NewAttachment;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -86,6 +87,8 @@ pub struct RequestState {
     hung_up: bool,
     finished: bool,
     answered_ms: i64,
+    /// The call is in the node's list of incoming calls.
+    live: bool,
 }
 
 #[ractor::async_trait]
@@ -125,6 +128,7 @@ impl Actor for FaxRequest {
             hung_up: false,
             finished: false,
             answered_ms: 0,
+            live: false,
             ctx: args.ctx,
         })
     }
@@ -153,6 +157,22 @@ impl Actor for FaxRequest {
             }
             RequestMsg::Event(e) => {
                 debug!(call_id = %st.info.call_id, event = ?e, "fax_request: line event");
+                st.ctx.incoming.update(&st.info.call_id, |c| match &e {
+                    FaxEvent::Negotiated {
+                        transfer_rate,
+                        remote_station_id,
+                        ..
+                    } => {
+                        c.status = "negotiated".into();
+                        c.transfer_rate = *transfer_rate;
+                        c.remote_station_id = remote_station_id.clone();
+                    }
+                    FaxEvent::Page { page, .. } => {
+                        c.status = "receiving".into();
+                        c.page = *page;
+                    }
+                    _ => {}
+                });
                 st.arm_idle(&myself);
             }
             RequestMsg::EventsClosed => {
@@ -185,6 +205,9 @@ impl Actor for FaxRequest {
         st: &mut RequestState,
     ) -> Result<(), ActorProcessingErr> {
         st.forward = None;
+        if st.live {
+            st.ctx.incoming.remove(&st.info.call_id);
+        }
         // Stopped between storage attempts (the node is shutting down): one last attempt
         // before the received file goes.
         if let Some(s) = st.storing.take() {
@@ -223,8 +246,38 @@ impl RequestState {
                 return;
             }
         };
+        let limit = receiver
+            .max_inbound
+            .unwrap_or(self.ctx.sysconf.fax().max_inbound);
+        let live = Incoming {
+            id: info.call_id.clone(),
+            account: Some(receiver.account.clone()),
+            faxbox_id: receiver.faxbox_id.clone(),
+            owner_id: receiver.owner_id.clone(),
+            from_number: info.from_number.clone(),
+            from_name: info.from_name.clone(),
+            to_number: info.to.clone(),
+            status: "answered".into(),
+            page: 0,
+            transfer_rate: 0,
+            remote_station_id: String::new(),
+            created: faxd::time::now_gregorian(),
+        };
+        if !self.ctx.incoming.enter(live, limit) {
+            info!(call_id = %info.call_id, to_number = %info.to, account_id = %receiver.account,
+                  limit, "inbound fax call refused: the account is receiving its limit of faxes");
+            self.answer.refuse(Refusal {
+                cause: "USER_BUSY".into(),
+                sip_code: 486,
+            });
+            self.guard.ended();
+            myself.stop(None);
+            return;
+        }
+        self.live = true;
         let answer = Answer {
             station_id: receiver.station_id.clone(),
+            t38: receiver.t38,
         };
         if !self.answer.accept(answer) {
             debug!(call_id = %info.call_id, "the caller gave up before the answer");

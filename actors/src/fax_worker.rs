@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use faxd::gateway::file_proxy::FileRegistry;
 use faxd::gateway::{CallGuard, FaxEvent, GatewayError, OutboundFax};
 use faxd::ids::Db;
 use faxd::model::JobStatus;
@@ -451,6 +452,14 @@ impl WorkerState {
         let mut options = job.options.clone();
         options.ring_timeout =
             std::time::Duration::from_secs(env.ctx.sysconf.fax().endpoint_timeout);
+        // A remote engine fetches the document from the file proxy, under a token of this
+        // attempt's own (served until the call's guard is dropped).
+        let files = &env.ctx.files;
+        let document_url = env.gateway.document_base_url().map(|base| {
+            let token = files.register(&job.id, self.file.clone());
+            format!("{base}{}", FileRegistry::url_path(&job.id, &token))
+        });
+        let serving = document_url.is_some();
         let fax = OutboundFax {
             job_id: job.id.clone(),
             call_id: faxd::ids::new_id(),
@@ -460,13 +469,19 @@ impl WorkerState {
             fax_identity_number: job.identity_number.clone(),
             fax_identity_name: job.identity_name.clone(),
             document: self.file.clone(),
-            document_url: None,
+            document_url,
             options,
         };
         self.started_ms = faxd::time::now_unix_ms();
+        let job_id = job.id.clone();
         match env.gateway.originate(fax).await {
             Ok(call) => {
-                self.call = Some(CallGuard::new(call.hangup));
+                let guard = CallGuard::new(call.hangup);
+                self.call = Some(if serving {
+                    guard.serving(files.clone(), &job_id)
+                } else {
+                    guard
+                });
                 let mut events = call.events;
                 let me = myself.clone();
                 self.events = Some(Task(tokio::spawn(async move {
@@ -480,6 +495,9 @@ impl WorkerState {
                 Input::Originated
             }
             Err(e) => {
+                if serving {
+                    files.unregister(&job_id);
+                }
                 let sip_code = match &e {
                     GatewayError::Refused(text) => sip_code_of(text).unwrap_or(500),
                     GatewayError::Unavailable(_) => 503,

@@ -13,6 +13,7 @@ pub mod fax_request;
 pub mod fax_status;
 pub mod fax_worker;
 pub mod file_proxy;
+pub mod freeswitch;
 pub mod http_server;
 pub mod job_book;
 pub mod job_commands;

@@ -25,10 +25,31 @@ pub async fn about(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse
     )
 }
 
+/// `200` when the store answers and, with the FreeSWITCH engine, at least one node is
+/// connected; each node's state is listed under `media`.
 pub async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
+    let nodes = state.media_health.nodes();
+    let media = nodes.as_ref().map(|n| json!(n));
     match tokio::time::timeout(HEALTH_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok()
-            .json(json!({"status": "ok", "storage": state.store.backend().as_str()})),
+        Ok(Ok(()))
+            if nodes
+                .as_ref()
+                .is_some_and(|n| !n.iter().any(|h| h.connected)) =>
+        {
+            HttpResponse::ServiceUnavailable().json(json!({
+                "status": "unavailable",
+                "reason": "no FreeSWITCH node connected",
+                "storage": state.store.backend().as_str(),
+                "media": media,
+            }))
+        }
+        Ok(Ok(())) => {
+            let mut body = json!({"status": "ok", "storage": state.store.backend().as_str()});
+            if let Some(m) = media {
+                body["media"] = m;
+            }
+            HttpResponse::Ok().json(body)
+        }
         Ok(Err(e)) => HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "reason": e.to_string()})),
         Err(_) => HttpResponse::ServiceUnavailable()

@@ -135,14 +135,14 @@ pub fn endpoints() -> Vec<Endpoint> {
             ep(
                 M::GET,
                 &format!("{p}/incoming"),
-                "Received faxes (same as inbox)",
-                || web::get().to(|r: Req, s: State| list_folder(r, s, Folder::Inbox)),
+                "Faxes being received now on this node, with their live page",
+                || web::get().to(list_incoming),
             ),
             ep(
                 M::GET,
                 &format!("{p}/incoming/{{fax_id}}"),
-                "A received fax (same as inbox)",
-                || web::get().to(|r: Req, s: State| get_folder(r, s, Folder::Inbox)),
+                "A fax being received now (by call id)",
+                || web::get().to(get_incoming),
             ),
             ep(
                 M::GET,
@@ -1215,6 +1215,52 @@ async fn list_smtplog(
     p.created_to = None;
     let (rows, next) = page_in_memory(rows, &p);
     Ok(respond_list(&req, &state, rows, next, &paging))
+}
+
+/// The calls of the account (and route scope) being received on this node now. Kazoo
+/// answered the inbox here ("live receive tracking was never built"); received faxes are in
+/// `faxes/inbox`.
+async fn live_calls(req: &HttpRequest, state: &ApiState) -> Result<Vec<Value>, ApiError> {
+    let (_c, account, _a) = account_request(req, state, None).await?;
+    let scope = scope_of(req, state, &account).await?;
+    Ok(state
+        .incoming
+        .of_account(&account)
+        .into_iter()
+        .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+        .filter(|v| scope.keeps(v))
+        .collect())
+}
+
+async fn list_incoming(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let paging = Paging::from_query(&request::query(&req)?)?;
+    let rows = live_calls(&req, &state)
+        .await?
+        .into_iter()
+        .map(|v| {
+            let created = v["created"].as_i64().unwrap_or(0);
+            let id = v["id"].as_str().unwrap_or_default().to_string();
+            (created, id, v)
+        })
+        .collect();
+    let (rows, next) = page_in_memory(rows, &paging);
+    Ok(respond_list(&req, &state, rows, next, &paging))
+}
+
+async fn get_incoming(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = param(&req, "fax_id")?.to_string();
+    let call = live_calls(&req, &state)
+        .await?
+        .into_iter()
+        .find(|c| c["id"] == id.as_str())
+        .ok_or(ApiError::BadIdentifier(id))?;
+    Ok(respond_doc(&req, &state, StatusCode::OK, &call))
 }
 
 async fn get_smtplog(

@@ -51,6 +51,10 @@ pub struct ApiState {
     /// Live status of jobs being transmitted on this node (set by the node; `None` in
     /// API-only setups).
     pub status: Option<Arc<dyn crate::outbound::StatusSource>>,
+    /// Faxes being received on this node now (set by the node).
+    pub incoming: crate::inbound::live::IncomingCalls,
+    /// The media engine's nodes (FreeSWITCH), for `/healthz`.
+    pub media_health: crate::gateway::MediaMonitor,
     token_key: OnceCell<Vec<u8>>,
 }
 
@@ -75,6 +79,8 @@ impl ApiState {
         Self {
             converter,
             status: None,
+            incoming: Default::default(),
+            media_health: Default::default(),
             store,
             sysconf,
             node,

@@ -286,6 +286,52 @@ pub enum LineBehaviour {
     NoFaxTones,
 }
 
+/// `[freeswitch]`: the FreeSWITCH media engine (`[media] engine = "freeswitch"`, DESIGN.md
+/// §3, `rel/freeswitch/README.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FreeswitchSection {
+    /// The event socket (`host:port`, inbound mode) of each FreeSWITCH node; calls spread
+    /// over the nodes that are connected.
+    pub nodes: Vec<String>,
+    /// Event socket password (`event_socket.conf.xml`).
+    pub password: String,
+    /// Endpoint of an outbound fax call; `{number}` is replaced by the E.164 destination.
+    pub dial_string: String,
+    /// Where the dialplan's `socket` application connects with incoming fax calls.
+    pub inbound_listen: String,
+    /// Where `rxfax` writes received faxes, on a disk FreeSWITCH and faxd share (same host or
+    /// volume); empty: `<data_dir>/spool`.
+    pub spool_dir: PathBuf,
+    /// faxd's file proxy as FreeSWITCH reaches it (`http_get` fetches the fax document from
+    /// `<file_proxy_url>/fax/<job>/<token>.tiff`).
+    pub file_proxy_url: String,
+}
+
+impl Default for FreeswitchSection {
+    fn default() -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:8021".into()],
+            password: "ClueCon".into(),
+            dial_string: "sofia/gateway/carrier/{number}".into(),
+            inbound_listen: "127.0.0.1:8084".into(),
+            spool_dir: PathBuf::new(),
+            file_proxy_url: "http://127.0.0.1:30950".into(),
+        }
+    }
+}
+
+impl FreeswitchSection {
+    /// The spool directory in force.
+    pub fn spool(&self, data_dir: &Path) -> PathBuf {
+        if self.spool_dir.as_os_str().is_empty() {
+            data_dir.join("spool")
+        } else {
+            self.spool_dir.clone()
+        }
+    }
+}
+
 /// `[file_proxy]`: the HTTP server media engines fetch fax documents from
 /// (`GET /fax/<job_id>/<token>.tiff`, port = the fax config's `port`, 30950).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -378,6 +424,7 @@ pub struct Config {
     pub media: MediaSection,
     pub cluster: ClusterSection,
     pub loopback: LoopbackSection,
+    pub freeswitch: FreeswitchSection,
     pub file_proxy: FileProxySection,
     pub outbound: OutboundSection,
     pub log: LogSection,

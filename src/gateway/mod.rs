@@ -9,6 +9,7 @@
 
 pub mod esl;
 pub mod file_proxy;
+pub mod freeswitch;
 pub mod loopback;
 pub mod null;
 pub mod script;
@@ -260,6 +261,9 @@ pub struct Answer {
     /// The receiving terminal's station id (CSI, FreeSWITCH `fax_ident`); empty: the dialled
     /// number.
     pub station_id: String,
+    /// The receiver's T.38 preference (faxbox `media.fax_option`); the engine combines it
+    /// with the carrier's (FreeSWITCH: [`freeswitch::t38`]).
+    pub t38: bool,
 }
 
 /// The decision on a ringing inbound call; sent once.
@@ -307,11 +311,42 @@ impl NumberDirectory for NoLocalNumbers {
     }
 }
 
+/// The health of a media engine's nodes, for `faxd_maintenance status` and `/healthz`.
+pub trait MediaHealth: Send + Sync + 'static {
+    fn nodes(&self) -> Vec<freeswitch::link::NodeHealth>;
+}
+
+/// Where a node's supervision tree puts its media engine's health (empty: an engine
+/// without remote nodes). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct MediaMonitor(std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<dyn MediaHealth>>>>);
+
+impl MediaMonitor {
+    pub fn set(&self, health: std::sync::Arc<dyn MediaHealth>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(health);
+        }
+    }
+
+    /// The engine's nodes; `None` when the engine has none (loopback, script).
+    pub fn nodes(&self) -> Option<Vec<freeswitch::link::NodeHealth>> {
+        let slot = self.0.read().ok()?;
+        slot.as_ref().map(|h| h.nodes())
+    }
+}
+
 /// A media engine.
 #[async_trait]
 pub trait Gateway: Send + Sync + 'static {
     /// `loopback`, `freeswitch` or `null`.
     fn name(&self) -> &'static str;
+
+    /// Where a remote media engine fetches documents: the file proxy's base URL as the
+    /// engine reaches it (`<base>/fax/<job>/<token>.tiff`). `None`: the engine reads the
+    /// TIFF from this node's disk ([`OutboundFax::document`]).
+    fn document_base_url(&self) -> Option<String> {
+        None
+    }
 
     /// Places an outbound fax call. Returns once the call is set up; progress and the
     /// result arrive as events.

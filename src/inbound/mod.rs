@@ -10,6 +10,7 @@
 //! a failure with that text; storage is retried a bounded number of times.
 
 pub mod directory;
+pub mod live;
 
 use serde_json::{Map, Value, json};
 
@@ -68,6 +69,19 @@ pub struct Receiver {
     pub notify: Vec<String>,
     /// The station id (CSI) the call is answered with.
     pub station_id: String,
+    /// The faxbox asks for T.38 (`media.fax_option`: `true` or `"auto"`).
+    pub t38: bool,
+    /// The account's own inbound limit (`max_inbound` of its document), if it has one.
+    pub max_inbound: Option<u32>,
+}
+
+/// Whether a faxbox receives over T.38 when the call allows it (`media.fax_option`).
+pub fn receives_t38(faxbox: &Value) -> bool {
+    match faxbox.pointer("/media/fax_option") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => matches!(s.as_str(), "auto" | "true"),
+        _ => false,
+    }
 }
 
 /// The fax settings in force for a receiver (spec §4.2): the system `fax_settings`, under the
@@ -257,7 +271,15 @@ pub async fn resolve(
         owner.as_ref(),
         faxbox.as_ref(),
     );
+    let t38 = faxbox.as_ref().is_some_and(receives_t38);
+    let max_inbound = account_doc
+        .as_ref()
+        .and_then(|a| a.get("max_inbound"))
+        .and_then(Value::as_u64)
+        .map(|n| n.min(u32::MAX as u64) as u32);
     Ok(Receiver {
+        t38,
+        max_inbound,
         station_id: station_id(number, &settings),
         notify: notify_list(owner.as_ref(), faxbox.as_ref()),
         faxbox_id: faxbox
@@ -604,6 +626,8 @@ mod tests {
             faxbox_id: Some("box1".into()),
             notify: vec!["ann@example.com".into()],
             station_id: "+15557654321".into(),
+            t38: false,
+            max_inbound: None,
         };
         let call = CallInfo {
             call_id: "c1".into(),

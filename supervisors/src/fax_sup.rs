@@ -16,6 +16,7 @@ use std::time::Duration;
 use faxd::config::MediaEngine;
 use faxd::context::NodeContext;
 use faxd::gateway::Gateway;
+use faxd::gateway::freeswitch::FreeswitchGateway;
 use faxd::gateway::loopback::LoopbackGateway;
 use faxd::gateway::script::ScriptGateway;
 use faxd::inbound::directory::CallflowNumbers;
@@ -77,7 +78,8 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
         })
         .with_shutdown(Duration::from_secs(15)),
     ];
-    let (gw, inbound_calls) = gateway(&ctx);
+    let (gw, inbound_calls, engine) = gateway(&ctx);
+    out.extend(engine);
     if let Some(calls) = inbound_calls {
         out.extend(inbound::children(ctx.clone(), calls));
     }
@@ -117,10 +119,16 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
     out
 }
 
-/// The media engine outbound faxes go through (the FreeSWITCH engine plugs in here when it
-/// lands), and the channel its inbound fax calls arrive on, if it delivers any. The loopback
-/// engine turns a call to a number a callflow owns into an inbound call.
-fn gateway(ctx: &NodeContext) -> (Option<Arc<dyn Gateway>>, Option<InboundCalls>) {
+/// The media engine outbound faxes go through, the channel its inbound fax calls arrive on
+/// (if it delivers any), and the engine's own processes (gateway_sup, FreeSWITCH only). The
+/// loopback engine turns a call to a number a callflow owns into an inbound call.
+fn gateway(
+    ctx: &NodeContext,
+) -> (
+    Option<Arc<dyn Gateway>>,
+    Option<InboundCalls>,
+    Vec<ChildSpec>,
+) {
     match ctx.config.media.engine {
         MediaEngine::Script => (
             Some(ScriptGateway::new(
@@ -128,19 +136,30 @@ fn gateway(ctx: &NodeContext) -> (Option<Arc<dyn Gateway>>, Option<InboundCalls>
                 false,
             )),
             None,
+            vec![],
         ),
         MediaEngine::Loopback => {
             let (sink, calls) = mpsc::channel(INBOUND_QUEUE);
             let directory = Arc::new(CallflowNumbers::new(ctx.store.clone()));
             match LoopbackGateway::from_config(&ctx.config, directory, Some(sink)) {
-                Ok(gw) => (Some(Arc::new(gw)), Some(Arc::new(Mutex::new(calls)))),
+                Ok(gw) => (
+                    Some(Arc::new(gw)),
+                    Some(Arc::new(Mutex::new(calls))),
+                    vec![],
+                ),
                 Err(e) => {
                     tracing::error!(error = %e, "loopback media engine unavailable");
-                    (None, None)
+                    (None, None, vec![])
                 }
             }
         }
-        MediaEngine::Freeswitch => (None, None),
+        MediaEngine::Freeswitch => {
+            let (sink, calls) = mpsc::channel(INBOUND_QUEUE);
+            let gw = Arc::new(FreeswitchGateway::new(ctx.config.freeswitch.clone()));
+            ctx.media.set(gw.clone());
+            let engine = crate::gateway::children(ctx, gw.clone(), sink);
+            (Some(gw), Some(Arc::new(Mutex::new(calls))), engine)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod fax_sup;
+pub mod gateway;
 pub mod inbound;
 pub mod logging;
 pub mod node;
