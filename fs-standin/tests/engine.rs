@@ -236,3 +236,148 @@ async fn faxd_receives_a_carrier_call_from_the_standin() {
     assert_eq!(tiff::count_pages(&file).unwrap(), 2);
     let _ = stop_tx.send(true);
 }
+
+/// A fax faxd sends to one of its own numbers goes out through the stand-in and comes back
+/// on faxd's inbound socket: one spandsp session between the two legs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faxd_sends_a_fax_to_itself_through_the_standin() {
+    use faxd::gateway::Answer;
+    use faxd::gateway::freeswitch::socket::{SocketConfig, serve};
+
+    let dir = tempfile::tempdir().unwrap();
+    let doc = document(dir.path(), 2);
+    let proxy = file_proxy(std::fs::read(&doc).unwrap()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let faxd_addr = listener.local_addr().unwrap();
+    let spool = dir.path().join("faxd-spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let (sink, mut calls) = tokio::sync::mpsc::channel(4);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(
+        listener,
+        SocketConfig {
+            spool,
+            max_calls: 4,
+        },
+        sink,
+        stop.clone(),
+    ));
+    let s = StandIn::start(Config {
+        inbound_listen: Some(faxd_addr),
+        faxd_numbers: vec!["+15559990xxx".into()],
+        cache_dir: dir.path().join("cache"),
+        spool_dir: dir.path().join("spool"),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let gw = FreeswitchGateway::new(FreeswitchSection {
+        nodes: vec![s.esl_addr().to_string()],
+        file_proxy_url: format!("http://{proxy}"),
+        ..FreeswitchSection::default()
+    });
+    for n in gw.nodes() {
+        tokio::spawn(n.clone().run(stop.clone()));
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !gw.nodes().iter().all(|n| n.connected()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let fax = OutboundFax {
+        job_id: "job2".into(),
+        call_id: "fedcba9876543210fedcba9876543210".into(),
+        to: "+15559990123".into(),
+        from_number: "+15550100".into(),
+        from_name: "ACME Fax".into(),
+        fax_identity_number: "+15550100".into(),
+        fax_identity_name: "ACME".into(),
+        document: doc.clone(),
+        document_url: Some(format!("http://{proxy}/fax/job2/token.tiff")),
+        options: TxOptions::default(),
+    };
+    let mut out = tokio::time::timeout(DEADLINE, gw.originate(fax))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut incoming = tokio::time::timeout(DEADLINE, calls.recv())
+        .await
+        .expect("faxd is offered its own call")
+        .expect("a call");
+    assert_eq!(incoming.to, "+15559990123");
+    assert_eq!(incoming.from_number, "+15550100");
+    assert!(incoming.answer.accept(Answer {
+        station_id: "+15559990123".into(),
+        t38: false,
+    }));
+    let finished = |mut rx: tokio::sync::mpsc::Receiver<FaxEvent>| async move {
+        loop {
+            match tokio::time::timeout(DEADLINE, rx.recv())
+                .await
+                .expect("events in time")
+            {
+                Some(FaxEvent::Finished(r)) => return r,
+                Some(_) => {}
+                None => panic!("the call ended without a result"),
+            }
+        }
+    };
+    let (sent, received) = tokio::join!(
+        finished(std::mem::replace(
+            &mut out.events,
+            tokio::sync::mpsc::channel(1).1
+        )),
+        finished(std::mem::replace(
+            &mut incoming.events,
+            tokio::sync::mpsc::channel(1).1
+        )),
+    );
+    assert!(sent.success, "{sent:?}");
+    assert_eq!(sent.transferred_pages, 2);
+    assert_eq!(sent.remote_station_id, "+15559990123");
+    assert!(received.success, "{received:?}");
+    assert_eq!(received.remote_station_id, "+15550100");
+    let file = received.received_file.expect("received file");
+    assert_eq!(tiff::count_pages(&file).unwrap(), 2);
+    let _ = stop_tx.send(true);
+}
+
+/// faxd's node link reconnects after the stand-in drops every connection, and after a pause
+/// of its listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faxd_reconnects_after_drops_and_pauses() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = StandIn::start(Config {
+        cache_dir: dir.path().join("cache"),
+        spool_dir: dir.path().join("spool"),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let gw = FreeswitchGateway::new(FreeswitchSection {
+        nodes: vec![s.esl_addr().to_string()],
+        ..FreeswitchSection::default()
+    });
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let node = gw.nodes()[0].clone();
+    tokio::spawn(node.clone().run(stop));
+    let wait = |up: bool| {
+        let node = node.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while node.connected() != up {
+                assert!(tokio::time::Instant::now() < deadline, "link never {up}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait(true).await;
+    s.pause_listener(Duration::from_millis(1500));
+    s.drop_connections();
+    wait(false).await;
+    wait(true).await;
+    let _ = stop_tx.send(true);
+}
