@@ -710,6 +710,17 @@ async fn wrong_password_drop_and_pause() {
     g.send("sendmsg\nthis line has no colon\n\n").await;
     assert!(g.next_non_event().await.is_none());
 
+    // So does a header block that never ends, and bytes that are not text.
+    let mut g = Client::connect(s.esl_addr()).await;
+    let junk = vec![b'x'; 1024 * 1024 + 10];
+    let _ = g.stream.write_all(&junk).await;
+    assert!(g.next_non_event().await.is_none());
+    let mut g = Client::connect(s.esl_addr()).await;
+    g.send("auth ClueCon\n\n").await;
+    g.next_non_event().await.expect("reply");
+    let _ = g.stream.write_all(b"api \xff\xfe status\n\n").await;
+    assert!(g.next_non_event().await.is_none());
+
     // Every connection dropped at once, without a goodbye.
     let mut a = Client::login(s.esl_addr()).await;
     let mut b = Client::login(s.esl_addr()).await;
