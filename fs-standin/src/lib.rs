@@ -311,7 +311,7 @@ impl StandIn {
     }
 }
 
-/// The rule list of [`default_numbers`] plus a rule, for callers that build configs.
+/// A `[loopback] numbers` rule (`x` = any digit), for callers that build a [`Config`].
 pub fn rule(pattern: &str, behaviour: LineBehaviour, pages: u32) -> NumberRule {
     NumberRule {
         pattern: pattern.into(),
