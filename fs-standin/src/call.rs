@@ -21,6 +21,10 @@ use crate::templates::{self, Fill, Kind};
 use crate::vars::{self, Originate};
 use crate::{BusItem, ChannelHandle, Shared};
 
+/// How long a sender whose fax is done waits for the receiving leg to hang up before it hangs
+/// up itself.
+const B_HANGUP_GRACE: Duration = Duration::from_secs(5);
+
 /// An `originate` as the stand-in received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginateRecord {
@@ -105,6 +109,8 @@ impl Leg {
         for p in ["Caller-", "Channel-"] {
             put(&format!("{p}Caller-ID-Number"), cid_number);
             put(&format!("{p}Caller-ID-Name"), cid_name);
+            put(&format!("{p}Orig-Caller-ID-Name"), cid_name);
+            put(&format!("{p}Username"), cid_number);
             put(&format!("{p}Orig-Caller-ID-Number"), cid_number);
             put(&format!("{p}ANI"), cid_number);
             put(&format!("{p}Destination-Number"), destination);
@@ -163,8 +169,18 @@ impl Leg {
             .insert("Channel-Call-State".into(), "ACTIVE".into());
     }
 
+    /// The channel hangs up: its events carry the cause from now on.
+    pub fn begin_hangup(&mut self, cause: &str) {
+        if !self.channel.contains_key("Hangup-Cause") {
+            self.channel
+                .insert("Hangup-Cause".into(), cause.to_string());
+        }
+        self.channel.insert("Answer-State".into(), "hangup".into());
+    }
+
     /// Sets the variables FreeSWITCH adds at hang-up (cause, stamps, durations).
     pub fn mark_hangup(&mut self, cause: &str) {
+        self.begin_hangup(cause);
         let end = now_us();
         for p in ["Caller-", "Channel-"] {
             self.channel
@@ -245,13 +261,7 @@ impl Leg {
         let mut all: Vec<(&str, String)> = standard_headers(shared);
         all.extend(event.iter().cloned());
         // Events of a hung-up channel keep the captured call state over the live one.
-        if matches!(
-            kind,
-            Kind::HangupB
-                | Kind::HangupCompleteB
-                | Kind::HangupCompleteA
-                | Kind::HangupCompleteUnanswered
-        ) {
+        if kind.after_hangup() {
             for name in ["Answer-State", "Channel-Call-State"] {
                 if !all.iter().any(|(n, _)| *n == name)
                     && let Some((_, v)) = templates::get(kind).head.iter().find(|(n, _)| n == name)
@@ -978,7 +988,7 @@ impl ALeg {
                             hangup: Some(rx.hangup),
                         };
                         let _ = rx.events.send(prx);
-                        (party, rx.path, Some(to_b))
+                        (party, rx.path, Some((to_a, to_b)))
                     }
                     Err(cause) => {
                         // The far end hung up before receiving: txfax runs against silence
@@ -1017,18 +1027,22 @@ impl ALeg {
         };
         let line = tokio::task::spawn_blocking(move || session::run(session));
         let mut result = None;
+        let mut killed = false;
         loop {
             tokio::select! {
                 e = events.recv() => match e {
-                    Some(FaxEvent::Finished(r)) => {
-                        rep.report(&shared, &mut self.leg, &FaxEvent::Finished(r.clone()));
-                        result = Some(r);
-                    }
+                    Some(FaxEvent::Finished(r)) => result = Some(r),
                     Some(e) => rep.report(&shared, &mut self.leg, &e),
                     None => break,
                 },
                 c = self.hang_rx.recv(), if result.is_none() => {
-                    let _ = hang_tx.send(c.unwrap_or_else(|| "NORMAL_CLEARING".into()));
+                    let c = c.unwrap_or_else(|| "NORMAL_CLEARING".into());
+                    killed = true;
+                    // Killed: the far leg hangs up at once too (it reports after its hang-up).
+                    if let Some((_, to_b)) = &b {
+                        let _ = to_b.send(ToB::Hangup(c.clone()));
+                    }
+                    let _ = hang_tx.send(c);
                 }
                 _ = crate::until_true(&mut shutdown), if result.is_none() && !*closing_tx.borrow() => {
                     let _ = closing_tx.send(true);
@@ -1036,10 +1050,39 @@ impl ALeg {
             }
         }
         let _ = line.await;
-        let cause = result
-            .as_ref()
-            .map(|r| r.hangup_cause.clone())
-            .unwrap_or_else(|| "NORMAL_CLEARING".into());
+        let mut result = result.unwrap_or_else(|| FaxResult {
+            hangup_cause: "NORMAL_CLEARING".into(),
+            fax_result_code: 49,
+            fax_result_text: session::completion_text(49),
+            ..FaxResult::default()
+        });
+        // Spec §3.7 and capture 3: the receiving leg hangs up first; the sender's result
+        // comes after its hang-up (bounded: a receiver that never hangs up is hung up).
+        let b = match b {
+            // A killed sender reports at once; the receiver hangs up on its own time.
+            Some((_, to_b)) if killed => Some(to_b),
+            Some((mut to_a, to_b)) => {
+                let waited = tokio::time::timeout(B_HANGUP_GRACE, async {
+                    loop {
+                        match to_a.recv().await {
+                            Some(ToA::Hangup(c)) => return Some(c),
+                            Some(_) => continue,
+                            None => return None,
+                        }
+                    }
+                })
+                .await;
+                if let Ok(Some(c)) = waited
+                    && result.fax_result_code == 0
+                {
+                    result.hangup_cause = c;
+                }
+                Some(to_b)
+            }
+            None => None,
+        };
+        rep.report(&shared, &mut self.leg, &FaxEvent::Finished(result.clone()));
+        let cause = result.hangup_cause.clone();
         self.leg.emit(
             &shared,
             Kind::ExecuteCompleteA,
@@ -1243,6 +1286,16 @@ pub(crate) fn place_inbound_call(
                     }
                 }
                 let _ = line.await;
+                // The receiver hangs up first (it has its fax); else the sender does.
+                let _ = tokio::time::timeout(B_HANGUP_GRACE, async {
+                    loop {
+                        match to_a.recv().await {
+                            Some(ToA::Hangup(_)) | None => return,
+                            Some(_) => continue,
+                        }
+                    }
+                })
+                .await;
                 let _ = to_b.send(ToB::Hangup("NORMAL_CLEARING".into()));
                 result
             }

@@ -120,6 +120,13 @@ pub(crate) enum BusItem {
     Gone { uuid: String },
 }
 
+/// A URL in `http_get`'s cache.
+pub(crate) enum HttpEntry {
+    Ready(PathBuf),
+    /// Being fetched; becomes `Some(path or None)` when done.
+    Downloading(watch::Receiver<Option<Option<String>>>),
+}
+
 /// A channel the stand-in can reach by uuid (`uuid_kill`, `sendmsg <uuid>`).
 #[derive(Clone)]
 pub(crate) struct ChannelHandle {
@@ -138,7 +145,7 @@ pub(crate) struct Shared {
     pub pause: watch::Sender<Option<Instant>>,
     pub channels: Mutex<HashMap<String, ChannelHandle>>,
     pub originates: Mutex<Vec<OriginateRecord>>,
-    pub http_cache: tokio::sync::Mutex<HashMap<String, PathBuf>>,
+    pub http_cache: Mutex<HashMap<String, HttpEntry>>,
     pub http: reqwest::Client,
     pub started: Instant,
     pub sessions_total: AtomicU64,
@@ -228,7 +235,7 @@ impl StandIn {
             pause: watch::Sender::new(None),
             channels: Mutex::new(HashMap::new()),
             originates: Mutex::new(Vec::new()),
-            http_cache: tokio::sync::Mutex::new(HashMap::new()),
+            http_cache: Mutex::new(HashMap::new()),
             http,
             started: Instant::now(),
             sessions_total: AtomicU64::new(0),
@@ -304,7 +311,7 @@ impl StandIn {
     }
 }
 
-/// The rule list of [`default_numbers`] plus a rule, for callers that build configs.
+/// A `[loopback] numbers` rule (`x` = any digit), for callers that build a [`Config`].
 pub fn rule(pattern: &str, behaviour: LineBehaviour, pages: u32) -> NumberRule {
     NumberRule {
         pattern: pattern.into(),

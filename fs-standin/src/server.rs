@@ -479,6 +479,14 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                         arg.clone(),
                         JobReply::Background { job_uuid: job, arg },
                     ));
+                } else if c == "http_get" {
+                    // The cache is consulted in command order (who downloads, who is told
+                    // `download`), the answers come when they are ready.
+                    let step = http_get_begin(&shared, &arg);
+                    tokio::spawn(async move {
+                        let body = http_get_end(&shared, step).await;
+                        call::background_job(&shared, &job, &c, &arg, &body);
+                    });
                 } else {
                     tokio::spawn(async move {
                         let body = run_api(&shared, &c, &arg).await;
@@ -592,7 +600,7 @@ pub(crate) async fn run_api(shared: &Arc<Shared>, cmd: &str, arg: &str) -> Strin
     match cmd {
         "status" => status(shared),
         "hostname" => shared.config.hostname.clone(),
-        "http_get" => http_get(shared, arg).await,
+        "http_get" => http_get_end(shared, http_get_begin(shared, arg)).await,
         "uuid_kill" => {
             let mut words = arg.split_whitespace();
             let uuid = words.next().unwrap_or("");
@@ -631,38 +639,98 @@ Current Stack Size/Max 240K/8192K\n",
     )
 }
 
-/// mod_http_cache's `http_get [{…}]<url>`: the path of the cached copy (no newline); a
-/// failed fetch answers as FreeSWITCH's event socket reports any failing API.
-async fn http_get(shared: &Shared, arg: &str) -> String {
-    const FAILED: &str = "-ERR http_get Command not found!\n";
-    let url = match arg.strip_prefix('{') {
-        Some(rest) => rest.split_once('}').map(|(_, u)| u).unwrap_or(""),
-        None => arg,
-    }
-    .trim();
+const HTTP_GET_FAILED: &str = "-ERR http_get Command not found!\n";
+
+/// The first half of mod_http_cache's `http_get`, taken in command order: what the cache
+/// says about the URL (and the claim of its download).
+pub(crate) enum HttpStep {
+    Answer(String),
+    Wait(tokio::sync::watch::Receiver<Option<Option<String>>>),
+    Fetch {
+        url: String,
+        done: tokio::sync::watch::Sender<Option<Option<String>>>,
+        n: usize,
+    },
+}
+
+/// mod_http_cache's `http_get [{…}]<url>`: the path of the cached copy (no newline; a cache
+/// hit answers the same path). A failed fetch answers as FreeSWITCH's event socket reports any
+/// failing API; a `{prefetch=true}` request for a URL still downloading answers `download`,
+/// one without prefetch waits for that download (spec §2.2, capture 2 lines 180–190).
+pub(crate) fn http_get_begin(shared: &Shared, arg: &str) -> HttpStep {
+    use crate::HttpEntry;
+    let (opts, url) = match arg.strip_prefix('{') {
+        Some(rest) => rest.split_once('}').unwrap_or(("", "")),
+        None => ("", arg),
+    };
+    let url = url.trim();
+    let prefetch = opts
+        .split(',')
+        .any(|o| o.trim().eq_ignore_ascii_case("prefetch=true"));
     if url.is_empty() {
-        return FAILED.into();
+        return HttpStep::Answer(HTTP_GET_FAILED.into());
     }
-    let mut cache = shared.http_cache.lock().await;
-    if let Some(p) = cache.get(url)
-        && p.is_file()
-    {
-        return p.to_string_lossy().into_owned();
+    let Ok(mut cache) = shared.http_cache.lock() else {
+        return HttpStep::Answer(HTTP_GET_FAILED.into());
+    };
+    match cache.get(url) {
+        Some(HttpEntry::Ready(p)) if p.is_file() => {
+            HttpStep::Answer(p.to_string_lossy().into_owned())
+        }
+        Some(HttpEntry::Downloading(_)) if prefetch => HttpStep::Answer("download".into()),
+        Some(HttpEntry::Downloading(rx)) => HttpStep::Wait(rx.clone()),
+        _ => {
+            let done = tokio::sync::watch::Sender::new(None::<Option<String>>);
+            cache.insert(url.to_string(), HttpEntry::Downloading(done.subscribe()));
+            HttpStep::Fetch {
+                url: url.to_string(),
+                done,
+                n: cache.len(),
+            }
+        }
     }
+}
+
+/// The second half of `http_get`: the answer.
+pub(crate) async fn http_get_end(shared: &Shared, step: HttpStep) -> String {
+    use crate::HttpEntry;
+    let (url, done, n) = match step {
+        HttpStep::Answer(a) => return a,
+        HttpStep::Wait(mut rx) => {
+            let got = rx
+                .wait_for(|r| r.is_some())
+                .await
+                .ok()
+                .and_then(|r| r.clone().flatten());
+            return got.unwrap_or_else(|| HTTP_GET_FAILED.into());
+        }
+        HttpStep::Fetch { url, done, n } => (url, done, n),
+    };
+    let got = fetch(shared, &url, n).await;
+    if let Ok(mut cache) = shared.http_cache.lock() {
+        match &got {
+            Some(p) => cache.insert(url.clone(), HttpEntry::Ready(p.into())),
+            None => cache.remove(&url),
+        };
+    }
+    done.send_replace(Some(got.clone()));
+    got.unwrap_or_else(|| HTTP_GET_FAILED.into())
+}
+
+/// Downloads `url` into the cache; the path, or `None` on any failure.
+async fn fetch(shared: &Shared, url: &str, n: usize) -> Option<String> {
     let resp = match shared.http.get(url).send().await {
         Ok(r) if r.status().as_u16() == 200 => r,
         Ok(r) => {
             tracing::debug!(url, status = %r.status(), "fs-standin: http_get failed");
-            return FAILED.into();
+            return None;
         }
         Err(e) => {
             tracing::debug!(url, error = %e, "fs-standin: http_get failed");
-            return FAILED.into();
+            return None;
         }
     };
-    let Ok(bytes) = resp.bytes().await else {
-        return FAILED.into();
-    };
+    let bytes = resp.bytes().await.ok()?;
     let ext = url
         .rsplit('/')
         .next()
@@ -670,18 +738,9 @@ async fn http_get(shared: &Shared, arg: &str) -> String {
         .map(|(_, e)| e)
         .filter(|e| !e.is_empty() && e.len() <= 5 && e.bytes().all(|b| b.is_ascii_alphanumeric()))
         .unwrap_or("bin");
-    let dir = shared
-        .config
-        .cache_dir
-        .join(format!("{:02}", cache.len() % 100));
+    let dir = shared.config.cache_dir.join(format!("{:02}", n % 100));
     let path = dir.join(format!("{}.{ext}", crate::new_uuid()));
-    let write = async {
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::write(&path, &bytes).await
-    };
-    if write.await.is_err() {
-        return FAILED.into();
-    }
-    cache.insert(url.to_string(), path.clone());
-    path.to_string_lossy().into_owned()
+    tokio::fs::create_dir_all(&dir).await.ok()?;
+    tokio::fs::write(&path, &bytes).await.ok()?;
+    Some(path.to_string_lossy().into_owned())
 }

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faxd::gateway::FaxEvent;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -54,7 +53,10 @@ pub(crate) enum AppRequest {
         arg: String,
         event_uuid: String,
     },
+    /// `sendmsg` with `call-command: hangup`.
     Hangup(String),
+    /// Hung up from elsewhere: the other leg, `uuid_kill`, the socket closing.
+    Kill(String),
 }
 
 /// Runs a call to faxd: connects to its inbound socket, serves the connection and the
@@ -110,9 +112,20 @@ async fn b_leg(
         leg.set("other_loopback_leg_uuid", a);
         leg.set("loopback_leg", "B");
     }
+    // The SIP side of a call from the carrier.
+    let carrier = "127.0.0.1";
     leg.set("sip_from_user", &spec.from);
-    leg.set("sip_to_user", &spec.to);
+    leg.set("sip_from_uri", &format!("{}@{carrier}", spec.from));
+    leg.set("sip_from_host", carrier);
+    leg.set("sip_call_id", &crate::new_uuid());
+    leg.set("sip_network_ip", carrier);
     leg.set("sip_req_user", &spec.to);
+    leg.set("sip_req_uri", &format!("{}@{carrier}", spec.to));
+    leg.set("sip_req_host", carrier);
+    leg.set("sip_to_user", &spec.to);
+    leg.set("sip_to_uri", &format!("{}@{carrier}", spec.to));
+    leg.set("sip_to_host", carrier);
+    leg.set("sofia_profile_name", "external");
     leg.set("socket_host", &addr.ip().to_string());
     leg.set("current_application_data", &format!("{addr} async full"));
     leg.set("current_application", "socket");
@@ -135,15 +148,18 @@ async fn b_leg(
         leg: leg.clone(),
         to_a,
         answered: false,
+        parked: false,
         pending: VecDeque::new(),
         hung_up,
+        socket_uuid: crate::new_uuid(),
+        socket_arg: format!("{addr} async full"),
     };
     let executor = tokio::spawn(exec.run(apps_rx, hang_rx));
     {
         let apps = apps_tx.clone();
         tokio::spawn(async move {
             while let Some(ToB::Hangup(c)) = to_b.recv().await {
-                let _ = apps.send(AppRequest::Hangup(c));
+                let _ = apps.send(AppRequest::Kill(c));
             }
         });
     }
@@ -180,7 +196,7 @@ async fn b_leg(
         }
     }
     // The socket is gone: the channel hangs up (no `resume`).
-    let _ = apps_tx.send(AppRequest::Hangup("NORMAL_CLEARING".into()));
+    let _ = apps_tx.send(AppRequest::Kill("NORMAL_CLEARING".into()));
     drop(apps_tx);
     let _ = executor.await;
     Some(uuid)
@@ -213,15 +229,21 @@ fn channel_data(shared: &Shared, leg: &Mutex<Leg>) -> String {
     frames::plain_payload(&headers, None)
 }
 
-/// The B leg's channel: runs the queued applications in order.
+/// The B leg's channel: runs the queued applications in order, writing the events capture 3
+/// shows (PARK at the first queued message; at hang-up HANGUP, UNPARK, the `socket`
+/// application's EXECUTE_COMPLETE, two CHANNEL_STATE and HANGUP_COMPLETE).
 struct Executor {
     shared: Arc<Shared>,
     leg: Arc<Mutex<Leg>>,
     to_a: mpsc::UnboundedSender<ToA>,
     answered: bool,
+    parked: bool,
     pending: VecDeque<AppRequest>,
     /// Set once the channel hung up.
     hung_up: tokio::sync::watch::Sender<bool>,
+    /// `Application-UUID` and `-Data` of the `socket` application.
+    socket_uuid: String,
+    socket_arg: String,
 }
 
 impl Executor {
@@ -232,6 +254,13 @@ impl Executor {
     fn emit(&self, kind: Kind, event: &[(&str, String)]) {
         let shared = self.shared.clone();
         self.with_leg(|l| l.emit(&shared, kind, event));
+    }
+
+    fn park(&mut self) {
+        if !self.parked {
+            self.parked = true;
+            self.emit(Kind::Park, &[]);
+        }
     }
 
     async fn run(
@@ -245,30 +274,38 @@ impl Executor {
                 None => tokio::select! {
                     r = apps.recv() => match r {
                         Some(r) => r,
-                        None => AppRequest::Hangup("NORMAL_CLEARING".into()),
+                        None => AppRequest::Kill("NORMAL_CLEARING".into()),
                     },
-                    Some(c) = hang.recv() => AppRequest::Hangup(c),
+                    Some(c) = hang.recv() => AppRequest::Kill(c),
                 },
             };
-            match req {
+            let cause = match req {
                 AppRequest::Hangup(cause) => {
-                    self.hangup(&cause);
-                    return;
+                    self.park();
+                    self.begin_hangup(&cause);
+                    cause
+                }
+                AppRequest::Kill(cause) => {
+                    self.begin_hangup(&cause);
+                    cause
                 }
                 AppRequest::Execute {
                     app,
                     arg,
                     event_uuid,
                 } => {
-                    if let Some(cause) = self
+                    self.park();
+                    match self
                         .execute(&app, &arg, &event_uuid, &mut apps, &mut hang)
                         .await
                     {
-                        self.hangup(&cause);
-                        return;
+                        Some(cause) => cause,
+                        None => continue,
                     }
                 }
-            }
+            };
+            self.finish_hangup(&cause);
+            return;
         }
     }
 
@@ -282,7 +319,8 @@ impl Executor {
         let _ = self.to_a.send(ToA::Answered);
     }
 
-    /// Runs one application; `Some(cause)` when the channel is to hang up afterwards.
+    /// Runs one application; `Some(cause)` when the channel hung up meanwhile (CHANNEL_HANGUP
+    /// already written).
     async fn execute(
         &mut self,
         app: &str,
@@ -293,11 +331,7 @@ impl Executor {
     ) -> Option<String> {
         self.with_leg(|l| {
             l.set("current_application", app);
-            if arg.is_empty() {
-                l.set("current_application_data", "");
-            } else {
-                l.set("current_application_data", arg);
-            }
+            l.set("current_application_data", arg);
         });
         let start = [
             ("Application", app.to_string()),
@@ -305,7 +339,6 @@ impl Executor {
             ("Application-UUID", event_uuid.to_string()),
         ];
         self.emit(Kind::ExecuteB, &start);
-        let mut response = "_none_".to_string();
         let mut then_hangup = None;
         let mut kind = Kind::ExecuteCompleteB;
         match app {
@@ -316,40 +349,35 @@ impl Executor {
                 }
             }
             "hangup" => {
-                then_hangup = Some(if arg.trim().is_empty() {
+                let cause = if arg.trim().is_empty() {
                     "NORMAL_CLEARING".to_string()
                 } else {
                     arg.trim().to_string()
-                });
+                };
+                self.begin_hangup(&cause);
+                then_hangup = Some(cause);
             }
             "rxfax" => {
                 kind = Kind::ExecuteCompleteRx;
                 self.answer();
-                if let Some(cause) = self.rxfax(arg, apps, hang).await {
-                    then_hangup = Some(cause);
-                }
+                then_hangup = self.rxfax(arg, apps, hang).await;
             }
-            _ => {
-                if app.is_empty() {
-                    response = "-ERR no application".into();
-                }
-            }
+            _ => {}
         }
-        self.with_leg(|l| l.set("current_application_response", ""));
         self.emit(
             kind,
             &[
                 ("Application", app.to_string()),
                 ("Application-Data", arg.to_string()),
-                ("Application-Response", response),
+                ("Application-Response", "_none_".to_string()),
                 ("Application-UUID", event_uuid.to_string()),
             ],
         );
         then_hangup
     }
 
-    /// Receives the fax of the other side into `path`; returns a hang-up cause that arrived
-    /// meanwhile.
+    /// Receives the fax of the other side into `path`; returns the cause of a hang-up that
+    /// came meanwhile.
     async fn rxfax(
         &mut self,
         path: &str,
@@ -367,7 +395,7 @@ impl Executor {
             })
             .unwrap_or_default();
         let (fax_hang_tx, fax_hang_rx) = mpsc::unbounded_channel();
-        let (events_tx, events_rx) = oneshot::channel();
+        let (events_tx, mut events_rx) = oneshot::channel();
         let (line_tx, line_rx) = oneshot::channel();
         let req = RxFaxRequest {
             path: PathBuf::from(path),
@@ -390,76 +418,99 @@ impl Executor {
         if self.to_a.send(ToA::RxFax(req)).is_err() {
             return None;
         }
-        let mut hangup: Option<String> = None;
-        // Wait for the sender to start the line; applications queued meanwhile run after
-        // rxfax, as FreeSWITCH runs a channel's queue in order.
-        let mut events_rx = events_rx;
+        // Wait for the sender to start the line.
         let mut events = loop {
-            tokio::select! {
+            let stop = tokio::select! {
                 e = &mut events_rx => match e {
                     Ok(e) => break e,
                     Err(_) => return None,
                 },
-                Some(c) = hang.recv() => return Some(c),
+                Some(c) = hang.recv() => c,
                 r = apps.recv() => match r {
-                    Some(AppRequest::Hangup(c)) => return Some(c),
-                    Some(other) => self.pending.push_back(other),
-                    None => return Some("NORMAL_CLEARING".into()),
+                    Some(AppRequest::Hangup(c) | AppRequest::Kill(c)) => c,
+                    Some(other) => {
+                        self.pending.push_back(other);
+                        continue;
+                    }
+                    None => "NORMAL_CLEARING".into(),
                 },
-            }
+            };
+            self.begin_hangup(&stop);
+            return Some(stop);
         };
         if let Ok((pages, t38_status)) = line_rx.await {
             rep.pages = pages;
             rep.t38_status = t38_status;
         }
+        let mut hangup: Option<String> = None;
         loop {
-            tokio::select! {
+            let stop = tokio::select! {
                 e = events.recv() => match e {
-                    Some(e @ FaxEvent::Finished(_)) => {
-                        let shared = self.shared.clone();
-                        self.with_leg(|l| rep.report(&shared, l, &e));
-                    }
                     Some(e) => {
                         let shared = self.shared.clone();
                         self.with_leg(|l| rep.report(&shared, l, &e));
+                        continue;
                     }
                     None => break,
                 },
-                Some(c) = hang.recv(), if hangup.is_none() => {
-                    let _ = fax_hang_tx.send(c.clone());
-                    hangup = Some(c);
-                }
+                Some(c) = hang.recv(), if hangup.is_none() => c,
                 r = apps.recv(), if hangup.is_none() => match r {
-                    Some(AppRequest::Hangup(c)) => {
-                        let _ = fax_hang_tx.send(c.clone());
-                        hangup = Some(c);
+                    Some(AppRequest::Hangup(c) | AppRequest::Kill(c)) => c,
+                    Some(other) => {
+                        self.pending.push_back(other);
+                        continue;
                     }
-                    Some(other) => self.pending.push_back(other),
-                    None => {
-                        let _ = fax_hang_tx.send("NORMAL_CLEARING".into());
-                        hangup = Some("NORMAL_CLEARING".into());
-                    }
+                    None => "NORMAL_CLEARING".into(),
                 },
-            }
+            };
+            // Hung up mid-fax: CHANNEL_HANGUP now, the result (49) when the line drops.
+            self.begin_hangup(&stop);
+            let _ = fax_hang_tx.send(stop.clone());
+            hangup = Some(stop);
         }
         hangup
     }
 
-    fn hangup(&mut self, cause: &str) {
+    /// CHANNEL_HANGUP (once).
+    fn begin_hangup(&mut self, cause: &str) {
+        let first = self
+            .with_leg(|l| {
+                let first = !l.channel.contains_key("Hangup-Cause");
+                l.begin_hangup(cause);
+                first
+            })
+            .unwrap_or(false);
+        if first {
+            self.emit(Kind::HangupB, &[]);
+        }
+    }
+
+    /// The rest of the hang-up: UNPARK, the socket application's end, the state changes and
+    /// HANGUP_COMPLETE; then the socket gets its notice. Queued applications are dropped.
+    fn finish_hangup(&mut self, cause: &str) {
+        self.begin_hangup(cause);
+        self.pending.clear();
+        if self.parked {
+            self.emit(Kind::Unpark, &[]);
+        }
+        self.emit(
+            Kind::ExecuteCompleteSocket,
+            &[
+                ("Application", "socket".to_string()),
+                ("Application-Data", self.socket_arg.clone()),
+                ("Application-Response", "_none_".to_string()),
+                ("Application-UUID", self.socket_uuid.clone()),
+            ],
+        );
+        self.emit(Kind::StateHangup, &[]);
+        self.emit(Kind::StateReporting, &[]);
         let shared = self.shared.clone();
         let uuid = self
             .with_leg(|l| {
-                l.emit(
-                    &shared,
-                    Kind::HangupB,
-                    &[("Hangup-Cause", cause.to_string())],
-                );
+                l.set("last_app", "socket");
+                l.set("last_arg", &self.socket_arg);
                 l.mark_hangup(cause);
-                l.emit(
-                    &shared,
-                    Kind::HangupCompleteB,
-                    &[("Hangup-Cause", cause.to_string())],
-                );
+                l.emit(&shared, Kind::HangupCompleteB, &[]);
                 l.uuid.clone()
             })
             .unwrap_or_default();

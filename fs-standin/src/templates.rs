@@ -12,6 +12,9 @@ use faxd::gateway::esl::urlenc;
 
 const CAPTURE_1: &str = include_str!("../../tests/fixtures/esl/freeswitch-1.10.12-capture.jsonl");
 const CAPTURE_2: &str = include_str!("../../tests/fixtures/esl/freeswitch-1.10.12-capture-2.jsonl");
+/// The outbound-mode rxfax sessions (sofia and loopback legs, faxd's own socket), copied
+/// from the capture of the FreeSWITCH configuration work.
+const CAPTURE_3: &str = include_str!("../tests/fixtures/esl/freeswitch-1.10.12-capture-3.jsonl");
 
 /// Channel variables the captured calls got from their `originate {…}` block: in an event
 /// they are replaced, at the position of the first one, by the variables of the call's own
@@ -58,7 +61,9 @@ fn leg_specific(name: &str) -> bool {
 }
 
 /// The kinds of events the stand-in writes, each with the captured frame it copies
-/// (`(file, line)`, 1-based).
+/// (`(file, line)`, 1-based). Both legs copy the sofia session of capture 3 (lines 131–187:
+/// an originate through sofia to a number whose inbound call runs faxd's socket): the A leg
+/// is a sofia outbound channel, the B leg a sofia inbound one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A leg (txfax) answered.
@@ -75,6 +80,8 @@ pub enum Kind {
     HangupCompleteUnanswered,
     /// The bare CHANNEL_DATA of an outbound socket's `connect`.
     ChannelData,
+    /// The socket's channel parks when it runs its first queued message.
+    Park,
     /// B leg (the socket's channel) application start / end.
     ExecuteB,
     ExecuteCompleteB,
@@ -85,34 +92,45 @@ pub enum Kind {
     RxPage,
     RxResult,
     HangupB,
+    Unpark,
+    /// CHANNEL_EXECUTE_COMPLETE of the `socket` application itself, at hang-up.
+    ExecuteCompleteSocket,
+    /// CHANNEL_STATE to CS_HANGUP, then to CS_REPORTING.
+    StateHangup,
+    StateReporting,
     HangupCompleteB,
 }
 
 impl Kind {
     fn source(self) -> (u8, usize) {
         match self {
-            Kind::AnswerA => (2, 127),
-            Kind::BackgroundJob => (2, 129),
-            Kind::TxNegotiate => (2, 130),
-            Kind::TxPage => (2, 131),
-            Kind::TxResult => (2, 134),
+            Kind::AnswerA => (3, 162),
+            Kind::BackgroundJob => (3, 163),
+            Kind::TxNegotiate => (3, 167),
+            Kind::TxPage => (3, 170),
+            Kind::TxResult => (3, 173),
             Kind::ExecuteCompleteA => (1, 33),
-            Kind::HangupCompleteA => (2, 135),
+            Kind::HangupCompleteA => (3, 174),
             Kind::HangupCompleteUnanswered => (2, 177),
-            Kind::ChannelData => (1, 48),
-            Kind::ExecuteB => (1, 57),
-            Kind::AnswerB => (1, 58),
-            Kind::ExecuteCompleteB => (1, 59),
-            Kind::ExecuteCompleteRx => (1, 28),
-            Kind::RxNegotiate => (1, 24),
-            Kind::RxPage => (1, 25),
-            Kind::RxResult => (1, 27),
-            Kind::HangupB => (1, 62),
-            Kind::HangupCompleteB => (1, 67),
+            Kind::ChannelData => (3, 134),
+            Kind::Park => (3, 153),
+            Kind::ExecuteB => (3, 154),
+            Kind::ExecuteCompleteB => (3, 155),
+            Kind::AnswerB => (3, 164),
+            Kind::ExecuteCompleteRx => (3, 175),
+            Kind::RxNegotiate => (3, 168),
+            Kind::RxPage => (3, 169),
+            Kind::RxResult => (3, 171),
+            Kind::HangupB => (3, 177),
+            Kind::Unpark => (3, 179),
+            Kind::ExecuteCompleteSocket => (3, 180),
+            Kind::StateHangup => (3, 181),
+            Kind::StateReporting => (3, 182),
+            Kind::HangupCompleteB => (3, 183),
         }
     }
 
-    const ALL: [Kind; 18] = [
+    const ALL: [Kind; 23] = [
         Kind::AnswerA,
         Kind::BackgroundJob,
         Kind::TxNegotiate,
@@ -122,6 +140,7 @@ impl Kind {
         Kind::HangupCompleteA,
         Kind::HangupCompleteUnanswered,
         Kind::ChannelData,
+        Kind::Park,
         Kind::ExecuteB,
         Kind::ExecuteCompleteB,
         Kind::ExecuteCompleteRx,
@@ -130,8 +149,24 @@ impl Kind {
         Kind::RxPage,
         Kind::RxResult,
         Kind::HangupB,
+        Kind::Unpark,
+        Kind::ExecuteCompleteSocket,
+        Kind::StateHangup,
+        Kind::StateReporting,
         Kind::HangupCompleteB,
     ];
+
+    /// Events of a channel that has hung up: they keep the captured call state.
+    pub fn after_hangup(self) -> bool {
+        matches!(
+            self,
+            Kind::HangupCompleteA
+                | Kind::HangupCompleteUnanswered
+                | Kind::StateHangup
+                | Kind::StateReporting
+                | Kind::HangupCompleteB
+        )
+    }
 }
 
 /// One captured event, decoded.
@@ -145,7 +180,11 @@ pub struct Template {
 
 /// The raw frames of a capture file (`data` of each line), in order.
 pub fn capture_frames(file: u8) -> Vec<String> {
-    let text = if file == 1 { CAPTURE_1 } else { CAPTURE_2 };
+    let text = match file {
+        1 => CAPTURE_1,
+        2 => CAPTURE_2,
+        _ => CAPTURE_3,
+    };
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v.get("data").and_then(|d| d.as_str()).map(str::to_string))
@@ -215,7 +254,7 @@ fn parse(frame: &str) -> Template {
 pub fn get(kind: Kind) -> &'static Template {
     static ALL: OnceLock<HashMap<Kind, Template>> = OnceLock::new();
     let all = ALL.get_or_init(|| {
-        let files = [capture_frames(1), capture_frames(2)];
+        let files = [capture_frames(1), capture_frames(2), capture_frames(3)];
         Kind::ALL
             .iter()
             .map(|&k| {
@@ -263,11 +302,25 @@ pub fn render(kind: Kind, fill: &Fill<'_>) -> Vec<(String, String)> {
             .map(|(_, v)| v.clone())
     };
     let mut out: Vec<(String, String)> = Vec::new();
+    // `Hangup-Cause` is there once the channel has one, right after `Answer-State` (and
+    // first of all in HANGUP_COMPLETE), whatever the captured channel had.
+    let cause = event("Hangup-Cause").or_else(|| fill.channel.get("Hangup-Cause").cloned());
+    let has_cause = t.head.iter().any(|(n, _)| n == "Hangup-Cause");
     for (name, value) in &t.head {
+        if name == "Hangup-Cause" {
+            out.push((name.clone(), cause.clone().unwrap_or_default()));
+            continue;
+        }
         let v = event(name)
             .or_else(|| fill.channel.get(name).cloned())
             .unwrap_or_else(|| value.clone());
         out.push((name.clone(), v));
+        if name == "Answer-State"
+            && !has_cause
+            && let Some(c) = &cause
+        {
+            out.push(("Hangup-Cause".into(), c.clone()));
+        }
     }
     let leg_var = |name: &str| {
         fill.vars
