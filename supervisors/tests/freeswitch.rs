@@ -190,6 +190,31 @@ async fn each_failure_ends_the_attempt_with_the_cause_freeswitch_reports() {
         assert_eq!(doc["tx_result"]["result_code"], code, "{to}: {doc}");
         assert_eq!(doc["tx_result"]["transferred_pages"], 0, "{to}: {doc}");
     }
+    // T.38 asked for: negotiated by a far end that takes it, over audio by one that refuses
+    // the re-INVITE (the fax goes through either way).
+    for (to, t38) in [("+14155550111", true), ("+15550007000", false)] {
+        let id = admin
+            .submit(&a, to, 1, json!({"tx_options": {"t38": true}}))
+            .await;
+        let doc = admin.final_doc(&a, &id, Duration::from_secs(60)).await;
+        assert_eq!(doc["_read_only"]["status"], "completed", "{to}: {doc}");
+        assert_eq!(doc["tx_result"]["t38_used"], t38, "{to}: {doc}");
+    }
+    let asked = s
+        .standin
+        .originates()
+        .into_iter()
+        .filter(|o| o.number == "+15550007000")
+        .flat_map(|o| o.vars)
+        .filter(|(n, _)| n.starts_with("fax_enable_t38"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        asked,
+        [
+            ("fax_enable_t38".to_string(), "true".to_string()),
+            ("fax_enable_t38_request".to_string(), "true".to_string())
+        ]
+    );
     // Answered, then the far end hangs up after page 1 of 2: T.30 code 49.
     let id = admin.submit(&a, "+15550003000", 2, json!({})).await;
     let doc = admin.final_doc(&a, &id, Duration::from_secs(60)).await;
@@ -254,8 +279,9 @@ async fn a_node_lost_mid_call_ends_the_attempt_and_the_retry_sends_the_fax() {
     s.standin.shutdown();
 }
 
-/// A carrier's call to a number of a faxbox: received, stored as the box's, listed live in
-/// `faxes/incoming` while it runs (real time), gone from there when it ends.
+/// A carrier's call to a receive_fax number: listed live in `faxes/incoming` while it runs
+/// (real time), a second call meanwhile gets a busy signal (the account's `max_inbound` is
+/// 1), the fax is stored and leaves `faxes/incoming`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incoming_call_is_listed_live_then_stored() {
     let s = setup(faxd::config::LineTime::Realtime).await;
@@ -263,6 +289,15 @@ async fn an_incoming_call_is_listed_live_then_stored() {
     let b = admin.child_account("receiver").await;
     let number = "+15557650042";
     receive_fax_number(admin, &b, number).await;
+    // B receives one fax at a time.
+    let (status, v) = admin
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/accounts/{b}"),
+            Some(json!({"max_inbound": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
     let tiff = s.dir.path().join("send.tiff");
     std::fs::write(&tiff, faxd::outbound::docs::blank_tiff(1)).expect("tiff");
     let outcome = s.standin.place_inbound_call(
@@ -292,6 +327,22 @@ async fn an_incoming_call_is_listed_live_then_stored() {
     assert!(
         live["transfer_rate"].as_u64().unwrap_or(0) >= 9600,
         "{live}"
+    );
+    // A second call while B receives its limit: busy, before any answer.
+    let tiff2 = s.dir.path().join("send2.tiff");
+    std::fs::write(&tiff2, faxd::outbound::docs::blank_tiff(1)).expect("tiff");
+    let second =
+        s.standin
+            .place_inbound_call("+14155550101", number, tiff2, InboundCallOptions::default());
+    let second = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second call ends")
+        .expect("an outcome");
+    assert!(!second.result.success, "{:?}", second.result);
+    assert_eq!(
+        second.result.hangup_cause, "USER_BUSY",
+        "{:?}",
+        second.result
     );
     let outcome = tokio::time::timeout(Duration::from_secs(120), outcome)
         .await

@@ -118,7 +118,6 @@ impl Node {
             health: watch::Sender::new(NodeHealth {
                 node: addr.to_string(),
                 since_ms: crate::time::now_unix_ms(),
-                last_error: "not connected yet".into(),
                 ..NodeHealth::default()
             }),
         })
