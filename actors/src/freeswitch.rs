@@ -49,6 +49,14 @@ impl Running {
         }
     }
 
+    /// The owned task ended: a failure (the actor is restarted) unless it was told to stop.
+    fn exited(&self, msg: EngineMsg) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EngineMsg::Exited(why) if !*self.stop.borrow() => Err(why.into()),
+            EngineMsg::Exited(_) => Ok(()),
+        }
+    }
+
     async fn stop(&mut self) {
         self.stop.send_replace(true);
         if let Some(mut task) = self.task.take()
@@ -88,11 +96,7 @@ impl Actor for FsNode {
         msg: EngineMsg,
         (running, _): &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            // A loop that returns on its own was told to stop; anything else is a failure.
-            EngineMsg::Exited(why) if !*running.stop.borrow() => Err(why.into()),
-            EngineMsg::Exited(_) => Ok(()),
-        }
+        running.exited(msg)
     }
 
     async fn post_stop(
@@ -157,10 +161,7 @@ impl Actor for FsSocket {
         msg: EngineMsg,
         running: &mut Running,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            EngineMsg::Exited(why) if !*running.stop.borrow() => Err(why.into()),
-            EngineMsg::Exited(_) => Ok(()),
-        }
+        running.exited(msg)
     }
 
     async fn post_stop(

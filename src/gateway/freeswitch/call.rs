@@ -62,115 +62,30 @@ fn failure(cause: &str, sip_code: u16, text: &str) -> FaxResult {
     }
 }
 
-/// An outbound fax call (`txfax` on the A leg).
+/// What both directions track of their fax channel: the answer, mod_spandsp's result (kept
+/// until the hang-up gives the call's cause and SIP status) and the application's own
+/// complaint when it ended without a fax.
 #[derive(Debug)]
-pub struct OutboundCall {
-    uuid: String,
-    job_uuid: String,
+struct FaxLeg {
+    /// `txfax` or `rxfax`.
+    app: &'static str,
+    direction: FaxDirection,
     answered: bool,
-    /// The txfaxresult, kept until the hang-up gives the call's cause and SIP status.
     result: Option<FaxResult>,
-    /// txfax ended without a fax (its `Application-Response`).
     app_error: Option<String>,
     finished: bool,
 }
 
-impl OutboundCall {
-    /// A call whose A leg is `uuid` (`origination_uuid`), placed by the `bgapi` `job_uuid`.
-    pub fn new(uuid: &str, job_uuid: &str) -> Self {
+impl FaxLeg {
+    fn new(app: &'static str, direction: FaxDirection) -> Self {
         Self {
-            uuid: uuid.to_string(),
-            job_uuid: job_uuid.to_string(),
+            app,
+            direction,
             answered: false,
             result: None,
             app_error: None,
             finished: false,
         }
-    }
-
-    /// Whether the call's last event ([`FaxEvent::Finished`]) was given.
-    pub fn finished(&self) -> bool {
-        self.finished
-    }
-
-    /// Whether an event belongs to this call (its A leg or its originate job).
-    pub fn wants(&self, e: &Event) -> bool {
-        match e.name() {
-            Some("BACKGROUND_JOB") => e.job_uuid() == Some(self.job_uuid.as_str()),
-            _ => e.unique_id() == Some(self.uuid.as_str()),
-        }
-    }
-
-    /// Reads one event; returns what faxd learns from it.
-    pub fn on_event(&mut self, e: &Event) -> Vec<FaxEvent> {
-        if self.finished || !self.wants(e) {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        match e.name() {
-            Some("BACKGROUND_JOB") => match e.job_outcome() {
-                // `+OK <uuid>`: the far end answered (CHANNEL_ANSWER may come before it).
-                ApiOutcome::Ok(_) => self.answer(&mut out),
-                ApiOutcome::Err(cause) | ApiOutcome::Text(cause) => {
-                    let cause = cause.trim();
-                    let cause = if cause.is_empty() {
-                        "NORMAL_TEMPORARY_FAILURE"
-                    } else {
-                        cause
-                    };
-                    // Nothing on the channel settled it first: the originate's answer does.
-                    let r = failure(
-                        cause,
-                        sip_code_of_cause(cause),
-                        &format!("originate failed: {cause}"),
-                    );
-                    self.finish(r, &mut out);
-                }
-            },
-            Some("CHANNEL_ANSWER") => self.answer(&mut out),
-            Some("CUSTOM") => match SpandspEvent::from_event(e) {
-                Some(SpandspEvent::Finished {
-                    direction: FaxDirection::Tx,
-                    result,
-                }) => self.result = Some(result),
-                Some(ev @ (SpandspEvent::Negotiated(_) | SpandspEvent::Page(_))) => {
-                    self.answer(&mut out);
-                    out.push(ev.to_fax_event());
-                }
-                _ => {}
-            },
-            Some("CHANNEL_EXECUTE_COMPLETE") => {
-                if let Some(("txfax", response)) = spandsp::application_response(e)
-                    && self.result.is_none()
-                    && spandsp::result_from_variables(e).is_none()
-                    && !response.is_empty()
-                    && response != "_none_"
-                {
-                    self.app_error = Some(response.to_string());
-                }
-            }
-            Some("CHANNEL_HANGUP_COMPLETE") => {
-                let r = self.final_result(e);
-                self.finish(r, &mut out);
-            }
-            _ => {}
-        }
-        out
-    }
-
-    /// The event socket to the call's node was lost: the call ends now for faxd.
-    pub fn on_link_lost(&mut self, why: &str) -> Vec<FaxEvent> {
-        let mut out = Vec::new();
-        if self.finished {
-            return out;
-        }
-        let r = match self.result.take() {
-            // The fax itself was over; only the hang-up was not seen.
-            Some(r) => r,
-            None => failure(NODE_LOST, 503, why),
-        };
-        self.finish(r, &mut out);
-        out
     }
 
     fn answer(&mut self, out: &mut Vec<FaxEvent>) {
@@ -185,98 +100,26 @@ impl OutboundCall {
         out.push(FaxEvent::Finished(r));
     }
 
-    /// The call's result at its CHANNEL_HANGUP_COMPLETE.
-    fn final_result(&mut self, e: &Event) -> FaxResult {
-        let cause = e
-            .header("Hangup-Cause")
-            .or_else(|| e.variable("hangup_cause"))
-            .unwrap_or("NORMAL_CLEARING")
-            .to_string();
-        let sip = e
-            .variable("sip_term_status")
-            .and_then(|s| s.parse::<u16>().ok());
-        let answered = self.answered
-            || e.header("Caller-Channel-Answered-Time")
-                .and_then(|t| t.parse::<u64>().ok())
-                .is_some_and(|t| t > 0);
-        let sip_code = sip.unwrap_or(if answered {
-            200
-        } else {
-            sip_code_of_cause(&cause)
-        });
-        let mut r = match self
-            .result
-            .take()
-            .or_else(|| spandsp::result_from_variables(e))
-        {
-            Some(r) => r,
-            None => {
-                let text = match self.app_error.take() {
-                    Some(text) => text,
-                    None if answered => "the call ended before the fax started".to_string(),
-                    None => format!("the call was not answered: {cause}"),
-                };
-                failure(&cause, sip_code, &text)
-            }
-        };
-        r.hangup_cause = cause;
-        r.sip_code = sip_code;
-        r
-    }
-}
-
-/// An inbound fax call (`rxfax` on the channel an outbound-mode socket controls).
-#[derive(Debug)]
-pub struct InboundCall {
-    uuid: String,
-    answered: bool,
-    result: Option<FaxResult>,
-    app_error: Option<String>,
-    finished: bool,
-}
-
-impl InboundCall {
-    pub fn new(uuid: &str) -> Self {
-        Self {
-            uuid: uuid.to_string(),
-            answered: false,
-            result: None,
-            app_error: None,
-            finished: false,
-        }
-    }
-
-    pub fn finished(&self) -> bool {
-        self.finished
-    }
-
-    pub fn answered(&self) -> bool {
-        self.answered
-    }
-
-    /// Reads one event of the channel; returns what faxd learns from it.
-    pub fn on_event(&mut self, e: &Event) -> Vec<FaxEvent> {
-        let mut out = Vec::new();
-        if self.finished || e.unique_id() != Some(self.uuid.as_str()) {
-            return out;
-        }
+    /// Reads an event of the fax channel (already matched to it).
+    fn on_channel_event(&mut self, e: &Event, out: &mut Vec<FaxEvent>, no_fax: &str) {
         match e.name() {
-            Some("CHANNEL_ANSWER") if !self.answered => {
-                self.answered = true;
-                out.push(FaxEvent::Answered);
-            }
+            Some("CHANNEL_ANSWER") => self.answer(out),
             Some("CUSTOM") => match SpandspEvent::from_event(e) {
-                Some(SpandspEvent::Finished {
-                    direction: FaxDirection::Rx,
-                    result,
-                }) => self.result = Some(result),
+                Some(SpandspEvent::Finished { direction, result })
+                    if direction == self.direction =>
+                {
+                    self.result = Some(result)
+                }
                 Some(ev @ (SpandspEvent::Negotiated(_) | SpandspEvent::Page(_))) => {
-                    out.push(ev.to_fax_event())
+                    // Fax tones mean the call was answered, whatever came first.
+                    self.answer(out);
+                    out.push(ev.to_fax_event());
                 }
                 _ => {}
             },
             Some("CHANNEL_EXECUTE_COMPLETE") => {
-                if let Some(("rxfax", response)) = spandsp::application_response(e)
+                if let Some((app, response)) = spandsp::application_response(e)
+                    && app == self.app
                     && self.result.is_none()
                     && spandsp::result_from_variables(e).is_none()
                     && !response.is_empty()
@@ -286,55 +129,174 @@ impl InboundCall {
                 }
             }
             Some("CHANNEL_HANGUP_COMPLETE") => {
-                let cause = e
-                    .header("Hangup-Cause")
-                    .unwrap_or("NORMAL_CLEARING")
-                    .to_string();
-                let sip_code = e
-                    .variable("sip_term_status")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(if self.answered {
-                        200
-                    } else {
-                        sip_code_of_cause(&cause)
-                    });
-                let mut r = match self
-                    .result
-                    .take()
-                    .or_else(|| spandsp::result_from_variables(e))
-                {
-                    Some(r) => r,
-                    None => failure(
-                        &cause,
-                        sip_code,
-                        &self
-                            .app_error
-                            .take()
-                            .unwrap_or_else(|| "the call ended before a fax was received".into()),
-                    ),
-                };
-                r.hangup_cause = cause;
-                r.sip_code = sip_code;
-                self.finished = true;
-                out.push(FaxEvent::Finished(r));
+                let r = self.final_result(e, no_fax);
+                self.finish(r, out);
             }
             _ => {}
+        }
+    }
+
+    /// The call's result at its CHANNEL_HANGUP_COMPLETE; `no_fax` names an answered call
+    /// that ended before any fax.
+    fn final_result(&mut self, e: &Event, no_fax: &str) -> FaxResult {
+        let cause = e
+            .header("Hangup-Cause")
+            .or_else(|| e.variable("hangup_cause"))
+            .unwrap_or("NORMAL_CLEARING")
+            .to_string();
+        let answered = self.answered
+            || e.header("Caller-Channel-Answered-Time")
+                .and_then(|t| t.parse::<u64>().ok())
+                .is_some_and(|t| t > 0);
+        let sip_code = e
+            .variable("sip_term_status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(if answered {
+                200
+            } else {
+                sip_code_of_cause(&cause)
+            });
+        let mut r = match self
+            .result
+            .take()
+            .or_else(|| spandsp::result_from_variables(e))
+        {
+            Some(r) => r,
+            None => {
+                let text = match self.app_error.take() {
+                    Some(text) => text,
+                    None if answered => no_fax.to_string(),
+                    None => format!("the call was not answered: {cause}"),
+                };
+                failure(&cause, sip_code, &text)
+            }
+        };
+        r.hangup_cause = cause;
+        r.sip_code = sip_code;
+        r
+    }
+
+    /// The events stopped (link or socket lost) before the hang-up: the fax's own result if
+    /// it was over, else `unknown`.
+    fn lost(&mut self, unknown: FaxResult) -> Vec<FaxEvent> {
+        let mut out = Vec::new();
+        if !self.finished {
+            let r = self.result.take().unwrap_or(unknown);
+            self.finish(r, &mut out);
+        }
+        out
+    }
+}
+
+/// An outbound fax call (`txfax` on the A leg).
+#[derive(Debug)]
+pub struct OutboundCall {
+    uuid: String,
+    job_uuid: String,
+    leg: FaxLeg,
+}
+
+impl OutboundCall {
+    /// A call whose A leg is `uuid` (`origination_uuid`), placed by the `bgapi` `job_uuid`.
+    pub fn new(uuid: &str, job_uuid: &str) -> Self {
+        Self {
+            uuid: uuid.to_string(),
+            job_uuid: job_uuid.to_string(),
+            leg: FaxLeg::new("txfax", FaxDirection::Tx),
+        }
+    }
+
+    /// Whether the call's last event ([`FaxEvent::Finished`]) was given.
+    pub fn finished(&self) -> bool {
+        self.leg.finished
+    }
+
+    /// Whether an event belongs to this call (its A leg or its originate job).
+    pub fn wants(&self, e: &Event) -> bool {
+        match e.name() {
+            Some("BACKGROUND_JOB") => e.job_uuid() == Some(self.job_uuid.as_str()),
+            _ => e.unique_id() == Some(self.uuid.as_str()),
+        }
+    }
+
+    /// Reads one event; returns what faxd learns from it.
+    pub fn on_event(&mut self, e: &Event) -> Vec<FaxEvent> {
+        let mut out = Vec::new();
+        if self.leg.finished || !self.wants(e) {
+            return out;
+        }
+        if e.name() != Some("BACKGROUND_JOB") {
+            self.leg
+                .on_channel_event(e, &mut out, "the call ended before the fax started");
+            return out;
+        }
+        match e.job_outcome() {
+            // `+OK <uuid>`: the far end answered (CHANNEL_ANSWER may come before it).
+            ApiOutcome::Ok(_) => self.leg.answer(&mut out),
+            // Nothing on the channel settled it first: the originate's answer does.
+            ApiOutcome::Err(cause) | ApiOutcome::Text(cause) => {
+                let cause = match cause.trim() {
+                    "" => "NORMAL_TEMPORARY_FAILURE",
+                    c => c,
+                };
+                let r = failure(
+                    cause,
+                    sip_code_of_cause(cause),
+                    &format!("originate failed: {cause}"),
+                );
+                self.leg.finish(r, &mut out);
+            }
+        }
+        out
+    }
+
+    /// The event socket to the call's node was lost: the call ends now for faxd.
+    pub fn on_link_lost(&mut self, why: &str) -> Vec<FaxEvent> {
+        self.leg.lost(failure(NODE_LOST, 503, why))
+    }
+}
+
+/// An inbound fax call (`rxfax` on the channel an outbound-mode socket controls).
+#[derive(Debug)]
+pub struct InboundCall {
+    uuid: String,
+    leg: FaxLeg,
+}
+
+impl InboundCall {
+    pub fn new(uuid: &str) -> Self {
+        Self {
+            uuid: uuid.to_string(),
+            leg: FaxLeg::new("rxfax", FaxDirection::Rx),
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        self.leg.finished
+    }
+
+    pub fn answered(&self) -> bool {
+        self.leg.answered
+    }
+
+    /// Reads one event of the channel; returns what faxd learns from it.
+    pub fn on_event(&mut self, e: &Event) -> Vec<FaxEvent> {
+        let mut out = Vec::new();
+        if !self.leg.finished && e.unique_id() == Some(self.uuid.as_str()) {
+            self.leg
+                .on_channel_event(e, &mut out, "the call ended before a fax was received");
         }
         out
     }
 
     /// The socket closed (the channel is gone, or FreeSWITCH died) before the hang-up event.
     pub fn on_closed(&mut self, why: &str) -> Vec<FaxEvent> {
-        if self.finished {
-            return Vec::new();
-        }
-        self.finished = true;
-        let r = match self.result.take() {
-            Some(r) => r,
-            None if self.answered => failure(NODE_LOST, 503, why),
-            None => failure("ORIGINATOR_CANCEL", 487, why),
+        let unknown = if self.leg.answered {
+            failure(NODE_LOST, 503, why)
+        } else {
+            failure("ORIGINATOR_CANCEL", 487, why)
         };
-        vec![FaxEvent::Finished(r)]
+        self.leg.lost(unknown)
     }
 }
 
