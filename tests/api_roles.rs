@@ -340,7 +340,16 @@ async fn roles_plain_user_route_table(store: SharedStore, dir: Dir) {
                 a.body
             );
             if plain_user_may(&method, &path, on_self) {
-                assert!(a.status.is_success(), "{what}: {} {}", a.status, a.body);
+                // No fax is being received in this world: a live call's route, once the user
+                // is let through, finds none.
+                let no_live_call =
+                    path.contains("/faxes/incoming/") && a.status == StatusCode::NOT_FOUND;
+                assert!(
+                    a.status.is_success() || no_live_call,
+                    "{what}: {} {}",
+                    a.status,
+                    a.body
+                );
                 allowed += 1;
             } else {
                 assert_error(&a, StatusCode::FORBIDDEN, "forbidden", &what);

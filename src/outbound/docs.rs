@@ -54,11 +54,21 @@ impl DocumentSource for ConvertedDocuments {
                 Stored::Convert(c) => DocumentError::Conversion(c.to_string()),
                 Stored::Store(s) => DocumentError::Store(s),
             })?;
-        let mut file = crate::files::create_private(dest).await?;
+        let part = part_of(dest);
+        let mut file = crate::files::create_private(&part).await?;
         file.write_all(&doc.tiff).await?;
         file.flush().await?;
+        tokio::fs::rename(&part, dest).await?;
         Ok(doc.pages)
     }
+}
+
+/// Where a cached document is written before it is renamed to `dest`, so the fax file never
+/// exists half-written (a reader of the cache finds it whole or not at all).
+fn part_of(dest: &Path) -> std::path::PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
 }
 
 /// Reads the job's stored `fax_file.tiff` as it is (no conversion).
@@ -74,7 +84,8 @@ impl DocumentSource for StoredTiff {
             .get_attachment(&Db::Faxes, job_id, FAX_FILE)
             .await?
             .ok_or_else(|| DocumentError::Missing(format!("job {job_id} has no {FAX_FILE}")))?;
-        let mut file = crate::files::create_private(dest).await?;
+        let part = part_of(dest);
+        let mut file = crate::files::create_private(&part).await?;
         let mut head = Vec::new();
         let mut body = att.body;
         while let Some(chunk) = body.next().await {
@@ -85,6 +96,7 @@ impl DocumentSource for StoredTiff {
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
+        tokio::fs::rename(&part, dest).await?;
         Ok(tiff_pages(&head).unwrap_or(1))
     }
 }
