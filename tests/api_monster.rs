@@ -290,6 +290,20 @@ async fn answers_leave_out_optional_keys_without_a_value(store: SharedStore, dir
     api.allow_any_caller_id(&root, &a).await;
     let acc = format!("/v2/accounts/{}", a.id);
     let mut answers = Vec::new();
+    // The account and admin a first start (or `root_tenant`) creates without the API.
+    answers.push((
+        "GET bootstrap account",
+        api.get(&format!("/v2/accounts/{}", root.id), &root.token)
+            .await,
+    ));
+    answers.push((
+        "GET bootstrap admin",
+        api.get(
+            &format!("/v2/accounts/{}/users/{}", root.id, root.user_id),
+            &root.token,
+        )
+        .await,
+    ));
     // Accounts: the document, a child made with a name only, the listings.
     answers.push(("GET account", api.get(&acc, &a.token).await));
     let child = api
