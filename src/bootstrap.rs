@@ -150,7 +150,8 @@ pub async fn create_account(
     Ok(saved)
 }
 
-/// Creates a user in an account.
+/// Creates a user in an account, named "Account Admin" as the maintenance command names the
+/// admin of a new account (the users schema wants both names, non-empty).
 pub async fn create_user(
     store: &SharedStore,
     account: &AccountId,
@@ -163,8 +164,8 @@ pub async fn create_user(
     let doc = json!({
         "_id": new_id(),
         "username": username.to_lowercase(),
-        "first_name": username,
-        "last_name": "",
+        "first_name": "Account",
+        "last_name": "Admin",
         "priv_level": priv_level,
         "enabled": true,
         "timezone": "UTC",

@@ -13,7 +13,7 @@
 //! | any valid token | describe or revoke itself (`token_auth`) |
 //! | admin of the account or of an ancestor (a user with `priv_level: admin`, or an API-key token, which only admins can read) | everything under `/v2/accounts/{A}`: the account, child accounts, users, `api_key`, faxboxes, callflows, faxes |
 //! | admin of a superduper account | also `system_configs` |
-//! | plain user (`priv_level: user`), in their own account only | read the account document, its faxboxes and `apps_store`; read and change their own user document except `priv_level` and `enabled`; every fax route of the account (see below) |
+//! | plain user (`priv_level: user`), in their own account only | read the account document, its faxboxes, `apps_store`, `ledgers/total` and `limits`; read and change their own user document except `priv_level` and `enabled`; every fax route of the account (see below) |
 //!
 //! Faxes are the account's shared work, as in Kazoo's fax app (any token of the account may
 //! use every `cb_faxes` route): a plain user may submit faxes, list and read the account's
@@ -104,6 +104,10 @@ pub fn access(method: &Method, pattern: &str) -> Access {
         ["v2", "accounts"] => Access::OwnAccountAdmin,
         ["v2", "accounts", _] if read => Access::Member,
         ["v2", "accounts", _, "apps_store", ..] => Access::Member,
+        // Monster's first-use walkthrough reads these for whoever logs in.
+        ["v2", "accounts", _, "ledgers", "total"] | ["v2", "accounts", _, "limits"] if read => {
+            Access::Member
+        }
         ["v2", "accounts", _, "faxboxes"] | ["v2", "accounts", _, "faxboxes", _] if read => {
             Access::Member
         }

@@ -219,6 +219,15 @@ pub async fn respond_account_doc(
     Ok(respond_doc(&req, &state, StatusCode::OK, &doc))
 }
 
+/// A summary row without its keys that have no value: Kazoo's listing views emit only what
+/// a document has, and clients tell "absent" from `null`.
+fn without_nulls(row: Value) -> Value {
+    match row {
+        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        other => other,
+    }
+}
+
 /// Answers a listing page.
 pub fn respond_list(
     req: &HttpRequest,
@@ -227,6 +236,7 @@ pub fn respond_list(
     next_start_key: Option<String>,
     paging: &Paging,
 ) -> HttpResponse {
+    let rows: Vec<Value> = rows.into_iter().map(without_nulls).collect();
     let mut extra = Map::new();
     if paging.paginate {
         extra.insert("page_size".into(), json!(rows.len()));

@@ -1,6 +1,8 @@
 //! What Monster UI needs beyond the resources: `apps_store` listing the fax app (login fails
-//! without it). `storage`, `whitelabel`, `alerts` and the like are answered 404 by the router,
-//! which Monster tolerates.
+//! without it), and the two billing reads of Monster's first-use walkthrough,
+//! `ledgers/total` and `limits`, answered as Kazoo answers an account without billing (a 404
+//! there pops an error dialog over the fax app). `storage`, `whitelabel`, `alerts` and the
+//! like are answered 404 by the router, which Monster tolerates.
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -28,7 +30,45 @@ pub fn endpoints() -> Vec<Endpoint> {
             "One app",
             || web::get().to(app),
         ),
+        ep(
+            Method::GET,
+            &format!("{a}/ledgers/total"),
+            "Ledger balance (faxd keeps no ledgers: 0)",
+            || web::get().to(ledgers_total),
+        ),
+        ep(
+            Method::GET,
+            &format!("{a}/limits"),
+            "Call limits (faxd keeps none: Kazoo's defaults)",
+            || web::get().to(limits),
+        ),
     ]
+}
+
+/// `GET …/ledgers/total`: the balance of the account's ledgers in currency units. faxd
+/// records no ledger entries, so it is zero, which is what Kazoo reports for an account
+/// that never had a ledger.
+async fn ledgers_total(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    account_request(&req, &state, None).await?;
+    Ok(super::envelope::success(
+        &req,
+        &state.node,
+        json!({"amount": 0.0}),
+    ))
+}
+
+/// `GET …/limits`: what Kazoo answers for an account without a `limits` document (faxd
+/// keeps none): the document's fixed id and the schema default `allow_prepay: true`.
+async fn limits(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    account_request(&req, &state, None).await?;
+    Ok(super::envelope::success(
+        &req,
+        &state.node,
+        json!({"id": "limits", "allow_prepay": true}),
+    ))
 }
 
 fn fax_row(req: &HttpRequest, account_id: &str) -> Value {
@@ -40,7 +80,6 @@ fn fax_row(req: &HttpRequest, account_id: &str) -> Value {
                             "extended_description": "Faxboxes, inbox and outbox"}},
         "tags": ["admin"],
         "api_url": app["api_url"],
-        "source_url": "",
         "account_id": account_id,
         "users": [],
         "allowed_users": "all",

@@ -149,7 +149,9 @@ fn account_enabled(doc: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The fax app row Monster's app list needs.
+/// The fax app row Monster's app list needs. It has no `source_url`: Monster loads an app
+/// from wherever a present `source_url` points (even `""`), and the fax app is served with
+/// Monster itself.
 pub fn fax_app(req: &HttpRequest) -> Value {
     let conn = req.connection_info();
     // A request without a Host header is answered with the address it came in on.
@@ -164,7 +166,6 @@ pub fn fax_app(req: &HttpRequest) -> Value {
         "id": super::monster::FAX_APP_ID,
         "name": "fax",
         "api_url": format!("{}://{}/v2/", conn.scheme(), host),
-        "source_url": "",
         "label": "Fax",
     })
 }
@@ -194,7 +195,6 @@ pub async fn auth_data(
     let tree = request::tree_of(account_doc);
     let mut data = json!({
         "account_id": account_id,
-        "account_name": account_doc.get("name").cloned().unwrap_or(Value::Null),
         "language": language,
         "apps": [fax_app(req)],
         "reseller_id": super::accounts::reseller_of(state, account_doc).await?,
@@ -202,6 +202,9 @@ pub async fn auth_data(
         "is_master_account": tree.is_empty(),
         "capabilities": {},
     });
+    if let Some(name) = account_doc.get("name").filter(|n| !n.is_null()) {
+        data["account_name"] = name.clone();
+    }
     if let Some(o) = owner_id {
         data["owner_id"] = json!(o);
     }

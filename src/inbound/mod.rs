@@ -390,7 +390,6 @@ pub fn inbox_doc(
         "media_type": "tiff",
         "to_number": call.to,
         "from_number": call.from_number,
-        "from_name": call.from_name,
         "call_id": call.call_id,
         "timestamp": now_gregorian,
         "rx_result": rx_result(result, started_ms, finished_ms),
@@ -405,6 +404,10 @@ pub fn inbox_doc(
         "pvt_size": size,
         "pvt_callflow_id": receiver.callflow_id,
     });
+    // A caller without a name has none, rather than an empty one.
+    if !call.from_name.is_empty() {
+        doc["from_name"] = json!(call.from_name);
+    }
     if let Some(o) = &receiver.owner_id {
         doc["owner_id"] = json!(o);
     }

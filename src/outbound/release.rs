@@ -57,7 +57,9 @@ impl Outcome {
 }
 
 /// The fields of a call's result shared by `tx_result` and `rx_result`; `result_text` is
-/// the caller's summary of the call.
+/// the caller's summary of the call. `fax_result_text` is kept as the engine gave it, even
+/// empty; the station ids and the resolution are left out when the engine had none (a call
+/// that never reached T.30), as Kazoo leaves out what FreeSWITCH did not set.
 pub fn call_fields(m: &mut Map<String, Value>, r: &FaxResult, result_text: &str) {
     m.insert("result_code".into(), json!(r.sip_code));
     m.insert("result_cause".into(), json!(r.hangup_cause));
@@ -69,11 +71,27 @@ pub fn call_fields(m: &mut Map<String, Value>, r: &FaxResult, result_text: &str)
     m.insert("transfer_rate".into(), json!(r.transfer_rate));
     m.insert("ecm_used".into(), json!(r.ecm_used));
     m.insert("t38_used".into(), json!(r.t38_used));
-    m.insert("remote_station_id".into(), json!(r.remote_station_id));
-    m.insert("local_station_id".into(), json!(r.local_station_id));
+    for (key, value) in [
+        ("remote_station_id", &r.remote_station_id),
+        ("local_station_id", &r.local_station_id),
+        ("image_resolution", &r.image_resolution),
+    ] {
+        if !value.is_empty() {
+            m.insert(key.into(), json!(value));
+        }
+    }
     m.insert("bad_rows".into(), json!(r.bad_rows));
     m.insert("longest_bad_row_run".into(), json!(r.longest_bad_row_run));
-    m.insert("image_resolution".into(), json!(r.image_resolution));
+}
+
+/// The `result_text` of a transmission: the T.30 text, or, for a call that never got that
+/// far (busy, no answer, rejected), its hangup cause, which is what a user needs to read.
+pub fn call_text(r: &FaxResult) -> &str {
+    if r.fax_result_text.is_empty() {
+        &r.hangup_cause
+    } else {
+        &r.fax_result_text
+    }
 }
 
 /// The `tx_result` object of an attempt.
@@ -91,7 +109,7 @@ pub fn tx_result(
     m.insert("finished".into(), json!(finished_ms));
     m.insert("time_elapsed".into(), json!(elapsed));
     match outcome {
-        Outcome::Call(r) => call_fields(&mut m, r, &r.fax_result_text),
+        Outcome::Call(r) => call_fields(&mut m, r, call_text(r)),
         Outcome::Failure {
             sip_code,
             cause,
@@ -311,6 +329,11 @@ mod tests {
         assert_eq!(r["finished"], 2);
         assert_eq!(r["success"], false);
         assert_eq!(r["fax_result_code"], 0);
+        // Never answered: the cause is the text; the engine's own (empty) text is kept.
+        assert_eq!(r["result_text"], "USER_BUSY");
+        assert_eq!(r["fax_result_text"], "");
+        assert!(r.get("remote_station_id").is_none());
+        assert!(r.get("image_resolution").is_none());
         let t = tx_result(&Outcome::timeout("send"), 1, 2, 0, &TxOptions::default());
         assert_eq!(t["result_text"], "fax job timed out - send");
         assert_eq!(t["result_code"], 500);

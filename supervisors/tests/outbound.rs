@@ -358,6 +358,8 @@ async fn busy_number_is_tried_retries_times_then_fails(store: SharedStore) {
     assert_eq!(doc["reschedule_rule"], "busy");
     assert_eq!(doc["tx_result"]["result_cause"], "USER_BUSY");
     assert_eq!(doc["tx_result"]["result_code"], 486);
+    // Never answered: the cause is what the user reads as the reason.
+    assert_eq!(doc["tx_result"]["result_text"], "USER_BUSY");
     let calls: Vec<_> = engine
         .gw
         .originated()
