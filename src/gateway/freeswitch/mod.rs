@@ -128,13 +128,17 @@ impl FreeswitchGateway {
                 &o.ring_timeout.as_secs().max(1).to_string(),
             );
         // Empty values cannot be written (they would unset the variable): leave them out.
-        for (name, value) in [
-            ("fax_ident", &fax.fax_identity_number),
-            ("fax_header", &fax.fax_identity_name),
-            ("origination_caller_id_number", &fax.from_number),
-            ("origination_caller_id_name", &fax.from_name),
+        for (name, value, url_decoded) in [
+            ("fax_ident", &fax.fax_identity_number, true),
+            ("fax_header", &fax.fax_identity_name, true),
+            ("origination_caller_id_number", &fax.from_number, false),
+            ("origination_caller_id_name", &fax.from_name, false),
         ] {
-            let value = writable(value);
+            let mut value = writable(value);
+            // mod_spandsp URL-decodes these two before use: a `%` must arrive as `%25`.
+            if url_decoded {
+                value = value.replace('%', "%25");
+            }
             if !value.is_empty() {
                 orig = orig.var(name, &value);
             }
@@ -270,5 +274,50 @@ impl Gateway for FreeswitchGateway {
             node2.release_call(&uuid, &job);
         });
         Ok(call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::TxOptions;
+
+    fn fax(header: &str, from_name: &str) -> OutboundFax {
+        OutboundFax {
+            job_id: "j1".into(),
+            call_id: "0123456789abcdef0123456789abcdef".into(),
+            to: "+15550199".into(),
+            from_number: "+15550100".into(),
+            from_name: from_name.into(),
+            fax_identity_number: "+15550100".into(),
+            fax_identity_name: header.into(),
+            document: "/tmp/x.tiff".into(),
+            document_url: None,
+            options: TxOptions::default(),
+        }
+    }
+
+    #[test]
+    fn the_originate_carries_the_job_as_freeswitch_reads_it() {
+        let gw = FreeswitchGateway::new(FreeswitchSection::default());
+        let uuid = link::dashed("0123456789abcdef0123456789abcdef");
+        assert_eq!(uuid, "01234567-89ab-cdef-0123-456789abcdef");
+        let cmd = gw
+            .originate_command(&fax("100% {draft} a:_:b", ""), &uuid, "/cache/x.tiff")
+            .expect("command");
+        assert!(
+            cmd.starts_with("originate {origination_uuid=01234567-89ab-cdef-0123-456789abcdef,"),
+            "{cmd}"
+        );
+        assert!(
+            cmd.ends_with("}sofia/gateway/carrier/+15550199 &txfax(/cache/x.tiff)"),
+            "{cmd}"
+        );
+        // mod_spandsp URL-decodes the header; braces and `:_:` cannot be carried.
+        assert!(cmd.contains("fax_header='100%25 (draft) a: :b'"), "{cmd}");
+        assert!(cmd.contains("fax_enable_t38=false"), "{cmd}");
+        assert!(cmd.contains("originate_timeout=40"), "{cmd}");
+        // An empty caller name is left out rather than unsetting the variable.
+        assert!(!cmd.contains("origination_caller_id_name"), "{cmd}");
     }
 }
