@@ -1,5 +1,6 @@
 //! The file_proxy actor on a real socket: it serves a job's registered TIFF only while the job
-//! is registered, only with the right token, only to allowed addresses; everything else is 404.
+//! is registered, only with the right token, once, only to allowed addresses; everything else is
+//! 404.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -54,11 +55,20 @@ async fn serves_registered_jobs_to_allowed_addresses_only() {
     let token = ctx.files.register("job1", cached.clone());
     let url = format!("{base}{}", FileRegistry::url_path("job1", &token));
 
+    // The right URL from an address that is not allowed: 404, and the token is not spent.
+    let stranger = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(get(&stranger, &url).await.0, 404);
+
     let allowed = reqwest::Client::new();
     let (status, ctype, body) = get(&allowed, &url).await;
     assert_eq!(status, 200);
     assert_eq!(ctype.as_deref(), Some("image/tiff"));
     assert_eq!(body, std::fs::read(&cached).unwrap());
+    // The token serves one fetch.
+    assert_eq!(get(&allowed, &url).await.0, 404);
 
     // Wrong token, unknown job, other paths: 404.
     let wrong = format!("{base}{}", FileRegistry::url_path("job1", "0123"));
@@ -71,14 +81,10 @@ async fn serves_registered_jobs_to_allowed_addresses_only() {
         404
     );
 
-    // The right URL from an address that is not allowed: 404 as well.
-    let stranger = reqwest::Client::builder()
-        .local_address("127.0.0.2".parse::<IpAddr>().unwrap())
-        .build()
-        .unwrap();
-    assert_eq!(get(&stranger, &url).await.0, 404);
-
-    // Once the worker unregisters the job (it finished), the file is no longer served.
+    // Once the worker unregisters the job (it finished), the file is no longer served, not
+    // even under a token that was never used.
+    let token = ctx.files.register("job1", cached.clone());
+    let url = format!("{base}{}", FileRegistry::url_path("job1", &token));
     ctx.files.unregister("job1");
     assert_eq!(get(&allowed, &url).await.0, 404);
 

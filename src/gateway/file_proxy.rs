@@ -25,7 +25,7 @@ struct Entry {
 }
 
 /// The documents currently served, by job id (one per job). Cheap to clone; shared by the
-/// workers (register/unregister) and the HTTP handlers (lookup).
+/// workers (register/unregister) and the HTTP handlers (take: a token serves one fetch).
 #[derive(Clone, Debug, Default)]
 pub struct FileRegistry {
     entries: Arc<Mutex<HashMap<String, Entry>>>,
@@ -61,6 +61,18 @@ impl FileRegistry {
         let map = self.lock();
         let e = map.get(job_id)?;
         constant_time_eq(e.token.as_bytes(), token.as_bytes()).then(|| e.path.clone())
+    }
+
+    /// Like [`FileRegistry::lookup`], and spends the token: a document URL is good for one
+    /// fetch (the job stays registered, under no token, until it is unregistered).
+    pub fn take(&self, job_id: &str, token: &str) -> Option<PathBuf> {
+        let mut map = self.lock();
+        let e = map.get_mut(job_id)?;
+        if e.token.is_empty() || !constant_time_eq(e.token.as_bytes(), token.as_bytes()) {
+            return None;
+        }
+        e.token.clear();
+        Some(e.path.clone())
     }
 
     /// How many jobs are being served.
@@ -145,9 +157,11 @@ async fn fetch(
     let allowed = req
         .peer_addr()
         .is_some_and(|peer| state.allow.allows(peer.ip()));
+    // Only an allowed client spends the (one-time) token.
     let found = file
         .strip_suffix(".tiff")
-        .and_then(|token| state.files.lookup(&job_id, token));
+        .filter(|_| allowed)
+        .and_then(|token| state.files.take(&job_id, token));
     let (Some(path), true) = (found, allowed) else {
         tracing::debug!(%job_id, peer = ?req.peer_addr(), allowed, "file_proxy: 404");
         return HttpResponse::NotFound().finish();
@@ -209,6 +223,10 @@ mod tests {
         let t2 = r.register("job1", "/tmp/b.tiff".into());
         assert_eq!(r.lookup("job1", &t), None);
         assert_eq!(r.lookup("job1", &t2), Some(PathBuf::from("/tmp/b.tiff")));
+        assert_eq!(r.take("job1", &t2), Some(PathBuf::from("/tmp/b.tiff")));
+        assert_eq!(r.take("job1", &t2), None, "a token serves once");
+        assert_eq!(r.take("job1", ""), None);
+        assert_eq!(r.len(), 1, "still registered until the call ends");
         r.unregister("job1");
         assert!(r.is_empty());
         assert_eq!(r.lookup("job1", &t2), None);
