@@ -12,9 +12,8 @@ use faxd::gateway::esl::urlenc;
 
 const CAPTURE_1: &str = include_str!("../../tests/fixtures/esl/freeswitch-1.10.12-capture.jsonl");
 const CAPTURE_2: &str = include_str!("../../tests/fixtures/esl/freeswitch-1.10.12-capture-2.jsonl");
-/// The outbound-mode rxfax sessions (sofia and loopback legs, faxd's own socket), copied
-/// from the capture of the FreeSWITCH configuration work.
-const CAPTURE_3: &str = include_str!("../tests/fixtures/esl/freeswitch-1.10.12-capture-3.jsonl");
+/// The outbound-mode rxfax sessions (sofia and loopback legs, faxd's own socket).
+const CAPTURE_3: &str = include_str!("../../tests/fixtures/esl/freeswitch-1.10.12-capture-3.jsonl");
 
 /// Channel variables the captured calls got from their `originate {…}` block: in an event
 /// they are replaced, at the position of the first one, by the variables of the call's own

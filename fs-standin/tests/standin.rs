@@ -20,7 +20,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 fn capture_3_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/esl/freeswitch-1.10.12-capture-3.jsonl")
+        .join("../tests/fixtures/esl/freeswitch-1.10.12-capture-3.jsonl")
 }
 
 /// Capture 3 as `(mode, dir, data)`.
