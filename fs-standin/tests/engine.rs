@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use faxd::config::FreeswitchSection;
 use faxd::gateway::freeswitch::FreeswitchGateway;
+use faxd::gateway::freeswitch::link::Node;
 use faxd::gateway::tiff::{self, Compression, FAX_WIDTH, FINE_DPI, Page};
 use faxd::gateway::{FaxEvent, FaxResult, Gateway, OutboundFax, TxOptions};
 use faxd_fs_standin::{Config, StandIn};
@@ -15,6 +16,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Waits (bounded) until the node's link is `up` or down, as its health reports it.
+async fn link_state(node: &Node, up: bool) {
+    let mut health = node.subscribe();
+    tokio::time::timeout(DEADLINE, health.wait_for(|h| h.connected == up))
+        .await
+        .unwrap_or_else(|_| panic!("the link to {} never became {up}", node.addr()))
+        .expect("the node is gone");
+}
 
 fn document(dir: &Path, pages: u32) -> PathBuf {
     let path = dir.join(format!("doc-{pages}.tiff"));
@@ -87,13 +97,8 @@ async fn run_fax(to: &str, pages: u32) -> (Vec<FaxEvent>, FaxResult, StandIn) {
         tokio::spawn(n.clone().run(stop.clone()));
     }
     // The node link is up once it authenticated and subscribed.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !gw.nodes().iter().all(|n| n.connected()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for n in gw.nodes() {
+        link_state(n, true).await;
     }
     let fax = OutboundFax {
         job_id: "job1".into(),
@@ -279,13 +284,8 @@ async fn faxd_sends_a_fax_to_itself_through_the_standin() {
     for n in gw.nodes() {
         tokio::spawn(n.clone().run(stop.clone()));
     }
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !gw.nodes().iter().all(|n| n.connected()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for n in gw.nodes() {
+        link_state(n, true).await;
     }
     let fax = OutboundFax {
         job_id: "job2".into(),
@@ -364,20 +364,10 @@ async fn faxd_reconnects_after_drops_and_pauses() {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let node = gw.nodes()[0].clone();
     tokio::spawn(node.clone().run(stop));
-    let wait = |up: bool| {
-        let node = node.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + DEADLINE;
-            while node.connected() != up {
-                assert!(tokio::time::Instant::now() < deadline, "link never {up}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
-    wait(true).await;
+    link_state(&node, true).await;
     s.pause_listener(Duration::from_millis(1500));
     s.drop_connections();
-    wait(false).await;
-    wait(true).await;
+    link_state(&node, false).await;
+    link_state(&node, true).await;
     let _ = stop_tx.send(true);
 }

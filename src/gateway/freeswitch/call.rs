@@ -275,10 +275,6 @@ impl InboundCall {
         self.leg.finished
     }
 
-    pub fn answered(&self) -> bool {
-        self.leg.answered
-    }
-
     /// Reads one event of the channel; returns what faxd learns from it.
     pub fn on_event(&mut self, e: &Event) -> Vec<FaxEvent> {
         let mut out = Vec::new();
