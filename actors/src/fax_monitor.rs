@@ -10,7 +10,11 @@
 //! was not renewed for a lease time. A holder that cannot renew in time steps down before
 //! anyone can take over: it stops its fax_jobs at once (transmissions in flight finish and
 //! release normally). On the embedded store (`Settings::leader` is `None`) the node always
-//! schedules.
+//! schedules. The lease rounds run in a task of their own (the lease keeper), never in the
+//! monitor's handler: a long scheduling pass (hundreds of queues to start while the store is
+//! slow) must not delay a renewal, or the leader would step down and take over again in a
+//! loop. The keeper opens and closes the gate and tells the monitor when the lease is taken
+//! (`Took`) or lost (`Lost`).
 //!
 //! The leader is woken by the change feed of the `faxes` database: a forwarding task hands
 //! it batches of changes, one `Changed` call at a time, so bursts coalesce into one
@@ -37,6 +41,7 @@ use faxd::model::JobStatus;
 use faxd::outbound::leader::{self, Claim, LEADER_DOC, Watch};
 use faxd::outbound::{Job, lease};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::Notify;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -50,10 +55,11 @@ pub enum MonitorMsg {
     Changed(RpcReplyPort<()>),
     /// Safety sweep and lease recovery (periodic, and once at start).
     Sweep,
-    /// Renew, or look at, the outbound leader lease (periodic).
-    Lease,
-    /// The lease document changed (the holder may have released it).
-    LeaseChanged,
+    /// The lease keeper took (or renewed after a lapse) the outbound leader lease: the gate
+    /// is open, scheduling starts here.
+    Took { taken: bool },
+    /// The lease keeper lost the lease (why): the gate is closed, the queues stop.
+    Lost(String),
 }
 
 impl ractor::Message for MonitorMsg {}
@@ -64,22 +70,19 @@ pub struct MonitorState {
     env: Arc<Env>,
     feed: Option<JoinHandle<()>>,
     sweep: Option<JoinHandle<()>>,
-    lease_timer: Option<JoinHandle<()>>,
+    /// The lease keeper task (a cluster store only).
+    keeper: Option<JoinHandle<()>>,
     /// The running pass over stranded intakes, if any (one at a time).
     intakes: Option<JoinHandle<()>>,
     leader: Leadership,
 }
 
-/// This node's view of the outbound leader lease.
+/// The monitor's view of the outbound leader lease (the keeper holds the protocol's state).
 struct Leadership {
     /// `None`: always the leader.
     lease: Option<LeaderLease>,
+    /// Scheduling here (since the keeper's last `Took`, until its `Lost` or the gate closed).
     leading: bool,
-    /// The lease is ours until then (from the start of the last successful renewal).
-    valid_until: Option<Instant>,
-    watch: Watch,
-    /// The holder last seen (for logs).
-    holder: Option<String>,
     /// Accounts whose fax_jobs this node woke while leading (stopped when it steps down;
     /// a queue also stops by itself at its next pass once the gate is closed).
     queues: HashSet<AccountId>,
@@ -98,6 +101,8 @@ impl Actor for FaxMonitor {
     ) -> Result<MonitorState, ActorProcessingErr> {
         let mut changes = env.ctx.store.subscribe(&Db::Faxes).await?;
         let me = myself.clone();
+        let look = Arc::new(Notify::new());
+        let look_now = look.clone();
         // Forwards the change feed: waits for a change, drains what else arrived, and asks
         // the monitor to schedule (one request outstanding at a time). Changes of the lease
         // document only tell a watching node to look at the lease.
@@ -124,8 +129,8 @@ impl Actor for FaxMonitor {
                         Err(_) => break,
                     }
                 }
-                if lease_doc && me.cast(MonitorMsg::LeaseChanged).is_err() {
-                    return;
+                if lease_doc {
+                    look_now.notify_one();
                 }
                 if !jobs {
                     continue;
@@ -140,19 +145,27 @@ impl Actor for FaxMonitor {
         });
         let sweep = myself.send_interval(env.settings.sweep, || MonitorMsg::Sweep);
         let lease = env.settings.leader;
-        let lease_timer = lease.map(|l| myself.send_interval(l.renew, || MonitorMsg::Lease));
+        let keeper = lease.map(|cfg| {
+            let keeper = Keeper {
+                env: env.clone(),
+                cfg,
+                monitor: myself.clone(),
+                leading: false,
+                valid_until: None,
+                watch: Watch::default(),
+                holder: None,
+            };
+            tokio::spawn(keeper.run(look))
+        });
         Ok(MonitorState {
             env,
             feed: Some(feed),
             sweep: Some(sweep),
-            lease_timer,
+            keeper,
             intakes: None,
             leader: Leadership {
                 lease,
                 leading: lease.is_none(),
-                valid_until: None,
-                watch: Watch::default(),
-                holder: None,
                 queues: HashSet::new(),
             },
         })
@@ -160,14 +173,13 @@ impl Actor for FaxMonitor {
 
     async fn post_start(
         &self,
-        myself: ActorRef<MonitorMsg>,
+        _myself: ActorRef<MonitorMsg>,
         st: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
-        // This node's own leftovers (a restart) are recovered whoever leads.
+        // This node's own leftovers (a restart) are recovered whoever leads; on a cluster
+        // store the keeper's `Took` starts scheduling.
         st.recover().await;
-        if st.leader.lease.is_some() {
-            myself.cast(MonitorMsg::Lease)?;
-        } else {
+        if st.leader.lease.is_none() {
             st.schedule().await;
             st.resume_stranded();
         }
@@ -182,7 +194,7 @@ impl Actor for FaxMonitor {
         for h in [
             st.feed.take(),
             st.sweep.take(),
-            st.lease_timer.take(),
+            st.keeper.take(),
             st.intakes.take(),
         ]
         .into_iter()
@@ -223,74 +235,37 @@ impl Actor for FaxMonitor {
                     st.resume_stranded();
                 }
             }
-            MonitorMsg::Lease => st.lease_round().await,
-            MonitorMsg::LeaseChanged => {
-                if !st.leader.leading {
-                    st.lease_round().await;
+            MonitorMsg::Took { taken } => {
+                // The gate may have closed again while this message waited.
+                if st.env.gate.is_open() {
+                    if !st.leader.leading {
+                        info!(
+                            taken,
+                            "holding the outbound leader lease: scheduling outbound faxes"
+                        );
+                    }
+                    st.leader.leading = true;
+                    // A former leader's jobs whose lease ran out are requeued here.
+                    st.recover().await;
+                    st.schedule().await;
+                    st.resume_stranded();
                 }
             }
+            MonitorMsg::Lost(why) => st.step_down(&why),
         }
         Ok(())
     }
 }
 
 impl MonitorState {
-    /// Whether this node schedules now. A holder whose lease ran out without a renewal
-    /// steps down here, before it starts anything more.
+    /// Whether this node schedules now. When the gate closed without a `Lost` yet (the
+    /// lease ran out before the keeper could renew it), the queues stop here, before
+    /// anything more starts.
     fn leading(&mut self) -> bool {
-        if self.leader.leading
-            && self
-                .leader
-                .valid_until
-                .is_some_and(|until| Instant::now() >= until)
-        {
+        if self.leader.leading && self.leader.lease.is_some() && !self.env.gate.is_open() {
             self.step_down("lease not renewed in time");
         }
         self.leader.leading
-    }
-
-    /// One round of the lease protocol: renew (holder) or look and maybe take over (others).
-    async fn lease_round(&mut self) {
-        let Some(cfg) = self.leader.lease else {
-            return;
-        };
-        let started = Instant::now();
-        let me = self.env.node().to_string();
-        match leader::claim(&self.env.ctx.store, &me, cfg.lease, &mut self.leader.watch).await {
-            Ok(Claim::Held { taken }) => {
-                self.leader.valid_until = Some(started + cfg.lease);
-                self.env.gate.open_until(started + cfg.lease);
-                self.leader.holder = Some(me);
-                if !self.leader.leading {
-                    self.leader.leading = true;
-                    info!(
-                        taken,
-                        "holding the outbound leader lease: scheduling outbound faxes"
-                    );
-                    // A former leader's jobs whose lease ran out are requeued here.
-                    self.recover().await;
-                    self.schedule().await;
-                    self.resume_stranded();
-                }
-            }
-            Ok(Claim::Other { node }) => {
-                if self.leader.leading {
-                    self.step_down(&format!("lease taken by {node}"));
-                }
-                if self.leader.holder.as_deref() != Some(node.as_str()) {
-                    info!(holder = %node, "outbound leader lease held by another node");
-                }
-                self.leader.holder = Some(node);
-            }
-            Err(e) => {
-                warn!(error = %e, "outbound leader lease round failed");
-                // Without a renewal before the next round the lease may be gone: stop now.
-                let next = Instant::now() + cfg.renew;
-                if self.leader.leading && self.leader.valid_until.is_none_or(|u| next >= u) {
-                    self.step_down("cannot renew the lease in time");
-                }
-            }
-        }
     }
 
     /// Stops scheduling: no fax_jobs of this node starts another transmission. Those in
@@ -304,9 +279,7 @@ impl MonitorState {
             "lost the outbound leader lease: stopping outbound scheduling"
         );
         self.leader.leading = false;
-        self.leader.valid_until = None;
         self.env.gate.close();
-        self.leader.watch.forget();
         for account in self.leader.queues.drain() {
             if let Some(jobs) = Env::jobs_of(account.as_str()) {
                 jobs.stop(Some("normal".into()));
@@ -450,6 +423,99 @@ impl MonitorState {
                 }
             }
         }
+    }
+}
+
+/// The lease keeper: runs the lease protocol every `renew` (and at once when the lease
+/// document changes), apart from the monitor's mailbox. It owns the gate: open until the end
+/// of the lease it holds, closed when it cannot renew in time or another node holds it.
+struct Keeper {
+    env: Arc<Env>,
+    cfg: LeaderLease,
+    monitor: ActorRef<MonitorMsg>,
+    /// Holding the lease (as the keeper last knew).
+    leading: bool,
+    /// The lease is ours until then (from the start of the last successful renewal).
+    valid_until: Option<Instant>,
+    watch: Watch,
+    /// The holder last seen (for logs).
+    holder: Option<String>,
+}
+
+impl Keeper {
+    async fn run(mut self, look: Arc<Notify>) {
+        let mut every = tokio::time::interval(self.cfg.renew);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                // A change of the lease document: a watcher looks at once (the holder may
+                // have released it); the holder renews on its own schedule.
+                _ = look.notified() => {
+                    if self.leading {
+                        continue;
+                    }
+                }
+            }
+            if !self.round().await {
+                return;
+            }
+        }
+    }
+
+    /// One round: renew (holder) or look and maybe take over (others). False once the
+    /// monitor is gone.
+    async fn round(&mut self) -> bool {
+        let started = Instant::now();
+        let me = self.env.node().to_string();
+        let outcome =
+            leader::claim(&self.env.ctx.store, &me, self.cfg.lease, &mut self.watch).await;
+        // The lease ran out before this round could renew it (a store slower than the lease):
+        // whatever the round says now, the node may not have led in between.
+        if self.leading && self.valid_until.is_none_or(|u| Instant::now() >= u) {
+            self.lose("lease not renewed in time".into());
+        }
+        match outcome {
+            Ok(Claim::Held { taken }) => {
+                let until = started + self.cfg.lease;
+                self.valid_until = Some(until);
+                let was_open = self.env.gate.is_open();
+                self.env.gate.open_until(until);
+                self.holder = Some(me);
+                // The gate was closed (taken now, after a lapse, or by a worker that saw
+                // another holder): scheduling starts again.
+                if !self.leading || !was_open {
+                    self.leading = true;
+                    return self.monitor.cast(MonitorMsg::Took { taken }).is_ok();
+                }
+            }
+            Ok(Claim::Other { node }) => {
+                if self.leading {
+                    self.lose(format!("lease taken by {node}"));
+                }
+                if self.holder.as_deref() != Some(node.as_str()) {
+                    info!(holder = %node, "outbound leader lease held by another node");
+                }
+                self.holder = Some(node);
+            }
+            Err(e) => {
+                warn!(error = %e, "outbound leader lease round failed");
+                // Without a renewal before the next round the lease may be gone: stop now.
+                let next = Instant::now() + self.cfg.renew;
+                if self.leading && self.valid_until.is_none_or(|u| next >= u) {
+                    self.lose("cannot renew the lease in time".into());
+                }
+            }
+        }
+        true
+    }
+
+    fn lose(&mut self, why: String) {
+        self.leading = false;
+        self.valid_until = None;
+        self.env.gate.close();
+        self.watch.forget();
+        let _ = self.monitor.cast(MonitorMsg::Lost(why));
     }
 }
 

@@ -239,6 +239,7 @@ async fn five_minute_store_outage_loses_no_job_and_keeps_the_node_up() {
     // The store is back: every job completes; nothing is lost or left behind.
     proxy.restore();
     let back = Instant::now();
+    let log_from = node.stderr.lock().map(|l| l.len()).unwrap_or(0);
     let mut finals = Vec::new();
     for (account, id) in &jobs {
         let doc = poll_async(
@@ -267,6 +268,17 @@ async fn five_minute_store_outage_loses_no_job_and_keeps_the_node_up() {
     for d in &finals {
         assert_eq!(d["pvt_job_status"], "completed", "{d}");
     }
+    // Once the store is back the node takes the leader lease and keeps it while it starts
+    // a hundred queues (a long scheduling pass must not delay a renewal).
+    let since_back = node
+        .stderr
+        .lock()
+        .map(|l| l[log_from..].to_string())
+        .unwrap_or_default();
+    assert!(
+        !since_back.contains("lost the outbound leader lease"),
+        "the leader stepped down after the store came back"
+    );
     // A fax that went through while the store was away is recorded once it is back, not sent
     // again.
     assert_eq!(retried, 0, "faxes sent more than once");
