@@ -51,11 +51,7 @@ pub async fn ensure_global_dbs(store: &SharedStore) -> Result<(), StoreError> {
 /// The master account id, if one exists.
 pub async fn master_account(store: &SharedStore) -> Result<Option<AccountId>, StoreError> {
     let doc = store.get(&Db::SystemConfig, ACCOUNTS_CONFIG).await?;
-    Ok(doc
-        .as_ref()
-        .and_then(|d| d.pointer("/default/master_account_id"))
-        .and_then(Value::as_str)
-        .and_then(|s| AccountId::parse(s).ok()))
+    Ok(doc.as_ref().and_then(master_of))
 }
 
 /// Creates the master account and admin user when the store has none. Returns the new
@@ -91,17 +87,55 @@ pub async fn ensure_master_account(
     )
     .await?;
     // Last: the marker that the store is initialised. A crash before this point leaves an
-    // unreferenced account and the next start creates a fresh one.
-    let mut doc = store
-        .get(&Db::SystemConfig, ACCOUNTS_CONFIG)
-        .await?
-        .unwrap_or_else(|| json!({"_id": ACCOUNTS_CONFIG}));
-    if !doc.get("default").is_some_and(Value::is_object) {
-        doc["default"] = json!({});
+    // unreferenced account and the next start creates a fresh one. Nodes of a cluster that
+    // start together on an empty store each get this far: the marker is written rev-checked,
+    // so exactly one wins; the others remove the account they made and use the winner's.
+    for _ in 0..MARKER_ATTEMPTS {
+        let mut doc = store
+            .get(&Db::SystemConfig, ACCOUNTS_CONFIG)
+            .await?
+            .unwrap_or_else(|| json!({"_id": ACCOUNTS_CONFIG}));
+        if master_of(&doc).is_some() {
+            discard_account(store, &creds.account_id).await;
+            return Ok(None);
+        }
+        if !doc.get("default").is_some_and(Value::is_object) {
+            doc["default"] = json!({});
+        }
+        doc["default"]["master_account_id"] = json!(creds.account_id.as_str());
+        match store.save(&Db::SystemConfig, doc).await {
+            Ok(_) => return Ok(Some(creds)),
+            // Another node wrote it meanwhile: read it again.
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e),
+        }
     }
-    doc["default"]["master_account_id"] = json!(creds.account_id.as_str());
-    store.save(&Db::SystemConfig, doc).await?;
-    Ok(Some(creds))
+    Err(StoreError::Conflict)
+}
+
+/// Rev-checked writes of the first-start marker before giving up (each conflict means another
+/// node wrote it; the next read normally finds its master account).
+const MARKER_ATTEMPTS: usize = 10;
+
+/// The master account a `system_config/accounts` document names.
+fn master_of(doc: &Value) -> Option<AccountId> {
+    doc.pointer("/default/master_account_id")
+        .and_then(Value::as_str)
+        .and_then(|s| AccountId::parse(s).ok())
+}
+
+/// Removes an account made by a first start that lost the race for the marker (best effort:
+/// what is left is an unreferenced account nobody can log in to).
+async fn discard_account(store: &SharedStore, id: &AccountId) {
+    if let Ok(Some(doc)) = store.get(&Db::Accounts, id.as_str()).await
+        && let Some(rev) = doc.get("_rev").and_then(Value::as_str)
+        && let Err(e) = store.delete(&Db::Accounts, id.as_str(), rev).await
+    {
+        tracing::warn!(account_id = %id, error = %e, "could not remove the spare first-start account");
+    }
+    if let Err(e) = store.delete_db(&Db::Account(id.clone())).await {
+        tracing::warn!(account_id = %id, error = %e, "could not remove the spare first-start account database");
+    }
 }
 
 /// Creates an account: its database and its document (in the account database and in
@@ -184,6 +218,32 @@ mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
     use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_starts_racing_on_one_store_leave_one_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        ensure_global_dbs(&store).await.unwrap();
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { ensure_master_account(&store).await })
+            })
+            .collect();
+        let mut created = Vec::new();
+        for s in starts {
+            if let Some(c) = s.await.unwrap().expect("no first start fails") {
+                created.push(c);
+            }
+        }
+        assert_eq!(created.len(), 1, "one node announces the admin");
+        let master = master_account(&store).await.unwrap();
+        assert_eq!(master, Some(created[0].account_id.clone()));
+        // Only the winner's account is left.
+        let accounts = store.docs_by_type(&Db::Accounts, "account").await.unwrap();
+        let ids: Vec<&str> = accounts.iter().filter_map(|d| d["_id"].as_str()).collect();
+        assert_eq!(ids, vec![created[0].account_id.as_str()]);
+    }
 
     #[tokio::test]
     async fn first_start_creates_master_once() {
