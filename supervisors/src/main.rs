@@ -1,6 +1,6 @@
 //! The `faxd` binary: `serve` runs a node; `sup` runs a maintenance command on a running node;
 //! `store` checks or exercises the configured store; `convert` runs the document pipeline;
-//! `outbound bench` benchmarks the scheduler.
+//! `outbound bench` benchmarks the scheduler; `import kazoo` moves a Kazoo cluster over.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +77,31 @@ enum Cmd {
     Outbound {
         #[command(subcommand)]
         command: OutboundCmd,
+    },
+    /// Import accounts, users, faxboxes, fax callflows, queued jobs and fax history from
+    /// another fax platform into the configured store.
+    Import {
+        #[command(subcommand)]
+        command: ImportCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Copy from a Kazoo 4.x CouchDB. Rerunning it copies only what changed; an interrupted
+    /// run is completed by running it again. With the embedded store, stop the node first.
+    Kazoo {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// CouchDB URL of the Kazoo cluster, e.g. http://user:pass@kazoo-db:5984
+        #[arg(long)]
+        from: String,
+        /// Import only this account and its descendants (repeatable; default: all).
+        #[arg(long = "account", value_name = "ID")]
+        accounts: Vec<String>,
+        /// Read and compare only: print what would change, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -233,6 +258,15 @@ fn main() -> ExitCode {
                     .await
                 }
             },
+            Cmd::Import {
+                command:
+                    ImportCmd::Kazoo {
+                        config,
+                        from,
+                        accounts,
+                        dry_run,
+                    },
+            } => import_kazoo(config, from, accounts, dry_run).await,
         }
     });
     // actix and the cluster may leave blocking threads behind; don't wait for them.
@@ -288,6 +322,34 @@ fn password_from_stdin(mut args: Vec<String>) -> Result<Vec<String>, String> {
         args[5] = password;
     }
     Ok(args)
+}
+
+async fn import_kazoo(
+    config: Option<PathBuf>,
+    from: String,
+    accounts: Vec<String>,
+    dry_run: bool,
+) -> Result<(), String> {
+    use faxd::import::{ImportError, kazoo};
+    let config = load(config.as_ref())?;
+    init_tracing("warn");
+    let accounts = accounts
+        .iter()
+        .map(|a| AccountId::parse(a).map_err(|_| ImportError::BadAccountId(a.clone())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let source = faxd::import::source::Source::new(&from).map_err(|e| e.to_string())?;
+    source.ping().await.map_err(|e| e.to_string())?;
+    let store = faxd_supervisors::node::open_store(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let options = kazoo::Options { accounts, dry_run };
+    let progress = |line: &str| eprintln!("{line}");
+    let summary = kazoo::run(&source, &store, &options, &progress)
+        .await
+        .map_err(|e| format!("import kazoo: {e}"))?;
+    print!("{}", summary.render());
+    Ok(())
 }
 
 async fn store_check(config: Option<PathBuf>) -> Result<(), String> {
