@@ -408,11 +408,29 @@ async fn check_through_api(node: &Node, kz: &Kazoo) {
     )
     .await;
     assert_eq!(status, 401);
+    // An admin sets bob's password before bob ever logged in: his Kazoo password stops
+    // working, the new one works.
+    let r = http
+        .patch(format!("{api}/accounts/{CHILD}/users/{BOB}"))
+        .header("X-Auth-Token", &token)
+        .json(&json!({"data": {"username": "bob", "password": "faxd-secret"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let (b_md5, _) = md5_sha1("bob", "branch-secret");
-    let (status, body) = login(
+    let (status, _) = login(
         &http,
         &api,
         json!({"credentials": b_md5, "account_name": "Acme Branch"}),
+    )
+    .await;
+    assert_eq!(status, 401, "the Kazoo password still works after a change");
+    let (b_new, _) = md5_sha1("bob", "faxd-secret");
+    let (status, body) = login(
+        &http,
+        &api,
+        json!({"credentials": b_new, "account_name": "Acme Branch"}),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -519,6 +537,16 @@ async fn kazoo_import_into_the_embedded_store() {
         .unwrap();
     assert!(alice.get("pvt_auth").is_some(), "{alice}");
     assert!(alice.get("pvt_md5_auth").is_none() && alice.get("pvt_sha1_auth").is_none());
+    // bob's password was set in faxd: Kazoo's digest is gone from his document.
+    let bob = store
+        .get(&Db::Account(AccountId::parse(CHILD).unwrap()), BOB)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        bob.get("pvt_auth").is_some() && bob.get("pvt_md5_auth").is_none(),
+        "{bob}"
+    );
     let fax = store.get(&Db::SystemConfig, "fax").await.unwrap().unwrap();
     assert_eq!(fax["default"]["max_outbound"], 4);
     assert!(fax["default"].get("default_retry_count").is_none());
@@ -572,6 +600,26 @@ async fn kazoo_import_into_couchdb() {
         "with the node running:\n{third}"
     );
     admin::stop_node(node).await;
+
+    // The speed into CouchDB: a generated set of two more accounts.
+    let gen_set = generated(2, 150, 8192);
+    load_kazoo(&http, &kazoo.url, &gen_set).await;
+    let ids: Vec<String> = (0..2u128)
+        .map(|a| format!("{:032x}", 0xacc0_0000u128 + a))
+        .collect();
+    let (code, out, err) = import_async(
+        &config,
+        &kazoo.url,
+        &["--account", &ids[0], "--account", &ids[1]],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(row(&out, "fax history"), (300, 0, 0, 0), "{out}");
+    let done = err
+        .lines()
+        .find(|l| l.starts_with("done:"))
+        .unwrap_or_default();
+    eprintln!("import speed (CouchDB store, 8 KiB attachments): {done}");
 }
 
 /// A generated data set: `accounts` accounts, each with `per_account` inbox faxes of
