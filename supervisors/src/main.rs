@@ -338,6 +338,13 @@ async fn import_kazoo(
         .map(|a| AccountId::parse(a).map_err(|_| ImportError::BadAccountId(a.clone())))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
+    if config.store.backend == Backend::Embedded && node_answers(&config.api.listen).await {
+        return Err(format!(
+            "a faxd node answers on {} (this configuration's API address): with the embedded \
+             store, stop the node before importing",
+            config.api.listen
+        ));
+    }
     let source = faxd::import::source::Source::new(&from).map_err(|e| e.to_string())?;
     source.ping().await.map_err(|e| e.to_string())?;
     let store = faxd_supervisors::node::open_store(&config)
@@ -350,6 +357,32 @@ async fn import_kazoo(
         .map_err(|e| format!("import kazoo: {e}"))?;
     print!("{}", summary.render());
     Ok(())
+}
+
+/// Whether an HTTP server answers `GET /healthz` on a node's API address (an unspecified
+/// address is probed on loopback).
+async fn node_answers(listen: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut addr) = listen.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: faxd\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 8];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/"))
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 async fn store_check(config: Option<PathBuf>) -> Result<(), String> {

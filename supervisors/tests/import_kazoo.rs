@@ -262,18 +262,28 @@ async fn load_kazoo(http: &reqwest::Client, url: &str, kz: &Kazoo) {
     }
 }
 
-/// A faxd configuration file for the import command.
+/// A faxd configuration file for the import command (its API address unused).
 fn write_config(dir: &Path, couch: Option<&str>) -> PathBuf {
+    write_config_at(
+        dir,
+        couch,
+        &format!("127.0.0.1:{}", free_port()),
+        "faxd.toml",
+    )
+}
+
+/// A configuration file named `name` whose node API is `api`.
+fn write_config_at(dir: &Path, couch: Option<&str>, api: &str, name: &str) -> PathBuf {
     let data = dir.join("data");
     let store = match couch {
         Some(url) => format!("backend = \"couchdb\"\ncouch_url = \"{url}\"\n"),
         None => "backend = \"embedded\"\n".into(),
     };
     let text = format!(
-        "[node]\ndata_dir = \"{}\"\n\n[store]\n{store}",
+        "[node]\ndata_dir = \"{}\"\n\n[api]\nlisten = \"{api}\"\n\n[store]\n{store}",
         data.display()
     );
-    let path = dir.join("faxd.toml");
+    let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -522,6 +532,11 @@ async fn kazoo_import_into_the_embedded_store() {
     let data = dir.path().join("data");
     let node = admin::start_node(&data, &[]).await;
     check_through_api(&node, &kz).await;
+    // While the node runs on the embedded store, the import refuses to open it.
+    let running = write_config_at(dir.path(), None, &node.api, "running.toml");
+    let (code, out, err) = import_async(&running, &kazoo.url, &["--account", PARENT]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("stop the node before importing"), "{err}");
     admin::stop_node(node).await;
 
     // The first login upgraded alice to faxd's record; a rerun keeps it.
