@@ -341,12 +341,13 @@ async fn login(http: &reqwest::Client, api: &str, data: Value) -> (u16, Value) {
 }
 
 /// The first run: what was created and what was skipped, with reasons.
-fn check_first_summary(out: &str) {
+/// `taken`: numbers another faxd account already routes (skipped).
+fn check_first_summary(out: &str, taken: u64) {
     assert_eq!(row(out, "accounts"), (2, 0, 0, 0), "{out}");
     assert_eq!(row(out, "users"), (2, 0, 0, 1), "{out}");
     assert_eq!(row(out, "faxboxes"), (1, 0, 0, 0), "{out}");
     assert_eq!(row(out, "callflows"), (2, 0, 0, 1), "{out}");
-    assert_eq!(row(out, "numbers"), (2, 0, 0, 1), "{out}");
+    assert_eq!(row(out, "numbers"), (2 - taken, 0, 0, 1 + taken), "{out}");
     // One pending job queued, the one Kazoo is transmitting left out.
     assert_eq!(row(out, "queued faxes"), (1, 0, 0, 1), "{out}");
     // 5 MODB faxes of the parent, 1 of the child, the dated legacy fax; the undated one
@@ -523,7 +524,7 @@ async fn kazoo_import_into_the_embedded_store() {
     let (code, out, err) = import_async(&config, &kazoo.url, &["--account", PARENT]).await;
     assert_eq!(code, 0, "{err}");
     eprintln!("{err}{out}");
-    check_first_summary(&out);
+    check_first_summary(&out, 0);
     assert!(err.contains("[1/2] account Acme Fax"), "progress: {err}");
     let (code, again, err) = import_async(&config, &kazoo.url, &["--account", PARENT]).await;
     assert_eq!(code, 0, "{err}");
@@ -579,10 +580,41 @@ async fn kazoo_import_into_couchdb() {
     let kz = kazoo_data();
     load_kazoo(&http, &kazoo.url, &kz).await;
     let config = write_config(dir.path(), Some(&target.url));
+    // faxd already routes +14155550101 to an account of its own.
+    for (path, body) in [
+        ("accounts".to_string(), None),
+        (
+            "accounts/number-+14155550101".to_string(),
+            Some(
+                json!({"pvt_type": "number_claim", "account_id": "f".repeat(32),
+                        "callflow_id": "c".repeat(32), "number": "+14155550101"}),
+            ),
+        ),
+    ] {
+        let req = http.put(format!("{}/{path}", target.url));
+        let r = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        }
+        .send()
+        .await
+        .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
 
     let (code, out, err) = import_async(&config, &kazoo.url, &["--account", PARENT]).await;
     assert_eq!(code, 0, "{err}");
-    check_first_summary(&out);
+    check_first_summary(&out, 1);
+    assert!(
+        out.lines().any(|l| l.starts_with("skipped numbers")
+            && l.contains("+14155550101")
+            && l.contains(&format!(
+                "already routes to callflow {} of account {}",
+                "c".repeat(32),
+                "f".repeat(32)
+            ))),
+        "{out}"
+    );
     let (code, again, err) = import_async(&config, &kazoo.url, &["--account", PARENT]).await;
     assert_eq!(code, 0, "{err}");
     assert!(again.contains("nothing changed"), "second run:\n{again}");
