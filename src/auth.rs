@@ -1,6 +1,10 @@
 //! Password storage. Kazoo clients log in with `credentials = md5("user:pass")` (or sha1);
 //! faxd never stores those digests as they are: each user keeps a random salt and
 //! SHA-256(salt ‖ digest) of both forms, so a leaked database does not hand out logins.
+//!
+//! Users imported from Kazoo arrive with Kazoo's bare digests (`pvt_md5_auth`,
+//! `pvt_sha1_auth`): [`legacy_matches`] checks a login against them, and
+//! [`PasswordRecord::from_digests`] turns them into faxd's record at the first login.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -44,6 +48,28 @@ impl PasswordRecord {
         }
     }
 
+    /// The record for login digests already computed (Kazoo's `pvt_md5_auth` and
+    /// `pvt_sha1_auth`): both forms keep working. A missing or malformed digest leaves that
+    /// form unusable; `None` when neither is a digest.
+    pub fn from_digests(md5: Option<&str>, sha1: Option<&str>) -> Option<Self> {
+        let md5 = md5.filter(|d| is_hex_len(d, 32));
+        let sha1 = sha1.filter(|d| is_hex_len(d, 40));
+        if md5.is_none() && sha1.is_none() {
+            return None;
+        }
+        let salt = crate::ids::new_id();
+        Some(Self {
+            md5: md5.map(|d| salted(&salt, d)).unwrap_or_default(),
+            sha1: sha1.map(|d| salted(&salt, d)).unwrap_or_default(),
+            salt,
+        })
+    }
+
+    /// Whether this record accepts exactly the given digests (each one that is present).
+    pub fn holds_digests(&self, md5: Option<&str>, sha1: Option<&str>) -> bool {
+        md5.is_none_or(|d| self.verify(d)) && sha1.is_none_or(|d| self.verify(d))
+    }
+
     /// Whether `credentials` (an md5 or sha1 login digest, hex) match, in constant time.
     pub fn verify(&self, credentials: &str) -> bool {
         let candidate = salted(&self.salt, credentials);
@@ -52,13 +78,33 @@ impl PasswordRecord {
             40 => &self.sha1,
             _ => return false,
         };
-        candidate.len() == expected.len()
-            && candidate
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        same(&candidate, expected)
     }
+}
+
+/// Constant-time equality of two ASCII strings (false when the lengths differ).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn is_hex_len(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `credentials` match a Kazoo user's bare digests: md5 (32 hex) against
+/// `pvt_md5_auth`, sha1 (40 hex) against `pvt_sha1_auth`, case-insensitively, in constant
+/// time.
+pub fn legacy_matches(md5: Option<&str>, sha1: Option<&str>, credentials: &str) -> bool {
+    let stored = match credentials.len() {
+        32 => md5,
+        40 => sha1,
+        _ => None,
+    };
+    stored.is_some_and(|s| same(&s.to_ascii_lowercase(), &credentials.to_ascii_lowercase()))
 }
 
 /// A random password of `len` letters and digits.
@@ -92,6 +138,36 @@ mod tests {
         let p = random_password(20);
         assert_eq!(p.len(), 20);
         assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn kazoo_digests_log_in_and_become_a_record() {
+        let (md5, sha1) = login_digests("fax", "kazoo-pass");
+        assert!(legacy_matches(Some(&md5), Some(&sha1), &md5));
+        assert!(legacy_matches(
+            Some(&md5),
+            Some(&sha1),
+            &sha1.to_uppercase()
+        ));
+        let (wrong, wrong_sha) = login_digests("fax", "other");
+        assert!(!legacy_matches(Some(&md5), Some(&sha1), &wrong));
+        assert!(!legacy_matches(Some(&md5), Some(&sha1), &wrong_sha));
+        assert!(!legacy_matches(None, Some(&sha1), &md5));
+        assert!(!legacy_matches(Some(&md5), Some(&sha1), ""));
+
+        let rec = PasswordRecord::from_digests(Some(&md5), Some(&sha1)).unwrap();
+        assert!(rec.verify(&md5) && rec.verify(&sha1));
+        assert!(!rec.verify(&wrong));
+        assert!(rec.holds_digests(Some(&md5), Some(&sha1)));
+        assert!(!rec.holds_digests(Some(&wrong), Some(&sha1)));
+        // The record of a password and the record of its digests accept the same logins.
+        let direct = PasswordRecord::new("fax", "kazoo-pass");
+        assert!(direct.holds_digests(Some(&md5), Some(&sha1)));
+
+        let md5_only = PasswordRecord::from_digests(Some(&md5), None).unwrap();
+        assert!(md5_only.verify(&md5));
+        assert!(!md5_only.verify(&sha1));
+        assert!(PasswordRecord::from_digests(Some("not hex"), None).is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod convert;
 pub mod files;
 pub mod gateway;
 pub mod ids;
+pub mod import;
 pub mod inbound;
 pub mod intake;
 pub mod log_throttle;

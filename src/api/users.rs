@@ -123,12 +123,18 @@ async fn prepare(
     if let Value::Object(m) = doc {
         out.extend(m);
     }
+    // New or removed credentials also end a Kazoo import's bare digests (they would
+    // still log in with the old password).
     match (&username, &password) {
         (Some(u), Some(p)) => {
             out.insert("pvt_auth".into(), json!(PasswordRecord::new(u, p)));
+            out.remove("pvt_md5_auth");
+            out.remove("pvt_sha1_auth");
         }
         (None, _) => {
             out.remove("pvt_auth");
+            out.remove("pvt_md5_auth");
+            out.remove("pvt_sha1_auth");
         }
         _ => {}
     }

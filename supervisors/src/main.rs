@@ -1,6 +1,6 @@
 //! The `faxd` binary: `serve` runs a node; `sup` runs a maintenance command on a running node;
 //! `store` checks or exercises the configured store; `convert` runs the document pipeline;
-//! `outbound bench` benchmarks the scheduler.
+//! `outbound bench` benchmarks the scheduler; `import kazoo` moves a Kazoo cluster over.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +77,31 @@ enum Cmd {
     Outbound {
         #[command(subcommand)]
         command: OutboundCmd,
+    },
+    /// Import accounts, users, faxboxes, fax callflows, queued jobs and fax history from
+    /// another fax platform into the configured store.
+    Import {
+        #[command(subcommand)]
+        command: ImportCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Copy from a Kazoo 4.x CouchDB. Rerunning it copies only what changed; an interrupted
+    /// run is completed by running it again. With the embedded store, stop the node first.
+    Kazoo {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// CouchDB URL of the Kazoo cluster, e.g. http://user:pass@kazoo-db:5984
+        #[arg(long)]
+        from: String,
+        /// Import only this account and its descendants (repeatable; default: all).
+        #[arg(long = "account", value_name = "ID")]
+        accounts: Vec<String>,
+        /// Read and compare only: print what would change, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -233,6 +258,15 @@ fn main() -> ExitCode {
                     .await
                 }
             },
+            Cmd::Import {
+                command:
+                    ImportCmd::Kazoo {
+                        config,
+                        from,
+                        accounts,
+                        dry_run,
+                    },
+            } => import_kazoo(config, from, accounts, dry_run).await,
         }
     });
     // actix and the cluster may leave blocking threads behind; don't wait for them.
@@ -288,6 +322,67 @@ fn password_from_stdin(mut args: Vec<String>) -> Result<Vec<String>, String> {
         args[5] = password;
     }
     Ok(args)
+}
+
+async fn import_kazoo(
+    config: Option<PathBuf>,
+    from: String,
+    accounts: Vec<String>,
+    dry_run: bool,
+) -> Result<(), String> {
+    use faxd::import::{ImportError, kazoo};
+    let config = load(config.as_ref())?;
+    init_tracing("warn");
+    let accounts = accounts
+        .iter()
+        .map(|a| AccountId::parse(a).map_err(|_| ImportError::BadAccountId(a.clone())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if config.store.backend == Backend::Embedded && node_answers(&config.api.listen).await {
+        return Err(format!(
+            "a faxd node answers on {} (this configuration's API address): with the embedded \
+             store, stop the node before importing",
+            config.api.listen
+        ));
+    }
+    let source = faxd::import::source::Source::new(&from).map_err(|e| e.to_string())?;
+    source.ping().await.map_err(|e| e.to_string())?;
+    let store = faxd_supervisors::node::open_store(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let options = kazoo::Options { accounts, dry_run };
+    let progress = |line: &str| eprintln!("{line}");
+    let summary = kazoo::run(&source, &store, &options, &progress)
+        .await
+        .map_err(|e| format!("import kazoo: {e}"))?;
+    print!("{}", summary.render());
+    Ok(())
+}
+
+/// Whether an HTTP server answers `GET /healthz` on a node's API address (an unspecified
+/// address is probed on loopback).
+async fn node_answers(listen: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut addr) = listen.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: faxd\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 8];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/"))
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 async fn store_check(config: Option<PathBuf>) -> Result<(), String> {
