@@ -1,6 +1,8 @@
 //! cluster: this node's ractor_cluster NodeServer (cookie-authenticated TCP between faxd nodes
 //! and `faxd sup`), and the client side used by `faxd sup` to run a maintenance command on a
-//! running node. The NodeServer is spawned by fax_sup (permanent) under the name `cluster`.
+//! running node. The NodeServer is spawned by fax_sup (permanent) under the name `cluster`;
+//! a task beside it keeps the links to the configured seeds and logs members joining and
+//! leaving.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -59,13 +61,185 @@ pub async fn spawn_node(ctx: NodeContext, sup: ActorCell) -> Result<ActorCell, S
         node.stop(Some("cluster door failed to start".into()));
         return Err(e);
     }
-    for seed in &cfg.seeds {
-        if let Err(e) = ractor_cluster::client_connect(&node, seed.as_str()).await {
-            tracing::warn!(%seed, error = %e, "cannot reach cluster seed");
-        }
-    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    node.cast(NodeServerMessage::SubscribeToEvents {
+        id: "faxd-members".into(),
+        subscription: Box::new(Members(tx)),
+    })
+    .map_err(|e| SpawnErr::StartupFailed(format!("cluster events: {e}").into()))?;
+    // Ends with the NodeServer (its subscription, the sending side, goes with it).
+    tokio::spawn(keep_seeds(node.clone(), cfg.seeds.clone(), rx));
     tracing::info!(%listen, "cluster node listening");
     Ok(node.get_cell())
+}
+
+/// Name prefix of the short-lived cluster nodes of `faxd sup` (not members).
+const SUP_PREFIX: &str = "faxd-sup-";
+
+/// Backoff between dials of a seed that does not answer: 100 ms doubling to 30 s.
+fn seed_backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(9))).min(Duration::from_secs(30))
+}
+
+/// A session event as the seed keeper sees it: the peer's name (once known) and address.
+#[derive(Debug)]
+enum MemberEvent {
+    Up { name: Option<String>, addr: String },
+    Down { name: Option<String>, addr: String },
+}
+
+struct Members(mpsc::UnboundedSender<MemberEvent>);
+
+fn peer(ses: &NodeServerSessionInformation) -> (Option<String>, String) {
+    (
+        ses.peer_name.as_ref().map(|n| n.name.clone()),
+        ses.peer_addr.clone(),
+    )
+}
+
+impl NodeEventSubscription for Members {
+    fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let (name, addr) = peer(&ses);
+        let _ = self.0.send(MemberEvent::Down { name, addr });
+    }
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        let (name, addr) = peer(&ses);
+        let _ = self.0.send(MemberEvent::Up { name, addr });
+    }
+}
+
+/// One configured seed: its addresses (resolved at each dial), the member name learned from
+/// a session to it, and when to dial it next.
+struct Seed {
+    addr: String,
+    resolved: Vec<SocketAddr>,
+    name: Option<String>,
+    attempt: u32,
+    next: tokio::time::Instant,
+}
+
+/// Keeps this node linked to its seeds: dials every seed until a session to it is up, again
+/// with backoff while it does not answer (it may start after this node), and again after its
+/// session drops; a seed that dialled this node first counts as linked. Logs every member
+/// that joins or leaves.
+async fn keep_seeds(
+    node: ActorRef<NodeServerMessage>,
+    seeds: Vec<String>,
+    mut events: mpsc::UnboundedReceiver<MemberEvent>,
+) {
+    let now = tokio::time::Instant::now();
+    let mut seeds: Vec<Seed> = seeds
+        .into_iter()
+        .map(|addr| Seed {
+            addr,
+            resolved: vec![],
+            name: None,
+            attempt: 0,
+            next: now,
+        })
+        .collect();
+    // Member name → open sessions with it.
+    let mut members: std::collections::HashMap<String, usize> = Default::default();
+    loop {
+        let now = tokio::time::Instant::now();
+        for seed in seeds.iter_mut() {
+            let linked = seed
+                .name
+                .as_ref()
+                .is_some_and(|n| members.get(n).is_some_and(|c| *c > 0));
+            if linked || seed.next > now {
+                continue;
+            }
+            seed.attempt = seed.attempt.saturating_add(1);
+            seed.next = now + seed_backoff(seed.attempt);
+            if let Ok(addrs) = tokio::net::lookup_host(seed.addr.as_str()).await {
+                seed.resolved = addrs.collect();
+            }
+            if let Err(e) = ractor_cluster::client_connect(&node, seed.addr.as_str()).await {
+                if seed.attempt == 1 || seed.attempt % 10 == 0 {
+                    tracing::warn!(seed = %seed.addr, error = %e, retry_in = ?seed_backoff(seed.attempt),
+                                   "cannot reach cluster seed");
+                }
+            }
+        }
+        let wake = seeds
+            .iter()
+            .map(|s| s.next)
+            .min()
+            .unwrap_or(now + Duration::from_secs(3600));
+        let event = tokio::select! {
+            e = events.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+            _ = tokio::time::sleep_until(wake) => continue,
+        };
+        let (up, name, addr) = match event {
+            MemberEvent::Up { name, addr } => (true, name, addr),
+            MemberEvent::Down { name, addr } => (false, name, addr),
+        };
+        let Some(name) = name else { continue };
+        if name.starts_with(SUP_PREFIX) {
+            continue;
+        }
+        // The seed this session went to: learn its member name.
+        let seed = seeds.iter_mut().find(|s| {
+            s.addr == addr
+                || addr
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|a| s.resolved.contains(&a))
+        });
+        if let Some(seed) = seed {
+            seed.name = Some(name.clone());
+        }
+        let count = members.entry(name.clone()).or_insert(0);
+        if up {
+            *count += 1;
+            if *count == 1 {
+                tracing::info!(member = %name, %addr, "cluster member joined");
+            }
+            for s in seeds
+                .iter_mut()
+                .filter(|s| s.name.as_deref() == Some(name.as_str()))
+            {
+                s.attempt = 0;
+            }
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                members.remove(&name);
+                tracing::warn!(member = %name, %addr, "cluster member left");
+                // Its seed is dialled again at once, then with backoff.
+                for s in seeds
+                    .iter_mut()
+                    .filter(|s| s.name.as_deref() == Some(name.as_str()))
+                {
+                    s.next = tokio::time::Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// The cluster members this node has a session with (names; `faxd sup` clients left out),
+/// sorted.
+pub async fn members() -> Vec<String> {
+    let Some(cell) = ractor::registry::where_is(CLUSTER.to_string()) else {
+        return vec![];
+    };
+    let node: ActorRef<NodeServerMessage> = cell.into();
+    let Ok(sessions) = ractor::call_t!(node, NodeServerMessage::GetSessions, 2000) else {
+        return vec![];
+    };
+    let mut names: Vec<String> = sessions
+        .values()
+        .filter_map(|s| s.peer_name.as_ref().map(|n| n.name.clone()))
+        .filter(|n| !n.starts_with(SUP_PREFIX))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Why a remote maintenance command could not run.
@@ -112,7 +286,7 @@ pub async fn run_remote(
     let server = NodeServer::new(
         0,
         cookie.to_string(),
-        format!("faxd-sup-{}", std::process::id()),
+        format!("{SUP_PREFIX}{}", std::process::id()),
         "localhost".to_string(),
         None,
         None,

@@ -139,14 +139,21 @@ async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
                     }
                 ));
             }
+            let members = crate::cluster::members().await;
+            let cluster = if members.is_empty() {
+                "no other member".to_string()
+            } else {
+                format!("{} other member(s): {}", members.len(), members.join(", "))
+            };
             done(format!(
-                "node:     {}\nversion:  {}\nuptime:   {}\nstore:    {}\nmedia:    {}\noutbound: {}\n\nsupervision tree:\n{}",
+                "node:     {}\nversion:  {}\nuptime:   {}\nstore:    {}\nmedia:    {}\noutbound: {}\ncluster:  {}\n\nsupervision tree:\n{}",
                 ctx.node(),
                 faxd::api::envelope::VERSION,
                 uptime(ctx.started.elapsed()),
                 store,
                 media,
                 outbound,
+                cluster,
                 tree
             ))
         }

@@ -31,7 +31,7 @@ fn cluster_envs(dirs: &[PathBuf], couch: &str) -> Vec<Vec<(String, String)>> {
     for (n, env) in envs.iter_mut().enumerate() {
         let seeds: Vec<String> = (0..NODES)
             .filter(|&m| m != n)
-            .map(|m| format!("\"faxd-{m}@{}\"", listen[m]))
+            .map(|m| format!("\"{}\"", listen[m]))
             .collect();
         for (k, v) in [
             ("FAXD_NODE_NAME", format!("faxd-{n}@127.0.0.1")),
