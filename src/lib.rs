@@ -17,6 +17,7 @@ pub mod intake;
 pub mod log_throttle;
 pub mod memory;
 pub mod model;
+pub mod netblock;
 pub mod numbers;
 pub mod outbound;
 pub mod store;
