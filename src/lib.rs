@@ -20,5 +20,6 @@ pub mod model;
 pub mod netblock;
 pub mod numbers;
 pub mod outbound;
+pub mod ratelimit;
 pub mod store;
 pub mod time;
