@@ -213,6 +213,8 @@ async fn authorize(req: &mut ServiceRequest, access: Access) -> Result<(), ApiEr
     req.extensions_mut()
         .insert(super::envelope::AuthToken(token));
     req.extensions_mut().insert(caller.clone());
+    // Charged to the token's account, before any store read for the path.
+    state.rate_limits.charge_account(&caller.account)?;
     let target = match req.match_info().get("account_id") {
         Some(_) => {
             let (id, doc) = request::resolve_account(req.request(), &state, &caller).await?;
