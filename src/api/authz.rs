@@ -27,6 +27,9 @@
 //! JSON envelope body; multipart and raw document uploads carry it in the header or the
 //! query string.
 //!
+//! Once the token is verified, the request is charged to its account's rate-limit bucket
+//! ([`super::rate_limit`]): 429 when it is empty.
+//!
 //! The role is computed once per request and left in the request's extensions, with the
 //! verified [`Caller`] and the resolved account, so handlers do not repeat the store reads.
 
