@@ -149,17 +149,19 @@ impl Buckets {
         })
     }
 
-    /// Returns `tokens` to `key`'s bucket (never above its burst): a request cheaper than
-    /// what was reserved for it.
-    pub fn give_back(&mut self, key: &Key, tokens: f64, now: Instant) {
-        let rate = self.rates.of(key);
-        if let Some(bucket) = self.table.get_mut(key) {
-            let level = bucket.level(rate, now);
-            *bucket = Bucket {
-                tokens: (level + tokens).min(rate.burst),
-                at: now,
-            };
-        }
+    /// Takes `tokens` from `key`'s bucket unconditionally, below zero if need be: the price
+    /// of a request found out after it ran (a failed login). The debt is paid back by the
+    /// refill before the bucket serves again.
+    pub fn charge(&mut self, key: Key, tokens: f64, now: Instant) {
+        let rate = self.rates.of(&key);
+        let bucket = self.table.entry(key).or_insert(Bucket {
+            tokens: rate.burst,
+            at: now,
+        });
+        *bucket = Bucket {
+            tokens: bucket.level(rate, now) - tokens,
+            at: now,
+        };
     }
 
     /// Buckets held now.
@@ -272,18 +274,20 @@ mod tests {
         assert!(b.take(Key::Account("a".into()), 1.0, t0).is_err());
         b.take(Key::Account("b".into()), 1.0, t0).unwrap();
         b.take(addr("192.0.2.1"), 1.0, t0).unwrap();
-        // A cost of 8 at 0.5 token/s: after one attempt 12 are left, then 4; the next needs
-        // 4 more tokens, 8 s.
+        // A cost of 8 at 0.5 token/s: after two 12 are left, then 4; the next needs 4 more
+        // tokens, 8 s.
         let login = Key::Login(Key::client("192.0.2.1".parse().unwrap()));
         b.take(login.clone(), 8.0, t0).unwrap();
         b.take(login.clone(), 8.0, t0).unwrap();
         let refused = b.take(login.clone(), 8.0, t0).unwrap_err();
         assert_eq!(refused.retry_after_secs(), 8);
-        // A successful login gives back what it reserved beyond its own cost.
-        b.give_back(&login, 7.0, t0);
-        assert_eq!(b.level(&login, t0), 11.0);
-        b.give_back(&login, 100.0, t0);
-        assert_eq!(b.level(&login, t0), 20.0, "never above the burst");
+        // A price found out afterwards is charged even into debt, and the debt is waited out:
+        // 4 - 10 = -6 tokens; one token is 14 s away.
+        b.charge(login.clone(), 10.0, t0);
+        assert_eq!(b.level(&login, t0), -6.0);
+        let refused = b.take(login.clone(), 1.0, t0).unwrap_err();
+        assert_eq!(refused.retry_after_secs(), 14);
+        b.take(login.clone(), 1.0, t0 + secs(14.0)).unwrap();
         // A cost above the burst is charged as the burst (it can pass once full).
         b.take(Key::Account("c".into()), 50.0, t0).unwrap();
         assert!(b.take(Key::Account("c".into()), 1.0, t0).is_err());

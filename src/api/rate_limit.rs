@@ -1,8 +1,8 @@
 //! The API's request rate limits (Kazoo crossbar's token buckets, `[api.rate_limit]`): who a
 //! request is counted against, and the middleware that charges it. Every request pays one
 //! token from its client address's bucket; a login (`PUT /v2/user_auth`, `PUT /v2/api_auth`)
-//! also reserves `failed_login_cost` from the address's login bucket and gets all but one
-//! back when it succeeds; an authenticated request pays one token from its account's bucket
+//! also takes one from the address's login bucket, and a failed one `failed_login_cost` in
+//! all; an authenticated request pays one token from its account's bucket
 //! ([`RateLimiter::charge_account`], called by [`super::authz`]). An empty bucket is a 429
 //! with Kazoo's `too_many_requests` envelope and a `Retry-After` in whole seconds. The
 //! buckets themselves are [`crate::ratelimit`].
@@ -82,9 +82,9 @@ impl RateLimiter {
             })
     }
 
-    fn give_back(&self, key: &Key, tokens: f64) {
+    fn charge(&self, key: Key, tokens: f64) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        buckets.give_back(key, tokens, Instant::now());
+        buckets.charge(key, tokens, Instant::now());
     }
 
     /// Charges one request to the account a verified token speaks for (not the account of the
@@ -163,14 +163,15 @@ pub async fn middleware(
     if !is_login(&req) {
         return next.call(req).await;
     }
+    // A login needs one token to be tried; a failed one then pays the rest of its price,
+    // into debt if need be (a burst of parallel guesses is paid for afterwards).
     let login = Key::Login(client);
-    let reserved = limits.failed_login_cost;
-    if let Err(e) = limits.take(login.clone(), reserved) {
+    if let Err(e) = limits.take(login.clone(), 1.0) {
         return Ok(req.error_response(e));
     }
     let res = next.call(req).await?;
-    if !login_failed(res.status()) {
-        limits.give_back(&login, reserved - 1.0);
+    if login_failed(res.status()) {
+        limits.charge(login, limits.failed_login_cost - 1.0);
     }
     Ok(res)
 }
