@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # API benchmark (figures for the issue notes; nothing asserted): a release node on the embedded
 # store, `GET /faxes/outbox` (page of 50) and fax submission by multipart (1-page PDF), with wrk
-# (Debian package `wrk`). Usage: rel/bench-api.sh [seconds] [connections]
+# (Debian package `wrk`); the node's rate limits are off (wrk is one client address at full
+# speed). Usage: rel/bench-api.sh [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-15}"
@@ -13,7 +14,7 @@ tmp="$(mktemp -d)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export FAXD_NODE_DATA_DIR="$tmp/var" FAXD_API_LISTEN="127.0.0.1:$port" FAXD_CLUSTER_LISTEN="127.0.0.1:$cport" \
-    FAXD_LOG_LEVEL=warn
+    FAXD_LOG_LEVEL=warn FAXD_API_RATE_LIMIT_ENABLED=false
 "$faxd" serve >"$tmp/node.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT

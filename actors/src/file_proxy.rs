@@ -50,7 +50,8 @@ impl Actor for FileProxy {
         myself: ActorRef<Self::Msg>,
         ctx: NodeContext,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let allow = AllowList::parse(&ctx.config.file_proxy.allowed)?;
+        let allow = AllowList::parse(&ctx.config.file_proxy.allowed)
+            .map_err(|e| format!("file_proxy: allowed: {e}"))?;
         let listen = listen_addr(&ctx);
         let listener = TcpListener::bind(&listen)
             .map_err(|e| format!("file_proxy cannot listen on {listen}: {e}"))?;

@@ -27,6 +27,9 @@
 //! JSON envelope body; multipart and raw document uploads carry it in the header or the
 //! query string.
 //!
+//! Once the token is verified, the request is charged to its account's rate-limit bucket
+//! ([`super::rate_limit`]): 429 when it is empty.
+//!
 //! The role is computed once per request and left in the request's extensions, with the
 //! verified [`Caller`] and the resolved account, so handlers do not repeat the store reads.
 
@@ -213,6 +216,8 @@ async fn authorize(req: &mut ServiceRequest, access: Access) -> Result<(), ApiEr
     req.extensions_mut()
         .insert(super::envelope::AuthToken(token));
     req.extensions_mut().insert(caller.clone());
+    // Charged to the token's account, before any store read for the path.
+    state.rate_limits.charge_account(&caller.account)?;
     let target = match req.match_info().get("account_id") {
         Some(_) => {
             let (id, doc) = request::resolve_account(req.request(), &state, &caller).await?;

@@ -305,6 +305,9 @@ pub enum ApiError {
     NotAcceptable(String),
     #[error("conflict: {0}")]
     ConflictWith(String),
+    /// A rate limit's bucket is empty: 429, with `Retry-After` (seconds).
+    #[error("too many requests")]
+    TooManyRequests(u64),
 }
 
 impl ApiError {
@@ -457,6 +460,12 @@ impl ApiError {
             ApiError::ConflictWith(msg) => {
                 (StatusCode::CONFLICT, "conflict", json!({"message": msg}))
             }
+            // Kazoo's `cb_context:add_system_error(too_many_requests)`, word for word.
+            ApiError::TooManyRequests(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                json!({"message": "too many requests"}),
+            ),
         }
     }
 }
@@ -484,6 +493,9 @@ impl ResponseError for ApiError {
                 actix_web::http::header::RETRY_AFTER,
                 RETRY_AFTER_SECS.to_string(),
             ));
+        }
+        if let ApiError::TooManyRequests(secs) = self {
+            builder.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
         let mut res = builder
             .content_type("application/json")

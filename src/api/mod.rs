@@ -15,6 +15,7 @@ pub mod head_guard;
 pub mod listing;
 pub mod monster;
 pub mod openapi;
+pub mod rate_limit;
 pub mod request;
 pub mod schema;
 pub mod system_configs;
@@ -55,6 +56,8 @@ pub struct ApiState {
     pub incoming: crate::inbound::live::IncomingCalls,
     /// The media engine's nodes (FreeSWITCH), for `/healthz`.
     pub media_health: crate::gateway::MediaMonitor,
+    /// Request rate limits (from `options.rate_limit`).
+    pub rate_limits: rate_limit::RateLimiter,
     token_key: OnceCell<Vec<u8>>,
 }
 
@@ -77,6 +80,7 @@ impl ApiState {
         converter: Arc<crate::convert::Converter>,
     ) -> Self {
         Self {
+            rate_limits: rate_limit::RateLimiter::new(&options.rate_limit),
             converter,
             status: None,
             incoming: Default::default(),
@@ -263,6 +267,9 @@ pub fn app(
         .app_data(data)
         .app_data(node)
         .app_data(web::PayloadConfig::new(usize::MAX))
+        // Inside the envelope middleware (wrapped last, so outermost): a 429 gets the
+        // envelope, and the rate limit sees the method a POST stands for.
+        .wrap(from_fn(rate_limit::middleware))
         .wrap(from_fn(envelope::request_id_middleware))
         .configure(routes)
         .default_service(web::to(not_found))

@@ -25,7 +25,14 @@ pub fn document() -> Value {
             "operationId": format!("{}{}", e.method.as_str().to_lowercase(),
                 e.path.replace(['/', '{', '}', '.'], "_")),
             "parameters": params,
-            "responses": {"default": {"description": "Kazoo envelope: {data, status, request_id, auth_token, …}"}},
+            "responses": {
+                "default": {"description": "Kazoo envelope: {data, status, request_id, auth_token, …}"},
+                "429": {
+                    "description": "Rate limit ([api.rate_limit]): Kazoo's too_many_requests envelope",
+                    "headers": {"Retry-After": {"description": "seconds until a retry can pass",
+                        "schema": {"type": "integer"}}},
+                },
+            },
         });
         // Who may call it, from the role table the server enforces.
         let access = super::authz::access(&e.method, &e.path);

@@ -108,6 +108,8 @@ pub struct ApiSection {
     /// Open connections one client address may hold (0: no limit); more are answered 429 and
     /// closed at once.
     pub max_connections_per_address: usize,
+    /// Request rate limits (`[api.rate_limit]`).
+    pub rate_limit: RateLimitSection,
 }
 
 impl Default for ApiSection {
@@ -126,7 +128,90 @@ impl Default for ApiSection {
             body_timeout_s: 30,
             max_connections: 10_000,
             max_connections_per_address: 256,
+            rate_limit: RateLimitSection::default(),
         }
+    }
+}
+
+/// `[api.rate_limit]`: token buckets, as Kazoo's crossbar keeps them (`kz_buckets`). Every
+/// request takes a token from its client address's bucket and, once its token is verified,
+/// one from its account's bucket; a request finding a bucket empty is answered 429 with a
+/// `Retry-After`. `user_auth` and `api_auth` attempts also draw on a per-address login
+/// bucket: an attempt needs one token, and a failed one costs `failed_login_cost` in all,
+/// so password guessing is cut off long before ordinary logins are. The
+/// defaults are far above what a provider's integration or Monster UI sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Off: no request is ever refused for its rate (connection limits still apply).
+    pub enabled: bool,
+    /// Tokens of a client address's bucket (the largest burst from one address).
+    pub address_burst: u32,
+    /// Tokens a client address's bucket regains per second (its sustained request rate).
+    pub address_per_s: f64,
+    /// Tokens of an account's bucket (requests of all its tokens, from any address).
+    pub account_burst: u32,
+    /// Tokens an account's bucket regains per second.
+    pub account_per_s: f64,
+    /// Tokens of a client address's login bucket (`user_auth`, `api_auth`).
+    pub login_burst: u32,
+    /// Tokens a login bucket regains per second.
+    pub login_per_s: f64,
+    /// Tokens a failed login (wrong credentials or API key) costs; a successful one costs 1.
+    pub failed_login_cost: u32,
+    /// Buckets kept at most (idle ones are dropped first), bounding the memory a flood from
+    /// many addresses can take.
+    pub max_buckets: usize,
+    /// Reverse proxies (IPs or CIDR blocks) whose `X-Forwarded-For` names the client. A
+    /// request from any other peer is counted under the peer's address: the header is
+    /// trivially forged.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address_burst: 1000,
+            address_per_s: 100.0,
+            account_burst: 500,
+            account_per_s: 50.0,
+            login_burst: 60,
+            login_per_s: 1.0,
+            failed_login_cost: 20,
+            max_buckets: 100_000,
+            trusted_proxies: vec![],
+        }
+    }
+}
+
+impl RateLimitSection {
+    /// Checks the values against each other; the error names the key.
+    pub fn check(&self) -> Result<(), String> {
+        let rates = [
+            ("address", self.address_burst, self.address_per_s),
+            ("account", self.account_burst, self.account_per_s),
+            ("login", self.login_burst, self.login_per_s),
+        ];
+        for (name, burst, per_s) in rates {
+            if burst == 0 {
+                return Err(format!("api.rate_limit.{name}_burst must be at least 1"));
+            }
+            if !(per_s.is_finite() && per_s > 0.0) {
+                return Err(format!(
+                    "api.rate_limit.{name}_per_s must be a positive number, not {per_s}"
+                ));
+            }
+        }
+        if self.failed_login_cost == 0 {
+            return Err("api.rate_limit.failed_login_cost must be at least 1".into());
+        }
+        if self.max_buckets == 0 {
+            return Err("api.rate_limit.max_buckets must be at least 1".into());
+        }
+        crate::netblock::AllowList::parse(&self.trusted_proxies)
+            .map_err(|e| format!("api.rate_limit.trusted_proxies: {e}"))?;
+        Ok(())
     }
 }
 
@@ -473,9 +558,15 @@ impl Config {
             })
             .collect();
         apply_env(&mut value, &defaults, &mut Vec::new(), &env)?;
-        value
+        let config = value
             .try_into::<Config>()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config
+            .api
+            .rate_limit
+            .check()
+            .map_err(ConfigError::Invalid)?;
+        Ok(config)
     }
 
     /// The cluster cookie: the configured one, else `<data_dir>/cookie`, created (mode 0600)
@@ -741,6 +832,44 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn rate_limits_are_on_by_default_and_checked() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert!(c.api.rate_limit.enabled);
+        assert_eq!(c.api.rate_limit.address_burst, 1000);
+        assert_eq!(c.api.rate_limit.failed_login_cost, 20);
+        assert!(c.api.rate_limit.trusted_proxies.is_empty());
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("FAXD_API_RATE_LIMIT_ENABLED", "false"),
+                ("FAXD_API_RATE_LIMIT_LOGIN_PER_S", "0.25"),
+                ("FAXD_API_RATE_LIMIT_TRUSTED_PROXIES", r#"["10.0.0.0/8"]"#),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.api.rate_limit.enabled);
+        assert_eq!(c.api.rate_limit.login_per_s, 0.25);
+        assert_eq!(c.api.rate_limit.trusted_proxies, vec!["10.0.0.0/8"]);
+        for (var, value, names) in [
+            (
+                "FAXD_API_RATE_LIMIT_TRUSTED_PROXIES",
+                r#"["proxy.lan"]"#,
+                "trusted_proxies",
+            ),
+            ("FAXD_API_RATE_LIMIT_ACCOUNT_PER_S", "0", "account_per_s"),
+            (
+                "FAXD_API_RATE_LIMIT_FAILED_LOGIN_COST",
+                "0",
+                "failed_login_cost",
+            ),
+            ("FAXD_API_RATE_LIMIT_ADDRESS_BURST", "0", "address_burst"),
+        ] {
+            let err = Config::load_with_env(None, env(&[(var, value)])).unwrap_err();
+            assert!(err.to_string().contains(names), "{var}: {err}");
+        }
     }
 
     #[test]

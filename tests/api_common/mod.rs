@@ -70,7 +70,9 @@ pub async fn couch() -> (SharedStore, Option<tempfile::TempDir>) {
 }
 
 /// Options of the test servers: loopback document URLs allowed (the test document server is
-/// on loopback), a 1 MB upload limit so the 413 test stays small.
+/// on loopback), a 1 MB upload limit so the 413 test stays small, and no rate limits (these
+/// suites log in and call the API from one address far faster than any client would;
+/// `tests/api_rate_limit.rs` tests the limits).
 pub fn test_options() -> ApiSection {
     ApiSection {
         listen: "127.0.0.1:0".into(),
@@ -79,6 +81,10 @@ pub fn test_options() -> ApiSection {
         url_max_bytes: 1_000_000,
         url_allow_private: true,
         url_timeout_s: 5,
+        rate_limit: faxd::config::RateLimitSection {
+            enabled: false,
+            ..Default::default()
+        },
         ..ApiSection::default()
     }
 }
