@@ -156,11 +156,11 @@ async fn keep_seeds(
             if let Ok(addrs) = tokio::net::lookup_host(seed.addr.as_str()).await {
                 seed.resolved = addrs.collect();
             }
-            if let Err(e) = ractor_cluster::client_connect(&node, seed.addr.as_str()).await {
-                if seed.attempt == 1 || seed.attempt % 10 == 0 {
-                    tracing::warn!(seed = %seed.addr, error = %e, retry_in = ?seed_backoff(seed.attempt),
-                                   "cannot reach cluster seed");
-                }
+            if let Err(e) = ractor_cluster::client_connect(&node, seed.addr.as_str()).await
+                && (seed.attempt == 1 || seed.attempt % 10 == 0)
+            {
+                tracing::warn!(seed = %seed.addr, error = %e, retry_in = ?seed_backoff(seed.attempt),
+                               "cannot reach cluster seed");
             }
         }
         let wake = seeds
@@ -225,7 +225,7 @@ async fn keep_seeds(
 /// The cluster members this node has a session with (names; `faxd sup` clients left out),
 /// sorted.
 pub async fn members() -> Vec<String> {
-    let Some(cell) = ractor::registry::where_is(CLUSTER.to_string()) else {
+    let Some(cell) = ractor::registry::where_is(CLUSTER) else {
         return vec![];
     };
     let node: ActorRef<NodeServerMessage> = cell.into();
