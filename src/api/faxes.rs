@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::accept::{self, Negotiated, Wanted};
 use super::envelope::success_with;
-use super::listing::{Paging, page_in_memory, respond_doc, respond_list};
+use super::listing::{Paging, page_in_memory, respond_doc, respond_list, scan_filtered};
 use super::request::{
     self, account_request, client_fields, is_json, load_typed, media_type, param, parse_envelope,
     read_body,
@@ -22,7 +22,7 @@ use crate::intake::fetch::FetchPolicy;
 use crate::intake::numbers::{NumberPolicy, check_texts};
 use crate::intake::{self, Document, IntakeError, multipart};
 use crate::model::{Folder, JobStatus};
-use crate::store::{Cursor, JobRow, ModbFilter};
+use crate::store::{Cursor, JobRow, ModbFilter, ModbRow};
 
 /// The three places the fax routes are mounted.
 pub const PREFIXES: [&str; 3] = [
@@ -231,6 +231,18 @@ fn view(doc: &Value) -> Value {
         out["pages"] = p.clone();
     }
     out
+}
+
+/// What a listing's filters look at: the stored document, with the fields clients see
+/// (`status`, `created`, `delivered`, `pages`) where the document has no such key.
+fn filter_target(doc: &Value) -> Value {
+    let mut target = doc.clone();
+    if let (Value::Object(t), Value::Object(seen)) = (&mut target, view(doc)) {
+        for (k, v) in seen {
+            t.entry(k).or_insert(v);
+        }
+    }
+    target
 }
 
 fn respond_fax(
@@ -583,6 +595,42 @@ async fn list_outgoing(
     let scope = scope_of(&req, &state, &account).await?;
     let paging = Paging::from_query(&request::query(&req)?)?;
     let range = paging.plain_range();
+    if paging.is_filtered() {
+        let (rows, next) = scan_filtered(
+            &paging,
+            async |page| {
+                Ok(match &scope {
+                    Scope::Faxbox(id, _) => {
+                        state
+                            .store
+                            .list_by_faxbox_state(id, None, range, page)
+                            .await?
+                    }
+                    _ => {
+                        state
+                            .store
+                            .list_by_account_state(&account, None, range, page)
+                            .await?
+                    }
+                })
+            },
+            async |r: &JobRow| {
+                if r.account_id != account.as_str() || !scope.keeps_row(r) {
+                    return Ok(None);
+                }
+                let doc = state.store.get(&Db::Faxes, &r.id).await?;
+                Ok(doc
+                    .filter(|d| paging.keeps(&filter_target(d)))
+                    .map(|_| outgoing_row(r)))
+            },
+            |r: &JobRow| Cursor {
+                created: r.created,
+                id: r.id.clone(),
+            },
+        )
+        .await?;
+        return Ok(respond_list(&req, &state, rows, next, &paging));
+    }
     // Rows outside the scope (another owner) are skipped, so a page may take several store
     // pages; the continuation key is the first row not returned.
     let want = paging.page().limit;
@@ -736,6 +784,36 @@ async fn list_folder(
     let scope = scope_of(&req, &state, &account).await?;
     let paging = Paging::from_query(&request::query(&req)?)?;
     let range = paging.modb_range()?;
+    if paging.is_filtered() {
+        let filter = scope.modb_filter(folder);
+        let (rows, next) = scan_filtered(
+            &paging,
+            async |page| {
+                Ok(state
+                    .store
+                    .modb_list(&account, &filter, range, page)
+                    .await?)
+            },
+            async |r: &ModbRow| {
+                let Some((month, _)) = split_modb_doc_id(&r.id) else {
+                    return Ok(None);
+                };
+                let doc = state
+                    .store
+                    .get(&Db::Modb(account.clone(), month), &r.id)
+                    .await?;
+                Ok(doc
+                    .filter(|d| paging.keeps(&filter_target(d)))
+                    .map(|d| folder_row(r, &d)))
+            },
+            |r: &ModbRow| Cursor {
+                created: r.created,
+                id: r.id.clone(),
+            },
+        )
+        .await?;
+        return Ok(respond_list(&req, &state, rows, next, &paging));
+    }
     let listing = state
         .store
         .modb_list(&account, &scope.modb_filter(folder), range, paging.page())
@@ -770,6 +848,20 @@ async fn list_folder(
         listing.next_start_key,
         &paging,
     ))
+}
+
+/// A row of a folder listing: the view's fields, then what clients see of the document.
+fn folder_row(r: &ModbRow, doc: &Value) -> Value {
+    let mut row = json!({
+        "id": r.id, "folder": r.folder.as_str(), "status": r.status,
+        "to": r.to, "from": r.from, "created": r.created,
+    });
+    if let (Value::Object(row), Value::Object(full)) = (&mut row, view(doc)) {
+        for (k, v) in full {
+            row.entry(k).or_insert(v);
+        }
+    }
+    row
 }
 
 /// Loads a fax of a folder in the account's MODBs, within the route's scope.
