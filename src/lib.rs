@@ -21,3 +21,4 @@ pub mod numbers;
 pub mod outbound;
 pub mod store;
 pub mod time;
+pub mod timezone;

@@ -23,6 +23,7 @@ use crate::intake::numbers::{NumberPolicy, check_texts};
 use crate::intake::{self, Document, IntakeError, multipart};
 use crate::model::{Folder, JobStatus};
 use crate::store::{Cursor, JobRow, ModbFilter, ModbRow};
+use crate::timezone;
 
 /// The three places the fax routes are mounted.
 pub const PREFIXES: [&str; 3] = [
@@ -373,6 +374,67 @@ async fn read_submission(
     })
 }
 
+/// The zone of a user of an account, else of the account, else of its nearest ancestor that
+/// names one (Kazoo's `kzd_user:timezone` then `kzd_accounts:timezone`; `"inherit"` defers
+/// to the next level), else [`timezone::DEFAULT_TIMEZONE`].
+async fn zone_of(
+    state: &ApiState,
+    account: &AccountId,
+    account_doc: &Value,
+    user_id: Option<&str>,
+) -> Result<String, ApiError> {
+    let tz = |d: &Value| {
+        d.get("timezone")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let mut levels: Vec<Option<String>> = Vec::new();
+    if let Some(u) = user_id
+        && let Some(user) = state.store.get(&Db::Account(account.clone()), u).await?
+        && user.get("pvt_type").and_then(Value::as_str) == Some("user")
+    {
+        levels.push(tz(&user));
+    }
+    levels.push(tz(account_doc));
+    if !levels.iter().any(|l| timezone::is_set(l.as_deref())) {
+        for parent in request::tree_of(account_doc).iter().rev() {
+            let Ok(pid) = AccountId::parse(parent) else {
+                continue;
+            };
+            let z = request::live_account(state, &pid)
+                .await?
+                .as_ref()
+                .and_then(tz);
+            let found = timezone::is_set(z.as_deref());
+            levels.push(z);
+            if found {
+                break;
+            }
+        }
+    }
+    Ok(timezone::pick(levels.iter().map(Option::as_deref)).to_string())
+}
+
+/// A time zone a request names (`fax_timezone`), checked against the tz database.
+fn requested_zone(field: &str, value: Option<&Value>) -> Result<Option<String>, ApiError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    let name = v.as_str().unwrap_or_default();
+    if !timezone::is_set(Some(name)) {
+        return Ok(None);
+    }
+    if timezone::parse(name).is_none() {
+        return Err(ApiError::field_cause(
+            field,
+            "invalid",
+            "unknown time zone (an IANA name such as Europe/Paris)",
+            v.clone(),
+        ));
+    }
+    Ok(Some(name.to_string()))
+}
+
 /// Fills a job's unset fields from its faxbox (Kazoo's faxbox defaults).
 fn faxbox_defaults(data: &mut Map<String, Value>, fb_id: &str, fb: &Value) {
     let pairs = [
@@ -559,6 +621,17 @@ async fn submit(
             }
         }
         _ => {}
+    }
+    // fax_timezone: the request's, else the faxbox's, else its owner's (faxbox) or the fax
+    // owner's, else the account's (and up its tree).
+    if requested_zone("fax_timezone", fields.get("fax_timezone"))?.is_none() {
+        let user = match &scope {
+            Scope::Faxbox(_, fb) => fb.get("owner_id").and_then(Value::as_str),
+            _ => fields.get("owner_id").and_then(Value::as_str),
+        }
+        .map(str::to_string);
+        let zone = zone_of(&state, &account, &account_doc, user.as_deref()).await?;
+        fields.insert("fax_timezone".into(), json!(zone));
     }
     let now = crate::time::now_gregorian();
     let mut job = Value::Object(fields);
@@ -871,7 +944,18 @@ async fn load_folder(
     folder: Folder,
     env: Option<&request::Envelope>,
 ) -> Result<(AccountId, Db, Value), ApiError> {
-    let (_c, account, _a) = account_request(req, state, env).await?;
+    let (_c, account, db, doc) = load_folder_as(req, state, folder, env).await?;
+    Ok((account, db, doc))
+}
+
+/// As [`load_folder`], with the caller.
+async fn load_folder_as(
+    req: &HttpRequest,
+    state: &ApiState,
+    folder: Folder,
+    env: Option<&request::Envelope>,
+) -> Result<(request::Caller, AccountId, Db, Value), ApiError> {
+    let (caller, account, _a) = account_request(req, state, env).await?;
     let scope = scope_of(req, state, &account).await?;
     let id = param(req, "fax_id")?;
     let (month, _) =
@@ -886,7 +970,7 @@ async fn load_folder(
     if doc_folder != folder || !scope.keeps(&doc) {
         return Err(ApiError::BadIdentifier(id.to_string()));
     }
-    Ok((account, db, doc))
+    Ok((caller, account, db, doc))
 }
 
 async fn get_folder(
@@ -984,20 +1068,29 @@ pub fn pick_attachment(doc: &Value, format: Format, strict: bool) -> Option<Stri
     }
 }
 
-fn filename_stamp(created_gregorian: i64) -> String {
-    let unix = crate::time::gregorian_to_unix(created_gregorian);
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|t| t.format("%Y-%m-%d_%H-%M-%S").to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 async fn attachment(
     req: HttpRequest,
     state: web::Data<ApiState>,
     folder: Folder,
 ) -> Result<HttpResponse, ApiError> {
-    let (_a, db, doc) = load_folder(&req, &state, folder, None).await?;
+    let (caller, _a, db, doc) = load_folder_as(&req, &state, folder, None).await?;
     let q = request::query(&req)?;
+    // The file name's zone: `?fax_timezone=`, else the caller's (user, then account).
+    let zone = match requested_zone(
+        "fax_timezone",
+        q.get("fax_timezone").map(|z| json!(z)).as_ref(),
+    )? {
+        Some(z) => z,
+        None => {
+            zone_of(
+                &state,
+                &caller.account,
+                &caller.account_doc,
+                caller.owner_id(),
+            )
+            .await?
+        }
+    };
     let accept = req
         .headers()
         .get(actix_web::http::header::ACCEPT)
@@ -1030,7 +1123,7 @@ async fn attachment(
         && pick_attachment(&doc, Format::Pdf, true).is_none()
         && let Some(pdf) = render_pdf(&state, &db, &doc).await?
     {
-        return Ok(download(&doc, &q, "application/pdf").body(pdf));
+        return Ok(download(&doc, &q, &zone, "application/pdf").body(pdf));
     }
     let name = pick_attachment(&doc, format, strict).ok_or_else(|| {
         if intake::attachment_names(&doc).is_empty() {
@@ -1047,7 +1140,7 @@ async fn attachment(
         .get_attachment(&db, &id, &name)
         .await?
         .ok_or_else(|| ApiError::BadIdentifier(format!("{id}/{name}")))?;
-    let mut res = download(&doc, &q, &att.content_type);
+    let mut res = download(&doc, &q, &zone, &att.content_type);
     res.no_chunking(att.length);
     Ok(res.streaming(att.body))
 }
@@ -1090,11 +1183,12 @@ async fn render_pdf(state: &ApiState, db: &Db, doc: &Value) -> Result<Option<Vec
 }
 
 /// A download response builder with Kazoo's headers: content type, `Content-Disposition`
-/// (`?disposition=inline|attachment`, filename `fax_document_<created>.<ext>`) and the
-/// document's revision as ETag.
+/// (`?disposition=inline|attachment`, filename `fax_document_<created, local time in
+/// zone>.<ext>`) and the document's revision as ETag.
 fn download(
     doc: &Value,
     q: &std::collections::HashMap<String, String>,
+    zone: &str,
     content_type: &str,
 ) -> actix_web::HttpResponseBuilder {
     let disposition = match q.get("disposition").map(String::as_str) {
@@ -1104,7 +1198,7 @@ fn download(
     let created = doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0);
     let filename = format!(
         "fax_document_{}.{}",
-        filename_stamp(created),
+        timezone::file_stamp(created, zone),
         intake::extension(content_type)
     );
     let mut res = HttpResponse::Ok();
@@ -1332,6 +1426,7 @@ async fn list_incoming(
     let rows = live_calls(&req, &state)
         .await?
         .into_iter()
+        .filter(|v| paging.keeps(v))
         .map(|v| {
             let created = v["created"].as_i64().unwrap_or(0);
             let id = v["id"].as_str().unwrap_or_default().to_string();
