@@ -164,6 +164,23 @@ async fn fax_timezone_chain_and_file_names(store: SharedStore, dir: Dir) {
     )
     .await;
     assert_eq!(fax_zone(r).await, "America/Chicago");
+    // A faxbox refuses a zone the tz database does not know.
+    let r = api
+        .post(
+            &format!("{acc}/faxboxes/{fb}"),
+            &a.token,
+            json!({"name": "Zoned", "fax_timezone": "Mars/Olympus"}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "validation error");
+    assert_eq!(
+        r.data()["fax_timezone"]["invalid"]["cause"],
+        "Mars/Olympus",
+        "{}",
+        r.body
+    );
+    let r = api.get(&format!("{acc}/faxboxes/{fb}"), &a.token).await;
+    assert_eq!(r.data()["fax_timezone"], "America/Chicago", "{}", r.body);
     // An account that inherits: its parent's zone.
     let r = api
         .patch(

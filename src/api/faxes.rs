@@ -415,8 +415,12 @@ async fn zone_of(
     Ok(timezone::pick(levels.iter().map(Option::as_deref)).to_string())
 }
 
-/// A time zone a request names (`fax_timezone`), checked against the tz database.
-fn requested_zone(field: &str, value: Option<&Value>) -> Result<Option<String>, ApiError> {
+/// A time zone a request names (`fax_timezone`), checked against the tz database; `None`
+/// when it names none (absent, empty or `"inherit"`).
+pub(super) fn requested_zone(
+    field: &str,
+    value: Option<&Value>,
+) -> Result<Option<String>, ApiError> {
     let Some(v) = value else {
         return Ok(None);
     };
