@@ -24,3 +24,4 @@ pub mod outbound;
 pub mod ratelimit;
 pub mod store;
 pub mod time;
+pub mod timezone;

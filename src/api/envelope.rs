@@ -388,12 +388,12 @@ impl ApiError {
             ApiError::DatastoreUnreachable(cause) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "datastore_unreachable",
-                json!({"message": "datastore unreachable", "cause": cause}),
+                json!({"message": "datastore timeout", "cause": cause}),
             ),
             ApiError::DatastoreFault(cause) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "datastore_fault",
-                json!({"message": "datastore fault", "cause": cause}),
+                json!({"message": "datastore fatal error", "cause": cause}),
             ),
             ApiError::InsufficientStorage(cause) => (
                 StatusCode::INSUFFICIENT_STORAGE,

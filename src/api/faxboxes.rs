@@ -83,6 +83,7 @@ async fn validate(
     super::schema::validate_named("faxbox", &mut doc).map_err(ApiError::Validation)?;
     if let Value::Object(m) = &mut doc {
         check_texts(m, &FAXBOX_TEXTS, &FAXBOX_IDENTITIES)?;
+        super::faxes::requested_zone("fax_timezone", m.get("fax_timezone"))?;
         if let Some(raw) = m.get("caller_id").and_then(Value::as_str) {
             let policy = NumberPolicy::for_account(&state.sysconf.fax(), account_doc);
             let e164 = policy

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::accept::{self, Negotiated, Wanted};
 use super::envelope::success_with;
-use super::listing::{Paging, page_in_memory, respond_doc, respond_list};
+use super::listing::{Paging, page_in_memory, respond_doc, respond_list, scan_filtered};
 use super::request::{
     self, account_request, client_fields, is_json, load_typed, media_type, param, parse_envelope,
     read_body,
@@ -22,7 +22,8 @@ use crate::intake::fetch::FetchPolicy;
 use crate::intake::numbers::{NumberPolicy, check_texts};
 use crate::intake::{self, Document, IntakeError, multipart};
 use crate::model::{Folder, JobStatus};
-use crate::store::{Cursor, JobRow, ModbFilter};
+use crate::store::{Cursor, JobRow, ModbFilter, ModbRow};
+use crate::timezone;
 
 /// The three places the fax routes are mounted.
 pub const PREFIXES: [&str; 3] = [
@@ -233,6 +234,18 @@ fn view(doc: &Value) -> Value {
     out
 }
 
+/// What a listing's filters look at: the stored document, with the fields clients see
+/// (`status`, `created`, `delivered`, `pages`) where the document has no such key.
+fn filter_target(doc: &Value) -> Value {
+    let mut target = doc.clone();
+    if let (Value::Object(t), Value::Object(seen)) = (&mut target, view(doc)) {
+        for (k, v) in seen {
+            t.entry(k).or_insert(v);
+        }
+    }
+    target
+}
+
 fn respond_fax(
     req: &HttpRequest,
     state: &ApiState,
@@ -359,6 +372,71 @@ async fn read_submission(
         env,
         document,
     })
+}
+
+/// The zone of a user of an account, else of the account, else of its nearest ancestor that
+/// names one (Kazoo's `kzd_user:timezone` then `kzd_accounts:timezone`; `"inherit"` defers
+/// to the next level), else [`timezone::DEFAULT_TIMEZONE`].
+async fn zone_of(
+    state: &ApiState,
+    account: &AccountId,
+    account_doc: &Value,
+    user_id: Option<&str>,
+) -> Result<String, ApiError> {
+    let tz = |d: &Value| {
+        d.get("timezone")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let mut levels: Vec<Option<String>> = Vec::new();
+    if let Some(u) = user_id
+        && let Some(user) = state.store.get(&Db::Account(account.clone()), u).await?
+        && user.get("pvt_type").and_then(Value::as_str) == Some("user")
+    {
+        levels.push(tz(&user));
+    }
+    levels.push(tz(account_doc));
+    if !levels.iter().any(|l| timezone::is_set(l.as_deref())) {
+        for parent in request::tree_of(account_doc).iter().rev() {
+            let Ok(pid) = AccountId::parse(parent) else {
+                continue;
+            };
+            let z = request::live_account(state, &pid)
+                .await?
+                .as_ref()
+                .and_then(tz);
+            let found = timezone::is_set(z.as_deref());
+            levels.push(z);
+            if found {
+                break;
+            }
+        }
+    }
+    Ok(timezone::pick(levels.iter().map(Option::as_deref)).to_string())
+}
+
+/// A time zone a request names (`fax_timezone`), checked against the tz database; `None`
+/// when it names none (absent, empty or `"inherit"`).
+pub(super) fn requested_zone(
+    field: &str,
+    value: Option<&Value>,
+) -> Result<Option<String>, ApiError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    let name = v.as_str().unwrap_or_default();
+    if !timezone::is_set(Some(name)) {
+        return Ok(None);
+    }
+    if timezone::parse(name).is_none() {
+        return Err(ApiError::field_cause(
+            field,
+            "invalid",
+            "unknown time zone (an IANA name such as Europe/Paris)",
+            v.clone(),
+        ));
+    }
+    Ok(Some(name.to_string()))
 }
 
 /// Fills a job's unset fields from its faxbox (Kazoo's faxbox defaults).
@@ -548,6 +626,17 @@ async fn submit(
         }
         _ => {}
     }
+    // fax_timezone: the request's, else the faxbox's, else its owner's (faxbox) or the fax
+    // owner's, else the account's (and up its tree).
+    if requested_zone("fax_timezone", fields.get("fax_timezone"))?.is_none() {
+        let user = match &scope {
+            Scope::Faxbox(_, fb) => fb.get("owner_id").and_then(Value::as_str),
+            _ => fields.get("owner_id").and_then(Value::as_str),
+        }
+        .map(str::to_string);
+        let zone = zone_of(&state, &account, &account_doc, user.as_deref()).await?;
+        fields.insert("fax_timezone".into(), json!(zone));
+    }
     let now = crate::time::now_gregorian();
     let mut job = Value::Object(fields);
     job["_id"] = json!(new_id());
@@ -583,6 +672,42 @@ async fn list_outgoing(
     let scope = scope_of(&req, &state, &account).await?;
     let paging = Paging::from_query(&request::query(&req)?)?;
     let range = paging.plain_range();
+    if paging.is_filtered() {
+        let (rows, next) = scan_filtered(
+            &paging,
+            async |page| {
+                Ok(match &scope {
+                    Scope::Faxbox(id, _) => {
+                        state
+                            .store
+                            .list_by_faxbox_state(id, None, range, page)
+                            .await?
+                    }
+                    _ => {
+                        state
+                            .store
+                            .list_by_account_state(&account, None, range, page)
+                            .await?
+                    }
+                })
+            },
+            async |r: &JobRow| {
+                if r.account_id != account.as_str() || !scope.keeps_row(r) {
+                    return Ok(None);
+                }
+                let doc = state.store.get(&Db::Faxes, &r.id).await?;
+                Ok(doc
+                    .filter(|d| paging.keeps(&filter_target(d)))
+                    .map(|_| outgoing_row(r)))
+            },
+            |r: &JobRow| Cursor {
+                created: r.created,
+                id: r.id.clone(),
+            },
+        )
+        .await?;
+        return Ok(respond_list(&req, &state, rows, next, &paging));
+    }
     // Rows outside the scope (another owner) are skipped, so a page may take several store
     // pages; the continuation key is the first row not returned.
     let want = paging.page().limit;
@@ -736,6 +861,36 @@ async fn list_folder(
     let scope = scope_of(&req, &state, &account).await?;
     let paging = Paging::from_query(&request::query(&req)?)?;
     let range = paging.modb_range()?;
+    if paging.is_filtered() {
+        let filter = scope.modb_filter(folder);
+        let (rows, next) = scan_filtered(
+            &paging,
+            async |page| {
+                Ok(state
+                    .store
+                    .modb_list(&account, &filter, range, page)
+                    .await?)
+            },
+            async |r: &ModbRow| {
+                let Some((month, _)) = split_modb_doc_id(&r.id) else {
+                    return Ok(None);
+                };
+                let doc = state
+                    .store
+                    .get(&Db::Modb(account.clone(), month), &r.id)
+                    .await?;
+                Ok(doc
+                    .filter(|d| paging.keeps(&filter_target(d)))
+                    .map(|d| folder_row(r, &d)))
+            },
+            |r: &ModbRow| Cursor {
+                created: r.created,
+                id: r.id.clone(),
+            },
+        )
+        .await?;
+        return Ok(respond_list(&req, &state, rows, next, &paging));
+    }
     let listing = state
         .store
         .modb_list(&account, &scope.modb_filter(folder), range, paging.page())
@@ -772,6 +927,20 @@ async fn list_folder(
     ))
 }
 
+/// A row of a folder listing: the view's fields, then what clients see of the document.
+fn folder_row(r: &ModbRow, doc: &Value) -> Value {
+    let mut row = json!({
+        "id": r.id, "folder": r.folder.as_str(), "status": r.status,
+        "to": r.to, "from": r.from, "created": r.created,
+    });
+    if let (Value::Object(row), Value::Object(full)) = (&mut row, view(doc)) {
+        for (k, v) in full {
+            row.entry(k).or_insert(v);
+        }
+    }
+    row
+}
+
 /// Loads a fax of a folder in the account's MODBs, within the route's scope.
 async fn load_folder(
     req: &HttpRequest,
@@ -779,7 +948,18 @@ async fn load_folder(
     folder: Folder,
     env: Option<&request::Envelope>,
 ) -> Result<(AccountId, Db, Value), ApiError> {
-    let (_c, account, _a) = account_request(req, state, env).await?;
+    let (_c, account, db, doc) = load_folder_as(req, state, folder, env).await?;
+    Ok((account, db, doc))
+}
+
+/// As [`load_folder`], with the caller.
+async fn load_folder_as(
+    req: &HttpRequest,
+    state: &ApiState,
+    folder: Folder,
+    env: Option<&request::Envelope>,
+) -> Result<(request::Caller, AccountId, Db, Value), ApiError> {
+    let (caller, account, _a) = account_request(req, state, env).await?;
     let scope = scope_of(req, state, &account).await?;
     let id = param(req, "fax_id")?;
     let (month, _) =
@@ -794,7 +974,7 @@ async fn load_folder(
     if doc_folder != folder || !scope.keeps(&doc) {
         return Err(ApiError::BadIdentifier(id.to_string()));
     }
-    Ok((account, db, doc))
+    Ok((caller, account, db, doc))
 }
 
 async fn get_folder(
@@ -892,20 +1072,29 @@ pub fn pick_attachment(doc: &Value, format: Format, strict: bool) -> Option<Stri
     }
 }
 
-fn filename_stamp(created_gregorian: i64) -> String {
-    let unix = crate::time::gregorian_to_unix(created_gregorian);
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|t| t.format("%Y-%m-%d_%H-%M-%S").to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 async fn attachment(
     req: HttpRequest,
     state: web::Data<ApiState>,
     folder: Folder,
 ) -> Result<HttpResponse, ApiError> {
-    let (_a, db, doc) = load_folder(&req, &state, folder, None).await?;
+    let (caller, _a, db, doc) = load_folder_as(&req, &state, folder, None).await?;
     let q = request::query(&req)?;
+    // The file name's zone: `?fax_timezone=`, else the caller's (user, then account).
+    let zone = match requested_zone(
+        "fax_timezone",
+        q.get("fax_timezone").map(|z| json!(z)).as_ref(),
+    )? {
+        Some(z) => z,
+        None => {
+            zone_of(
+                &state,
+                &caller.account,
+                &caller.account_doc,
+                caller.owner_id(),
+            )
+            .await?
+        }
+    };
     let accept = req
         .headers()
         .get(actix_web::http::header::ACCEPT)
@@ -938,7 +1127,7 @@ async fn attachment(
         && pick_attachment(&doc, Format::Pdf, true).is_none()
         && let Some(pdf) = render_pdf(&state, &db, &doc).await?
     {
-        return Ok(download(&doc, &q, "application/pdf").body(pdf));
+        return Ok(download(&doc, &q, &zone, "application/pdf").body(pdf));
     }
     let name = pick_attachment(&doc, format, strict).ok_or_else(|| {
         if intake::attachment_names(&doc).is_empty() {
@@ -955,7 +1144,7 @@ async fn attachment(
         .get_attachment(&db, &id, &name)
         .await?
         .ok_or_else(|| ApiError::BadIdentifier(format!("{id}/{name}")))?;
-    let mut res = download(&doc, &q, &att.content_type);
+    let mut res = download(&doc, &q, &zone, &att.content_type);
     res.no_chunking(att.length);
     Ok(res.streaming(att.body))
 }
@@ -998,11 +1187,12 @@ async fn render_pdf(state: &ApiState, db: &Db, doc: &Value) -> Result<Option<Vec
 }
 
 /// A download response builder with Kazoo's headers: content type, `Content-Disposition`
-/// (`?disposition=inline|attachment`, filename `fax_document_<created>.<ext>`) and the
-/// document's revision as ETag.
+/// (`?disposition=inline|attachment`, filename `fax_document_<created, local time in
+/// zone>.<ext>`) and the document's revision as ETag.
 fn download(
     doc: &Value,
     q: &std::collections::HashMap<String, String>,
+    zone: &str,
     content_type: &str,
 ) -> actix_web::HttpResponseBuilder {
     let disposition = match q.get("disposition").map(String::as_str) {
@@ -1012,7 +1202,7 @@ fn download(
     let created = doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0);
     let filename = format!(
         "fax_document_{}.{}",
-        filename_stamp(created),
+        timezone::file_stamp(created, zone),
         intake::extension(content_type)
     );
     let mut res = HttpResponse::Ok();
@@ -1240,6 +1430,7 @@ async fn list_incoming(
     let rows = live_calls(&req, &state)
         .await?
         .into_iter()
+        .filter(|v| paging.keeps(v))
         .map(|v| {
             let created = v["created"].as_i64().unwrap_or(0);
             let id = v["id"].as_str().unwrap_or_default().to_string();

@@ -1,6 +1,6 @@
 //! Listings: Kazoo's paging parameters (`page_size`, `start_key`, `paginate=false`,
-//! `created_from`/`created_to`, `filter_<field>`) and the envelope keys of a page
-//! (`page_size`, `start_key`, `next_start_key`).
+//! `created_from`/`created_to`, the filters of [`super::filter`], `ascending`/`descending`)
+//! and the envelope keys of a page (`page_size`, `start_key`, `next_start_key`).
 
 use std::collections::HashMap;
 
@@ -9,8 +9,9 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
 
 use super::envelope::success_with;
+use super::filter::{Direction, Filters};
 use super::{ApiError, ApiState};
-use crate::store::{CreatedRange, Cursor, Page};
+use crate::store::{CreatedRange, Cursor, Listing, Page};
 
 /// Default page size (`crossbar.pagination_page_size`).
 pub const PAGE_SIZE: usize = 50;
@@ -21,6 +22,9 @@ pub const MAX_PAGE_SIZE: usize = 500;
 pub const MAXIMUM_RANGE: i64 = 2_682_000;
 /// Rows returned at most with `paginate=false`.
 pub const UNPAGINATED_MAX: usize = 10_000;
+/// Store rows a filtered (or oldest-first) listing reads at most for one answer. A filtered
+/// page that is not full by then ends with a `next_start_key`, so paging goes on from there.
+pub const FILTER_SCAN_MAX: usize = 10_000;
 
 /// Paging asked for by a request.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,8 +34,10 @@ pub struct Paging {
     pub start_key: Option<String>,
     pub created_from: Option<i64>,
     pub created_to: Option<i64>,
-    /// `filter_<dotted.path>=<value>` pairs.
-    pub filters: Vec<(String, String)>,
+    /// The request's filters (`filter_*`, `has_key`, `modified_from`, …).
+    pub filters: Filters,
+    /// Listing order (newest first unless asked otherwise).
+    pub direction: Direction,
 }
 
 impl Paging {
@@ -65,14 +71,10 @@ impl Paging {
                 )
             })?;
         }
-        let mut filters: Vec<(String, String)> = q
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("filter_")
-                    .map(|p| (p.to_string(), v.clone()))
-            })
-            .collect();
-        filters.sort();
+        let filters = Filters::from_query(q).map_err(|e| {
+            let p = e.parameter().to_string();
+            ApiError::field(&p, "invalid", e.to_string())
+        })?;
         Ok(Self {
             paginate,
             page_size,
@@ -80,6 +82,7 @@ impl Paging {
             created_from: greg("created_from")?,
             created_to: greg("created_to")?,
             filters,
+            direction: Direction::from_query(q),
         })
     }
 
@@ -128,26 +131,29 @@ impl Paging {
         }
     }
 
-    /// Whether a full document passes the `filter_*` parameters.
+    /// Whether a full document passes the request's filters.
     pub fn keeps(&self, doc: &Value) -> bool {
-        self.filters.iter().all(|(path, want)| {
-            let ptr = format!("/{}", path.replace('.', "/"));
-            match doc.pointer(&ptr) {
-                Some(Value::String(s)) => s == want,
-                Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(want)),
-                Some(other) => *other == serde_json::from_str::<Value>(want).unwrap_or(Value::Null),
-                None => false,
-            }
-        })
+        self.filters.keeps(doc)
+    }
+
+    /// Whether this listing must read and filter rows itself rather than take a store page
+    /// as it comes: any filter, or the oldest-first order (store listings run newest first).
+    pub fn is_filtered(&self) -> bool {
+        !self.filters.is_empty() || self.direction == Direction::Ascending
     }
 }
 
-/// Pages an in-memory list newest first (by `created`, then id), as the store pages views.
+/// Pages an in-memory list by `created`, then id: newest first as the store pages views, or
+/// oldest first when asked (`ascending=true`).
 pub fn page_in_memory(
     mut rows: Vec<(i64, String, Value)>,
     paging: &Paging,
 ) -> (Vec<Value>, Option<String>) {
-    rows.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+    let ascending = paging.direction == Direction::Ascending;
+    rows.sort_by(|a, b| {
+        let order = (b.0, &b.1).cmp(&(a.0, &a.1));
+        if ascending { order.reverse() } else { order }
+    });
     let start = paging
         .start_key
         .as_deref()
@@ -157,6 +163,7 @@ pub fn page_in_memory(
         .into_iter()
         .filter(|(c, _, _)| *c >= range.from && *c <= range.to)
         .filter(|(c, id, _)| match &start {
+            Some(cur) if ascending => (*c, id.as_str()) >= (cur.created, cur.id.as_str()),
             Some(cur) => (*c, id.as_str()) <= (cur.created, cur.id.as_str()),
             None => true,
         });
@@ -178,6 +185,57 @@ pub fn page_in_memory(
         out.push(v);
     }
     (out, None)
+}
+
+/// Store rows asked for per store page while a filtered listing scans.
+const FILTER_BATCH: usize = 200;
+
+/// A filtered (or oldest-first) listing over a store listing that runs newest first: reads
+/// store pages from the request's `start_key`, keeps the rows `row` answers (`None`: out of
+/// scope or filtered out), and stops once the page is full (Kazoo's pages come back full
+/// whatever the filters drop) or after [`FILTER_SCAN_MAX`] rows, answering then the key to
+/// go on from. Oldest first, the newest [`FILTER_SCAN_MAX`] rows of the range are ordered.
+pub async fn scan_filtered<R>(
+    paging: &Paging,
+    mut fetch: impl AsyncFnMut(Page) -> Result<Listing<R>, ApiError>,
+    mut row: impl AsyncFnMut(&R) -> Result<Option<Value>, ApiError>,
+    key: impl Fn(&R) -> Cursor,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let ascending = paging.direction == Direction::Ascending;
+    let want = paging.page().limit;
+    let mut page = Page {
+        limit: FILTER_BATCH,
+        start_key: if ascending {
+            None
+        } else {
+            paging.start_key.clone()
+        },
+    };
+    let mut kept = Vec::new();
+    let mut scanned = 0usize;
+    let full = |kept: &Vec<(i64, String, Value)>, scanned: usize| {
+        scanned >= FILTER_SCAN_MAX || (!ascending && kept.len() > want)
+    };
+    let resume = 'scan: loop {
+        let listing = fetch(page.clone()).await?;
+        for r in &listing.rows {
+            if full(&kept, scanned) {
+                break 'scan Some(key(r).encode());
+            }
+            scanned += 1;
+            if let Some(v) = row(r).await? {
+                let k = key(r);
+                kept.push((k.created, k.id, v));
+            }
+        }
+        match listing.next_start_key {
+            None => break None,
+            Some(k) if full(&kept, scanned) => break Some(k),
+            Some(k) => page.start_key = Some(k),
+        }
+    };
+    let (rows, next) = page_in_memory(kept, paging);
+    Ok((rows, if ascending { next } else { next.or(resume) }))
 }
 
 /// `GET /v2/accounts/{account_id}/<resource>`: the account's live documents of one
@@ -303,6 +361,120 @@ mod tests {
         assert_eq!(page, vec![json!(2), json!(1)]);
         p.start_key = next;
         let (page, next) = page_in_memory(rows, &p);
+        assert_eq!((page, next), (vec![json!(0)], None));
+    }
+
+    #[test]
+    fn pages_in_memory_oldest_first_when_asked() {
+        let rows: Vec<(i64, String, Value)> =
+            (0..5).map(|i| (i, format!("id{i}"), json!(i))).collect();
+        let q: HashMap<String, String> = [("page_size", "2"), ("ascending", "true")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut p = Paging::from_query(&q).unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let (page, next) = page_in_memory(rows.clone(), &p);
+            seen.extend(page);
+            match next {
+                Some(k) => p.start_key = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn bad_filter_parameters_are_a_400_on_the_parameter() {
+        let q = HashMap::from([("modified_to".to_string(), "soon".to_string())]);
+        match Paging::from_query(&q) {
+            Err(ApiError::Field { field, rule, .. }) => {
+                assert_eq!((field.as_str(), rule), ("modified_to", "invalid"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A store listing over rows kept newest first, paged by cursor as the stores page.
+    fn store_pages(rows: &[(i64, String)], page: Page) -> Listing<(i64, String)> {
+        let start = page.start_key.map(|k| Cursor::decode(&k).unwrap());
+        let mut it = rows.iter().filter(|(c, id)| match &start {
+            Some(s) => (*c, id.as_str()) <= (s.created, s.id.as_str()),
+            None => true,
+        });
+        let out: Vec<_> = it.by_ref().take(page.limit).cloned().collect();
+        let next = it.next().map(|(c, id)| {
+            Cursor {
+                created: *c,
+                id: id.clone(),
+            }
+            .encode()
+        });
+        Listing {
+            rows: out,
+            next_start_key: next,
+        }
+    }
+
+    async fn scan(
+        rows: &[(i64, String)],
+        paging: &Paging,
+        keep: impl Fn(i64) -> bool,
+    ) -> (Vec<Value>, Option<String>) {
+        scan_filtered(
+            paging,
+            async |page| Ok(store_pages(rows, page)),
+            async |r: &(i64, String)| Ok(keep(r.0).then(|| json!(r.0))),
+            |r: &(i64, String)| Cursor {
+                created: r.0,
+                id: r.1.clone(),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    fn rows(n: i64) -> Vec<(i64, String)> {
+        (0..n).rev().map(|i| (i, format!("id{i:06}"))).collect()
+    }
+
+    #[tokio::test]
+    async fn filtered_pages_come_back_full() {
+        let rows = rows(1000);
+        let q = HashMap::from([("page_size".to_string(), "3".to_string())]);
+        let mut p = Paging::from_query(&q).unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let (page, next) = scan(&rows, &p, |c| c % 100 == 7).await;
+            if next.is_some() {
+                assert_eq!(page.len(), 3, "a page that is not the last is full");
+            }
+            seen.extend(page);
+            match next {
+                Some(k) => p.start_key = Some(k),
+                None => break,
+            }
+        }
+        let want: Vec<Value> = (0..10).rev().map(|i| json!(i * 100 + 7)).collect();
+        assert_eq!(seen, want);
+    }
+
+    #[tokio::test]
+    async fn a_scan_stops_at_its_bound_and_goes_on_from_there() {
+        let n = FILTER_SCAN_MAX as i64 + 50;
+        let rows = rows(n);
+        let mut p = Paging::from_query(&HashMap::new()).unwrap();
+        // Only the oldest row passes: the first answer stops after the bound with a key.
+        let (page, next) = scan(&rows, &p, |c| c == 0).await;
+        assert!(page.is_empty());
+        let next = next.expect("a key to go on from");
+        assert_eq!(
+            Cursor::decode(&next).unwrap().created,
+            n - 1 - FILTER_SCAN_MAX as i64
+        );
+        p.start_key = Some(next);
+        let (page, next) = scan(&rows, &p, |c| c == 0).await;
         assert_eq!((page, next), (vec![json!(0)], None));
     }
 

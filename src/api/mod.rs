@@ -11,6 +11,7 @@ pub mod callflows;
 pub mod envelope;
 pub mod faxboxes;
 pub mod faxes;
+pub mod filter;
 pub mod head_guard;
 pub mod listing;
 pub mod monster;
