@@ -141,12 +141,12 @@ async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
             }
             let members = crate::cluster::members().await;
             let cluster = if members.is_empty() {
-                "no other member".to_string()
+                "no other node linked".to_string()
             } else {
-                format!("{} other member(s): {}", members.len(), members.join(", "))
+                format!("{} linked: {}", members.len(), members.join(", "))
             };
             done(format!(
-                "node:     {}\nversion:  {}\nuptime:   {}\nstore:    {}\nmedia:    {}\noutbound: {}\ncluster:  {}\n\nsupervision tree:\n{}",
+                "node:     {}\nversion:  {}\nuptime:   {}\nstore:    {}\nmedia:    {}\noutbound: {}\nmembers:  {}\n\nsupervision tree:\n{}",
                 ctx.node(),
                 faxd::api::envelope::VERSION,
                 uptime(ctx.started.elapsed()),

@@ -1,6 +1,6 @@
 //! Seeds are kept, not dialled once: a node whose seed starts after it links up as soon as
 //! the seed is there, loses it when the seed stops, and links up again when it is back —
-//! each visible in `faxd_maintenance status` (`cluster:` line) and logged as a member
+//! each visible in `faxd_maintenance status` (`members:` line) and logged as a member
 //! joining and leaving.
 
 mod common;
@@ -25,13 +25,13 @@ fn env(dir: &Path, name: &str, seeds: &[&str]) -> Vec<(String, String)> {
     env
 }
 
-/// The `cluster:` line of a node's `faxd_maintenance status`.
+/// The `members:` line of a node's `faxd_maintenance status`.
 fn cluster_line(node: &Node) -> String {
     let (code, out, err) = node.sup(&["faxd_maintenance", "status"], &[]);
     assert_eq!(code, 0, "{out}{err}");
     out.lines()
-        .find(|l| l.starts_with("cluster:"))
-        .unwrap_or_else(|| panic!("no cluster line in:\n{out}"))
+        .find(|l| l.starts_with("members:"))
+        .unwrap_or_else(|| panic!("no members line in:\n{out}"))
         .to_string()
 }
 
@@ -57,7 +57,7 @@ fn a_seed_that_starts_later_stops_and_comes_back_is_linked_each_time() {
     // B starts first: its seed is not there yet.
     let b = Node::start(&dir_b, env(&dir_b, NODE_B, &[&seed]));
     let line = cluster_line(&b);
-    assert!(line.contains("no other member"), "{line}");
+    assert!(line.contains("no other node linked"), "{line}");
 
     // A comes up: B links to it without being restarted.
     let a = Node::start(&dir_a, env_a.clone());
@@ -71,7 +71,7 @@ fn a_seed_that_starts_later_stops_and_comes_back_is_linked_each_time() {
     // A is back on the same address: B links again.
     let a = Node::start(&dir_a, env_a);
     let line = wait_for_line(&b, "B linked to A again", |l| l.contains(NODE_A));
-    assert!(line.contains("1 other member(s)"), "{line}");
+    assert!(line.contains("1 linked"), "{line}");
     let log = b.stderr.lock().unwrap().clone();
     assert_eq!(log.matches("cluster member joined").count(), 2, "{log}");
     assert!(log.contains("cluster member left"), "{log}");
