@@ -22,7 +22,7 @@ use crate::intake::fetch::FetchPolicy;
 use crate::intake::numbers::{NumberPolicy, check_texts};
 use crate::intake::{self, Document, IntakeError, multipart};
 use crate::model::{Folder, JobStatus};
-use crate::store::{Cursor, JobRow, ModbFilter};
+use crate::store::{Cursor, JobRow, ModbFilter, ModbRow, SmtpLogRow};
 
 /// The three places the fax routes are mounted.
 pub const PREFIXES: [&str; 3] = [
@@ -181,6 +181,14 @@ impl Scope {
     }
 
     fn keeps_row(&self, row: &JobRow) -> bool {
+        match self {
+            Scope::Account => true,
+            Scope::Faxbox(id, _) => row.faxbox_id.as_deref() == Some(id.as_str()),
+            Scope::User(id) => row.owner_id.as_deref() == Some(id.as_str()),
+        }
+    }
+
+    fn keeps_log(&self, row: &SmtpLogRow) -> bool {
         match self {
             Scope::Account => true,
             Scope::Faxbox(id, _) => row.faxbox_id.as_deref() == Some(id.as_str()),
@@ -749,6 +757,11 @@ async fn list_folder(
             "id": r.id, "folder": r.folder.as_str(), "status": r.status,
             "to": r.to, "from": r.from, "created": r.created,
         });
+        if paging.filters.is_empty() {
+            // The index row carries the summary: no document is read.
+            rows.push(folder_summary(r));
+            continue;
+        }
         if let Some(doc) = state
             .store
             .get(&Db::Modb(account.clone(), month), &r.id)
@@ -770,6 +783,28 @@ async fn list_folder(
         listing.next_start_key,
         &paging,
     ))
+}
+
+/// A folder listing's row from the index alone: the indexed fields, and the summary keys
+/// Monster UI's fax app reads (numbers, names, `tx_result`/`rx_result`), `pages` and
+/// `delivered` named as a fax's details name them.
+fn folder_summary(r: &ModbRow) -> Value {
+    let mut row = json!({
+        "id": r.id, "folder": r.folder.as_str(), "status": r.status,
+        "to": r.to, "from": r.from, "created": r.created,
+        "faxbox_id": r.faxbox_id, "owner_id": r.owner_id,
+    });
+    if let Value::Object(m) = &mut row {
+        for (k, v) in &r.summary {
+            let name = match k.as_str() {
+                "pvt_pages" => "pages",
+                "pvt_delivered_date" => "delivered",
+                other => other,
+            };
+            m.insert(name.to_string(), v.clone());
+        }
+    }
+    row
 }
 
 /// Loads a fax of a folder in the account's MODBs, within the route's scope.
@@ -1190,6 +1225,53 @@ async fn list_smtplog(
     let scope = scope_of(&req, &state, &account).await?;
     let paging = Paging::from_query(&request::query(&req)?)?;
     let range = paging.modb_range()?;
+    if !paging.filters.is_empty() {
+        return list_smtplog_filtered(&req, &state, &account, &scope, &paging).await;
+    }
+    // Rows of another faxbox or owner are skipped, so a page may take several store pages;
+    // the continuation key is the first row not returned.
+    let want = paging.page().limit;
+    let mut page = paging.page();
+    let mut rows = Vec::new();
+    let next = loop {
+        let listing = state.store.smtp_logs(&account, range, page.clone()).await?;
+        let mut cut = None;
+        for r in listing.rows.iter().filter(|r| scope.keeps_log(r)) {
+            if rows.len() == want {
+                cut = Some(
+                    Cursor {
+                        created: r.created,
+                        id: r.id.clone(),
+                    }
+                    .encode(),
+                );
+                break;
+            }
+            rows.push(json!({
+                "id": r.id, "from": r.from, "to": r.to, "error": r.error, "created": r.created,
+            }));
+        }
+        if cut.is_some() {
+            break cut;
+        }
+        match listing.next_start_key {
+            Some(k) if rows.len() < want => page.start_key = Some(k),
+            other => break other,
+        }
+    };
+    Ok(respond_list(&req, &state, rows, next, &paging))
+}
+
+/// The e-mail-to-fax logs with `filter_*` parameters: every log of the range is read and
+/// filtered.
+async fn list_smtplog_filtered(
+    req: &HttpRequest,
+    state: &ApiState,
+    account: &AccountId,
+    scope: &Scope,
+    paging: &Paging,
+) -> Result<HttpResponse, ApiError> {
+    let range = paging.modb_range()?;
     let mut rows = Vec::new();
     for month in crate::store::months_in_range(range, 3) {
         for d in request::list_typed(
@@ -1214,7 +1296,7 @@ async fn list_smtplog(
     p.created_from = None;
     p.created_to = None;
     let (rows, next) = page_in_memory(rows, &p);
-    Ok(respond_list(&req, &state, rows, next, &paging))
+    Ok(respond_list(req, state, rows, next, paging))
 }
 
 /// The calls of the account (and route scope) being received on this node now. Kazoo
