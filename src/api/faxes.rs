@@ -454,8 +454,9 @@ fn fetch_policy(state: &ApiState) -> FetchPolicy {
     FetchPolicy::from_config(&state.options)
 }
 
-/// Stores a new job and its document: `attaching_files` until the document is stored, then
-/// [`intake::finish_intake`] (→ `pending`, or `failed` with the reason).
+/// Records a new job (`attaching_files`) and hands its document to the background intake
+/// pool, which stores and converts it (→ `pending`, or `failed` with the reason): the
+/// request answers as soon as the job (with an uploaded document) is stored.
 async fn intake_job(
     state: &ApiState,
     job: Value,
@@ -465,34 +466,16 @@ async fn intake_job(
         return intake_upload(state, job, doc).await.map_err(intake_err);
     }
     let saved = state.store.save(&Db::Faxes, job).await?;
-    let id = saved["_id"].as_str().unwrap_or_default().to_string();
-    let url = saved
-        .pointer("/document/url")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let post =
-        (saved.pointer("/document/method").and_then(Value::as_str) == Some("post")).then(|| {
-            saved
-                .pointer("/document/content")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        });
-    let document = intake::fetch::fetch(url, post, &fetch_policy(state)).await;
-    let result = match document {
-        Ok(mut doc) => match intake::effective_type(&doc.content_type, &doc.bytes) {
-            Err(reason) => intake::fail_job(&state.store, saved, &reason.to_string()).await,
-            Ok(ct) => {
-                doc.content_type = ct;
-                store_and_finish(state, &saved, doc).await
-            }
-        },
-        Err(reason) => intake::fail_job(&state.store, saved, &reason).await,
-    };
-    if let Err(IntakeError::Store(_)) = &result {
-        intake::abandon(&state.store, &id).await;
-    }
-    result.map_err(intake_err)
+    state
+        .intake
+        .fetch_and_convert(
+            state.store.clone(),
+            state.conversion(),
+            fetch_policy(state),
+            saved.clone(),
+        )
+        .await;
+    Ok(saved)
 }
 
 /// An uploaded document: the job is stored with it in one write (never without it).
@@ -509,23 +492,13 @@ async fn intake_upload(
         Ok(ct) => {
             doc.content_type = ct;
             let saved = intake::save_with_document(&state.store, job, doc).await?;
-            let id = saved["_id"].as_str().unwrap_or_default().to_string();
-            let done = intake::finish_intake(&state.store, &state.conversion(), saved).await;
-            if let Err(IntakeError::Store(_)) = &done {
-                intake::abandon(&state.store, &id).await;
-            }
-            done
+            state
+                .intake
+                .convert(state.store.clone(), state.conversion(), saved.clone())
+                .await;
+            Ok(saved)
         }
     }
-}
-
-async fn store_and_finish(
-    state: &ApiState,
-    saved: &Value,
-    doc: Document,
-) -> Result<Value, IntakeError> {
-    let job = intake::store_document(&state.store, saved, doc).await?;
-    intake::finish_intake(&state.store, &state.conversion(), job).await
 }
 
 async fn submit(
@@ -693,46 +666,57 @@ async fn get_outgoing(
 }
 
 /// Cancels a queued job: `cancelled`, moved to the outbox. A job being transmitted cannot be
-/// cancelled (409).
+/// cancelled (409). A job whose intake finishes meanwhile (its revision moves on) is read
+/// again and cancelled.
 async fn cancel_outgoing(
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_a, mut doc) = load_outgoing(&req, &state).await?;
-    let status = doc
-        .get("pvt_job_status")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<JobStatus>().ok());
-    match status {
-        Some(JobStatus::Processing) => {
-            return Err(ApiError::ConflictWith(
-                "the fax is being transmitted and can no longer be cancelled".into(),
-            ));
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (_a, mut doc) = load_outgoing(&req, &state).await?;
+        let status = doc
+            .get("pvt_job_status")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<JobStatus>().ok());
+        match status {
+            Some(JobStatus::Processing) => {
+                return Err(ApiError::ConflictWith(
+                    "the fax is being transmitted and can no longer be cancelled".into(),
+                ));
+            }
+            Some(s) if s.is_final() => {
+                return Err(ApiError::ConflictWith(format!("the fax is already {s}")));
+            }
+            _ => {}
         }
-        Some(s) if s.is_final() => {
-            return Err(ApiError::ConflictWith(format!("the fax is already {s}")));
-        }
-        _ => {}
+        let intake = status == Some(JobStatus::AttachingFiles);
+        let now = crate::time::now_gregorian();
+        let created = doc
+            .get("pvt_created")
+            .and_then(Value::as_i64)
+            .unwrap_or(now);
+        doc["pvt_job_status"] = json!(JobStatus::Cancelled.as_str());
+        doc["pvt_modified"] = json!(now);
+        doc["tx_result"] = json!({
+            "time_elapsed": now - created,
+            "success": false,
+            "result_code": 0,
+            "result_text": "cancelled by the user",
+        });
+        // Rev-checked: if the queue locked the job meanwhile, this is a 409 and nothing
+        // changes; if its intake moved it on, it is read again.
+        let saved = match state.store.save(&Db::Faxes, doc).await {
+            Ok(saved) => saved,
+            Err(crate::store::StoreError::Conflict) if intake && tries < 5 => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let moved = intake::move_to_outbox(&state.store, saved)
+            .await
+            .map_err(intake_err)?;
+        return Ok(respond_fax(&req, &state, StatusCode::OK, &moved));
     }
-    let now = crate::time::now_gregorian();
-    let created = doc
-        .get("pvt_created")
-        .and_then(Value::as_i64)
-        .unwrap_or(now);
-    doc["pvt_job_status"] = json!(JobStatus::Cancelled.as_str());
-    doc["pvt_modified"] = json!(now);
-    doc["tx_result"] = json!({
-        "time_elapsed": now - created,
-        "success": false,
-        "result_code": 0,
-        "result_text": "cancelled by the user",
-    });
-    // Rev-checked: if the queue locked the job meanwhile, this is a 409 and nothing changes.
-    let saved = state.store.save(&Db::Faxes, doc).await?;
-    let moved = intake::move_to_outbox(&state.store, saved)
-        .await
-        .map_err(intake_err)?;
-    Ok(respond_fax(&req, &state, StatusCode::OK, &moved))
 }
 
 async fn list_folder(

@@ -55,6 +55,8 @@ pub struct ApiState {
     pub incoming: crate::inbound::live::IncomingCalls,
     /// The media engine's nodes (FreeSWITCH), for `/healthz`.
     pub media_health: crate::gateway::MediaMonitor,
+    /// Where accepted submissions are fetched and converted after the answer.
+    pub intake: crate::intake::background::IntakePool,
     token_key: OnceCell<Vec<u8>>,
 }
 
@@ -81,6 +83,7 @@ impl ApiState {
             status: None,
             incoming: Default::default(),
             media_health: Default::default(),
+            intake: Default::default(),
             store,
             sysconf,
             node,
