@@ -5,7 +5,8 @@
 //!  [--accounts 100] [--faxes 100000] [--days 25]`
 //!
 //! Run it on a stopped node (the embedded store is one process's). Each account `BenchN`
-//! (realm `benchN.example.com`, user `boss` / `benchpw`, a child of the master account) gets
+//! (realm `benchN.example.com`, user `boss` / `benchpw`, a child of the master account, any
+//! caller id allowed) gets
 //! `faxes / accounts` outbox faxes in its MODBs, `completed` or `failed` (final: the outbound
 //! queue never picks them up), created over the last `--days` days, each with the summary a
 //! finished job carries (`tx_result`, pages, delivery date). Written concurrently through the
@@ -136,7 +137,7 @@ async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..a.accounts {
         let id = AccountId::generate();
         let name = format!("Bench{i}");
-        faxd::bootstrap::create_account(
+        let mut doc = faxd::bootstrap::create_account(
             &store,
             &id,
             &name,
@@ -145,6 +146,13 @@ async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             false,
         )
         .await?;
+        // Submissions of the bench send from a number the account does not own.
+        doc["pvt_fax_allow_any_caller_id"] = json!(true);
+        store.save(&Db::Account(id.clone()), doc).await?;
+        if let Some(mut listed) = store.get(&Db::Accounts, id.as_str()).await? {
+            listed["pvt_fax_allow_any_caller_id"] = json!(true);
+            store.save(&Db::Accounts, listed).await?;
+        }
         faxd::bootstrap::create_user(&store, &id, "boss", "benchpw", "admin").await?;
         accounts.push((name, id));
     }

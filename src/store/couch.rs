@@ -666,8 +666,8 @@ impl CouchStore {
                     view,
                     &r,
                     want,
-                    RowPart::Doc,
-                    job_row,
+                    RowPart::Value,
+                    JobRow::from_view_value,
                     |j: &JobRow| (j.created, j.id.as_str()),
                 )
                 .await?

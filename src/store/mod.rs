@@ -125,6 +125,30 @@ pub struct JobRow {
 }
 
 impl JobRow {
+    /// A row from the value the queue listing views emit (`faxes/list_by_*`).
+    pub fn from_view_value(v: &Value) -> Option<Self> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let i = |k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
+        Some(Self {
+            id: s("id")?,
+            account_id: s("account_id").unwrap_or_default(),
+            faxbox_id: s("faxbox_id"),
+            owner_id: s("owner_id"),
+            status: s("status").and_then(|st| st.parse().ok()),
+            to: s("to"),
+            from: s("from"),
+            from_name: s("from_name"),
+            attempts: i("attempts"),
+            retries: i("retries"),
+            created: i("created"),
+            modified: i("modified"),
+            retry_after: i("retry_after"),
+            node: s("node"),
+            priority: i("priority"),
+            send_at: v.get("send_at").and_then(Value::as_i64),
+        })
+    }
+
     /// When the job becomes due: `pvt_modified + retry_after` (gregorian seconds).
     pub fn due(&self) -> i64 {
         self.modified + self.retry_after
