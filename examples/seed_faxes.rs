@@ -62,7 +62,7 @@ fn args() -> Result<Args, String> {
 fn outbox_fax(account: &AccountId, n: usize, created: i64) -> (Db, Value) {
     let month = YearMonth::from_gregorian(created);
     let db = Db::Modb(account.clone(), month);
-    let success = n % 10 != 0;
+    let success = !n.is_multiple_of(10);
     let (status, code, text) = if success {
         ("completed", 0, "OK")
     } else {
@@ -182,7 +182,7 @@ async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     while let Some(r) = writes.next().await {
         r?;
         done += 1;
-        if done % 10_000 == 0 {
+        if done.is_multiple_of(10_000) {
             eprintln!("seed_faxes: {done} faxes ({:.0?})", started.elapsed());
         }
     }
