@@ -37,7 +37,9 @@ bench:
 bench-api:
 	rel/deps.sh bench
 	$(CARGO) build --release -p faxd-supervisors
+	$(CARGO) build --release -p faxd --example seed_faxes
 	rel/bench-api.sh
+	BENCH_STORE=couchdb BENCH_ACCOUNTS=10 BENCH_FAXES=10000 tests/couchdb/with-server.sh rel/bench-api.sh
 
 clean:
 	$(CARGO) clean

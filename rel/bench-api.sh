@@ -1,25 +1,55 @@
 #!/usr/bin/env bash
-# API benchmark (figures for the issue notes; nothing asserted): a release node on the embedded
-# store, `GET /faxes/outbox` (page of 50) and fax submission by multipart (1-page PDF), with wrk
-# (Debian package `wrk`); the node's rate limits are off (wrk is one client address at full
-# speed). Usage: rel/bench-api.sh [seconds] [connections]
+# API benchmark at provider scale (figures for rel/BENCH.md; nothing asserted). A release node
+# whose store holds BENCH_FAXES finished faxes (default 100 000) in BENCH_ACCOUNTS accounts
+# (default 100), seeded straight into the store by examples/seed_faxes (loading them through
+# the API would take hours); everything measured goes through real HTTP with wrk (Debian
+# package `wrk`), client on the same machine:
+#   GET /v2/about (the HTTP ceiling), GET …/faxes/outbox/{id}, GET …/faxes/outbox?page_size=50,
+#   PUT …/faxes multipart (1-page PDF): accepted/s, then faxes/s reaching `pending`
+#   (conversion included), and the node's RSS.
+# The node runs the `script` media engine and the bench sends to +15550005xxx (a far end that
+# answers and never finishes): queued faxes stay queued, no transmission competes with the API.
+# Store: embedded by default; BENCH_STORE=couchdb uses $FAXD_TEST_COUCH_URL (run it under
+# tests/couchdb/with-server.sh). The node's rate limits are off (wrk is one client address at
+# full speed). Usage: rel/bench-api.sh [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-15}"
 conns="${2:-8}"
-faxd="$PWD/target/release/faxd"
+accounts="${BENCH_ACCOUNTS:-100}"
+faxes="${BENCH_FAXES:-100000}"
+store="${BENCH_STORE:-embedded}"
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+faxd="$target/release/faxd"
+seed="$target/release/examples/seed_faxes"
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 [ -x "$faxd" ] || { echo "build first: cargo build --release -p faxd-supervisors" >&2; exit 1; }
+[ -x "$seed" ] || { echo "build first: cargo build --release -p faxd --example seed_faxes" >&2; exit 1; }
 tmp="$(mktemp -d)"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+cport=$(free_port)
 export FAXD_NODE_DATA_DIR="$tmp/var" FAXD_API_LISTEN="127.0.0.1:$port" FAXD_CLUSTER_LISTEN="127.0.0.1:$cport" \
-    FAXD_LOG_LEVEL=warn FAXD_API_RATE_LIMIT_ENABLED=false
+    FAXD_LOG_LEVEL=warn FAXD_MEDIA_ENGINE=script FAXD_API_RATE_LIMIT_ENABLED=false
+if [ "$store" = couchdb ]; then
+    [ -n "${FAXD_TEST_COUCH_URL:-}" ] || { echo "BENCH_STORE=couchdb needs FAXD_TEST_COUCH_URL" >&2; exit 1; }
+    export FAXD_STORE_BACKEND=couchdb FAXD_STORE_COUCH_URL="$FAXD_TEST_COUCH_URL"
+    seed_to=(--couch "$FAXD_TEST_COUCH_URL")
+else
+    seed_to=(--data-dir "$tmp/var")
+fi
+
+echo "== seeding $faxes faxes in $accounts accounts ($store store)"
+start=$(date +%s.%N)
+read -r account_name account < <("$seed" "${seed_to[@]}" --accounts "$accounts" --faxes "$faxes")
+echo "seeded in $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s"
+
 "$faxd" serve >"$tmp/node.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 api="http://127.0.0.1:$port/v2"
+rss() { awk '/VmRSS/ {printf "%.1f MiB\n", $2/1024}' "/proc/$pid/status"; }
 
 # A one-page PDF (Ghostscript when present, else a minimal hand-written one).
 pdf="$tmp/page.pdf"
@@ -30,23 +60,23 @@ else
     printf '%%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]>>endobj\ntrailer<</Root 1 0 R>>\n%%%%EOF\n' >"$pdf"
 fi
 
-"$faxd" sup crossbar_maintenance create_account Bench bench.example.com boss benchpw >/dev/null
 creds=$(printf '%s' 'boss:benchpw' | md5sum | cut -d' ' -f1)
-login=$(curl -s -X PUT "$api/user_auth" -d "{\"data\":{\"credentials\":\"$creds\",\"account_name\":\"Bench\"}}")
+login=$(curl -s -X PUT "$api/user_auth" -d "{\"data\":{\"credentials\":\"$creds\",\"account_name\":\"$account_name\"}}")
 token=$(printf '%s' "$login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["auth_token"])')
-account=$(printf '%s' "$login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["account_id"])')
+faxes_url="$api/accounts/$account/faxes"
+one=$(curl -s -H "X-Auth-Token: $token" "$faxes_url/outbox?page_size=1" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
+echo "== node RSS with $faxes stored faxes, idle: $(rss)"
 
-# 200 faxes in the outbox: submitted, then cancelled (a cancelled fax is kept in the outbox).
-for i in $(seq 1 200); do
-    id=$(curl -s -X PUT "$api/accounts/$account/faxes" -H "X-Auth-Token: $token" -H 'Content-Type: multipart/mixed' \
-        -F 'json={"data":{"from_number":"+14155550100","to_number":"+14155550199"}};type=application/json' \
-        -F "file=@$pdf;type=application/pdf" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
-    curl -s -o /dev/null -X DELETE "$api/accounts/$account/faxes/outgoing/$id" -H "X-Auth-Token: $token"
-done
-
-echo "== GET /faxes/outbox?page_size=50 (200 faxes in the outbox), $conns connections, ${secs}s"
-wrk -t2 -c"$conns" -d"${secs}s" --latency -H "X-Auth-Token: $token" \
-    "$api/accounts/$account/faxes/outbox?page_size=50"
+run() { # title, then wrk arguments
+    local title="$1"; shift
+    echo "== $title, $conns connections, ${secs}s"
+    wrk -t2 -c"$conns" -d"${secs}s" --latency -H "X-Auth-Token: $token" "$@"
+}
+run "GET /v2/about (HTTP ceiling)" "$api/about"
+run "GET /faxes/outbox/{id}" "$faxes_url/outbox/$one"
+run "GET /faxes/outbox?page_size=50 ($((faxes / accounts)) faxes in this account)" "$faxes_url/outbox?page_size=50"
+echo "== node RSS after the reads: $(rss)"
 
 cat >"$tmp/submit.lua" <<LUA
 wrk.method = "PUT"
@@ -56,8 +86,41 @@ local f = assert(io.open("$pdf", "rb"))
 local pdf = f:read("*a")
 f:close()
 wrk.body = "--b3nchB0undary\r\nContent-Type: application/json\r\n\r\n"
-  .. '{"data":{"from_number":"+14155550100","to_number":"+14155550199"}}'
+  .. '{"data":{"from_number":"+14155550100","to_number":"+15550005123"}}'
   .. "\r\n--b3nchB0undary\r\nContent-Type: application/pdf\r\n\r\n" .. pdf .. "\r\n--b3nchB0undary--\r\n"
+accepted = 0
+function response(status, headers, body)
+  if status == 202 then accepted = accepted + 1 end
+end
 LUA
-echo "== PUT /faxes multipart (1-page PDF, $(wc -c <"$pdf") bytes), $conns connections, ${secs}s"
-wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$tmp/submit.lua" "$api/accounts/$account/faxes"
+t0=$(date +%s.%N)
+run "PUT /faxes multipart (1-page PDF, $(wc -c <"$pdf") bytes): accepted" -s "$tmp/submit.lua" "$faxes_url"
+t1=$(date +%s.%N)
+# Conversion included: wait until no submitted fax is still attaching files.
+python3 - "$faxes_url" "$token" "$t0" "$t1" <<'PY'
+import json, sys, time, urllib.request
+url, token, t0, t1 = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+def jobs():
+    out, key = [], None
+    while True:
+        q = f"{url}/outgoing?page_size=500" + (f"&start_key={key}" if key else "")
+        with urllib.request.urlopen(urllib.request.Request(q, headers={"X-Auth-Token": token})) as r:
+            body = json.load(r)
+        out += body["data"]
+        key = body.get("next_start_key")
+        if not key:
+            return out
+while True:
+    js = jobs()
+    waiting = sum(1 for j in js if j.get("status") == "attaching_files")
+    if waiting == 0:
+        break
+    time.sleep(0.2)
+done = time.time()
+ready = sum(1 for j in js if j.get("status") in ("pending", "locked", "processing"))
+failed = sum(1 for j in js if j.get("status") == "failed")
+print(f"== {len(js)} submitted faxes queued; {ready} pending/locked/processing, {failed} failed")
+print(f"   all converted {done - t1:.1f} s after the submissions ended: "
+      f"{len(js) / (done - t0):.0f} faxes/s reached pending (conversion included)")
+PY
+echo "== node RSS after the submissions: $(rss)"

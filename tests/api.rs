@@ -9,7 +9,8 @@ mod api_common;
 use std::time::Duration;
 
 use api_common::{
-    Api, Dir, PDF, Tenant, document_server, poll, received_fax, test_options, unique, unique_number,
+    Api, Dir, PDF, Tenant, document_server, intake_done, poll, received_fax, test_options, unique,
+    unique_number,
 };
 use faxd::ids::{AccountId, Db, YearMonth, modb_doc_id, new_id};
 use faxd::store::SharedStore;
@@ -887,17 +888,24 @@ async fn faxes_submit_every_way(store: SharedStore, dir: Dir) {
     let a = api.child_tenant(&root).await;
     api.allow_any_caller_id(&root, &a).await;
     let faxes = format!("/v2/accounts/{}/faxes", a.id);
-    // Multipart: stored as original_file.pdf, then pending.
+    // Multipart: stored as original_file.pdf with the job (answered `attaching_files`, as
+    // Kazoo answers), then converted in the background: pending.
     let r = api
         .send_multipart(&faxes, &a.token, job("4155550199"), PDF)
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     assert_eq!(r.body["message"], "processing fax attachments");
-    assert_eq!(r.data()["status"], "pending");
     assert_eq!(r.data()["to_number"], "+14155550199");
     let id = r.data()["id"].as_str().unwrap().to_string();
+    assert!(
+        ["attaching_files", "pending"].contains(&r.data()["status"].as_str().unwrap()),
+        "{}",
+        r.body
+    );
+    assert_eq!(intake_done(&api, &a, &id).await["status"], "pending");
     let stored = store.get(&Db::Faxes, &id).await.unwrap().unwrap();
     assert_eq!(stored["pvt_job_status"], "pending");
+    assert_eq!(stored["pvt_pages"], 1, "converted: {stored}");
     assert_eq!(
         stored["_attachments"]["original_file.pdf"]["content_type"],
         "application/pdf"
@@ -923,14 +931,17 @@ async fn faxes_submit_every_way(store: SharedStore, dir: Dir) {
         .unwrap();
     let r = Api::answer(r).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
-    assert_eq!(r.data()["status"], "pending");
-    // By URL (through a redirect) from the loopback document server (allowed in this config).
+    let raw = r.data()["id"].as_str().unwrap().to_string();
+    assert_eq!(intake_done(&api, &a, &raw).await["status"], "pending");
+    // By URL (through a redirect) from the loopback document server (allowed in this config):
+    // recorded first, fetched after the answer.
     let mut j = job("+14155550197");
     j["document"] = json!({"url": format!("{docs}/redirect")});
     let r = api.put(&faxes, &a.token, j).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
-    assert_eq!(r.data()["status"], "pending", "{}", r.body);
+    assert_eq!(r.data()["status"], "attaching_files", "{}", r.body);
     let uid = r.data()["id"].as_str().unwrap().to_string();
+    assert_eq!(intake_done(&api, &a, &uid).await["status"], "pending");
     let stored = store.get(&Db::Faxes, &uid).await.unwrap().unwrap();
     assert!(stored["_attachments"]["original_file.pdf"].is_object());
     // URL failures end the job failed, with the reason, in the outbox (never runnable).
@@ -943,17 +954,18 @@ async fn faxes_submit_every_way(store: SharedStore, dir: Dir) {
         j["document"] = json!({"url": format!("{docs}{path}")});
         let r = api.put(&faxes, &a.token, j).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
-        assert_eq!(r.data()["status"], "failed", "{}", r.body);
+        assert_eq!(r.data()["status"], "attaching_files", "{}", r.body);
+        let done = intake_done(&api, &a, r.data()["id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "failed", "{done}");
         assert!(
-            r.data()["tx_result"]["result_text"]
+            done["tx_result"]["result_text"]
                 .as_str()
                 .unwrap()
                 .contains(why),
-            "{}",
-            r.body
+            "{done}"
         );
         assert!(
-            r.data()["id"].as_str().unwrap().contains('-'),
+            done["id"].as_str().unwrap().contains('-'),
             "moved to the outbox"
         );
     }
@@ -970,12 +982,15 @@ async fn faxes_submit_every_way(store: SharedStore, dir: Dir) {
     let mut j = job("+14155550195");
     j["document"] = json!({"url": format!("{docs}/doc.pdf")});
     let r = strict.put(&faxes, &a.token, j).await;
-    assert_eq!(r.data()["status"], "failed", "{}", r.body);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let done = intake_done(&strict, &a, r.data()["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
     assert!(
-        r.data()["tx_result"]["result_text"]
+        done["tx_result"]["result_text"]
             .as_str()
             .unwrap()
-            .contains("internal address")
+            .contains("internal address"),
+        "{done}"
     );
     strict.stop().await;
     // Only http/https URLs (schema).
@@ -1114,6 +1129,9 @@ async fn faxes_queue_outbox_and_downloads(store: SharedStore, dir: Dir) {
         .await;
     let user_job = r.data()["id"].as_str().unwrap().to_string();
     assert_eq!(r.data()["owner_id"], uid.as_str());
+    for id in ids.iter().chain([&box_job, &user_job]) {
+        assert_eq!(intake_done(&api, &a, id).await["status"], "pending");
+    }
     // outgoing: account-wide, paged; faxbox-nested sees only the box's job (Kazoo's was empty).
     let r = api
         .get(&format!("{acc}/faxes/outgoing?page_size=3"), &a.token)
@@ -1646,7 +1664,8 @@ async fn faxes_tenant_isolation(store: SharedStore, dir: Dir) {
         .get(&format!("{acc_a}/faxes/outgoing/{queued}"), &root.token)
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    // The job is untouched.
+    // The job is untouched (its intake ends `pending`).
+    assert_eq!(intake_done(&api, &a, &queued).await["status"], "pending");
     let doc = store.get(&Db::Faxes, &queued).await.unwrap().unwrap();
     assert_eq!(doc["pvt_job_status"], "pending");
     api.stop().await;

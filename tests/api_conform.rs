@@ -27,8 +27,16 @@ fn assert_error(a: &api_common::Answer, status: StatusCode, message: &str) {
     assert_eq!(a.body["message"], message, "{}", a.body);
 }
 
+/// Submits a fax and waits for its intake (the answer comes before the conversion), so the
+/// queue the test reads next holds it.
 async fn send(api: &Api, path: &str, t: &Tenant, data: Value) -> api_common::Answer {
-    api.send_multipart(path, &t.token, data, PDF).await
+    let r = api.send_multipart(path, &t.token, data, PDF).await;
+    if r.status.is_success()
+        && let Some(id) = r.data()["id"].as_str()
+    {
+        api_common::intake_done(api, t, id).await;
+    }
+    r
 }
 
 fn job(extra: Value) -> Value {

@@ -8,7 +8,7 @@
 #[macro_use]
 mod api_common;
 
-use api_common::{Api, Dir, PDF, Tenant, plain_user, test_options, unique_number};
+use api_common::{Api, Dir, PDF, Tenant, intake_done, plain_user, test_options, unique_number};
 use faxd::gateway::FaxResult;
 use faxd::ids::{AccountId, Db, YearMonth, modb_doc_id, new_id};
 use faxd::outbound::lease::{ReleasePolicy, release};
@@ -164,7 +164,7 @@ async fn walkthrough_billing_reads_answer_as_without_billing(store: SharedStore,
     api.stop().await;
 }
 
-/// A fax job submitted by `t` to `to`, as stored in the queue.
+/// A fax job submitted by `t` to `to`, as stored in the queue once its intake is done.
 async fn submit(api: &Api, t: &Tenant, to: &str, extra: Value) -> Value {
     let mut data = json!({"from_number": "+14155550100", "to_number": to, "retries": 1});
     if let (Value::Object(d), Value::Object(e)) = (&mut data, extra) {
@@ -175,6 +175,7 @@ async fn submit(api: &Api, t: &Tenant, to: &str, extra: Value) -> Value {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let id = r.data()["id"].as_str().unwrap().to_string();
+    assert_eq!(intake_done(api, t, &id).await["status"], "pending");
     api.store.get(&Db::Faxes, &id).await.unwrap().unwrap()
 }
 

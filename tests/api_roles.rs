@@ -8,7 +8,8 @@
 mod api_common;
 
 use api_common::{
-    Answer, Api, Dir, PDF, Tenant, document_server, plain_user, received_fax, test_options, unique,
+    Answer, Api, Dir, PDF, Tenant, document_server, intake_done, plain_user, received_fax,
+    test_options, unique,
 };
 use faxd::ids::{AccountId, Db, YearMonth, modb_doc_id, new_id};
 use faxd::store::SharedStore;
@@ -133,7 +134,13 @@ impl World {
             )
             .await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
-        r.data()["id"].as_str().expect("job id").to_string()
+        let id = r.data()["id"].as_str().expect("job id").to_string();
+        // Queued: its background intake is over (the store is compared before and after).
+        assert_eq!(
+            intake_done(&self.api, &self.admin, &id).await["status"],
+            "pending"
+        );
+        id
     }
 
     async fn new_outbox(&self) -> String {

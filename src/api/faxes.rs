@@ -22,7 +22,7 @@ use crate::intake::fetch::FetchPolicy;
 use crate::intake::numbers::{NumberPolicy, check_texts};
 use crate::intake::{self, Document, IntakeError, multipart};
 use crate::model::{Folder, JobStatus};
-use crate::store::{Cursor, JobRow, ModbFilter, ModbRow};
+use crate::store::{Cursor, JobRow, ModbFilter, ModbRow, SmtpLogRow};
 use crate::timezone;
 
 /// The three places the fax routes are mounted.
@@ -182,6 +182,14 @@ impl Scope {
     }
 
     fn keeps_row(&self, row: &JobRow) -> bool {
+        match self {
+            Scope::Account => true,
+            Scope::Faxbox(id, _) => row.faxbox_id.as_deref() == Some(id.as_str()),
+            Scope::User(id) => row.owner_id.as_deref() == Some(id.as_str()),
+        }
+    }
+
+    fn keeps_log(&self, row: &SmtpLogRow) -> bool {
         match self {
             Scope::Account => true,
             Scope::Faxbox(id, _) => row.faxbox_id.as_deref() == Some(id.as_str()),
@@ -524,8 +532,9 @@ fn fetch_policy(state: &ApiState) -> FetchPolicy {
     FetchPolicy::from_config(&state.options)
 }
 
-/// Stores a new job and its document: `attaching_files` until the document is stored, then
-/// [`intake::finish_intake`] (→ `pending`, or `failed` with the reason).
+/// Records a new job (`attaching_files`) and hands its document to the background intake
+/// pool, which stores and converts it (→ `pending`, or `failed` with the reason): the
+/// request answers as soon as the job (with an uploaded document) is stored.
 async fn intake_job(
     state: &ApiState,
     job: Value,
@@ -535,34 +544,16 @@ async fn intake_job(
         return intake_upload(state, job, doc).await.map_err(intake_err);
     }
     let saved = state.store.save(&Db::Faxes, job).await?;
-    let id = saved["_id"].as_str().unwrap_or_default().to_string();
-    let url = saved
-        .pointer("/document/url")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let post =
-        (saved.pointer("/document/method").and_then(Value::as_str) == Some("post")).then(|| {
-            saved
-                .pointer("/document/content")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        });
-    let document = intake::fetch::fetch(url, post, &fetch_policy(state)).await;
-    let result = match document {
-        Ok(mut doc) => match intake::effective_type(&doc.content_type, &doc.bytes) {
-            Err(reason) => intake::fail_job(&state.store, saved, &reason.to_string()).await,
-            Ok(ct) => {
-                doc.content_type = ct;
-                store_and_finish(state, &saved, doc).await
-            }
-        },
-        Err(reason) => intake::fail_job(&state.store, saved, &reason).await,
-    };
-    if let Err(IntakeError::Store(_)) = &result {
-        intake::abandon(&state.store, &id).await;
-    }
-    result.map_err(intake_err)
+    state
+        .intake
+        .fetch_and_convert(
+            state.store.clone(),
+            state.conversion(),
+            fetch_policy(state),
+            saved.clone(),
+        )
+        .await;
+    Ok(saved)
 }
 
 /// An uploaded document: the job is stored with it in one write (never without it).
@@ -579,23 +570,13 @@ async fn intake_upload(
         Ok(ct) => {
             doc.content_type = ct;
             let saved = intake::save_with_document(&state.store, job, doc).await?;
-            let id = saved["_id"].as_str().unwrap_or_default().to_string();
-            let done = intake::finish_intake(&state.store, &state.conversion(), saved).await;
-            if let Err(IntakeError::Store(_)) = &done {
-                intake::abandon(&state.store, &id).await;
-            }
-            done
+            state
+                .intake
+                .convert(state.store.clone(), state.conversion(), saved.clone())
+                .await;
+            Ok(saved)
         }
     }
-}
-
-async fn store_and_finish(
-    state: &ApiState,
-    saved: &Value,
-    doc: Document,
-) -> Result<Value, IntakeError> {
-    let job = intake::store_document(&state.store, saved, doc).await?;
-    intake::finish_intake(&state.store, &state.conversion(), job).await
 }
 
 async fn submit(
@@ -810,46 +791,57 @@ async fn get_outgoing(
 }
 
 /// Cancels a queued job: `cancelled`, moved to the outbox. A job being transmitted cannot be
-/// cancelled (409).
+/// cancelled (409). A job whose intake finishes meanwhile (its revision moves on) is read
+/// again and cancelled.
 async fn cancel_outgoing(
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_a, mut doc) = load_outgoing(&req, &state).await?;
-    let status = doc
-        .get("pvt_job_status")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<JobStatus>().ok());
-    match status {
-        Some(JobStatus::Processing) => {
-            return Err(ApiError::ConflictWith(
-                "the fax is being transmitted and can no longer be cancelled".into(),
-            ));
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (_a, mut doc) = load_outgoing(&req, &state).await?;
+        let status = doc
+            .get("pvt_job_status")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<JobStatus>().ok());
+        match status {
+            Some(JobStatus::Processing) => {
+                return Err(ApiError::ConflictWith(
+                    "the fax is being transmitted and can no longer be cancelled".into(),
+                ));
+            }
+            Some(s) if s.is_final() => {
+                return Err(ApiError::ConflictWith(format!("the fax is already {s}")));
+            }
+            _ => {}
         }
-        Some(s) if s.is_final() => {
-            return Err(ApiError::ConflictWith(format!("the fax is already {s}")));
-        }
-        _ => {}
+        let intake = status == Some(JobStatus::AttachingFiles);
+        let now = crate::time::now_gregorian();
+        let created = doc
+            .get("pvt_created")
+            .and_then(Value::as_i64)
+            .unwrap_or(now);
+        doc["pvt_job_status"] = json!(JobStatus::Cancelled.as_str());
+        doc["pvt_modified"] = json!(now);
+        doc["tx_result"] = json!({
+            "time_elapsed": now - created,
+            "success": false,
+            "result_code": 0,
+            "result_text": "cancelled by the user",
+        });
+        // Rev-checked: if the queue locked the job meanwhile, this is a 409 and nothing
+        // changes; if its intake moved it on, it is read again.
+        let saved = match state.store.save(&Db::Faxes, doc).await {
+            Ok(saved) => saved,
+            Err(crate::store::StoreError::Conflict) if intake && tries < 5 => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let moved = intake::move_to_outbox(&state.store, saved)
+            .await
+            .map_err(intake_err)?;
+        return Ok(respond_fax(&req, &state, StatusCode::OK, &moved));
     }
-    let now = crate::time::now_gregorian();
-    let created = doc
-        .get("pvt_created")
-        .and_then(Value::as_i64)
-        .unwrap_or(now);
-    doc["pvt_job_status"] = json!(JobStatus::Cancelled.as_str());
-    doc["pvt_modified"] = json!(now);
-    doc["tx_result"] = json!({
-        "time_elapsed": now - created,
-        "success": false,
-        "result_code": 0,
-        "result_text": "cancelled by the user",
-    });
-    // Rev-checked: if the queue locked the job meanwhile, this is a 409 and nothing changes.
-    let saved = state.store.save(&Db::Faxes, doc).await?;
-    let moved = intake::move_to_outbox(&state.store, saved)
-        .await
-        .map_err(intake_err)?;
-    Ok(respond_fax(&req, &state, StatusCode::OK, &moved))
 }
 
 async fn list_folder(
@@ -879,9 +871,10 @@ async fn list_folder(
                     .store
                     .get(&Db::Modb(account.clone(), month), &r.id)
                     .await?;
+                // Rows look the same filtered or not: the index's summary.
                 Ok(doc
                     .filter(|d| paging.keeps(&filter_target(d)))
-                    .map(|d| folder_row(r, &d)))
+                    .map(|_| folder_summary(r)))
             },
             |r: &ModbRow| Cursor {
                 created: r.created,
@@ -895,29 +888,8 @@ async fn list_folder(
         .store
         .modb_list(&account, &scope.modb_filter(folder), range, paging.page())
         .await?;
-    let mut rows = Vec::with_capacity(listing.rows.len());
-    for r in &listing.rows {
-        let Some((month, _)) = split_modb_doc_id(&r.id) else {
-            continue;
-        };
-        let mut row = json!({
-            "id": r.id, "folder": r.folder.as_str(), "status": r.status,
-            "to": r.to, "from": r.from, "created": r.created,
-        });
-        if let Some(doc) = state
-            .store
-            .get(&Db::Modb(account.clone(), month), &r.id)
-            .await?
-            && paging.keeps(&doc)
-        {
-            if let (Value::Object(row), Value::Object(full)) = (&mut row, view(&doc)) {
-                for (k, v) in full {
-                    row.entry(k).or_insert(v);
-                }
-            }
-            rows.push(row);
-        }
-    }
+    // The index row carries the summary: no document is read.
+    let rows: Vec<Value> = listing.rows.iter().map(folder_summary).collect();
     Ok(respond_list(
         &req,
         &state,
@@ -927,15 +899,23 @@ async fn list_folder(
     ))
 }
 
-/// A row of a folder listing: the view's fields, then what clients see of the document.
-fn folder_row(r: &ModbRow, doc: &Value) -> Value {
+/// A folder listing's row from the index alone: the indexed fields, and the summary keys
+/// Monster UI's fax app reads (numbers, names, `tx_result`/`rx_result`), `pages` and
+/// `delivered` named as a fax's details name them.
+fn folder_summary(r: &ModbRow) -> Value {
     let mut row = json!({
         "id": r.id, "folder": r.folder.as_str(), "status": r.status,
         "to": r.to, "from": r.from, "created": r.created,
+        "faxbox_id": r.faxbox_id, "owner_id": r.owner_id,
     });
-    if let (Value::Object(row), Value::Object(full)) = (&mut row, view(doc)) {
-        for (k, v) in full {
-            row.entry(k).or_insert(v);
+    if let Value::Object(m) = &mut row {
+        for (k, v) in &r.summary {
+            let name = match k.as_str() {
+                "pvt_pages" => "pages",
+                "pvt_delivered_date" => "delivered",
+                other => other,
+            };
+            m.insert(name.to_string(), v.clone());
         }
     }
     row
@@ -1380,6 +1360,53 @@ async fn list_smtplog(
     let scope = scope_of(&req, &state, &account).await?;
     let paging = Paging::from_query(&request::query(&req)?)?;
     let range = paging.modb_range()?;
+    if paging.is_filtered() {
+        return list_smtplog_filtered(&req, &state, &account, &scope, &paging).await;
+    }
+    // Rows of another faxbox or owner are skipped, so a page may take several store pages;
+    // the continuation key is the first row not returned.
+    let want = paging.page().limit;
+    let mut page = paging.page();
+    let mut rows = Vec::new();
+    let next = loop {
+        let listing = state.store.smtp_logs(&account, range, page.clone()).await?;
+        let mut cut = None;
+        for r in listing.rows.iter().filter(|r| scope.keeps_log(r)) {
+            if rows.len() == want {
+                cut = Some(
+                    Cursor {
+                        created: r.created,
+                        id: r.id.clone(),
+                    }
+                    .encode(),
+                );
+                break;
+            }
+            rows.push(json!({
+                "id": r.id, "from": r.from, "to": r.to, "error": r.error, "created": r.created,
+            }));
+        }
+        if cut.is_some() {
+            break cut;
+        }
+        match listing.next_start_key {
+            Some(k) if rows.len() < want => page.start_key = Some(k),
+            other => break other,
+        }
+    };
+    Ok(respond_list(&req, &state, rows, next, &paging))
+}
+
+/// The e-mail-to-fax logs with `filter_*` parameters: every log of the range is read and
+/// filtered.
+async fn list_smtplog_filtered(
+    req: &HttpRequest,
+    state: &ApiState,
+    account: &AccountId,
+    scope: &Scope,
+    paging: &Paging,
+) -> Result<HttpResponse, ApiError> {
+    let range = paging.modb_range()?;
     let mut rows = Vec::new();
     for month in crate::store::months_in_range(range, 3) {
         for d in request::list_typed(
@@ -1404,7 +1431,7 @@ async fn list_smtplog(
     p.created_from = None;
     p.created_to = None;
     let (rows, next) = page_in_memory(rows, &p);
-    Ok(respond_list(&req, &state, rows, next, &paging))
+    Ok(respond_list(req, state, rows, next, paging))
 }
 
 /// The calls of the account (and route scope) being received on this node now. Kazoo

@@ -59,6 +59,8 @@ pub struct ApiState {
     pub media_health: crate::gateway::MediaMonitor,
     /// Request rate limits (from `options.rate_limit`).
     pub rate_limits: rate_limit::RateLimiter,
+    /// Where accepted submissions are fetched and converted after the answer.
+    pub intake: crate::intake::background::IntakePool,
     token_key: OnceCell<Vec<u8>>,
 }
 
@@ -86,6 +88,7 @@ impl ApiState {
             status: None,
             incoming: Default::default(),
             media_health: Default::default(),
+            intake: Default::default(),
             store,
             sysconf,
             node,

@@ -114,7 +114,9 @@ pub async fn faxable(
     Ok(out)
 }
 
-/// Stores `fax_file.tiff` on a document, retrying when its revision moves underneath.
+/// Stores `fax_file.tiff` on a document, retrying when its revision moves underneath. A
+/// document that is gone (a job cancelled meanwhile) is [`StoreError::NotFound`]: nothing is
+/// created.
 pub async fn store_fax_file(
     store: &SharedStore,
     db: &Db,
@@ -126,7 +128,10 @@ pub async fn store_fax_file(
         let rev = store
             .get(db, id)
             .await?
-            .and_then(|d| d.get("_rev").and_then(Value::as_str).map(str::to_string));
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?
+            .get("_rev")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         match store
             .put_attachment(
                 db,

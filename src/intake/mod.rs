@@ -4,6 +4,7 @@
 //! one place where conversion belongs; a failure ends the job `failed` with the reason in
 //! `tx_result` and moves it to the outbox ([`fail_job`]).
 
+pub mod background;
 pub mod fetch;
 pub mod multipart;
 pub mod numbers;
@@ -299,6 +300,8 @@ pub async fn finish_intake(
     job: Value,
 ) -> Result<Value, IntakeError> {
     match prepare_document(store, conversion, job.clone()).await {
+        // Cancelled (or finished by the sweep) while its document was prepared: left as is.
+        Ok(job) if !in_intake(&job) => Ok(job),
         Ok(mut job) => {
             job["pvt_job_status"] = json!(JobStatus::Pending.as_str());
             job["pvt_modified"] = json!(crate::time::now_gregorian());
@@ -306,10 +309,21 @@ pub async fn finish_intake(
         }
         Err(IntakeError::Document(reason)) => {
             let current = reread(store, &Db::Faxes, &job_id(&job)?).await?;
+            if !in_intake(&current) {
+                return Ok(current);
+            }
             fail_job(store, current, &reason).await
         }
         Err(e) => Err(e),
     }
+}
+
+/// Whether a job is still being taken in (`attaching_files` or `resubmitting`): only then
+/// may its intake decide its status.
+fn in_intake(job: &Value) -> bool {
+    let status = job.get("pvt_job_status").and_then(Value::as_str);
+    status == Some(JobStatus::AttachingFiles.as_str())
+        || status == Some(JobStatus::Resubmitting.as_str())
 }
 
 /// Ends a job `failed` with a synthetic `tx_result` (Kazoo's "bad file" shape) and moves it to

@@ -92,7 +92,7 @@ pub async fn resume(
 }
 
 /// The job's document fetched again from its `document.url`, checked as at submission.
-async fn document_of(job: &Value, policy: &FetchPolicy) -> Result<Document, String> {
+pub(crate) async fn document_of(job: &Value, policy: &FetchPolicy) -> Result<Document, String> {
     let Some(url) = job.pointer("/document/url").and_then(Value::as_str) else {
         return Err("the document upload was interrupted; submit the fax again".into());
     };

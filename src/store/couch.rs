@@ -30,8 +30,8 @@ use tokio::task::JoinHandle;
 
 use super::{
     AccountId, Attachment, Backend, ByteStream, Change, CreatedRange, Cursor, Db, FaxboxAddress,
-    JobRow, Listing, ModbFilter, ModbRow, NewAttachment, Page, Result, Store, StoreError, job_row,
-    modb_row, months_in_range, views,
+    JobRow, Listing, ModbFilter, ModbRow, NewAttachment, Page, Result, SmtpLogRow, Store,
+    StoreError, job_row, months_in_range, views,
 };
 use crate::model::JobStatus;
 
@@ -237,6 +237,13 @@ fn json_param(v: &Value) -> String {
 }
 
 /// A key range walked newest first: `start` (and `start_docid` for a cursor) down to `end`.
+/// What of a view row a scan reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RowPart {
+    Doc,
+    Value,
+}
+
 struct DescRange {
     start: Value,
     start_docid: Option<String>,
@@ -580,7 +587,9 @@ impl CouchStore {
     }
 
     /// Walks a view newest first from `r.start` to `r.end`, collecting up to `want` rows that
-    /// `convert` accepts. `None` when the database does not exist.
+    /// `convert` accepts, given each row's document (`RowPart::Doc`, `include_docs`) or only
+    /// the value the view emits (`RowPart::Value`: the index alone, no document read).
+    /// `None` when the database does not exist.
     #[allow(clippy::too_many_arguments)]
     async fn scan_desc<T>(
         &self,
@@ -589,6 +598,7 @@ impl CouchStore {
         view: &str,
         r: &DescRange,
         want: usize,
+        part: RowPart,
         convert: impl Fn(&Value) -> Option<T>,
         position: impl Fn(&T) -> (i64, &str),
     ) -> Result<Option<Vec<T>>> {
@@ -598,7 +608,7 @@ impl CouchStore {
             let batch = want - out.len();
             let mut params: Vec<(&str, String)> = vec![
                 ("descending", "true".into()),
-                ("include_docs", "true".into()),
+                ("include_docs", (part == RowPart::Doc).to_string()),
                 ("startkey", json_param(&r.start)),
                 ("endkey", json_param(&r.end)),
                 ("limit", batch.to_string()),
@@ -615,7 +625,11 @@ impl CouchStore {
             let got = rows.len();
             skip += got;
             for row in &rows {
-                let Some(item) = row.get("doc").and_then(&convert) else {
+                let item = match part {
+                    RowPart::Doc => row.get("doc"),
+                    RowPart::Value => row.get("value"),
+                };
+                let Some(item) = item.and_then(&convert) else {
                     continue;
                 };
                 if let Some(c) = &r.after {
@@ -652,7 +666,8 @@ impl CouchStore {
                     view,
                     &r,
                     want,
-                    job_row,
+                    RowPart::Value,
+                    JobRow::from_view_value,
                     |j: &JobRow| (j.created, j.id.as_str()),
                 )
                 .await?
@@ -1299,9 +1314,59 @@ impl Store for CouchStore {
                 }
                 let left = want - rows.len();
                 let got = self
-                    .scan_desc(&db, "faxes", view, &r, left, modb_row, |m: &ModbRow| {
-                        (m.created, m.id.as_str())
-                    })
+                    .scan_desc(
+                        &db,
+                        "faxes",
+                        view,
+                        &r,
+                        left,
+                        RowPart::Value,
+                        ModbRow::from_view_value,
+                        |m: &ModbRow| (m.created, m.id.as_str()),
+                    )
+                    .await?;
+                rows.extend(got.unwrap_or_default());
+                if rows.len() >= want {
+                    break;
+                }
+            }
+        }
+        Ok(paginate(rows, page.limit, |r| Cursor {
+            created: r.created,
+            id: r.id.clone(),
+        }))
+    }
+
+    async fn smtp_logs(
+        &self,
+        account: &AccountId,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<SmtpLogRow>> {
+        let cursor = page.start_key.as_deref().map(Cursor::decode).transpose()?;
+        let want = page.limit.saturating_add(1);
+        let mut rows: Vec<SmtpLogRow> = Vec::new();
+        if let Some(r) = desc_range(&[], range, cursor, true) {
+            let existing = self.account_modbs(account).await;
+            for month in months_in_range(range, MODB_MONTHS) {
+                let db = Db::Modb(account.clone(), month);
+                if let Some(names) = &existing
+                    && !names.contains(&db.name())
+                {
+                    continue;
+                }
+                let left = want - rows.len();
+                let got = self
+                    .scan_desc(
+                        &db,
+                        "faxes",
+                        "smtp_log",
+                        &r,
+                        left,
+                        RowPart::Value,
+                        SmtpLogRow::from_view_value,
+                        |m: &SmtpLogRow| (m.created, m.id.as_str()),
+                    )
                     .await?;
                 rows.extend(got.unwrap_or_default());
                 if rows.len() >= want {

@@ -125,6 +125,30 @@ pub struct JobRow {
 }
 
 impl JobRow {
+    /// A row from the value the queue listing views emit (`faxes/list_by_*`).
+    pub fn from_view_value(v: &Value) -> Option<Self> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let i = |k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
+        Some(Self {
+            id: s("id")?,
+            account_id: s("account_id").unwrap_or_default(),
+            faxbox_id: s("faxbox_id"),
+            owner_id: s("owner_id"),
+            status: s("status").and_then(|st| st.parse().ok()),
+            to: s("to"),
+            from: s("from"),
+            from_name: s("from_name"),
+            attempts: i("attempts"),
+            retries: i("retries"),
+            created: i("created"),
+            modified: i("modified"),
+            retry_after: i("retry_after"),
+            node: s("node"),
+            priority: i("priority"),
+            send_at: v.get("send_at").and_then(Value::as_i64),
+        })
+    }
+
     /// When the job becomes due: `pvt_modified + retry_after` (gregorian seconds).
     pub fn due(&self) -> i64 {
         self.modified + self.retry_after
@@ -149,6 +173,102 @@ pub struct ModbRow {
     pub to: Option<String>,
     pub from: Option<String>,
     pub created: i64,
+    /// The document's [`MODB_SUMMARY_KEYS`] it has, as stored: what a listing shows of a fax
+    /// without reading the document (the views emit them).
+    #[serde(default)]
+    pub summary: serde_json::Map<String, Value>,
+}
+
+/// The keys of a MODB fax that its listing rows carry besides the indexed fields: what
+/// Monster UI's fax app shows in its inbox and outbox tables (numbers, names, the result
+/// with its pages) and the delivery date.
+pub const MODB_SUMMARY_KEYS: [&str; 8] = [
+    "from_number",
+    "to_number",
+    "from_name",
+    "to_name",
+    "tx_result",
+    "rx_result",
+    "pvt_pages",
+    "pvt_delivered_date",
+];
+
+impl ModbRow {
+    /// A row from the value a MODB listing view emits (`{id, folder, status, …, summary}`).
+    pub fn from_view_value(v: &Value) -> Option<Self> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(Self {
+            id: s("id")?,
+            folder: s("folder")
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(Folder::Inbox),
+            status: s("status"),
+            faxbox_id: s("faxbox_id"),
+            owner_id: s("owner_id"),
+            to: s("to"),
+            from: s("from"),
+            created: v.get("created").and_then(Value::as_i64).unwrap_or(0),
+            summary: match v.get("summary") {
+                Some(Value::Object(m)) => m
+                    .iter()
+                    .filter(|(k, v)| MODB_SUMMARY_KEYS.contains(&k.as_str()) && !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                _ => serde_json::Map::new(),
+            },
+        })
+    }
+}
+
+/// A row of the e-mail-to-fax log listing (MODB `faxes/smtp_log`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SmtpLogRow {
+    pub id: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// The first of the log's `errors`.
+    pub error: Option<Value>,
+    pub created: i64,
+    pub faxbox_id: Option<String>,
+    pub owner_id: Option<String>,
+}
+
+impl SmtpLogRow {
+    /// A row from a log document; `None` unless it is a live `fax_smtp_log`.
+    pub fn from_doc(doc: &Value) -> Option<Self> {
+        if doc.get("pvt_type").and_then(Value::as_str) != Some("fax_smtp_log")
+            || doc
+                .get("pvt_deleted")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        {
+            return None;
+        }
+        let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(Self {
+            id: s("_id")?,
+            from: s("from"),
+            to: s("to"),
+            error: doc.pointer("/errors/0").cloned(),
+            created: doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0),
+            faxbox_id: s("faxbox_id"),
+            owner_id: s("owner_id"),
+        })
+    }
+
+    /// A row from the value the `smtp_log` view emits.
+    pub fn from_view_value(v: &Value) -> Option<Self> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(Self {
+            id: s("id")?,
+            from: s("from"),
+            to: s("to"),
+            error: v.get("error").filter(|e| !e.is_null()).cloned(),
+            created: v.get("created").and_then(Value::as_i64).unwrap_or(0),
+            faxbox_id: s("faxbox_id"),
+            owner_id: s("owner_id"),
+        })
+    }
 }
 
 /// A created-time range in gregorian seconds, both ends inclusive.
@@ -339,6 +459,15 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> Result<Listing<ModbRow>>;
 
+    /// The account's e-mail-to-fax logs in its MODBs, newest first, across the months the
+    /// range covers (`faxes/smtp_log`).
+    async fn smtp_logs(
+        &self,
+        account: &AccountId,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<SmtpLogRow>>;
+
     /// Every live document of a database whose `pvt_type` is `pvt_type`, in id order, each with
     /// its `_id` and `_rev` (no attachment stubs). For the account-level listings of the API
     /// (users, callflows, faxboxes) and the `accounts` directory; an absent database is
@@ -420,6 +549,14 @@ pub fn modb_row(doc: &Value) -> Option<ModbRow> {
         to: s("to_number"),
         from: s("from_number"),
         created: doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0),
+        summary: MODB_SUMMARY_KEYS
+            .iter()
+            .filter_map(|k| {
+                doc.get(*k)
+                    .filter(|v| !v.is_null())
+                    .map(|v| (k.to_string(), v.clone()))
+            })
+            .collect(),
     })
 }
 

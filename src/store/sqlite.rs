@@ -24,8 +24,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{
     AccountId, Attachment, Backend, ByteStream, Change, CreatedRange, Cursor, Db, FaxboxAddress,
-    JobRow, Listing, ModbFilter, ModbRow, NewAttachment, Page, Result, Store, StoreError, job_row,
-    modb_row, months_in_range, next_rev,
+    JobRow, Listing, ModbFilter, ModbRow, NewAttachment, Page, Result, SmtpLogRow, Store,
+    StoreError, job_row, modb_row, months_in_range, next_rev,
 };
 use crate::model::JobStatus;
 
@@ -60,6 +60,15 @@ CREATE INDEX IF NOT EXISTS docs_queue ON docs (
     db, json_extract(body, '$.pvt_type'), json_extract(body, '$.pvt_job_status'),
     json_extract(body, '$.pvt_account_id'), coalesce(json_extract(body, '$.pvt_deleted'), 0),
     deleted);
+CREATE INDEX IF NOT EXISTS docs_folder_created ON docs (
+    db, coalesce(json_extract(body, '$.folder'), 'inbox'),
+    coalesce(json_extract(body, '$.pvt_created'), 0));
+CREATE INDEX IF NOT EXISTS docs_type_created ON docs (
+    db, json_extract(body, '$.pvt_type'), coalesce(json_extract(body, '$.pvt_created'), 0));
+CREATE INDEX IF NOT EXISTS docs_account_created ON docs (
+    db, json_extract(body, '$.pvt_account_id'), coalesce(json_extract(body, '$.pvt_created'), 0));
+CREATE INDEX IF NOT EXISTS docs_faxbox_created ON docs (
+    db, json_extract(body, '$.faxbox_id'), coalesce(json_extract(body, '$.pvt_created'), 0));
 CREATE TABLE IF NOT EXISTS attachments (
     db TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -632,8 +641,13 @@ fn list_jobs_by(
 ) -> Result<Listing<JobRow>> {
     let (c_created, c_id) = cursor_bounds(page)?;
     let status = status.map(|s| s.as_str().to_string());
+    // Walks the (field, created) index newest first: a page reads its rows, not the account.
+    let index = match field {
+        "faxbox_id" => "docs_faxbox_created",
+        _ => "docs_account_created",
+    };
     let sql = format!(
-        "SELECT id, body FROM docs WHERE db = 'faxes' AND {LIVE_FAX}
+        "SELECT id, body FROM docs INDEXED BY {index} WHERE db = 'faxes' AND {LIVE_FAX}
            AND json_extract(body, '$.{field}') = ?1
            AND (?2 IS NULL OR json_extract(body, '$.pvt_job_status') = ?2)
            AND coalesce(json_extract(body, '$.pvt_created'), 0) BETWEEN ?3 AND ?4
@@ -1271,7 +1285,8 @@ impl Store for SqliteStore {
                 None => "AND ?2 IS NULL".to_string(),
             };
             let sql = format!(
-                "SELECT id, body FROM docs WHERE db = ?1 AND {LIVE_FAX} {field_cond}
+                "SELECT id, body FROM docs INDEXED BY docs_folder_created
+                 WHERE db = ?1 AND {LIVE_FAX} {field_cond}
                    AND coalesce(json_extract(body, '$.folder'), 'inbox') = ?3
                    AND coalesce(json_extract(body, '$.pvt_created'), 0) BETWEEN ?4 AND ?5
                    AND (coalesce(json_extract(body, '$.pvt_created'), 0) < ?6
@@ -1302,6 +1317,50 @@ impl Store for SqliteStore {
                     ],
                 )?;
                 rows.extend(got.iter().filter_map(modb_row));
+                if rows.len() >= want {
+                    break;
+                }
+            }
+            Ok(paginate(rows, page.limit, |r| Cursor {
+                created: r.created,
+                id: r.id.clone(),
+            }))
+        })
+        .await
+    }
+
+    async fn smtp_logs(
+        &self,
+        account: &AccountId,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<SmtpLogRow>> {
+        let account = account.clone();
+        self.read(move |conn| {
+            let (c_created, c_id) = cursor_bounds(&page)?;
+            let sql = "SELECT id, body FROM docs INDEXED BY docs_type_created
+                 WHERE db = ?1 AND deleted = 0
+                   AND json_extract(body, '$.pvt_type') = 'fax_smtp_log'
+                   AND coalesce(json_extract(body, '$.pvt_deleted'), 0) = 0
+                   AND coalesce(json_extract(body, '$.pvt_created'), 0) BETWEEN ?2 AND ?3
+                   AND (coalesce(json_extract(body, '$.pvt_created'), 0) < ?4
+                        OR (coalesce(json_extract(body, '$.pvt_created'), 0) = ?4 AND id <= ?5))
+                 ORDER BY coalesce(json_extract(body, '$.pvt_created'), 0) DESC, id DESC
+                 LIMIT ?6";
+            let mut rows: Vec<SmtpLogRow> = Vec::new();
+            let want = page.limit + 1;
+            for month in months_in_range(range, 240) {
+                let db = Db::Modb(account.clone(), month);
+                if require_db(conn, &db).is_err() {
+                    continue;
+                }
+                let left = (want - rows.len()) as i64;
+                let got = query_bodies(
+                    conn,
+                    sql,
+                    &[&db.name(), &range.from, &range.to, &c_created, &c_id, &left],
+                )?;
+                rows.extend(got.iter().filter_map(SmtpLogRow::from_doc));
                 if rows.len() >= want {
                     break;
                 }

@@ -28,7 +28,7 @@ use faxd::outbound::StoredTiff;
 use faxd::outbound::docs::{FAX_FILE, blank_tiff};
 use faxd::store::{
     Attachment, Backend, ByteStream, Change, CreatedRange, FaxboxAddress, JobRow, Listing,
-    ModbFilter, ModbRow, NewAttachment, Page, Result, SharedStore, Store, bytes_stream,
+    ModbFilter, ModbRow, NewAttachment, Page, Result, SharedStore, SmtpLogRow, Store, bytes_stream,
 };
 use faxd_actors::outbound::Settings;
 use ractor::Actor;
@@ -187,6 +187,14 @@ impl Store for CountingStore {
         page: Page,
     ) -> Result<Listing<ModbRow>> {
         self.inner.modb_list(account, filter, range, page).await
+    }
+    async fn smtp_logs(
+        &self,
+        account: &AccountId,
+        range: CreatedRange,
+        page: Page,
+    ) -> Result<Listing<SmtpLogRow>> {
+        self.inner.smtp_logs(account, range, page).await
     }
     async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {
         self.inner.docs_by_type(db, pvt_type).await

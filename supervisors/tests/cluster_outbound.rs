@@ -232,6 +232,7 @@ impl Cluster {
             ids.push(self.api.submit(faxes, &to, pages, 1, Some(tomorrow)).await);
         }
         for id in &ids {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
             loop {
                 let mut doc = self
                     .store
@@ -239,6 +240,12 @@ impl Cluster {
                     .await
                     .unwrap()
                     .expect("queued job");
+                // Converted in the background after the answer.
+                if doc["pvt_job_status"] == "attaching_files" {
+                    assert!(std::time::Instant::now() < deadline, "intake of {id}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 assert_eq!(doc["pvt_job_status"], "pending", "{doc}");
                 doc["send_at"] = json!(faxd::time::now_unix_ms() / 1000);
                 match self.store.save(&Db::Faxes, doc).await {

@@ -159,12 +159,16 @@ async fn a_pdf_submitted_by_multipart_is_delivered_page_for_page() {
     let broken =
         b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 9 0 R>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n";
     let job = submit(&http, &faxes, &token, "+15557654322", broken.to_vec()).await;
-    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["status"], "attaching_files", "{job}");
     let bad_id = job["id"].as_str().unwrap().to_string();
-    let bad_outbox = find_in_outbox(&http, &faxes, &token, &bad_id)
-        .await
-        .expect("failed job in the outbox");
+    let bad_outbox = common::poll_async(
+        "the failed job in the outbox",
+        Duration::from_secs(60),
+        || find_in_outbox(&http, &faxes, &token, &bad_id),
+    )
+    .await;
     let bad = get_json(&http, &format!("{faxes}/outbox/{bad_outbox}"), &token).await;
+    assert_eq!(bad["data"]["status"], "failed", "{bad}");
     let text = bad["data"]["tx_result"]["result_text"]
         .as_str()
         .unwrap_or("");

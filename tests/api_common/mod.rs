@@ -458,6 +458,80 @@ pub async fn document_server() -> String {
     format!("http://{addr}")
 }
 
+/// A loopback document server that holds every request until `open` is sent `true`, then
+/// answers the PDF: a slow document source, under the test's control. Also counts the
+/// requests that arrived (so a test knows the fetch has started).
+pub async fn gated_document_server() -> (
+    String,
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::watch::Receiver<usize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (count_tx, arrived) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut gate = gate.clone();
+            count_tx.send_modify(|n| *n += 1);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if gate.wait_for(|open| *open).await.is_err() {
+                    return;
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    PDF.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(PDF).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{addr}"), open, arrived)
+}
+
+/// The fax `id` of account `t` once its intake is over: the queued job (`pending`), or,
+/// when the intake failed, its copy in the outbox (`failed`, with the reason).
+pub async fn intake_done(api: &Api, t: &Tenant, id: &str) -> Value {
+    let faxes = format!("/v2/accounts/{}/faxes", t.id);
+    poll(
+        &format!("the intake of {id}"),
+        Duration::from_secs(60),
+        || async {
+            let r = api.get(&format!("{faxes}/outgoing/{id}"), &t.token).await;
+            if r.status == StatusCode::OK {
+                let status = r.data()["status"].as_str().unwrap_or_default();
+                return (status != "attaching_files").then(|| r.data().clone());
+            }
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+            let list = api
+                .get(&format!("{faxes}/outbox?paginate=false"), &t.token)
+                .await;
+            let oid = list
+                .data()
+                .as_array()?
+                .iter()
+                .filter_map(|row| row["id"].as_str())
+                .find(|x| x.ends_with(id))?
+                .to_string();
+            let r = api.get(&format!("{faxes}/outbox/{oid}"), &t.token).await;
+            (r.status == StatusCode::OK).then(|| r.data().clone())
+        },
+    )
+    .await
+}
+
 /// A one-page fax TIFF as a receiving fax machine writes it (G4, fine, a few black rows).
 pub fn received_tiff() -> Vec<u8> {
     use faxd::convert::ccitt::{Coding, FaxPage};

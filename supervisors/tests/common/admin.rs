@@ -158,8 +158,19 @@ impl Admin {
             &tiff,
         )
         .await;
-        assert_eq!(job["status"], "pending", "{job}");
-        job["id"].as_str().expect("job id").to_string()
+        let id = job["id"].as_str().expect("job id").to_string();
+        // Answered once stored; converted in the background: queued (or already sent).
+        let status =
+            super::poll_async("the intake of the fax", Duration::from_secs(60), || async {
+                match self.queued(account, &id).await {
+                    Some(q) if q["status"] == "attaching_files" => None,
+                    Some(q) => Some(q["status"].as_str().unwrap_or_default().to_string()),
+                    None => Some("sent".to_string()),
+                }
+            })
+            .await;
+        assert_ne!(status, "failed", "{job}");
+        id
     }
 
     /// The queued job `id` of `account` (`None` once it left the queue).
