@@ -11,6 +11,7 @@ use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
 use super::ImportError;
+use crate::store::couch::percent_decode;
 
 /// Rows per `_all_docs` page.
 const PAGE: usize = 500;
@@ -199,28 +200,6 @@ impl Source {
         let data = res.bytes().await.map_err(|e| self.fail(&what, e))?;
         Ok(Some((ct, data)))
     }
-}
-
-/// Decodes `%XX` escapes (URL user info).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -177,8 +177,8 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
-/// Decodes `%XX` escapes (URL user info).
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes (URL user info; also the Kazoo import's source URL).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
