@@ -24,6 +24,7 @@ use faxd::gateway::file_proxy::FileRegistry;
 use faxd::gateway::{CallGuard, FaxEvent, GatewayError, OutboundFax};
 use faxd::ids::Db;
 use faxd::model::JobStatus;
+use faxd::outbound::docs::DocumentError;
 use faxd::outbound::leader;
 use faxd::outbound::lease::{self, ReleasePolicy};
 use faxd::outbound::release::Outcome;
@@ -44,6 +45,9 @@ pub enum WorkerMsg {
     Start,
     /// The document task ended: the fax-ready TIFF's page count, or why there is none.
     Prepared(Result<u32, String>),
+    /// The document task could not read the job's document because the store is away: read
+    /// again once it may be back (not an attempt of the fax).
+    PrepareDeferred(String),
     /// An event of the call, forwarded from the media engine.
     Event(FaxEvent),
     /// The call's event stream closed.
@@ -144,6 +148,7 @@ impl Actor for FaxWorker {
             WorkerMsg::Start => Input::Start,
             WorkerMsg::Prepared(Ok(pages)) => Input::Prepared { pages },
             WorkerMsg::Prepared(Err(why)) => Input::PrepareFailed(why),
+            WorkerMsg::PrepareDeferred(why) => Input::PrepareDeferred(why),
             WorkerMsg::Event(e) => {
                 if let FaxEvent::Finished(_) = e
                     && let Some(call) = &mut st.call
@@ -386,11 +391,18 @@ impl WorkerState {
                         .await
                         .map_err(|e| format!("file cache {}: {e}", dir.display()))?;
                 }
-                docs.faxable(&job_id, &file)
-                    .await
-                    .map_err(|e| e.to_string())
+                Ok(docs.faxable(&job_id, &file).await)
             };
-            let _ = me.cast(WorkerMsg::Prepared(result.await));
+            let msg = match result.await {
+                Err(why) => WorkerMsg::Prepared(Err(why)),
+                Ok(Ok(pages)) => WorkerMsg::Prepared(Ok(pages)),
+                // A store that is away is no fault of the document.
+                Ok(Err(DocumentError::Store(
+                    e @ (StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Io(_)),
+                ))) => WorkerMsg::PrepareDeferred(e.to_string()),
+                Ok(Err(e)) => WorkerMsg::Prepared(Err(e.to_string())),
+            };
+            let _ = me.cast(msg);
         })));
     }
 

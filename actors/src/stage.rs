@@ -93,6 +93,9 @@ pub enum Input {
     Prepared { pages: u32 },
     /// No faxable document.
     PrepareFailed(String),
+    /// The document could not be read because the store is away: read again after a
+    /// growing wait (the prepare timeout does not run meanwhile); not an attempt of the fax.
+    PrepareDeferred(String),
     /// The job is still ours: its lease was renewed by a rev-checked write just now.
     LeaseConfirmed,
     /// The job is no longer ours (requeued, taken by another worker, gone), or its lease
@@ -167,6 +170,9 @@ pub struct Machine {
     /// The document is ready and the lease is being confirmed: a prepare-stage timer now
     /// means "confirm again".
     confirming: bool,
+    /// The document's read met a store that was away: a prepare-stage timer now means
+    /// "prepare again".
+    preparing_again: bool,
 }
 
 /// First wait before storing an outcome again while the store is away; it doubles up to
@@ -189,6 +195,7 @@ impl Machine {
             pending: None,
             deferred: 0,
             confirming: false,
+            preparing_again: false,
         }
     }
 
@@ -259,6 +266,7 @@ impl Machine {
             }
             (Prepare, Input::Prepared { pages }) => {
                 self.total_pages = pages;
+                self.deferred = 0;
                 self.generation += 1; // the prepare timer is done
                 self.confirming = true;
                 vec![Action::ConfirmLease]
@@ -270,6 +278,21 @@ impl Machine {
                 vec![self.arm(Originate, t), Action::Originate]
             }
             (Prepare, Input::ConfirmDeferred(why)) if self.confirming => self.defer(Prepare, why),
+            (Prepare, Input::PrepareDeferred(why)) if !self.confirming => {
+                self.preparing_again = true;
+                self.defer(Prepare, why)
+            }
+            (
+                Prepare,
+                Input::Timeout {
+                    stage: Prepare,
+                    generation,
+                },
+            ) if self.preparing_again && generation == self.generation => {
+                self.preparing_again = false;
+                let t = self.timeouts.prepare;
+                vec![self.arm(Prepare, t), Action::Prepare]
+            }
             (
                 Prepare,
                 Input::Timeout {
@@ -498,6 +521,85 @@ mod tests {
         m.step(Input::Acquired);
         assert_eq!(m.step(Input::Prepared { pages: 1 }), [Action::ConfirmLease]);
         m
+    }
+
+    #[test]
+    fn a_document_read_that_meets_a_store_outage_is_read_again_not_charged() {
+        let mut m = m();
+        m.step(Input::Start);
+        let first = m.step(Input::Acquired);
+        let [
+            Action::ArmTimer {
+                generation: prepare_timer,
+                ..
+            },
+            Action::Prepare,
+        ] = first[..]
+        else {
+            panic!("{first:?}");
+        };
+        // The store goes away while the document is read, for longer than the prepare
+        // timeout: each read is deferred, the old prepare timeout is stale, nothing is
+        // released (no attempt is spent on an outage).
+        let mut waited = Duration::ZERO;
+        let mut round = 0;
+        while waited <= Timeouts::default().prepare {
+            round += 1;
+            let a = m.step(Input::PrepareDeferred("store unavailable".into()));
+            let [
+                Action::ArmTimer {
+                    stage: Stage::Prepare,
+                    generation,
+                    after,
+                },
+            ] = a[..]
+            else {
+                panic!("round {round}: {a:?}");
+            };
+            waited += after;
+            assert_eq!(
+                m.step(Input::Timeout {
+                    stage: Stage::Prepare,
+                    generation: prepare_timer
+                }),
+                [],
+                "the first prepare timeout no longer counts"
+            );
+            let again = m.step(Input::Timeout {
+                stage: Stage::Prepare,
+                generation,
+            });
+            assert!(
+                matches!(again[..], [Action::ArmTimer { stage: Stage::Prepare, after, .. }, Action::Prepare]
+                    if after == Timeouts::default().prepare),
+                "{again:?}"
+            );
+        }
+        // The store is back: the document is read, the lease confirmed, the call goes out.
+        assert_eq!(m.step(Input::Prepared { pages: 3 }), [Action::ConfirmLease]);
+        let a = m.step(Input::LeaseConfirmed);
+        assert!(
+            matches!(
+                a[..],
+                [
+                    Action::ArmTimer {
+                        stage: Stage::Originate,
+                        ..
+                    },
+                    Action::Originate
+                ]
+            ),
+            "{a:?}"
+        );
+        // A document that is really missing still fails the attempt.
+        let mut other = Machine::new(Timeouts::default());
+        other.step(Input::Start);
+        other.step(Input::Acquired);
+        let a = other.step(Input::PrepareFailed("no faxable document".into()));
+        assert!(
+            matches!(a[..], [Action::Release(Outcome::Failure { .. })]),
+            "{a:?}"
+        );
     }
 
     #[test]
