@@ -3,6 +3,16 @@
 //! and the checks on names and identities that reach a media engine, a mail header or a file
 //! name (no control characters, bounded length).
 
+/// A callflow number as faxd's API stores it: short extensions (fewer than 7 digits) as they
+/// are, anything else in E.164; `None` for what is not a number (feature codes, `no_match`).
+pub fn callflow_number(raw: &str) -> Option<String> {
+    if !raw.is_empty() && raw.len() < 7 && raw.bytes().all(|b| b.is_ascii_digit()) {
+        Some(raw.to_string())
+    } else {
+        normalize(raw)
+    }
+}
+
 /// Normalises a dialled number to E.164 (`+<digits>`), or `None` when it is not a routable
 /// number: `+…` is kept, 10-digit NANP gets `+1`, 11 digits starting with 1 get `+`,
 /// `011…`/`00…` become `+…`, other numbers of 8 to 15 digits starting 2-9 get `+`.

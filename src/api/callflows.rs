@@ -210,19 +210,14 @@ async fn validate(
     super::schema::validate_named("callflows", &mut doc).map_err(ApiError::Validation)?;
     let mut numbers = Vec::new();
     for n in numbers_of(&doc) {
-        // Short extensions stay as they are; anything that looks like a number goes E.164.
-        let norm = if n.chars().all(|c| c.is_ascii_digit()) && n.len() < 7 {
-            n.clone()
-        } else {
-            crate::numbers::normalize(&n).ok_or_else(|| {
-                ApiError::field_cause(
-                    "numbers",
-                    "invalid",
-                    format!("{n} is not a valid number"),
-                    json!(n),
-                )
-            })?
-        };
+        let norm = crate::numbers::callflow_number(&n).ok_or_else(|| {
+            ApiError::field_cause(
+                "numbers",
+                "invalid",
+                format!("{n} is not a valid number"),
+                json!(n),
+            )
+        })?;
         if !numbers.contains(&norm) {
             numbers.push(norm);
         }

@@ -17,11 +17,13 @@ use serde_json::{Map, Value, json};
 
 use super::source::Source;
 use super::{ImportError, Outcome, Summary};
+use crate::api::request::tree_of;
 use crate::auth::PasswordRecord;
 use crate::config::fax::FaxConfig;
 use crate::ids::{AccountId, Db, YearMonth, modb_doc_id, split_modb_doc_id};
 use crate::intake::numbers::claim_id;
 use crate::model::{Folder, JobStatus};
+use crate::numbers::callflow_number;
 use crate::store::{NewAttachment, SharedStore, StoreError};
 
 /// Private field of an imported document: the Kazoo `_rev` it was copied from.
@@ -56,18 +58,6 @@ fn s<'a>(doc: &'a Value, key: &str) -> Option<&'a str> {
 
 fn id_of(doc: &Value) -> &str {
     s(doc, "_id").unwrap_or_default()
-}
-
-fn tree_of(doc: &Value) -> Vec<String> {
-    doc.get("pvt_tree")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The accounts to import: `wanted` and their descendants (every account when `wanted` is
@@ -105,16 +95,6 @@ pub fn has_fax_module(flow: &Value) -> bool {
         .get("children")
         .and_then(Value::as_object)
         .is_some_and(|c| c.values().any(has_fax_module))
-}
-
-/// A callflow number as faxd's API stores it: short extensions as they are, anything else in
-/// E.164; `None` for what is not a number (feature codes, `no_match`).
-pub fn callflow_number(raw: &str) -> Option<String> {
-    if !raw.is_empty() && raw.len() < 7 && raw.bytes().all(|b| b.is_ascii_digit()) {
-        Some(raw.to_string())
-    } else {
-        crate::numbers::normalize(raw)
-    }
 }
 
 /// The MODB and `YYYYMM-<id>` id of a fax or SMTP log of `account`: the month of its id when
