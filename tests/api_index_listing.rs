@@ -288,5 +288,45 @@ async fn smtplog_pages_come_in_order_within_their_scope(store: SharedStore, dir:
         .collect();
     assert_eq!(want.len(), 6);
     assert_eq!(ids, want);
+    // Filters read the logs themselves, within the scope, and pages come back full.
+    let ids_of = |pages: Vec<Vec<Value>>| -> Vec<String> {
+        pages
+            .into_iter()
+            .flatten()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let outside: Vec<String> = expected
+        .iter()
+        .filter(|(_, id, _)| !of_box.contains(id))
+        .map(|(_, id, _)| id.clone())
+        .collect();
+    let pages = all_pages(
+        &api,
+        &a,
+        &format!("{acc}/faxes/smtplog?page_size=2&filter_not_faxbox_id={fb}"),
+        2,
+    )
+    .await;
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [2, 2, 1]);
+    assert_eq!(ids_of(pages), outside);
+    let one = |k: i64| expected[k as usize].1.clone();
+    let pages = all_pages(
+        &api,
+        &a,
+        &format!("{acc}/faxboxes/{fb}/faxes/smtplog?page_size=2&filter_from=sender4@example.com"),
+        2,
+    )
+    .await;
+    assert_eq!(ids_of(pages), vec![one(4)]);
+    let pages = all_pages(
+        &api,
+        &a,
+        &format!("{acc}/faxboxes/{fb}/faxes/smtplog?page_size=2&filter_from=sender3@example.com"),
+        2,
+    )
+    .await;
+    assert!(ids_of(pages).is_empty(), "a log of another faxbox");
     api.stop().await;
 }

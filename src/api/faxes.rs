@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::accept::{self, Negotiated, Wanted};
 use super::envelope::success_with;
-use super::listing::{Paging, page_in_memory, respond_doc, respond_list, scan_filtered};
+use super::listing::{Paging, fill_page, page_in_memory, respond_doc, respond_list, scan_filtered};
 use super::request::{
     self, account_request, client_fields, is_json, load_typed, media_type, param, parse_envelope,
     read_body,
@@ -22,7 +22,7 @@ use crate::intake::fetch::FetchPolicy;
 use crate::intake::numbers::{NumberPolicy, check_texts};
 use crate::intake::{self, Document, IntakeError, multipart};
 use crate::model::{Folder, JobStatus};
-use crate::store::{Cursor, JobRow, ModbFilter, ModbRow, SmtpLogRow};
+use crate::store::{CreatedRange, Cursor, JobRow, Listing, ModbFilter, ModbRow, Page, SmtpLogRow};
 use crate::timezone;
 
 /// The three places the fax routes are mounted.
@@ -645,6 +645,37 @@ fn outgoing_row(r: &JobRow) -> Value {
     })
 }
 
+/// A page of the queued jobs a scope lists from (a faxbox's, else the account's).
+async fn outgoing_page(
+    state: &ApiState,
+    scope: &Scope,
+    account: &AccountId,
+    range: CreatedRange,
+    page: Page,
+) -> Result<Listing<JobRow>, ApiError> {
+    Ok(match scope {
+        Scope::Faxbox(id, _) => {
+            state
+                .store
+                .list_by_faxbox_state(id, None, range, page)
+                .await?
+        }
+        _ => {
+            state
+                .store
+                .list_by_account_state(account, None, range, page)
+                .await?
+        }
+    })
+}
+
+fn job_key(r: &JobRow) -> Cursor {
+    Cursor {
+        created: r.created,
+        id: r.id.clone(),
+    }
+}
+
 async fn list_outgoing(
     req: HttpRequest,
     state: web::Data<ApiState>,
@@ -653,27 +684,14 @@ async fn list_outgoing(
     let scope = scope_of(&req, &state, &account).await?;
     let paging = Paging::from_query(&request::query(&req)?)?;
     let range = paging.plain_range();
-    if paging.is_filtered() {
-        let (rows, next) = scan_filtered(
+    let in_scope = |r: &JobRow| r.account_id == account.as_str() && scope.keeps_row(r);
+    let fetch = async |page| outgoing_page(&state, &scope, &account, range, page).await;
+    let (rows, next) = if paging.is_filtered() {
+        scan_filtered(
             &paging,
-            async |page| {
-                Ok(match &scope {
-                    Scope::Faxbox(id, _) => {
-                        state
-                            .store
-                            .list_by_faxbox_state(id, None, range, page)
-                            .await?
-                    }
-                    _ => {
-                        state
-                            .store
-                            .list_by_account_state(&account, None, range, page)
-                            .await?
-                    }
-                })
-            },
+            fetch,
             async |r: &JobRow| {
-                if r.account_id != account.as_str() || !scope.keeps_row(r) {
+                if !in_scope(r) {
                     return Ok(None);
                 }
                 let doc = state.store.get(&Db::Faxes, &r.id).await?;
@@ -681,59 +699,18 @@ async fn list_outgoing(
                     .filter(|d| paging.keeps(&filter_target(d)))
                     .map(|_| outgoing_row(r)))
             },
-            |r: &JobRow| Cursor {
-                created: r.created,
-                id: r.id.clone(),
-            },
+            job_key,
         )
-        .await?;
-        return Ok(respond_list(&req, &state, rows, next, &paging));
-    }
-    // Rows outside the scope (another owner) are skipped, so a page may take several store
-    // pages; the continuation key is the first row not returned.
-    let want = paging.page().limit;
-    let mut page = paging.page();
-    let mut rows = Vec::new();
-    let next = loop {
-        let listing = match &scope {
-            Scope::Faxbox(id, _) => {
-                state
-                    .store
-                    .list_by_faxbox_state(id, None, range, page.clone())
-                    .await?
-            }
-            _ => {
-                state
-                    .store
-                    .list_by_account_state(&account, None, range, page.clone())
-                    .await?
-            }
-        };
-        let mut cut = None;
-        for r in listing
-            .rows
-            .iter()
-            .filter(|r| r.account_id == account.as_str() && scope.keeps_row(r))
-        {
-            if rows.len() == want {
-                cut = Some(
-                    Cursor {
-                        created: r.created,
-                        id: r.id.clone(),
-                    }
-                    .encode(),
-                );
-                break;
-            }
-            rows.push(outgoing_row(r));
-        }
-        if cut.is_some() {
-            break cut;
-        }
-        match listing.next_start_key {
-            Some(k) if rows.len() < want => page.start_key = Some(k),
-            other => break other,
-        }
+        .await?
+    } else {
+        // Rows outside the scope (another owner) are skipped.
+        fill_page(
+            &paging,
+            fetch,
+            |r: &JobRow| in_scope(r).then(|| outgoing_row(r)),
+            job_key,
+        )
+        .await?
     };
     Ok(respond_list(&req, &state, rows, next, &paging))
 }
@@ -1384,78 +1361,38 @@ async fn list_smtplog(
     let scope = scope_of(&req, &state, &account).await?;
     let paging = Paging::from_query(&request::query(&req)?)?;
     let range = paging.modb_range()?;
-    if paging.is_filtered() {
-        return list_smtplog_filtered(&req, &state, &account, &scope, &paging).await;
-    }
-    // Rows of another faxbox or owner are skipped, so a page may take several store pages;
-    // the continuation key is the first row not returned.
-    let want = paging.page().limit;
-    let mut page = paging.page();
-    let mut rows = Vec::new();
-    let next = loop {
-        let listing = state.store.smtp_logs(&account, range, page.clone()).await?;
-        let mut cut = None;
-        for r in listing.rows.iter().filter(|r| scope.keeps_log(r)) {
-            if rows.len() == want {
-                cut = Some(
-                    Cursor {
-                        created: r.created,
-                        id: r.id.clone(),
-                    }
-                    .encode(),
-                );
-                break;
-            }
-            rows.push(json!({
-                "id": r.id, "from": r.from, "to": r.to, "error": r.error, "created": r.created,
-            }));
-        }
-        if cut.is_some() {
-            break cut;
-        }
-        match listing.next_start_key {
-            Some(k) if rows.len() < want => page.start_key = Some(k),
-            other => break other,
-        }
+    let fetch = async |page| Ok(state.store.smtp_logs(&account, range, page).await?);
+    let row = |r: &SmtpLogRow| json!({"id": r.id, "from": r.from, "to": r.to, "error": r.error, "created": r.created});
+    let key = |r: &SmtpLogRow| Cursor {
+        created: r.created,
+        id: r.id.clone(),
     };
-    Ok(respond_list(&req, &state, rows, next, &paging))
-}
-
-/// The e-mail-to-fax logs with `filter_*` parameters: every log of the range is read and
-/// filtered.
-async fn list_smtplog_filtered(
-    req: &HttpRequest,
-    state: &ApiState,
-    account: &AccountId,
-    scope: &Scope,
-    paging: &Paging,
-) -> Result<HttpResponse, ApiError> {
-    let range = paging.modb_range()?;
-    let mut rows = Vec::new();
-    for month in crate::store::months_in_range(range, 3) {
-        for d in request::list_typed(
-            &state.store,
-            &Db::Modb(account.clone(), month),
-            "fax_smtp_log",
+    let (rows, next) = if paging.is_filtered() {
+        // Filters read each log of the scope, as the folder listings read each fax.
+        scan_filtered(
+            &paging,
+            fetch,
+            async |r: &SmtpLogRow| {
+                let Some((month, _)) = split_modb_doc_id(&r.id) else {
+                    return Ok(None);
+                };
+                if !scope.keeps_log(r) {
+                    return Ok(None);
+                }
+                let doc = state
+                    .store
+                    .get(&Db::Modb(account.clone(), month), &r.id)
+                    .await?;
+                Ok(doc.filter(|d| paging.keeps(d)).map(|_| row(r)))
+            },
+            key,
         )
         .await?
-        {
-            let created = d.get("pvt_created").and_then(Value::as_i64).unwrap_or(0);
-            if created < range.from || created > range.to || !scope.keeps(&d) || !paging.keeps(&d) {
-                continue;
-            }
-            let row = json!({
-                "id": d.get("_id"), "from": d.get("from"), "to": d.get("to"),
-                "error": d.pointer("/errors/0"), "created": created,
-            });
-            rows.push(request::sort_key(&d, row));
-        }
-    }
-    let mut p = paging.clone();
-    p.created_from = None;
-    p.created_to = None;
-    let (rows, next) = page_in_memory(rows, &p);
-    Ok(respond_list(req, state, rows, next, paging))
+    } else {
+        // Rows of another faxbox or owner are skipped.
+        fill_page(&paging, fetch, |r| scope.keeps_log(r).then(|| row(r)), key).await?
+    };
+    Ok(respond_list(&req, &state, rows, next, &paging))
 }
 
 /// The calls of the account (and route scope) being received on this node now. Kazoo

@@ -238,6 +238,35 @@ pub async fn scan_filtered<R>(
     Ok((rows, if ascending { next } else { next.or(resume) }))
 }
 
+/// An unfiltered page over a store listing that runs newest first, some of whose rows are
+/// out of the request's scope (`row` answers `None`): reads store pages of the request's size
+/// from its `start_key` until the page is full; the key to go on from is the first row not
+/// returned.
+pub async fn fill_page<R>(
+    paging: &Paging,
+    mut fetch: impl AsyncFnMut(Page) -> Result<Listing<R>, ApiError>,
+    row: impl Fn(&R) -> Option<Value>,
+    key: impl Fn(&R) -> Cursor,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let want = paging.page().limit;
+    let mut page = paging.page();
+    let mut rows = Vec::new();
+    loop {
+        let listing = fetch(page.clone()).await?;
+        for r in &listing.rows {
+            let Some(v) = row(r) else { continue };
+            if rows.len() == want {
+                return Ok((rows, Some(key(r).encode())));
+            }
+            rows.push(v);
+        }
+        match listing.next_start_key {
+            Some(k) if rows.len() < want => page.start_key = Some(k),
+            next => return Ok((rows, next)),
+        }
+    }
+}
+
 /// `GET /v2/accounts/{account_id}/<resource>`: the account's live documents of one
 /// `pvt_type`, filtered and paged as Kazoo pages them, each shown through `row`.
 pub async fn respond_account_listing(
