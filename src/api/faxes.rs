@@ -877,10 +877,7 @@ async fn list_folder(
                     .filter(|d| paging.keeps(&filter_target(d)))
                     .map(|_| folder_summary(r)))
             },
-            |r: &ModbRow| Cursor {
-                created: r.created,
-                id: r.id.clone(),
-            },
+            ModbRow::cursor,
         )
         .await?;
         return Ok(respond_list(&req, &state, rows, next, &paging));
@@ -1363,10 +1360,6 @@ async fn list_smtplog(
     let range = paging.modb_range()?;
     let fetch = async |page| Ok(state.store.smtp_logs(&account, range, page).await?);
     let row = |r: &SmtpLogRow| json!({"id": r.id, "from": r.from, "to": r.to, "error": r.error, "created": r.created});
-    let key = |r: &SmtpLogRow| Cursor {
-        created: r.created,
-        id: r.id.clone(),
-    };
     let (rows, next) = if paging.is_filtered() {
         // Filters read each log of the scope, as the folder listings read each fax.
         scan_filtered(
@@ -1385,12 +1378,18 @@ async fn list_smtplog(
                     .await?;
                 Ok(doc.filter(|d| paging.keeps(d)).map(|_| row(r)))
             },
-            key,
+            SmtpLogRow::cursor,
         )
         .await?
     } else {
         // Rows of another faxbox or owner are skipped.
-        fill_page(&paging, fetch, |r| scope.keeps_log(r).then(|| row(r)), key).await?
+        fill_page(
+            &paging,
+            fetch,
+            |r| scope.keeps_log(r).then(|| row(r)),
+            SmtpLogRow::cursor,
+        )
+        .await?
     };
     Ok(respond_list(&req, &state, rows, next, &paging))
 }

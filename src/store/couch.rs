@@ -586,6 +586,61 @@ impl CouchStore {
             .collect())
     }
 
+    /// A page of `limit` rows over the `faxes` design's `view` in the account's MODBs, newest
+    /// month first (months without a database are skipped): keys start with `prefix`,
+    /// created within `range`, from `cursor` on; the next key is the first row left out.
+    #[allow(clippy::too_many_arguments)]
+    async fn modb_view_page<T>(
+        &self,
+        account: &AccountId,
+        view: &str,
+        prefix: &[Value],
+        id_in_key: bool,
+        range: CreatedRange,
+        cursor: Option<Cursor>,
+        limit: usize,
+        convert: impl Fn(&Value) -> Option<T>,
+        position: impl Fn(&T) -> (i64, &str),
+    ) -> Result<Listing<T>> {
+        let want = limit.saturating_add(1);
+        let mut rows: Vec<T> = Vec::new();
+        if let Some(r) = desc_range(prefix, range, cursor, id_in_key) {
+            let existing = self.account_modbs(account).await;
+            for month in months_in_range(range, MODB_MONTHS) {
+                let db = Db::Modb(account.clone(), month);
+                if let Some(names) = &existing
+                    && !names.contains(&db.name())
+                {
+                    continue;
+                }
+                let left = want - rows.len();
+                let got = self
+                    .scan_desc(
+                        &db,
+                        "faxes",
+                        view,
+                        &r,
+                        left,
+                        RowPart::Value,
+                        &convert,
+                        &position,
+                    )
+                    .await?;
+                rows.extend(got.unwrap_or_default());
+                if rows.len() >= want {
+                    break;
+                }
+            }
+        }
+        Ok(paginate(rows, limit, |t| {
+            let (created, id) = position(t);
+            Cursor {
+                created,
+                id: id.to_string(),
+            }
+        }))
+    }
+
     /// Walks a view newest first from `r.start` to `r.end`, collecting up to `want` rows that
     /// `convert` accepts, given each row's document (`RowPart::Doc`, `include_docs`) or only
     /// the value the view emits (`RowPart::Value`: the index alone, no document read).
@@ -1301,40 +1356,18 @@ impl Store for CouchStore {
                 ("list_by_ownerid", vec![json!(o), json!(f.as_str())], false)
             }
         };
-        let want = page.limit.saturating_add(1);
-        let mut rows: Vec<ModbRow> = Vec::new();
-        if let Some(r) = desc_range(&prefix, range, cursor, id_in_key) {
-            let existing = self.account_modbs(account).await;
-            for month in months_in_range(range, MODB_MONTHS) {
-                let db = Db::Modb(account.clone(), month);
-                if let Some(names) = &existing
-                    && !names.contains(&db.name())
-                {
-                    continue;
-                }
-                let left = want - rows.len();
-                let got = self
-                    .scan_desc(
-                        &db,
-                        "faxes",
-                        view,
-                        &r,
-                        left,
-                        RowPart::Value,
-                        ModbRow::from_view_value,
-                        |m: &ModbRow| (m.created, m.id.as_str()),
-                    )
-                    .await?;
-                rows.extend(got.unwrap_or_default());
-                if rows.len() >= want {
-                    break;
-                }
-            }
-        }
-        Ok(paginate(rows, page.limit, |r| Cursor {
-            created: r.created,
-            id: r.id.clone(),
-        }))
+        self.modb_view_page(
+            account,
+            view,
+            &prefix,
+            id_in_key,
+            range,
+            cursor,
+            page.limit,
+            ModbRow::from_view_value,
+            |m: &ModbRow| (m.created, m.id.as_str()),
+        )
+        .await
     }
 
     async fn smtp_logs(
@@ -1344,40 +1377,18 @@ impl Store for CouchStore {
         page: Page,
     ) -> Result<Listing<SmtpLogRow>> {
         let cursor = page.start_key.as_deref().map(Cursor::decode).transpose()?;
-        let want = page.limit.saturating_add(1);
-        let mut rows: Vec<SmtpLogRow> = Vec::new();
-        if let Some(r) = desc_range(&[], range, cursor, true) {
-            let existing = self.account_modbs(account).await;
-            for month in months_in_range(range, MODB_MONTHS) {
-                let db = Db::Modb(account.clone(), month);
-                if let Some(names) = &existing
-                    && !names.contains(&db.name())
-                {
-                    continue;
-                }
-                let left = want - rows.len();
-                let got = self
-                    .scan_desc(
-                        &db,
-                        "faxes",
-                        "smtp_log",
-                        &r,
-                        left,
-                        RowPart::Value,
-                        SmtpLogRow::from_view_value,
-                        |m: &SmtpLogRow| (m.created, m.id.as_str()),
-                    )
-                    .await?;
-                rows.extend(got.unwrap_or_default());
-                if rows.len() >= want {
-                    break;
-                }
-            }
-        }
-        Ok(paginate(rows, page.limit, |r| Cursor {
-            created: r.created,
-            id: r.id.clone(),
-        }))
+        self.modb_view_page(
+            account,
+            "smtp_log",
+            &[],
+            true,
+            range,
+            cursor,
+            page.limit,
+            SmtpLogRow::from_view_value,
+            |m: &SmtpLogRow| (m.created, m.id.as_str()),
+        )
+        .await
     }
 
     async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {

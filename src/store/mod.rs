@@ -194,6 +194,14 @@ pub const MODB_SUMMARY_KEYS: [&str; 8] = [
 ];
 
 impl ModbRow {
+    /// The listing key of this row.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            created: self.created,
+            id: self.id.clone(),
+        }
+    }
+
     /// A row from the value a MODB listing view emits (`{id, folder, status, …, summary}`).
     pub fn from_view_value(v: &Value) -> Option<Self> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
@@ -234,14 +242,17 @@ pub struct SmtpLogRow {
 }
 
 impl SmtpLogRow {
+    /// The listing key of this row.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            created: self.created,
+            id: self.id.clone(),
+        }
+    }
+
     /// A row from a log document; `None` unless it is a live `fax_smtp_log`.
     pub fn from_doc(doc: &Value) -> Option<Self> {
-        if doc.get("pvt_type").and_then(Value::as_str) != Some("fax_smtp_log")
-            || doc
-                .get("pvt_deleted")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-        {
+        if !live_of_type(doc, "fax_smtp_log") {
             return None;
         }
         let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
@@ -497,12 +508,7 @@ pub fn next_rev(prev: Option<&str>, body: &[u8]) -> String {
 /// Reads a `pvt_*`/user field of a job document into a [`JobRow`]. `None` unless the
 /// document is a live fax (`pvt_type == "fax"`, not `pvt_deleted`).
 pub fn job_row(doc: &Value) -> Option<JobRow> {
-    if doc.get("pvt_type").and_then(Value::as_str) != Some("fax")
-        || doc
-            .get("pvt_deleted")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    {
+    if !live_of_type(doc, "fax") {
         return None;
     }
     let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
@@ -527,14 +533,18 @@ pub fn job_row(doc: &Value) -> Option<JobRow> {
     })
 }
 
-/// Reads a MODB fax document into a [`ModbRow`] (missing folder = inbox).
-pub fn modb_row(doc: &Value) -> Option<ModbRow> {
-    if doc.get("pvt_type").and_then(Value::as_str) != Some("fax")
-        || doc
+/// Whether `doc` is a live (not soft-deleted) document of `pvt_type`.
+fn live_of_type(doc: &Value, pvt_type: &str) -> bool {
+    doc.get("pvt_type").and_then(Value::as_str) == Some(pvt_type)
+        && !doc
             .get("pvt_deleted")
             .and_then(Value::as_bool)
             .unwrap_or(false)
-    {
+}
+
+/// Reads a MODB fax document into a [`ModbRow`] (missing folder = inbox).
+pub fn modb_row(doc: &Value) -> Option<ModbRow> {
+    if !live_of_type(doc, "fax") {
         return None;
     }
     let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);

@@ -606,6 +606,32 @@ fn jobs(rows: Vec<Value>) -> Vec<JobRow> {
     rows.iter().filter_map(job_row).collect()
 }
 
+/// A page of `limit` rows over the account's MODBs, newest month of `range` first (months
+/// without a database are skipped): `month(db, left)` reads at most `left` rows of one
+/// month, newest first; the next key is the first row left out.
+fn modb_month_page<T>(
+    conn: &Connection,
+    account: &AccountId,
+    range: CreatedRange,
+    limit: usize,
+    key: impl Fn(&T) -> Cursor,
+    mut month: impl FnMut(&Db, i64) -> Result<Vec<T>>,
+) -> Result<Listing<T>> {
+    let want = limit + 1;
+    let mut rows: Vec<T> = Vec::new();
+    for m in months_in_range(range, 240) {
+        let db = Db::Modb(account.clone(), m);
+        if require_db(conn, &db).is_err() {
+            continue;
+        }
+        rows.extend(month(&db, (want - rows.len()) as i64)?);
+        if rows.len() >= want {
+            break;
+        }
+    }
+    Ok(paginate(rows, limit, key))
+}
+
 /// Splits a listing query result of `limit + 1` rows into a page and its continuation key.
 fn paginate<T>(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> Cursor) -> Listing<T> {
     let next = if rows.len() > limit {
@@ -1294,37 +1320,30 @@ impl Store for SqliteStore {
                  ORDER BY coalesce(json_extract(body, '$.pvt_created'), 0) DESC, id DESC
                  LIMIT ?8"
             );
-            let mut rows: Vec<ModbRow> = Vec::new();
-            let want = page.limit + 1;
-            for month in months_in_range(range, 240) {
-                let db = Db::Modb(account.clone(), month);
-                if require_db(conn, &db).is_err() {
-                    continue;
-                }
-                let left = (want - rows.len()) as i64;
-                let got = query_bodies(
-                    conn,
-                    &sql,
-                    &[
-                        &db.name(),
-                        &value,
-                        &folder.as_str(),
-                        &range.from,
-                        &range.to,
-                        &c_created,
-                        &c_id,
-                        &left,
-                    ],
-                )?;
-                rows.extend(got.iter().filter_map(modb_row));
-                if rows.len() >= want {
-                    break;
-                }
-            }
-            Ok(paginate(rows, page.limit, |r| Cursor {
-                created: r.created,
-                id: r.id.clone(),
-            }))
+            modb_month_page(
+                conn,
+                &account,
+                range,
+                page.limit,
+                ModbRow::cursor,
+                |db, left| {
+                    let got = query_bodies(
+                        conn,
+                        &sql,
+                        &[
+                            &db.name(),
+                            &value,
+                            &folder.as_str(),
+                            &range.from,
+                            &range.to,
+                            &c_created,
+                            &c_id,
+                            &left,
+                        ],
+                    )?;
+                    Ok(got.iter().filter_map(modb_row).collect())
+                },
+            )
         })
         .await
     }
@@ -1347,28 +1366,21 @@ impl Store for SqliteStore {
                         OR (coalesce(json_extract(body, '$.pvt_created'), 0) = ?4 AND id <= ?5))
                  ORDER BY coalesce(json_extract(body, '$.pvt_created'), 0) DESC, id DESC
                  LIMIT ?6";
-            let mut rows: Vec<SmtpLogRow> = Vec::new();
-            let want = page.limit + 1;
-            for month in months_in_range(range, 240) {
-                let db = Db::Modb(account.clone(), month);
-                if require_db(conn, &db).is_err() {
-                    continue;
-                }
-                let left = (want - rows.len()) as i64;
-                let got = query_bodies(
-                    conn,
-                    sql,
-                    &[&db.name(), &range.from, &range.to, &c_created, &c_id, &left],
-                )?;
-                rows.extend(got.iter().filter_map(SmtpLogRow::from_doc));
-                if rows.len() >= want {
-                    break;
-                }
-            }
-            Ok(paginate(rows, page.limit, |r| Cursor {
-                created: r.created,
-                id: r.id.clone(),
-            }))
+            modb_month_page(
+                conn,
+                &account,
+                range,
+                page.limit,
+                SmtpLogRow::cursor,
+                |db, left| {
+                    let got = query_bodies(
+                        conn,
+                        sql,
+                        &[&db.name(), &range.from, &range.to, &c_created, &c_id, &left],
+                    )?;
+                    Ok(got.iter().filter_map(SmtpLogRow::from_doc).collect())
+                },
+            )
         })
         .await
     }
