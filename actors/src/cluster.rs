@@ -81,7 +81,8 @@ fn seed_backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(9))).min(Duration::from_secs(30))
 }
 
-/// A session event as the seed keeper sees it: the peer's name (once known) and address.
+/// A session event as the seed keeper and `faxd sup` see it: the peer's name (once known) and
+/// address.
 #[derive(Debug)]
 enum MemberEvent {
     Up { name: Option<String>, addr: String },
@@ -257,24 +258,6 @@ pub enum SupError {
     Local(String),
 }
 
-#[derive(Debug)]
-enum SessionEvent {
-    Authenticated,
-    Disconnected,
-}
-
-struct Events(mpsc::UnboundedSender<SessionEvent>);
-
-impl NodeEventSubscription for Events {
-    fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
-    fn node_session_disconnected(&self, _ses: NodeServerSessionInformation) {
-        let _ = self.0.send(SessionEvent::Disconnected);
-    }
-    fn node_session_authenticated(&self, _ses: NodeServerSessionInformation) {
-        let _ = self.0.send(SessionEvent::Authenticated);
-    }
-}
-
 /// Connects to the node at `addr` with `cookie`, runs `args` on its fax_maintenance, and
 /// returns the reply. Everything is bounded by `timeout`.
 pub async fn run_remote(
@@ -311,7 +294,7 @@ async fn run_on(
     let (tx, mut rx) = mpsc::unbounded_channel();
     node.cast(NodeServerMessage::SubscribeToEvents {
         id: "faxd-sup".into(),
-        subscription: Box::new(Events(tx)),
+        subscription: Box::new(Members(tx)),
     })
     .map_err(|e| SupError::Local(e.to_string()))?;
     ractor_cluster::client_connect(node, addr)
@@ -321,8 +304,8 @@ async fn run_on(
             reason: e.to_string(),
         })?;
     match tokio::time::timeout_at(deadline, rx.recv()).await {
-        Ok(Some(SessionEvent::Authenticated)) => {}
-        Ok(Some(SessionEvent::Disconnected)) | Ok(None) => {
+        Ok(Some(MemberEvent::Up { .. })) => {}
+        Ok(Some(MemberEvent::Down { .. })) | Ok(None) => {
             return Err(SupError::BadCookie(addr.to_string()));
         }
         Err(_) => return Err(SupError::Timeout(addr.to_string(), timeout)),
@@ -338,7 +321,7 @@ async fn run_on(
         if tokio::time::Instant::now() >= deadline {
             return Err(SupError::Timeout(addr.to_string(), timeout));
         }
-        if let Ok(Some(SessionEvent::Disconnected)) =
+        if let Ok(Some(MemberEvent::Down { .. })) =
             tokio::time::timeout(Duration::from_millis(20), rx.recv()).await
         {
             return Err(SupError::Unreachable {
