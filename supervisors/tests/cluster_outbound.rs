@@ -232,20 +232,18 @@ impl Cluster {
             ids.push(self.api.submit(faxes, &to, pages, 1, Some(tomorrow)).await);
         }
         for id in &ids {
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
             loop {
-                let mut doc = self
-                    .store
-                    .get(&Db::Faxes, id)
-                    .await
-                    .unwrap()
-                    .expect("queued job");
                 // Converted in the background after the answer.
-                if doc["pvt_job_status"] == "attaching_files" {
-                    assert!(std::time::Instant::now() < deadline, "intake of {id}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
+                let mut doc = common::poll_async(
+                    &format!("the intake of {id}"),
+                    Duration::from_secs(60),
+                    || async {
+                        let doc = self.store.get(&Db::Faxes, id).await.unwrap();
+                        let doc = doc.expect("queued job");
+                        (doc["pvt_job_status"] != "attaching_files").then_some(doc)
+                    },
+                )
+                .await;
                 assert_eq!(doc["pvt_job_status"], "pending", "{doc}");
                 doc["send_at"] = json!(faxd::time::now_unix_ms() / 1000);
                 match self.store.save(&Db::Faxes, doc).await {

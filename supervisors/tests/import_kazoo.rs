@@ -494,15 +494,14 @@ async fn check_through_api(node: &Node, kz: &Kazoo) {
     let nov = YearMonth::new(2026, 11).unwrap();
     let queued = format!("{api}/accounts/{PARENT}/faxes/outgoing/{JOB}");
     let moved = format!("{api}/accounts/{PARENT}/faxes/outbox/{nov}-{JOB}");
-    let mut seen = false;
-    for _ in 0..200 {
-        if get(queued.clone()).await.0 == 200 || get(moved.clone()).await.0 == 200 {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen, "the imported job is neither queued nor in the outbox");
+    poll_async(
+        "the imported job queued or in the outbox",
+        Duration::from_secs(10),
+        || async {
+            (get(queued.clone()).await.0 == 200 || get(moved.clone()).await.0 == 200).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
