@@ -150,7 +150,6 @@ impl Actor for FaxMonitor {
                 env: env.clone(),
                 cfg,
                 monitor: myself.clone(),
-                leading: false,
                 valid_until: None,
                 watch: Watch::default(),
                 holder: None,
@@ -433,9 +432,8 @@ struct Keeper {
     env: Arc<Env>,
     cfg: LeaderLease,
     monitor: ActorRef<MonitorMsg>,
-    /// Holding the lease (as the keeper last knew).
-    leading: bool,
-    /// The lease is ours until then (from the start of the last successful renewal).
+    /// Holding the lease (as the keeper last knew) until then, from the start of the last
+    /// successful renewal; `None`: not holding it.
     valid_until: Option<Instant>,
     watch: Watch,
     /// The holder last seen (for logs).
@@ -452,7 +450,7 @@ impl Keeper {
                 // A change of the lease document: a watcher looks at once (the holder may
                 // have released it); the holder renews on its own schedule.
                 _ = look.notified() => {
-                    if self.leading {
+                    if self.valid_until.is_some() {
                         continue;
                     }
                 }
@@ -472,25 +470,24 @@ impl Keeper {
             leader::claim(&self.env.ctx.store, &me, self.cfg.lease, &mut self.watch).await;
         // The lease ran out before this round could renew it (a store slower than the lease):
         // whatever the round says now, the node may not have led in between.
-        if self.leading && self.valid_until.is_none_or(|u| Instant::now() >= u) {
+        if self.valid_until.is_some_and(|u| Instant::now() >= u) {
             self.lose("lease not renewed in time".into());
         }
         match outcome {
             Ok(Claim::Held { taken }) => {
                 let until = started + self.cfg.lease;
-                self.valid_until = Some(until);
+                let was_leading = self.valid_until.replace(until).is_some();
                 let was_open = self.env.gate.is_open();
                 self.env.gate.open_until(until);
                 self.holder = Some(me);
                 // The gate was closed (taken now, after a lapse, or by a worker that saw
                 // another holder): scheduling starts again.
-                if !self.leading || !was_open {
-                    self.leading = true;
+                if !was_leading || !was_open {
                     return self.monitor.cast(MonitorMsg::Took { taken }).is_ok();
                 }
             }
             Ok(Claim::Other { node }) => {
-                if self.leading {
+                if self.valid_until.is_some() {
                     self.lose(format!("lease taken by {node}"));
                 }
                 if self.holder.as_deref() != Some(node.as_str()) {
@@ -502,7 +499,7 @@ impl Keeper {
                 warn!(error = %e, "outbound leader lease round failed");
                 // Without a renewal before the next round the lease may be gone: stop now.
                 let next = Instant::now() + self.cfg.renew;
-                if self.leading && self.valid_until.is_none_or(|u| next >= u) {
+                if self.valid_until.is_some_and(|u| next >= u) {
                     self.lose("cannot renew the lease in time".into());
                 }
             }
@@ -511,7 +508,6 @@ impl Keeper {
     }
 
     fn lose(&mut self, why: String) {
-        self.leading = false;
         self.valid_until = None;
         self.env.gate.close();
         self.watch.forget();
