@@ -82,13 +82,14 @@ impl PasswordRecord {
     }
 }
 
-/// Constant-time equality of two ASCII strings (false when the lengths differ).
+/// Constant-time equality of two byte strings (false when the lengths differ): secrets
+/// (login digests, file tokens) are compared without telling how much of them matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 fn is_hex_len(s: &str, len: usize) -> bool {

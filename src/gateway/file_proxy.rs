@@ -55,7 +55,7 @@ impl FileRegistry {
     pub fn lookup(&self, job_id: &str, token: &str) -> Option<PathBuf> {
         let map = self.lock();
         let e = map.get(job_id)?;
-        constant_time_eq(e.token.as_bytes(), token.as_bytes()).then(|| e.path.clone())
+        crate::auth::constant_time_eq(e.token.as_bytes(), token.as_bytes()).then(|| e.path.clone())
     }
 
     /// Like [`FileRegistry::lookup`], and spends the token: a document URL is good for one
@@ -63,7 +63,9 @@ impl FileRegistry {
     pub fn take(&self, job_id: &str, token: &str) -> Option<PathBuf> {
         let mut map = self.lock();
         let e = map.get_mut(job_id)?;
-        if e.token.is_empty() || !constant_time_eq(e.token.as_bytes(), token.as_bytes()) {
+        if e.token.is_empty()
+            || !crate::auth::constant_time_eq(e.token.as_bytes(), token.as_bytes())
+        {
             return None;
         }
         e.token.clear();
@@ -84,10 +86,6 @@ impl FileRegistry {
     pub fn url_path(job_id: &str, token: &str) -> String {
         format!("/fax/{job_id}/{token}.tiff")
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What the HTTP handlers share.
