@@ -814,33 +814,11 @@ async fn cancel_outgoing(
             Err(crate::store::StoreError::Conflict) if intake && tries < 5 => continue,
             Err(e) => return Err(e.into()),
         };
-        // The intake may still write the fax file to the cancelled job (a new revision):
-        // the job is moved as it is then, still cancelled.
-        let mut current = saved;
-        let mut moves = 0;
-        let moved = loop {
-            moves += 1;
-            match intake::move_to_outbox(&state.store, current.clone()).await {
-                Ok(moved) => break moved,
-                Err(IntakeError::Store(crate::store::StoreError::Conflict)) if moves < 5 => {
-                    let id = current["_id"].as_str().unwrap_or_default().to_string();
-                    match state.store.get(&Db::Faxes, &id).await? {
-                        Some(d)
-                            if d.get("pvt_job_status").and_then(Value::as_str)
-                                == Some(JobStatus::Cancelled.as_str()) =>
-                        {
-                            current = d
-                        }
-                        _ => {
-                            return Err(intake_err(IntakeError::Store(
-                                crate::store::StoreError::Conflict,
-                            )));
-                        }
-                    }
-                }
-                Err(e) => return Err(intake_err(e)),
-            }
-        };
+        // The intake no longer writes to a job that ended (stored::store_fax_file), so the
+        // cancelled job moves as it was saved.
+        let moved = intake::move_to_outbox(&state.store, saved)
+            .await
+            .map_err(intake_err)?;
         return Ok(respond_fax(&req, &state, StatusCode::OK, &moved));
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{ConvertError, Converter, FaxOptions, PageSize, Resolution};
 use crate::ids::Db;
+use crate::model::JobStatus;
 use crate::store::{SharedStore, StoreError, bytes_stream, read_all};
 
 /// Attachment name of the fax-ready TIFF.
@@ -116,7 +117,8 @@ pub async fn faxable(
 
 /// Stores `fax_file.tiff` on a document, retrying when its revision moves underneath. A
 /// document that is gone (a job cancelled meanwhile) is [`StoreError::NotFound`]: nothing is
-/// created.
+/// created. A job that ended meanwhile (cancelled while its intake converted) is left as it
+/// is: it is on its way to the outbox, and a write now would race its move.
 pub async fn store_fax_file(
     store: &SharedStore,
     db: &Db,
@@ -125,13 +127,19 @@ pub async fn store_fax_file(
 ) -> Result<String, StoreError> {
     let mut last = StoreError::Conflict;
     for _ in 0..5 {
-        let rev = store
+        let doc = store
             .get(db, id)
             .await?
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?
-            .get("_rev")
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let rev = doc.get("_rev").and_then(Value::as_str).map(str::to_string);
+        let ended = doc
+            .get("pvt_job_status")
             .and_then(Value::as_str)
-            .map(str::to_string);
+            .and_then(|s| s.parse::<JobStatus>().ok())
+            .is_some_and(|s| s.is_final());
+        if ended {
+            return Ok(rev.unwrap_or_default());
+        }
         match store
             .put_attachment(
                 db,
@@ -169,6 +177,29 @@ mod tests {
             .write_to(&mut out, image::ImageFormat::Png)
             .unwrap();
         out.into_inner()
+    }
+
+    #[tokio::test]
+    async fn a_job_that_ended_gets_no_fax_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        store.ensure_db(&Db::Faxes).await.unwrap();
+        for (id, status, stored) in [("j1", "attaching_files", true), ("j2", "cancelled", false)] {
+            let saved = store
+                .save(&Db::Faxes, json!({"_id": id, "pvt_job_status": status}))
+                .await
+                .unwrap();
+            let rev = store_fax_file(&store, &Db::Faxes, id, b"II*\0")
+                .await
+                .unwrap();
+            let att = store
+                .get_attachment(&Db::Faxes, id, FAX_FILE)
+                .await
+                .unwrap();
+            assert_eq!(att.is_some(), stored, "{status}");
+            // A cancelled job keeps the revision it was saved with (its move is not raced).
+            assert_eq!(rev == saved["_rev"].as_str().unwrap(), !stored, "{status}");
+        }
     }
 
     #[tokio::test]
