@@ -118,7 +118,8 @@ async fn release(
     Ok(())
 }
 
-fn numbers_of(doc: &Value) -> Vec<String> {
+/// The numbers a callflow document lists.
+pub(crate) fn numbers_of(doc: &Value) -> Vec<String> {
     doc.get("numbers")
         .and_then(Value::as_array)
         .map(|a| {

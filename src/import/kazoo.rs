@@ -605,15 +605,10 @@ impl<'a> Run<'a> {
         // Numbers the Kazoo callflow no longer has stop routing to it.
         let before: BTreeSet<String> = previous
             .as_ref()
-            .and_then(|p| p.get("numbers"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .map(crate::api::callflows::numbers_of)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         for gone in before.iter().filter(|n| !numbers.contains(n)) {
             self.release(&id, gone).await?;
         }
