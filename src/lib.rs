@@ -17,6 +17,7 @@ pub mod inbound;
 pub mod intake;
 pub mod log_throttle;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod netblock;
 pub mod numbers;

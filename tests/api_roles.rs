@@ -279,9 +279,11 @@ fn plain_user_may(method: &str, path: &str, on_self: bool) -> bool {
     false // users, callflows, api_key, children, descendants
 }
 
-/// The routes anyone may call without a token: status, the spec, logins, token checks.
-const PUBLIC: [&str; 6] = [
+/// The routes anyone may call without a token: status, the spec, logins, token checks
+/// (`/metrics` is kept to the `[api] metrics_allow` addresses instead).
+const PUBLIC: [&str; 7] = [
     "/healthz",
+    "/metrics",
     "/v2/about",
     "/v2/openapi.json",
     "/v2/user_auth",

@@ -60,6 +60,7 @@ conformance!(
     documents_are_saved_with_their_attachments_in_one_write,
     queue_views_select_and_order_jobs,
     stale_jobs_are_selected_by_state_and_age,
+    queue_depth_counts_live_jobs_by_status,
     queue_listings_page_newest_first,
     faxbox_email_addresses_resolve,
     modb_listings_span_months_and_filters,
@@ -620,6 +621,59 @@ async fn stale_jobs_are_selected_by_state_and_age(store: SharedStore) {
     assert!(!all.iter().any(|r| r.id == ours[3] || r.id == ours[4]));
     let pend = store.stale_jobs(JobStatus::Pending, t).await.unwrap();
     assert!(pend.iter().any(|r| r.id == ours[3]));
+}
+
+/// `queue_depth` counts live fax jobs by status; deleted jobs and other types are left out.
+/// The CouchDB server is shared with this binary's other tests, which add and remove jobs
+/// meanwhile: the count is compared as a difference around this test's own writes, and a
+/// measurement disturbed by another test is taken again (a wrong count never matches).
+async fn queue_depth_counts_live_jobs_by_status(store: SharedStore) {
+    store.ensure_db(&Db::Faxes).await.unwrap();
+    let depth = async || -> std::collections::HashMap<String, u64> {
+        store.queue_depth().await.unwrap().into_iter().collect()
+    };
+    let mut seen = Vec::new();
+    for _attempt in 0..5 {
+        let a = AccountId::generate();
+        let t = gregorian_now();
+        let mut deleted = job(&a, "pending", t, 0);
+        deleted["pvt_deleted"] = json!(true);
+        let other = json!({"_id": new_id(), "pvt_type": "faxbox", "pvt_job_status": "pending"});
+        let docs = [
+            job(&a, "pending", t, 0),
+            job(&a, "pending", t, 0),
+            job(&a, "processing", t, 0),
+            job(&a, "attaching_files", t, 0),
+            deleted,
+            other,
+        ];
+        let before = depth().await;
+        let mut saved = Vec::new();
+        for d in &docs {
+            saved.push(store.save(&Db::Faxes, d.clone()).await.unwrap());
+        }
+        let after = depth().await;
+        for d in saved {
+            store
+                .delete(&Db::Faxes, d["_id"].as_str().unwrap(), &rev(&d))
+                .await
+                .unwrap();
+        }
+        let delta = |s: &str| {
+            after.get(s).copied().unwrap_or(0) as i64 - before.get(s).copied().unwrap_or(0) as i64
+        };
+        let got = [
+            delta("pending"),
+            delta("processing"),
+            delta("attaching_files"),
+            delta("completed"),
+        ];
+        if got == [2, 1, 1, 0] {
+            return;
+        }
+        seen.push(got);
+    }
+    panic!("queue_depth never counted this test's jobs right: {seen:?} (want [2, 1, 1, 0])");
 }
 
 async fn queue_listings_page_newest_first(store: SharedStore) {

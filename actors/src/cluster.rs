@@ -142,6 +142,8 @@ async fn keep_seeds(
         .collect();
     // Member name → open sessions with it.
     let mut members: std::collections::HashMap<String, usize> = Default::default();
+    let gauge = &faxd::metrics::global().cluster_members;
+    gauge.store(1, std::sync::atomic::Ordering::Relaxed);
     loop {
         let now = tokio::time::Instant::now();
         for seed in seeds.iter_mut() {
@@ -220,6 +222,8 @@ async fn keep_seeds(
                 }
             }
         }
+        let seen = i64::try_from(members.len()).unwrap_or(i64::MAX);
+        gauge.store(seen.saturating_add(1), std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -77,6 +77,8 @@ pub struct JobsState {
     /// Casts `Wake` when `system_config/fax` changes (an operator may raise or lower
     /// `max_outbound` while jobs wait).
     config_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Counts this account in `faxd_owned_accounts` while its queue runs here.
+    _owned: faxd::metrics::GaugeGuard,
 }
 
 #[ractor::async_trait]
@@ -105,6 +107,7 @@ impl Actor for FaxJobs {
             foreign_timer: None,
             recount_until: None,
             config_watch: None,
+            _owned: faxd::metrics::GaugeGuard::hold(&faxd::metrics::global().owned_accounts),
         };
         st.recount_until = st.env.settings.leader.map(|l| Instant::now() + l.lease);
         st.read_limit(true).await;

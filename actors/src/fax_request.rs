@@ -319,7 +319,13 @@ impl RequestState {
             myself.stop(None);
             return;
         };
-        let pages = match inbound::verdict(&result) {
+        let verdict = inbound::verdict(&result);
+        let received = match &verdict {
+            Verdict::Received { pages } => *pages,
+            Verdict::Failed { .. } => 0,
+        };
+        faxd::metrics::fax_finished("inbound", received > 0, &result.hangup_cause, received);
+        let pages = match verdict {
             Verdict::Received { pages } => pages,
             Verdict::Failed { text } => {
                 let rx = Value::Object(inbound::rx_result(&result, self.answered_ms, finished_ms))

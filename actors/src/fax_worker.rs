@@ -93,6 +93,8 @@ pub struct WorkerState {
     /// The take was written but its answer was lost to a store outage: if the job is found
     /// `processing` under this worker's lease, the take is ours (not an earlier incarnation's).
     take_unsure: bool,
+    /// Counts this transmission in `faxd_transmissions_in_flight` while the worker lives.
+    _in_flight: faxd::metrics::GaugeGuard,
 }
 
 #[ractor::async_trait]
@@ -125,6 +127,7 @@ impl Actor for FaxWorker {
             finished: false,
             cleaned: false,
             take_unsure: false,
+            _in_flight: faxd::metrics::GaugeGuard::hold(&faxd::metrics::global().in_flight),
             args,
         })
     }
@@ -335,6 +338,11 @@ impl WorkerState {
             }
         }
         debug!(job_id = %job.id, "acquired");
+        let due_ms = faxd::time::gregorian_to_unix(job.runnable_at()).saturating_mul(1000);
+        let waited = faxd::time::now_unix_ms().saturating_sub(due_ms).max(0);
+        faxd::metrics::global()
+            .dispatch_latency
+            .observe(std::time::Duration::from_millis(waited.unsigned_abs()));
         self.job = Some(job);
         let every = self.args.env.settings.heartbeat;
         self.heartbeat = Some(Task(myself.send_interval(every, || WorkerMsg::Heartbeat)));

@@ -1,12 +1,13 @@
-//! `GET /v2/about` (what this node is) and `GET /healthz` (whether its store answers).
+//! `GET /v2/about` (what this node is), `GET /healthz` (whether its store answers) and
+//! `GET /metrics` (the node's counters, for Prometheus).
 
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use super::ApiState;
 use super::envelope::{VERSION, success, unavailable};
+use super::{ApiError, ApiState};
 
 /// How long `/healthz` waits for the store.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,4 +56,39 @@ pub async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
             unavailable(json!({"status": "unavailable", "reason": "store did not answer in time"}))
         }
     }
+}
+
+/// `GET /metrics`: the Prometheus text page, to the addresses in `[api] metrics_allow`
+/// (the connection's peer, never a forwarding header). The queue depth is read from the
+/// store; when the store does not answer in time the page is served without it.
+pub async fn metrics(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let allowed = crate::netblock::AllowList::parse(&state.options.metrics_allow)
+        .is_ok_and(|list| req.peer_addr().is_some_and(|p| list.allows(p.ip())));
+    if !allowed {
+        return Err(ApiError::ForbiddenCause(
+            "metrics are served to the addresses in [api] metrics_allow".into(),
+        ));
+    }
+    let queue = match tokio::time::timeout(HEALTH_TIMEOUT, state.store.queue_depth()).await {
+        Ok(Ok(q)) => q,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: queue depth not read");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!("metrics: the store did not answer the queue depth in time");
+            Vec::new()
+        }
+    };
+    let page = crate::metrics::global().render(&crate::metrics::Scrape {
+        node: &state.node,
+        version: VERSION,
+        queue: &queue,
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(page))
 }

@@ -9,7 +9,7 @@
 //!
 //! | caller | may |
 //! |---|---|
-//! | no token | only the public routes (`about`, `healthz`, `openapi.json`, logins, `tokeninfo`; `GET /v2/accounts` is a 405 for everyone) |
+//! | no token | only the public routes (`about`, `healthz`, `metrics` (to `[api] metrics_allow` addresses), `openapi.json`, logins, `tokeninfo`; `GET /v2/accounts` is a 405 for everyone) |
 //! | any valid token | describe or revoke itself (`token_auth`) |
 //! | admin of the account or of an ancestor (a user with `priv_level: admin`, or an API-key token, which only admins can read) | everything under `/v2/accounts/{A}`: the account, child accounts, users, `api_key`, faxboxes, callflows, faxes |
 //! | admin of a superduper account | also `system_configs` |
@@ -96,7 +96,7 @@ pub fn access(method: &Method, pattern: &str) -> Access {
     let read = *method == Method::GET;
     let segs: Vec<&str> = pattern.trim_matches('/').split('/').collect();
     match segs.as_slice() {
-        ["healthz"]
+        ["healthz" | "metrics"]
         | ["v2", "about" | "openapi.json" | "user_auth" | "api_auth"]
         | ["v2", "auth", "tokeninfo"] => Access::Public,
         ["v2", "token_auth"] => Access::AnyToken,

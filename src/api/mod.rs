@@ -143,6 +143,12 @@ pub fn endpoints() -> Vec<Endpoint> {
         ep(M::GET, "/healthz", "Whether the store answers", || {
             web::get().to(about::healthz)
         }),
+        ep(
+            M::GET,
+            "/metrics",
+            "The node's counters (Prometheus text)",
+            || web::get().to(about::metrics),
+        ),
         ep(M::GET, "/v2/about", "What this node is", || {
             web::get().to(about::about)
         }),

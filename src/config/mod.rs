@@ -110,6 +110,9 @@ pub struct ApiSection {
     pub max_connections_per_address: usize,
     /// Request rate limits (`[api.rate_limit]`).
     pub rate_limit: RateLimitSection,
+    /// Client addresses (IPs or CIDR blocks, the connection's own peer: no forwarding header
+    /// counts) that may read `GET /metrics`; others get a 403.
+    pub metrics_allow: Vec<String>,
 }
 
 impl Default for ApiSection {
@@ -129,6 +132,7 @@ impl Default for ApiSection {
             max_connections: 10_000,
             max_connections_per_address: 256,
             rate_limit: RateLimitSection::default(),
+            metrics_allow: vec!["127.0.0.1".into(), "::1".into()],
         }
     }
 }
@@ -566,6 +570,8 @@ impl Config {
             .rate_limit
             .check()
             .map_err(ConfigError::Invalid)?;
+        crate::netblock::AllowList::parse(&config.api.metrics_allow)
+            .map_err(|e| ConfigError::Invalid(format!("api.metrics_allow: {e}")))?;
         Ok(config)
     }
 

@@ -374,11 +374,13 @@ impl Converter {
         if !self.cfg.validate_tiff_command.is_empty() {
             kazoo::run_validate(&self.cfg, &self.cfg.validate_tiff_command, &tiff, "tiff")?;
         }
+        let elapsed = started.elapsed();
+        crate::metrics::global().conversion.observe(elapsed);
         Ok(FaxDocument {
             tiff,
             info,
             source: kind,
-            elapsed: started.elapsed(),
+            elapsed,
         })
     }
 

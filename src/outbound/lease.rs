@@ -48,6 +48,11 @@ pub async fn release(
         Outcome::Failure { cause, .. } if cause == release::TERMINATED => 0,
         _ => policy.default_retry_period,
     };
+    let (pages, cause) = match outcome {
+        Outcome::Call(r) => (r.transferred_pages, r.hangup_cause.as_str()),
+        Outcome::Failure { cause, .. } => (0, cause.as_str()),
+    };
+    crate::metrics::fax_finished("outbound", outcome.success(), cause, pages);
     let d = release::decide(&job, &result, outcome.success(), &policy.rules, period);
     release::apply(&mut doc, &d, result, crate::time::now_gregorian());
     if d.status.is_final() {

@@ -413,6 +413,7 @@ impl CouchStore {
     /// HEAD are retried when a pooled connection turns out to be dead.
     async fn request(&self, method: Method, url: Url, body: Option<&Value>) -> Result<Reply> {
         let idempotent = method == Method::GET || method == Method::HEAD;
+        let _timer = crate::metrics::store_timer(if idempotent { "read" } else { "write" });
         let payload = match body {
             Some(b) => Some(
                 serde_json::to_vec(b)
@@ -1212,6 +1213,22 @@ impl Store for CouchStore {
             .collect();
         out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         Ok(out)
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>> {
+        let params = [("group", "true".to_string()), ("reduce", "true".into())];
+        let rows = self
+            .view(&Db::Faxes, "faxes", "queue_depth", &params)
+            .await?
+            .unwrap_or_default();
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let status = row.get("key")?.as_str()?.to_string();
+                let count = row.get("value")?.as_u64()?;
+                (count > 0).then_some((status, count))
+            })
+            .collect())
     }
 
     async fn jobs_by_account(&self, account: &AccountId, limit: usize) -> Result<Vec<JobRow>> {

@@ -421,6 +421,10 @@ pub trait Store: Send + Sync + 'static {
     /// Accounts with pending or locked jobs, with their job count (`faxes/schedule_accounts`).
     async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>>;
 
+    /// How many queued jobs each status has, over every account (`faxes/queue_depth`), in
+    /// status order; statuses without jobs are left out.
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>>;
+
     /// An account's pending jobs, oldest due time first (`faxes/jobs_by_account`).
     async fn jobs_by_account(&self, account: &AccountId, limit: usize) -> Result<Vec<JobRow>>;
 

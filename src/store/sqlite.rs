@@ -223,6 +223,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<(T, Vec<Change>)> + Send + 'static,
     {
+        let _timer = crate::metrics::store_timer("write");
         let (reply, answer) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
             f(conn).map(|(out, changes)| (Box::new(out) as Box<dyn Any + Send>, changes))
@@ -245,6 +246,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        let _timer = crate::metrics::store_timer("read");
         let (reply, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
             let _ = reply.send(f(conn));
@@ -1174,6 +1176,29 @@ impl Store for SqliteStore {
                 if let Some(a) = account.and_then(|a| AccountId::parse(&a).ok()) {
                     out.push((a, count as u64));
                 }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>> {
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT json_extract(body, '$.pvt_job_status') AS s, count(*)
+                 FROM docs INDEXED BY docs_queue
+                 WHERE db = 'faxes' AND {LIVE_FAX}
+                   AND typeof(json_extract(body, '$.pvt_job_status')) = 'text'
+                 GROUP BY s ORDER BY s"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (status, count) = row.map_err(db_err)?;
+                out.push((status, count.unsigned_abs()));
             }
             Ok(out)
         })

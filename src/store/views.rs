@@ -108,6 +108,7 @@ mod tests {
                 "list_by_owner",
                 "locked_jobs_by_account",
                 "processing_by_node",
+                "queue_depth",
                 "schedule_accounts",
             ]
         );

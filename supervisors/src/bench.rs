@@ -142,6 +142,9 @@ impl Store for CountingStore {
     async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>> {
         self.inner.schedule_accounts().await
     }
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>> {
+        self.inner.queue_depth().await
+    }
     async fn jobs_by_account(&self, account: &AccountId, limit: usize) -> Result<Vec<JobRow>> {
         self.inner.jobs_by_account(account, limit).await
     }
