@@ -26,3 +26,4 @@ pub mod ratelimit;
 pub mod store;
 pub mod time;
 pub mod timezone;
+pub mod tls;

@@ -1,5 +1,5 @@
 //! cluster: this node's ractor_cluster NodeServer (cookie-authenticated TCP between faxd nodes
-//! and `faxd sup`), and the client side used by `faxd sup` to run a maintenance command on a
+//! and `faxd sup`, inside mutual TLS when `[cluster] tls_*` is set), and the client side used by `faxd sup` to run a maintenance command on a
 //! running node. The NodeServer is spawned by fax_sup (permanent) under the name `cluster`;
 //! a task beside it keeps the links to the configured seeds and logs members joining and
 //! leaving.
@@ -7,10 +7,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use faxd::config::ClusterSection;
 use faxd::context::NodeContext;
+use faxd::tls::{ClusterTls, TlsConnector};
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 use ractor_cluster::node::NodeServerSessionInformation;
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage,
+};
 use tokio::sync::mpsc;
 
 use crate::cluster_door::{ClusterDoor, DoorArgs, DoorLimits};
@@ -24,6 +28,38 @@ fn name_and_host(node: &str) -> (String, String) {
     match node.split_once('@') {
         Some((n, h)) => (n.to_string(), h.to_string()),
         None => (node.to_string(), "localhost".to_string()),
+    }
+}
+
+/// The cluster port's TLS from `[cluster]`, `None` when it is not configured.
+pub fn cluster_tls(cfg: &ClusterSection) -> Result<Option<ClusterTls>, String> {
+    match cfg.tls_files()? {
+        Some(files) => ClusterTls::load(&files)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
+}
+
+/// How this node opens a link to another: plain TCP, or TLS presenting its certificate
+/// (the cookie handshake then runs inside TLS only).
+#[derive(Clone)]
+pub struct Dialer(pub Option<TlsConnector>);
+
+impl Dialer {
+    /// Opens a session with the node at `addr` (`host:port`).
+    pub async fn dial(&self, node: &ActorRef<NodeServerMessage>, addr: &str) -> Result<(), String> {
+        match &self.0 {
+            None => ractor_cluster::client_connect(node, addr)
+                .await
+                .map_err(|e| e.to_string()),
+            Some(connector) => {
+                let name = faxd::tls::server_name(addr).map_err(|e| e.to_string())?;
+                ractor_cluster::client_connect_enc(node, addr, connector.clone(), name)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
     }
 }
 
@@ -42,10 +78,16 @@ pub async fn spawn_node(ctx: NodeContext, sup: ActorCell) -> Result<ActorCell, S
         .config
         .cookie(true)
         .map_err(|e| SpawnErr::StartupFailed(e.to_string().into()))?;
+    let tls = cluster_tls(&ctx.config.cluster)
+        .map_err(|e| SpawnErr::StartupFailed(e.to_string().into()))?;
     let (name, host) = name_and_host(ctx.node());
     // The NodeServer's own listener: an ephemeral port, announced nowhere (the door is the
-    // cluster port).
-    let server = NodeServer::new(0, cookie, name, host, None, None).with_listen_addr(listen.ip());
+    // cluster port); with TLS it accepts TLS only, like the door.
+    let incoming = tls
+        .as_ref()
+        .map(|t| IncomingEncryptionMode::Tls(t.acceptor.clone()));
+    let server =
+        NodeServer::new(0, cookie, name, host, incoming, None).with_listen_addr(listen.ip());
     let (node, _) = Actor::spawn_linked(Some(CLUSTER.to_string()), server, (), sup).await?;
     let limits = DoorLimits {
         handshake_timeout: Duration::from_secs(cfg.handshake_timeout_s.max(1)),
@@ -56,6 +98,7 @@ pub async fn spawn_node(ctx: NodeContext, sup: ActorCell) -> Result<ActorCell, S
         listener: door_listener,
         node: node.clone(),
         limits,
+        tls: tls.as_ref().map(|t| t.acceptor.clone()),
     };
     if let Err(e) = Actor::spawn_linked(None, ClusterDoor, door, node.get_cell()).await {
         node.stop(Some("cluster door failed to start".into()));
@@ -68,8 +111,10 @@ pub async fn spawn_node(ctx: NodeContext, sup: ActorCell) -> Result<ActorCell, S
     })
     .map_err(|e| SpawnErr::StartupFailed(format!("cluster events: {e}").into()))?;
     // Ends with the NodeServer (its subscription, the sending side, goes with it).
-    tokio::spawn(keep_seeds(node.clone(), cfg.seeds.clone(), rx));
-    tracing::info!(%listen, "cluster node listening");
+    let tls_on = tls.is_some();
+    let dialer = Dialer(tls.map(|t| t.connector));
+    tokio::spawn(keep_seeds(node.clone(), cfg.seeds.clone(), rx, dialer));
+    tracing::info!(%listen, tls = tls_on, "cluster node listening");
     Ok(node.get_cell())
 }
 
@@ -128,6 +173,7 @@ async fn keep_seeds(
     node: ActorRef<NodeServerMessage>,
     seeds: Vec<String>,
     mut events: mpsc::UnboundedReceiver<MemberEvent>,
+    dialer: Dialer,
 ) {
     let now = tokio::time::Instant::now();
     let mut seeds: Vec<Seed> = seeds
@@ -159,7 +205,7 @@ async fn keep_seeds(
             if let Ok(addrs) = tokio::net::lookup_host(seed.addr.as_str()).await {
                 seed.resolved = addrs.collect();
             }
-            if let Err(e) = ractor_cluster::client_connect(&node, seed.addr.as_str()).await
+            if let Err(e) = dialer.dial(&node, seed.addr.as_str()).await
                 && (seed.attempt == 1 || seed.attempt % 10 == 0)
             {
                 tracing::warn!(seed = %seed.addr, error = %e, retry_in = ?seed_backoff(seed.attempt),
@@ -267,6 +313,7 @@ pub enum SupError {
 pub async fn run_remote(
     addr: &str,
     cookie: &str,
+    dialer: &Dialer,
     args: Vec<String>,
     timeout: Duration,
 ) -> Result<SupReply, SupError> {
@@ -282,7 +329,7 @@ pub async fn run_remote(
     let (node, handle) = Actor::spawn(None, server, ())
         .await
         .map_err(|e| SupError::Local(e.to_string()))?;
-    let result = run_on(&node, addr, args, timeout).await;
+    let result = run_on(&node, addr, dialer, args, timeout).await;
     node.stop(None);
     let _ = handle.await;
     result
@@ -291,6 +338,7 @@ pub async fn run_remote(
 async fn run_on(
     node: &ActorRef<NodeServerMessage>,
     addr: &str,
+    dialer: &Dialer,
     args: Vec<String>,
     timeout: Duration,
 ) -> Result<SupReply, SupError> {
@@ -301,11 +349,12 @@ async fn run_on(
         subscription: Box::new(Members(tx)),
     })
     .map_err(|e| SupError::Local(e.to_string()))?;
-    ractor_cluster::client_connect(node, addr)
+    dialer
+        .dial(node, addr)
         .await
-        .map_err(|e| SupError::Unreachable {
+        .map_err(|reason| SupError::Unreachable {
             addr: addr.to_string(),
-            reason: e.to_string(),
+            reason,
         })?;
     match tokio::time::timeout_at(deadline, rx.recv()).await {
         Ok(Some(MemberEvent::Up { .. })) => {}

@@ -2,7 +2,9 @@
 //! accepting fails, e.g. with EMFILE, instead of retrying at once), admits at most
 //! `max_connections_per_address` per address and `max_connections` in all, hands the admitted
 //! ones to the NodeServer, and closes every session that has not authenticated within
-//! `handshake_timeout_s`. It stands where Erlang's distribution listener (epmd/inet_tcp_dist)
+//! `handshake_timeout_s`. With `[cluster] tls_*` set, each admitted connection first
+//! completes mutual TLS (within the same time) and only then reaches the NodeServer, so the
+//! cookie handshake never runs in the clear. It stands where Erlang's distribution listener (epmd/inet_tcp_dist)
 //! stands for Kazoo. Spawned by `cluster::spawn_node`, linked to the NodeServer and never
 //! restarted on its own: it ends with the NodeServer (which fax_sup restarts, permanent), and
 //! its accept task is aborted however it ends.
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use faxd::conn_limit::{ConnLimiter, Slot};
 use faxd::log_throttle::Throttle;
+use faxd::tls::TlsAcceptor;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NetworkStream, NodeEventSubscription, NodeServerMessage, NodeSessionMessage};
@@ -63,6 +66,9 @@ pub struct DoorArgs {
     pub listener: std::net::TcpListener,
     pub node: ActorRef<NodeServerMessage>,
     pub limits: DoorLimits,
+    /// Mutual TLS (`[cluster] tls_*`): every admitted connection completes a TLS handshake
+    /// within the handshake time before the NodeServer sees a byte of it.
+    pub tls: Option<TlsAcceptor>,
 }
 
 struct Session {
@@ -75,6 +81,7 @@ struct Session {
 pub struct DoorState {
     node: ActorRef<NodeServerMessage>,
     limits: DoorLimits,
+    tls: Option<TlsAcceptor>,
     limiter: ConnLimiter,
     /// Admitted connections handed to the NodeServer whose session has not opened yet, and
     /// when they were handed (a place is freed if no session opens within the handshake
@@ -165,6 +172,7 @@ impl Actor for ClusterDoor {
         let accept_task = tokio::spawn(accept_loop(listener, myself));
         Ok(DoorState {
             node: args.node,
+            tls: args.tls,
             limiter: ConnLimiter::new(args.limits.per_address, args.limits.total),
             limits: args.limits,
             handed: HashMap::new(),
@@ -242,17 +250,51 @@ impl DoorState {
             return;
         };
         let _ = stream.set_nodelay(true);
-        let opened = NodeServerMessage::ConnectionOpened {
-            stream: Box::new(NetworkStream::Raw {
-                peer_addr: peer,
-                local_addr: local,
-                stream,
-            }),
-            is_server: true,
+        let Some(acceptor) = self.tls.clone() else {
+            let opened = NodeServerMessage::ConnectionOpened {
+                stream: Box::new(NetworkStream::Raw {
+                    peer_addr: peer,
+                    local_addr: local,
+                    stream,
+                }),
+                is_server: true,
+            };
+            if self.node.cast(opened).is_ok() {
+                self.handed.insert(peer, (slot, now));
+            }
+            return;
         };
-        if self.node.cast(opened).is_ok() {
-            self.handed.insert(peer, (slot, now));
-        }
+        // The TLS handshake runs in a task of its own (bounded by the handshake time and
+        // by the connection limits, whose place it holds in `handed`), never in the door.
+        self.handed.insert(peer, (slot, now));
+        let node = self.node.clone();
+        let deadline = self.limits.handshake_timeout;
+        tokio::spawn(async move {
+            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let _ = node.cast(NodeServerMessage::ConnectionOpened {
+                        stream: Box::new(NetworkStream::TlsServer {
+                            peer_addr: peer,
+                            local_addr: local,
+                            stream,
+                        }),
+                        is_server: true,
+                    });
+                }
+                Ok(Err(e)) => {
+                    if let Some(unlogged) = REFUSED_LOG.check() {
+                        tracing::warn!(peer = %peer.ip(), error = %e, unlogged,
+                            "cluster connection refused: TLS handshake failed");
+                    }
+                }
+                Err(_) => {
+                    if let Some(unlogged) = REFUSED_LOG.check() {
+                        tracing::warn!(peer = %peer.ip(), timeout = ?deadline, unlogged,
+                            "cluster connection closed: no TLS handshake in time");
+                    }
+                }
+            }
+        });
     }
 
     fn opened(&mut self, myself: &ActorRef<DoorMsg>, ses: NodeServerSessionInformation) {

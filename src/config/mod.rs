@@ -274,6 +274,31 @@ pub struct ClusterSection {
     pub max_connections: usize,
     /// Open incoming cluster connections one address may hold.
     pub max_connections_per_address: usize,
+    /// Mutual TLS on the cluster port when all three are set (PEM files): this node's
+    /// certificate chain and key, and the CA that signs every node's (and `faxd sup`'s)
+    /// certificate. Empty: plaintext (keep the port on a private network).
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub tls_ca: String,
+}
+
+impl ClusterSection {
+    /// The TLS files, when TLS is configured; an error when only some are set.
+    pub fn tls_files(&self) -> Result<Option<crate::tls::ClusterFiles<'_>>, String> {
+        let set = [&self.tls_cert, &self.tls_key, &self.tls_ca]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .count();
+        match set {
+            0 => Ok(None),
+            3 => Ok(Some(crate::tls::ClusterFiles {
+                cert: &self.tls_cert,
+                key: &self.tls_key,
+                ca: &self.tls_ca,
+            })),
+            _ => Err("cluster.tls_cert, tls_key and tls_ca are set together or not at all".into()),
+        }
+    }
 }
 
 impl Default for ClusterSection {
@@ -285,6 +310,9 @@ impl Default for ClusterSection {
             handshake_timeout_s: 10,
             max_connections: 256,
             max_connections_per_address: 16,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
         }
     }
 }
@@ -570,6 +598,7 @@ impl Config {
             .rate_limit
             .check()
             .map_err(ConfigError::Invalid)?;
+        config.cluster.tls_files().map_err(ConfigError::Invalid)?;
         crate::netblock::AllowList::parse(&config.api.metrics_allow)
             .map_err(|e| ConfigError::Invalid(format!("api.metrics_allow: {e}")))?;
         Ok(config)
@@ -876,6 +905,33 @@ mod tests {
             let err = Config::load_with_env(None, env(&[(var, value)])).unwrap_err();
             assert!(err.to_string().contains(names), "{var}: {err}");
         }
+    }
+
+    #[test]
+    fn cluster_tls_and_metrics_addresses_are_checked() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert!(c.cluster.tls_files().unwrap().is_none());
+        assert_eq!(c.api.metrics_allow, vec!["127.0.0.1", "::1"]);
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("FAXD_CLUSTER_TLS_CERT", "/etc/faxd/node.pem"),
+                ("FAXD_CLUSTER_TLS_KEY", "/etc/faxd/node.key"),
+                ("FAXD_CLUSTER_TLS_CA", "/etc/faxd/ca.pem"),
+            ]),
+        )
+        .unwrap();
+        let files = c.cluster.tls_files().unwrap().expect("tls on");
+        assert_eq!(
+            (files.cert, files.ca),
+            ("/etc/faxd/node.pem", "/etc/faxd/ca.pem")
+        );
+        let err =
+            Config::load_with_env(None, env(&[("FAXD_CLUSTER_TLS_CERT", "/x.pem")])).unwrap_err();
+        assert!(err.to_string().contains("set together"), "{err}");
+        let err = Config::load_with_env(None, env(&[("FAXD_API_METRICS_ALLOW", r#"["lan"]"#)]))
+            .unwrap_err();
+        assert!(err.to_string().contains("api.metrics_allow"), "{err}");
     }
 
     #[test]

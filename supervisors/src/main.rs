@@ -291,10 +291,18 @@ async fn sup(
     let addr = node.unwrap_or_else(|| config.cluster.listen.clone());
     let cookie = config.cookie(false).map_err(|e| e.to_string())?;
     let args = password_from_stdin(args)?;
-    let reply =
-        faxd_actors::cluster::run_remote(&addr, &cookie, args, Duration::from_secs(timeout.max(1)))
-            .await
-            .map_err(|e| e.to_string())?;
+    let dialer = faxd_actors::cluster::Dialer(
+        faxd_actors::cluster::cluster_tls(&config.cluster)?.map(|t| t.connector),
+    );
+    let reply = faxd_actors::cluster::run_remote(
+        &addr,
+        &cookie,
+        &dialer,
+        args,
+        Duration::from_secs(timeout.max(1)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if reply.ok {
         println!("{}", reply.output.trim_end());
         Ok(())
