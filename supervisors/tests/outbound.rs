@@ -5,6 +5,7 @@
 //! parts: an operator's convert command, the test-only fault hook, fax_monitor's requeue.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -833,6 +834,29 @@ fn calls_to(engine: &Engine, to: &str) -> Vec<faxd::gateway::script::Originated>
         .collect()
 }
 
+/// An engine for `account` whose conversions take 5 s and produce `tiff`: longer than its
+/// job lease (3 s, fax_monitor sweeping every second).
+async fn slow_prepare_engine(
+    store: &SharedStore,
+    account: &AccountId,
+    tiff: &Path,
+    fax_config: Value,
+) -> Engine {
+    Engine::start_with(
+        store.clone(),
+        &[account],
+        fax_config,
+        Duration::from_millis(50),
+        Opts {
+            lease: Duration::from_secs(3),
+            sweep: Duration::from_secs(1),
+            convert_pdf_command: Some(format!("sleep 5 && cp '{}' \"$TO\"", tiff.display())),
+            ..Opts::new(Timeouts::default())
+        },
+    )
+    .await
+}
+
 /// A conversion that takes longer than the job lease (5 s against 3 s, fax_monitor sweeping
 /// every second) neither loses the fax nor sends it twice, with and without number
 /// serialisation: the worker keeps the lease alive while it converts, and dials once.
@@ -842,19 +866,8 @@ async fn a_prepare_slower_than_the_lease_sends_once(store: SharedStore) {
     std::fs::write(&tiff, blank_tiff(2)).expect("tiff");
     for serialize in [true, false] {
         let account = new_account(&store, None).await;
-        let engine = Engine::start_with(
-            store.clone(),
-            &[&account],
-            json!({"serialize_outbound_numbers": serialize, "store_fax_tiff": false}),
-            Duration::from_millis(50),
-            Opts {
-                lease: Duration::from_secs(3),
-                sweep: Duration::from_secs(1),
-                convert_pdf_command: Some(format!("sleep 5 && cp '{}' \"$TO\"", tiff.display())),
-                ..Opts::new(Timeouts::default())
-            },
-        )
-        .await;
+        let config = json!({"serialize_outbound_numbers": serialize, "store_fax_tiff": false});
+        let engine = slow_prepare_engine(&store, &account, &tiff, config).await;
         let to = format!("+1421{:07}", rand_digits() + 7_000_000);
         let id = submit_original(&store, &account, &to).await;
         let doc = wait_final(&store, &account, &id, Duration::from_secs(60)).await;
@@ -1150,19 +1163,8 @@ async fn couchdb_a_conflicting_take_that_wins_means_no_call_here() {
     let tiff = tiff_dir.path().join("converted.tiff");
     std::fs::write(&tiff, blank_tiff(2)).expect("tiff");
     let account = new_account(&store, None).await;
-    let engine = Engine::start_with(
-        store.clone(),
-        &[&account],
-        json!({"store_fax_tiff": false}),
-        Duration::from_millis(50),
-        Opts {
-            lease: Duration::from_secs(3),
-            sweep: Duration::from_secs(1),
-            convert_pdf_command: Some(format!("sleep 5 && cp '{}' \"$TO\"", tiff.display())),
-            ..Opts::new(Timeouts::default())
-        },
-    )
-    .await;
+    let engine =
+        slow_prepare_engine(&store, &account, &tiff, json!({"store_fax_tiff": false})).await;
     let to = format!("+1425{:07}", rand_digits() + 5_000_000);
     let id = submit_original(&store, &account, &to).await;
     // This node's take, while it converts.
