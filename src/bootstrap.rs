@@ -4,12 +4,18 @@
 //! `admin` user with a random password, records the master account id in
 //! `system_config/accounts`, and hands the credentials back so the binary can print them
 //! once and write them to `<data_dir>/admin-credentials` (mode 0600).
+//!
+//! Nodes of a cluster that start together on an empty store race for the first-start
+//! marker (`system_config/accounts`). Its saves are rev-checked, and on a CouchDB cluster,
+//! where two of them can both succeed as conflicting revisions, read back with their
+//! conflicts: the revision naming the smallest master account id wins on every node; the
+//! losers remove their account and their revision and use the winner's.
 
 use serde_json::{Value, json};
 
 use crate::auth::{PasswordRecord, login_digests, random_password};
 use crate::ids::{AccountId, Db, new_id};
-use crate::store::{SharedStore, StoreError};
+use crate::store::{SharedStore, StoreError, conflicts};
 
 /// `system_config` document that names the master account (Kazoo: `accounts`).
 pub const ACCOUNTS_CONFIG: &str = "accounts";
@@ -25,6 +31,17 @@ pub struct AdminCredentials {
 }
 
 impl AdminCredentials {
+    /// A fresh master account's credentials (new id, random password).
+    fn new_master() -> Self {
+        AdminCredentials {
+            account_id: AccountId::generate(),
+            account_name: "master".into(),
+            realm: "master.faxd.local".into(),
+            username: "admin".into(),
+            password: random_password(20),
+        }
+    }
+
     /// The file form: `key=value` lines, including the `credentials` digest that
     /// `PUT /v2/user_auth` takes.
     pub fn to_file(&self) -> String {
@@ -50,8 +67,34 @@ pub async fn ensure_global_dbs(store: &SharedStore) -> Result<(), StoreError> {
 
 /// The master account id, if one exists.
 pub async fn master_account(store: &SharedStore) -> Result<Option<AccountId>, StoreError> {
-    let doc = store.get(&Db::SystemConfig, ACCOUNTS_CONFIG).await?;
+    let doc = read_marker(store).await?;
     Ok(doc.as_ref().and_then(master_of))
+}
+
+/// The first-start marker: its winning revision when first starts left conflicting ones
+/// (the losing ones are deleted).
+async fn read_marker(store: &SharedStore) -> Result<Option<Value>, StoreError> {
+    // A revision naming a master beats one without; then the smaller account id.
+    let rank = |doc: &Value| {
+        let master = master_of(doc);
+        (master.is_none(), master.map(|m| m.to_string()))
+    };
+    conflicts::resolve(store, &Db::SystemConfig, ACCOUNTS_CONFIG, rank).await
+}
+
+/// After this node's marker naming `creds`' account was saved: reads it back with its
+/// conflicts. `Some(creds)` if it won; else this node's account is removed and the winner's
+/// is used (`None`).
+async fn confirm_marker(
+    store: &SharedStore,
+    creds: AdminCredentials,
+) -> Result<Option<AdminCredentials>, StoreError> {
+    let master = master_account(store).await?;
+    if master.as_ref() == Some(&creds.account_id) {
+        return Ok(Some(creds));
+    }
+    discard_account(store, &creds.account_id).await;
+    Ok(None)
 }
 
 /// Creates the master account and admin user when the store has none. Returns the new
@@ -62,13 +105,40 @@ pub async fn ensure_master_account(
     if master_account(store).await?.is_some() {
         return Ok(None);
     }
-    let creds = AdminCredentials {
-        account_id: AccountId::generate(),
-        account_name: "master".into(),
-        realm: "master.faxd.local".into(),
-        username: "admin".into(),
-        password: random_password(20),
-    };
+    let creds = AdminCredentials::new_master();
+    create_master_candidate(store, &creds).await?;
+    // Last: the marker that the store is initialised. A crash before this point leaves an
+    // unreferenced account and the next start creates a fresh one. Nodes of a cluster that
+    // start together on an empty store each get this far: the marker is written rev-checked
+    // and read back, so exactly one wins; the others remove the account they made and use
+    // the winner's.
+    for _ in 0..MARKER_ATTEMPTS {
+        let mut doc = read_marker(store)
+            .await?
+            .unwrap_or_else(|| json!({"_id": ACCOUNTS_CONFIG}));
+        if master_of(&doc).is_some() {
+            discard_account(store, &creds.account_id).await;
+            return Ok(None);
+        }
+        if !doc.get("default").is_some_and(Value::is_object) {
+            doc["default"] = json!({});
+        }
+        doc["default"]["master_account_id"] = json!(creds.account_id.as_str());
+        match store.save(&Db::SystemConfig, doc).await {
+            Ok(_) => return confirm_marker(store, creds).await,
+            // Another node wrote it meanwhile: read it again.
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict)
+}
+
+/// The account and admin user a first start makes before it writes the marker.
+async fn create_master_candidate(
+    store: &SharedStore,
+    creds: &AdminCredentials,
+) -> Result<(), StoreError> {
     create_account(
         store,
         &creds.account_id,
@@ -86,31 +156,7 @@ pub async fn ensure_master_account(
         "admin",
     )
     .await?;
-    // Last: the marker that the store is initialised. A crash before this point leaves an
-    // unreferenced account and the next start creates a fresh one. Nodes of a cluster that
-    // start together on an empty store each get this far: the marker is written rev-checked,
-    // so exactly one wins; the others remove the account they made and use the winner's.
-    for _ in 0..MARKER_ATTEMPTS {
-        let mut doc = store
-            .get(&Db::SystemConfig, ACCOUNTS_CONFIG)
-            .await?
-            .unwrap_or_else(|| json!({"_id": ACCOUNTS_CONFIG}));
-        if master_of(&doc).is_some() {
-            discard_account(store, &creds.account_id).await;
-            return Ok(None);
-        }
-        if !doc.get("default").is_some_and(Value::is_object) {
-            doc["default"] = json!({});
-        }
-        doc["default"]["master_account_id"] = json!(creds.account_id.as_str());
-        match store.save(&Db::SystemConfig, doc).await {
-            Ok(_) => return Ok(Some(creds)),
-            // Another node wrote it meanwhile: read it again.
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Conflict)
+    Ok(())
 }
 
 /// Rev-checked writes of the first-start marker before giving up (each conflict means another
@@ -243,6 +289,105 @@ mod tests {
         let accounts = store.docs_by_type(&Db::Accounts, "account").await.unwrap();
         let ids: Vec<&str> = accounts.iter().filter_map(|d| d["_id"].as_str()).collect();
         assert_eq!(ids, vec![created[0].account_id.as_str()]);
+    }
+
+    /// Two nodes' first starts both saved the marker: first revisions that a CouchDB
+    /// cluster accepted as conflicting ones (written here with `new_edits: false`). However
+    /// they read back, one master account is left (the smaller id, not CouchDB's own
+    /// winner), the other node's account and marker revision are gone.
+    #[tokio::test]
+    async fn conflicting_first_start_markers_leave_one_master_on_couchdb() {
+        let couch = Arc::new(crate::store::couch::test_server().await);
+        let store: SharedStore = couch.clone();
+        ensure_global_dbs(&store).await.unwrap();
+        // No other test of this process uses the marker; what the server had is put back.
+        let db = Db::SystemConfig;
+        let prior = store.get(&db, ACCOUNTS_CONFIG).await.unwrap();
+        for leaf in store.get_leaves(&db, ACCOUNTS_CONFIG).await.unwrap() {
+            store
+                .delete(&db, ACCOUNTS_CONFIG, leaf["_rev"].as_str().unwrap())
+                .await
+                .unwrap();
+        }
+        for (round, winner_reads_first) in [false, true].into_iter().enumerate() {
+            let mut both = [
+                AdminCredentials::new_master(),
+                AdminCredentials::new_master(),
+            ];
+            both.sort_by(|x, y| x.account_id.as_str().cmp(y.account_id.as_str()));
+            let [win, lose] = both;
+            for c in [&win, &lose] {
+                create_master_candidate(&store, c).await.unwrap();
+            }
+            // CouchDB's own winner is the loser's revision (higher hash).
+            for (c, hash) in [
+                (&lose, format!("f{round:031x}")),
+                (&win, format!("0{round:031x}")),
+            ] {
+                let marker = json!({"_id": ACCOUNTS_CONFIG,
+                                    "default": {"master_account_id": c.account_id.as_str()}});
+                couch
+                    .write_replicated(&db, None, &hash, marker)
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(
+                store.get_leaves(&db, ACCOUNTS_CONFIG).await.unwrap().len(),
+                2
+            );
+            let seen = store.get(&db, ACCOUNTS_CONFIG).await.unwrap().unwrap();
+            assert_eq!(master_of(&seen).as_ref(), Some(&lose.account_id));
+
+            let (w, l) = if winner_reads_first {
+                let w = confirm_marker(&store, win.clone()).await.unwrap();
+                (w, confirm_marker(&store, lose.clone()).await.unwrap())
+            } else {
+                let l = confirm_marker(&store, lose.clone()).await.unwrap();
+                (confirm_marker(&store, win.clone()).await.unwrap(), l)
+            };
+            assert_eq!(w.as_ref(), Some(&win), "the winner announces its admin");
+            assert_eq!(l, None, "the loser uses the winner's master");
+            let leaves = store.get_leaves(&db, ACCOUNTS_CONFIG).await.unwrap();
+            assert_eq!(leaves.len(), 1, "{leaves:?}");
+            assert_eq!(master_of(&leaves[0]).as_ref(), Some(&win.account_id));
+            assert_eq!(
+                master_account(&store).await.unwrap(),
+                Some(win.account_id.clone())
+            );
+            assert_eq!(ensure_master_account(&store).await.unwrap(), None);
+            assert!(
+                store
+                    .get(&Db::Accounts, lose.account_id.as_str())
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            assert!(
+                !store
+                    .db_exists(&Db::Account(lose.account_id.clone()))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                store
+                    .get(&Db::Accounts, win.account_id.as_str())
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+
+            store
+                .delete(&db, ACCOUNTS_CONFIG, leaves[0]["_rev"].as_str().unwrap())
+                .await
+                .unwrap();
+            discard_account(&store, &win.account_id).await;
+        }
+        if let Some(mut doc) = prior
+            && let Some(o) = doc.as_object_mut()
+        {
+            o.remove("_rev");
+            store.save(&db, doc).await.unwrap();
+        }
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ use faxd::gateway::{CallGuard, FaxEvent, GatewayError, OutboundFax};
 use faxd::ids::Db;
 use faxd::model::JobStatus;
 use faxd::outbound::docs::DocumentError;
+use faxd::outbound::job::LEASE_GEN;
 use faxd::outbound::leader;
 use faxd::outbound::lease::{self, ReleasePolicy};
 use faxd::outbound::release::Outcome;
@@ -263,7 +264,7 @@ impl WorkerState {
     async fn acquire(&mut self, myself: &ActorRef<WorkerMsg>) -> Input {
         let env = &self.args.env;
         let store = &env.ctx.store;
-        let doc = match store.get(&Db::Faxes, &self.args.job_id).await {
+        let doc = match lease::read_job(store, &self.args.job_id).await {
             Ok(Some(doc)) => doc,
             Ok(None) => return Input::NotAvailable("not_found".into()),
             Err(e) if self.take_unsure => return Input::AcquireDeferred(e.to_string()),
@@ -278,7 +279,7 @@ impl WorkerState {
             if take_unsure {
                 // This worker's own take, whose answer the outage swallowed.
                 let before = untaken(&doc);
-                return self.after_take(myself, job, before, &doc).await;
+                return self.after_take(myself, job, before).await;
             }
             warn!(job_id = %job.id, "restarted worker: releasing the interrupted attempt");
             self.job = Some(job);
@@ -294,15 +295,12 @@ impl WorkerState {
             return Input::NotAvailable("not the outbound leader".into());
         }
         // Lock and acquire in one rev-checked write: the job goes straight from `pending` to
-        // `processing` under this worker's lease; a concurrent taker gets a conflict.
-        let mut taken = doc.clone();
+        // `processing` under this worker's lease; a concurrent taker gets a conflict (or, on
+        // a CouchDB cluster, a conflicting revision that the read-back settles).
         let now = faxd::time::now_unix_ms();
-        taken["pvt_job_status"] = json!("processing");
-        taken["pvt_job_node"] = json!(env.node());
-        taken["pvt_lease"] = json!(self.args.lease);
-        taken["pvt_heartbeat"] = json!(now);
+        let taken = lease::take(&doc, env.node(), &self.args.lease, now);
         match store.save(&Db::Faxes, taken).await {
-            Ok(saved) => self.after_take(myself, job, doc, &saved).await,
+            Ok(_) => self.after_take(myself, job, doc).await,
             Err(StoreError::Conflict) => Input::NotAvailable("lost the job to another".into()),
             // The take may have been written: which it was is read once the store is back.
             Err(e @ (StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Io(_))) => {
@@ -314,15 +312,23 @@ impl WorkerState {
         }
     }
 
-    /// The take is written (`saved`; `before` is the job as it was): the job is ours if this
-    /// node still leads.
-    async fn after_take(
-        &mut self,
-        myself: &ActorRef<WorkerMsg>,
-        job: Job,
-        before: Value,
-        saved: &Value,
-    ) -> Input {
+    /// The take is written (`before` is the job as it was): the job is ours if the take won
+    /// over any conflicting one (a CouchDB cluster) and this node still leads.
+    async fn after_take(&mut self, myself: &ActorRef<WorkerMsg>, job: Job, before: Value) -> Input {
+        let store = &self.args.env.ctx.store;
+        let saved = match lease::settle_take(store, &self.args.job_id, &self.args.lease).await {
+            Ok(Some(won)) => won,
+            Ok(None) => {
+                info!(job_id = %job.id, "another take of the job won: backing off");
+                return Input::NotAvailable("lost the job to a conflicting take".into());
+            }
+            Err(e) => {
+                // Nothing is known yet: the take stays, and is looked at again.
+                self.take_unsure = true;
+                return Input::AcquireDeferred(format!("take not read back: {e}"));
+            }
+        };
+        let saved = &saved;
         match self.still_leader().await {
             Ok(()) => {}
             Err(NotLeader::Unreadable(why)) => {
@@ -425,7 +431,7 @@ impl WorkerState {
     async fn confirm_lease(&mut self) -> Input {
         let store = &self.args.env.ctx.store;
         for _ in 0..3 {
-            let mut doc = match store.get(&Db::Faxes, &self.args.job_id).await {
+            let mut doc = match lease::read_job(store, &self.args.job_id).await {
                 Ok(Some(doc)) => doc,
                 Ok(None) => return Input::LeaseLost("job gone".into()),
                 Err(e) => return self.confirm_error(e),
@@ -546,7 +552,7 @@ impl WorkerState {
         let env = &self.args.env;
         let store = &env.ctx.store;
         for _ in 0..3 {
-            let doc = match store.get(&Db::Faxes, &self.args.job_id).await {
+            let doc = match lease::read_job(store, &self.args.job_id).await {
                 Ok(Some(doc)) => doc,
                 Ok(None) => return Input::ReleaseFailed("job vanished".into()),
                 Err(e) => return release_error(&self.args.job_id, e),
@@ -592,7 +598,7 @@ impl WorkerState {
     /// the stage machine stops the worker (hanging up a call). A store error is not a loss.
     async fn renew_lease(&mut self) -> Option<Input> {
         let store = &self.args.env.ctx.store;
-        let mut doc = match store.get(&Db::Faxes, &self.args.job_id).await {
+        let mut doc = match lease::read_job(store, &self.args.job_id).await {
             Ok(Some(doc)) => doc,
             Ok(None) => return Some(Input::LeaseLost("job gone".into())),
             Err(e) => {
@@ -694,7 +700,7 @@ fn untaken(taken: &Value) -> Value {
     let mut doc = taken.clone();
     doc["pvt_job_status"] = json!("pending");
     if let Some(o) = doc.as_object_mut() {
-        for k in ["pvt_job_node", "pvt_lease", "pvt_heartbeat"] {
+        for k in ["pvt_job_node", "pvt_lease", "pvt_heartbeat", LEASE_GEN] {
             o.remove(k);
         }
     }

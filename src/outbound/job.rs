@@ -6,6 +6,10 @@ use crate::gateway::TxOptions;
 use crate::ids::AccountId;
 use crate::model::JobStatus;
 
+/// A taken job's field: the revision generation its take was written at (heartbeats keep
+/// it); ranks conflicting takes ([`super::lease::settle_take`]).
+pub const LEASE_GEN: &str = "pvt_lease_gen";
+
 /// Why a document is not a usable job.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JobError {

@@ -2,7 +2,19 @@
 //! passes, and so every fax_jobs), so that `max_outbound` and `serialize_outbound_numbers`
 //! hold cluster-wide. One document in the `faxes` database ([`LEADER_DOC`], `pvt_type`
 //! `outbound_leader`, so no job view or listing sees it) names the holder; every save is
-//! rev-checked, so two nodes can never both take it.
+//! rev-checked, so on one CouchDB node (or the embedded store) two nodes can never both take
+//! it.
+//!
+//! On a CouchDB cluster two rev-checked saves can both succeed as conflicting revisions, so
+//! a save is not yet the lease: the document is always read with its conflicts
+//! ([`crate::store::conflicts`]), and a node holds the lease only if the winning revision
+//! names it, read back after its own save. The winner among conflicting revisions is, by
+//! content: a held lease before a released one, then the earliest take (`taken_ms`, which a
+//! renewal keeps), then the smaller node name. Every node computes the same winner, and
+//! renewals do not change it. The loser deletes its own revision and reports the winner
+//! ([`Claim::Other`]), so its keeper never opens the gate (or closes it at that renewal);
+//! the winner deletes the losing revisions it sees, so the document converges to one leaf
+//! even if the loser died.
 //!
 //! Expiry does not trust clocks across nodes: a watcher takes the lease only after it has
 //! seen the same revision for a whole lease time on its own monotonic clock ([`Watch`]); the
@@ -15,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::ids::Db;
-use crate::store::{SharedStore, StoreError};
+use crate::store::{SharedStore, StoreError, conflicts};
 
 /// Id of the lease document in the `faxes` database.
 pub const LEADER_DOC: &str = "faxd_outbound_leader";
@@ -50,12 +62,34 @@ impl LeaseDoc {
     }
 }
 
-/// Reads the lease document (`None`: no node ever took it).
+/// Rank of a lease revision among conflicting ones (the smallest wins): held before
+/// released, then the earliest take, then the node name.
+fn rank(doc: &Value) -> (bool, i64, String) {
+    let d = LeaseDoc::from_doc(doc);
+    (d.node.is_empty(), d.taken_ms, d.node)
+}
+
+/// The winning revision of the lease document; losing revisions are deleted.
+async fn read_doc(store: &SharedStore) -> Result<Option<Value>, StoreError> {
+    conflicts::resolve(store, &Db::Faxes, LEADER_DOC, rank).await
+}
+
+/// Reads the lease document (`None`: no node ever took it): its winning revision, when a
+/// CouchDB cluster left conflicting ones.
 pub async fn read(store: &SharedStore) -> Result<Option<LeaseDoc>, StoreError> {
-    Ok(store
-        .get(&Db::Faxes, LEADER_DOC)
-        .await?
-        .map(|d| LeaseDoc::from_doc(&d)))
+    Ok(read_doc(store).await?.map(|d| LeaseDoc::from_doc(&d)))
+}
+
+/// After a save of the lease by `me` succeeded: reads it back with its conflicts. `me`
+/// holds it only if the winning revision names it; otherwise its own revision is deleted
+/// and the winner reported.
+pub async fn confirm(store: &SharedStore, me: &str, taken: bool) -> Result<Claim, StoreError> {
+    let node = read(store).await?.map(|d| d.node).unwrap_or_default();
+    if node == me {
+        Ok(Claim::Held { taken })
+    } else {
+        Ok(Claim::Other { node })
+    }
 }
 
 /// What a node sees of another holder: the revision and since when (its own clock) it has
@@ -93,7 +127,8 @@ pub enum Claim {
 
 /// One round of the lease protocol for node `me`: renew the lease if it is ours, take it if
 /// it is free, released, or unchanged for `lease` (as seen by `watch`), else report the
-/// holder. Every write is rev-checked: losing a race reports the winner.
+/// holder. Every write is rev-checked and read back with its conflicts: losing a race, or
+/// a conflict on a CouchDB cluster, reports the winner.
 pub async fn claim(
     store: &SharedStore,
     me: &str,
@@ -102,7 +137,7 @@ pub async fn claim(
 ) -> Result<Claim, StoreError> {
     let now_ms = crate::time::now_unix_ms();
     let lease_ms = lease.as_millis() as i64;
-    let current = store.get(&Db::Faxes, LEADER_DOC).await?;
+    let current = read_doc(store).await?;
     let (doc, taken) = match current {
         None => (json!({"_id": LEADER_DOC, "taken_ms": now_ms}), true),
         Some(doc) => {
@@ -126,7 +161,7 @@ pub async fn claim(
     match store.save(&Db::Faxes, doc).await {
         Ok(_) => {
             watch.forget();
-            Ok(Claim::Held { taken })
+            confirm(store, me, taken).await
         }
         Err(StoreError::Conflict) => {
             // Someone else wrote first (took it, or renewed just now): they hold it.
@@ -140,7 +175,7 @@ pub async fn claim(
 /// Gives the lease up (node shutdown), so another node takes over at once. Only if `me`
 /// still holds it; a lost race is not an error.
 pub async fn release(store: &SharedStore, me: &str) -> Result<bool, StoreError> {
-    let Some(mut doc) = store.get(&Db::Faxes, LEADER_DOC).await? else {
+    let Some(mut doc) = read_doc(store).await? else {
         return Ok(false);
     };
     if doc.get("node").and_then(Value::as_str) != Some(me) {
@@ -295,15 +330,128 @@ mod tests {
         lease_protocol(std::sync::Arc::new(store)).await;
     }
 
+    /// The CouchDB tests share the server's lease document: one at a time.
+    static COUCH_LEASE: std::sync::LazyLock<tokio::sync::Mutex<()>> =
+        std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
+
     #[tokio::test]
     async fn lease_protocol_on_couchdb() {
-        let url = std::env::var("FAXD_TEST_COUCH_URL").expect(
-            "FAXD_TEST_COUCH_URL is not set: run the suite with `make test`, which starts the \
-             CouchDB-API test server, or point it at a CouchDB 3",
-        );
-        let store = crate::store::couch::CouchStore::connect(&url)
-            .await
-            .unwrap();
+        let _one = COUCH_LEASE.lock().await;
+        let store = crate::store::couch::test_server().await;
         lease_protocol(std::sync::Arc::new(store)).await;
+    }
+
+    /// The lease as `node` saves it when taking it from `parent` at `taken_ms`.
+    fn taken_by(parent: &Value, node: &str, taken_ms: i64) -> Value {
+        let mut doc = parent.clone();
+        doc["pvt_type"] = json!(LEADER_TYPE);
+        doc["node"] = json!(node);
+        doc["taken_ms"] = json!(taken_ms);
+        doc["renewed_ms"] = json!(taken_ms);
+        doc["expires_ms"] = json!(taken_ms + 30_000);
+        doc
+    }
+
+    /// When the nodes look after their saves.
+    #[derive(Clone, Copy, Debug)]
+    enum ReadBack {
+        LoserFirst,
+        WinnerFirst,
+        /// Neither read back; both find the conflict at their next round.
+        NextRound,
+    }
+
+    /// Two nodes both took the released lease: two saves of the same revision that a CouchDB
+    /// cluster accepted as conflicting revisions (written here with `new_edits: false`).
+    /// However they read back, exactly one holds it, the other reports that holder and its
+    /// revision is gone; the winner is the earlier take, not CouchDB's own winner.
+    #[tokio::test]
+    async fn conflicting_takes_of_the_lease_leave_one_holder_on_couchdb() {
+        let _one = COUCH_LEASE.lock().await;
+        let couch = std::sync::Arc::new(crate::store::couch::test_server().await);
+        let store: SharedStore = couch.clone();
+        crate::bootstrap::ensure_global_dbs(&store).await.unwrap();
+        let lease = Duration::from_secs(30);
+        for order in [
+            ReadBack::LoserFirst,
+            ReadBack::WinnerFirst,
+            ReadBack::NextRound,
+        ] {
+            let run = crate::ids::new_id();
+            let (a, b) = (format!("a-{run}"), format!("b-{run}"));
+            // Released: the revision both nodes save on.
+            let short = Duration::from_millis(300);
+            take(&store, &a, short, &mut Watch::default()).await;
+            assert!(release(&store, &a).await.unwrap());
+            let parent = store.get(&Db::Faxes, LEADER_DOC).await.unwrap().unwrap();
+            let parent_rev = parent["_rev"].as_str().unwrap();
+            let now = crate::time::now_unix_ms();
+            // b took it 5 ms before a; CouchDB's own winner is a's (higher revision hash).
+            let (rev_a, rev_b) = (
+                couch
+                    .write_replicated(&Db::Faxes, Some(parent_rev), &"f".repeat(32), {
+                        taken_by(&parent, &a, now)
+                    })
+                    .await
+                    .unwrap(),
+                couch
+                    .write_replicated(&Db::Faxes, Some(parent_rev), &"0".repeat(32), {
+                        taken_by(&parent, &b, now - 5)
+                    })
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(
+                store
+                    .get_leaves(&Db::Faxes, LEADER_DOC)
+                    .await
+                    .unwrap()
+                    .len(),
+                2
+            );
+            assert_eq!(
+                store.get(&Db::Faxes, LEADER_DOC).await.unwrap().unwrap()["node"],
+                a.as_str()
+            );
+
+            let (mut wa, mut wb) = (Watch::default(), Watch::default());
+            let other_b = Claim::Other { node: b.clone() };
+            let held = Claim::Held { taken: true };
+            match order {
+                ReadBack::LoserFirst => {
+                    assert_eq!(
+                        confirm(&store, &a, true).await.unwrap(),
+                        other_b,
+                        "{order:?}"
+                    );
+                    assert_eq!(confirm(&store, &b, true).await.unwrap(), held, "{order:?}");
+                }
+                ReadBack::WinnerFirst => {
+                    assert_eq!(confirm(&store, &b, true).await.unwrap(), held, "{order:?}");
+                    assert_eq!(
+                        confirm(&store, &a, true).await.unwrap(),
+                        other_b,
+                        "{order:?}"
+                    );
+                }
+                ReadBack::NextRound => {
+                    assert_eq!(claim(&store, &a, lease, &mut wa).await.unwrap(), other_b);
+                }
+            }
+            // a's revision is gone: one leaf, b's (renewed or as written).
+            let leaves = store.get_leaves(&Db::Faxes, LEADER_DOC).await.unwrap();
+            assert_eq!(leaves.len(), 1, "{order:?}: {leaves:?}");
+            assert_eq!(leaves[0]["node"], b.as_str());
+            assert_ne!(leaves[0]["_rev"], rev_a.as_str());
+            assert_eq!(leaves[0]["_rev"], rev_b.as_str());
+            // Later rounds agree: b renews, a watches b.
+            assert_eq!(
+                claim(&store, &b, lease, &mut wb).await.unwrap(),
+                Claim::Held { taken: false }
+            );
+            assert_eq!(claim(&store, &a, lease, &mut wa).await.unwrap(), other_b);
+            assert_eq!(read(&store).await.unwrap().unwrap().node, b);
+            assert!(release(&store, &b).await.unwrap());
+        }
     }
 }

@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::job::{Job, options_json};
+use super::job::{Job, LEASE_GEN, options_json};
 use crate::gateway::{FaxResult, TxOptions};
 use crate::model::JobStatus;
 
@@ -277,7 +277,7 @@ pub fn apply(doc: &mut Value, d: &Decision, tx_result: Map<String, Value>, now_g
         Some(r) => obj.insert("reschedule_rule".into(), json!(r)),
         None => obj.remove("reschedule_rule"),
     };
-    for k in ["pvt_queue", "pvt_lease", "pvt_heartbeat"] {
+    for k in ["pvt_queue", "pvt_lease", "pvt_heartbeat", LEASE_GEN] {
         obj.remove(k);
     }
     if d.status == JobStatus::Completed {

@@ -464,6 +464,67 @@ impl CouchStore {
         }
     }
 
+    /// Reads a document with query parameters (`rev`, `conflicts`); `None` if it is missing.
+    async fn get_with(&self, db: &Db, id: &str, query: &[(&str, &str)]) -> Result<Option<Value>> {
+        let mut url = self.doc_url(db, id);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let reply = self.request(Method::GET, url, None).await?;
+        if reply.ok() {
+            return match reply.body {
+                Value::Object(_) => Ok(Some(reply.body)),
+                other => Err(StoreError::Backend(format!(
+                    "document {id} is not a JSON object: {other}"
+                ))),
+            };
+        }
+        if reply.status == StatusCode::NOT_FOUND {
+            return match self.classify_404(db, &reply).await? {
+                Missing::Db => Err(StoreError::NoDatabase(db.name())),
+                Missing::Doc => Ok(None),
+            };
+        }
+        Err(unexpected(db, "read document", &reply))
+    }
+
+    /// Test support: stores `doc` as a child of revision `parent` (`None`: a first revision)
+    /// with the revision `<generation + 1>-<hash>`, as a replica of another CouchDB node
+    /// would have accepted a concurrent write (`_bulk_docs` with `new_edits: false`): the
+    /// document then has conflicting leaves when `parent` already has a child (or the
+    /// document a first revision). Returns the new revision.
+    #[cfg(test)]
+    pub(crate) async fn write_replicated(
+        &self,
+        db: &Db,
+        parent: Option<&str>,
+        hash: &str,
+        mut doc: Value,
+    ) -> Result<String> {
+        let (generation, mut ids) = match parent {
+            None => (0, vec![]),
+            Some(p) => p
+                .split_once('-')
+                .and_then(|(n, h)| Some((n.parse::<u64>().ok()?, vec![json!(h)])))
+                .ok_or_else(|| StoreError::Invalid(format!("bad revision {p}")))?,
+        };
+        ids.insert(0, json!(hash));
+        let rev = format!("{}-{hash}", generation + 1);
+        doc["_rev"] = json!(rev);
+        doc["_revisions"] = json!({"start": generation + 1, "ids": ids});
+        let body = json!({"new_edits": false, "docs": [doc]});
+        let url = self.url_of(&[&db.name(), "_bulk_docs"]);
+        let reply = self.request(Method::POST, url, Some(&body)).await?;
+        let failed = reply
+            .body
+            .as_array()
+            .is_none_or(|rows| rows.iter().any(|r| r.get("error").is_some()));
+        if !reply.ok() || failed {
+            return Err(unexpected(db, "replicated write", &reply));
+        }
+        Ok(rev)
+    }
+
     /// Decides what a 404 was about, asking the server when the reason is not conclusive.
     async fn classify_404(&self, db: &Db, reply: &Reply) -> Result<Missing> {
         if reply.db_missing() {
@@ -930,24 +991,29 @@ impl Store for CouchStore {
     }
 
     async fn get(&self, db: &Db, id: &str) -> Result<Option<Value>> {
-        let reply = self
-            .request(Method::GET, self.doc_url(db, id), None)
-            .await?;
-        if reply.ok() {
-            return match reply.body {
-                Value::Object(_) => Ok(Some(reply.body)),
-                other => Err(StoreError::Backend(format!(
-                    "document {id} is not a JSON object: {other}"
-                ))),
-            };
+        self.get_with(db, id, &[]).await
+    }
+
+    /// `GET ?conflicts=true` names the losing leaves; each is read at its revision (one
+    /// request more per conflict, none when there is none). A conflict removed meanwhile is
+    /// left out.
+    async fn get_leaves(&self, db: &Db, id: &str) -> Result<Vec<Value>> {
+        let Some(mut winner) = self.get_with(db, id, &[("conflicts", "true")]).await? else {
+            return Ok(Vec::new());
+        };
+        let conflicts = match winner.as_object_mut().and_then(|o| o.remove("_conflicts")) {
+            Some(Value::Array(revs)) => revs,
+            _ => Vec::new(),
+        };
+        let mut leaves = vec![winner];
+        for rev in conflicts.iter().filter_map(Value::as_str) {
+            if let Some(doc) = self.get_with(db, id, &[("rev", rev)]).await?
+                && doc.get("_deleted").and_then(Value::as_bool) != Some(true)
+            {
+                leaves.push(doc);
+            }
         }
-        if reply.status == StatusCode::NOT_FOUND {
-            return match self.classify_404(db, &reply).await? {
-                Missing::Db => Err(StoreError::NoDatabase(db.name())),
-                Missing::Doc => Ok(None),
-            };
-        }
-        Err(unexpected(db, "read document", &reply))
+        Ok(leaves)
     }
 
     async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
@@ -1475,6 +1541,16 @@ impl Store for CouchStore {
     }
 }
 
+/// Test support: the CouchDB named by `FAXD_TEST_COUCH_URL` (the CouchDB-API test server).
+#[cfg(test)]
+pub(crate) async fn test_server() -> CouchStore {
+    let url = std::env::var("FAXD_TEST_COUCH_URL").expect(
+        "FAXD_TEST_COUCH_URL is not set: run the suite with `make test`, which starts the \
+         CouchDB-API test server, or point it at a CouchDB 3",
+    );
+    CouchStore::connect(&url).await.expect("connect")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1615,11 +1691,65 @@ mod tests {
     use crate::store::{bytes_stream, read_all};
 
     async fn server() -> CouchStore {
-        let url = std::env::var("FAXD_TEST_COUCH_URL").expect(
-            "FAXD_TEST_COUCH_URL is not set: run the suite with `make test`, which starts the \
-             CouchDB-API test server, or point it at a CouchDB 3",
-        );
-        CouchStore::connect(&url).await.expect("connect")
+        super::test_server().await
+    }
+
+    /// Conflicting leaves made as a CouchDB cluster makes them: `get_leaves` lists the
+    /// winner (what `get` returns) and the conflict; a losing leaf can be deleted at its
+    /// revision, after which the document is an ordinary one again.
+    #[tokio::test]
+    async fn conflicting_revisions_are_listed_and_deleted_like_couchdb_3() {
+        let store = server().await;
+        let db = Db::Account(AccountId::generate());
+        store.ensure_db(&db).await.unwrap();
+        let doc = store.save(&db, json!({"v": 0})).await.unwrap();
+        let id = doc["_id"].as_str().unwrap().to_string();
+        let parent = doc["_rev"].as_str().unwrap().to_string();
+        assert_eq!(store.get_leaves(&db, &id).await.unwrap(), vec![doc.clone()]);
+        let (low, high) = ("0".repeat(32), "f".repeat(32));
+        let mut a = doc.clone();
+        a["v"] = json!("a");
+        let rev_a = store
+            .write_replicated(&db, Some(&parent), &low, a)
+            .await
+            .unwrap();
+        let mut b = doc.clone();
+        b["v"] = json!("b");
+        let rev_b = store
+            .write_replicated(&db, Some(&parent), &high, b)
+            .await
+            .unwrap();
+        // CouchDB's winner: same generation, higher hash.
+        let leaves = store.get_leaves(&db, &id).await.unwrap();
+        let revs: Vec<&str> = leaves.iter().map(|d| d["_rev"].as_str().unwrap()).collect();
+        assert_eq!(revs, vec![rev_b.as_str(), rev_a.as_str()]);
+        assert_eq!(leaves[1]["v"], "a");
+        assert!(leaves.iter().all(|d| d.get("_conflicts").is_none()));
+        assert_eq!(store.get(&db, &id).await.unwrap().unwrap()["v"], "b");
+        // The parent is no leaf: writing on it conflicts.
+        let mut stale = doc.clone();
+        stale["v"] = json!("stale");
+        assert!(matches!(
+            store.save(&db, stale).await,
+            Err(StoreError::Conflict)
+        ));
+        // Deleting the winning leaf leaves the other one, alone.
+        store.delete(&db, &id, &rev_b).await.unwrap();
+        let leaves = store.get_leaves(&db, &id).await.unwrap();
+        assert_eq!(leaves.len(), 1);
+        assert_eq!(leaves[0]["_rev"], rev_a.as_str());
+        let mut next = leaves[0].clone();
+        next["v"] = json!("a2");
+        store.save(&db, next).await.unwrap();
+        assert!(matches!(
+            store.delete(&db, &id, &rev_b).await,
+            Err(StoreError::Conflict)
+        ));
+        store.delete_db(&db).await.unwrap();
+        assert!(matches!(
+            store.get_leaves(&db, &id).await,
+            Err(StoreError::NoDatabase(_))
+        ));
     }
 
     async fn design_revs(store: &CouchStore, db: &Db) -> Vec<String> {

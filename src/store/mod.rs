@@ -7,6 +7,7 @@
 //! Kazoo's fax application are typed methods. Every write is announced on the change feed of
 //! its database ([`Store::subscribe`]).
 
+pub mod conflicts;
 pub mod couch;
 pub mod sqlite;
 pub mod views;
@@ -381,6 +382,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads a document; `None` if it is missing or deleted.
     async fn get(&self, db: &Db, id: &str) -> Result<Option<Value>>;
+
+    /// Every live leaf revision of a document, each a whole document with its `_rev`: first
+    /// the one [`Store::get`] returns (CouchDB's winner), then the revisions in conflict with
+    /// it (CouchDB's `_conflicts`: on a CouchDB cluster two rev-checked writes of the same
+    /// revision can both succeed). Empty if the document is missing or deleted. A store that
+    /// never keeps conflicting revisions (the embedded store) returns at most one. A losing
+    /// revision is removed with [`Store::delete`] at its `_rev`; [`conflicts`] arbitrates.
+    async fn get_leaves(&self, db: &Db, id: &str) -> Result<Vec<Value>>;
 
     /// Creates or updates a document. A document without `_id` gets a new random id. An
     /// existing document needs its current `_rev`, else [`StoreError::Conflict`]. Returns the

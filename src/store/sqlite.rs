@@ -863,6 +863,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// A single writer never lets two writes of one revision both succeed: no conflicts.
+    async fn get_leaves(&self, db: &Db, id: &str) -> Result<Vec<Value>> {
+        Ok(self.get(db, id).await?.into_iter().collect())
+    }
+
     async fn get(&self, db: &Db, id: &str) -> Result<Option<Value>> {
         let db = db.clone();
         let id = id.to_string();

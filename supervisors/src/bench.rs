@@ -100,6 +100,9 @@ impl Store for CountingStore {
     async fn get(&self, db: &Db, id: &str) -> Result<Option<Value>> {
         self.inner.get(db, id).await
     }
+    async fn get_leaves(&self, db: &Db, id: &str) -> Result<Vec<Value>> {
+        self.inner.get_leaves(db, id).await
+    }
     async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
         self.count(Write::Save);
         self.inner.save(db, doc).await

@@ -5,6 +5,7 @@
 //! parts: an operator's convert command, the test-only fault hook, fax_monitor's requeue.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -833,6 +834,29 @@ fn calls_to(engine: &Engine, to: &str) -> Vec<faxd::gateway::script::Originated>
         .collect()
 }
 
+/// An engine for `account` whose conversions take 5 s and produce `tiff`: longer than its
+/// job lease (3 s, fax_monitor sweeping every second).
+async fn slow_prepare_engine(
+    store: &SharedStore,
+    account: &AccountId,
+    tiff: &Path,
+    fax_config: Value,
+) -> Engine {
+    Engine::start_with(
+        store.clone(),
+        &[account],
+        fax_config,
+        Duration::from_millis(50),
+        Opts {
+            lease: Duration::from_secs(3),
+            sweep: Duration::from_secs(1),
+            convert_pdf_command: Some(format!("sleep 5 && cp '{}' \"$TO\"", tiff.display())),
+            ..Opts::new(Timeouts::default())
+        },
+    )
+    .await
+}
+
 /// A conversion that takes longer than the job lease (5 s against 3 s, fax_monitor sweeping
 /// every second) neither loses the fax nor sends it twice, with and without number
 /// serialisation: the worker keeps the lease alive while it converts, and dials once.
@@ -842,19 +866,8 @@ async fn a_prepare_slower_than_the_lease_sends_once(store: SharedStore) {
     std::fs::write(&tiff, blank_tiff(2)).expect("tiff");
     for serialize in [true, false] {
         let account = new_account(&store, None).await;
-        let engine = Engine::start_with(
-            store.clone(),
-            &[&account],
-            json!({"serialize_outbound_numbers": serialize, "store_fax_tiff": false}),
-            Duration::from_millis(50),
-            Opts {
-                lease: Duration::from_secs(3),
-                sweep: Duration::from_secs(1),
-                convert_pdf_command: Some(format!("sleep 5 && cp '{}' \"$TO\"", tiff.display())),
-                ..Opts::new(Timeouts::default())
-            },
-        )
-        .await;
+        let config = json!({"serialize_outbound_numbers": serialize, "store_fax_tiff": false});
+        let engine = slow_prepare_engine(&store, &account, &tiff, config).await;
         let to = format!("+1421{:07}", rand_digits() + 7_000_000);
         let id = submit_original(&store, &account, &to).await;
         let doc = wait_final(&store, &account, &id, Duration::from_secs(60)).await;
@@ -1132,6 +1145,90 @@ async fn cancel_racing_a_take_ends_each_job_once(store: SharedStore) {
         }
     }
     eprintln!("{cancelled} of 30 cancelled, the others sent once");
+    nothing_left_queued(&store, &account).await;
+    engine.stop().await;
+}
+
+/// Two nodes both took a job: a CouchDB cluster accepted both takes as conflicting
+/// revisions (made here with `new_edits: false` while this node's worker converts the
+/// document). The other take wins (same generation, smaller lease token) although CouchDB's
+/// own winner may be this node's, so this node's worker backs off before dialling and its
+/// revision is deleted. The other node is dead: once its lease runs out the job is requeued
+/// and sent, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn couchdb_a_conflicting_take_that_wins_means_no_call_here() {
+    let (store, _dir) = couch().await;
+    let url = std::env::var("FAXD_TEST_COUCH_URL").expect("FAXD_TEST_COUCH_URL");
+    let tiff_dir = tempfile::tempdir().expect("tempdir");
+    let tiff = tiff_dir.path().join("converted.tiff");
+    std::fs::write(&tiff, blank_tiff(2)).expect("tiff");
+    let account = new_account(&store, None).await;
+    let engine =
+        slow_prepare_engine(&store, &account, &tiff, json!({"store_fax_tiff": false})).await;
+    let to = format!("+1425{:07}", rand_digits() + 5_000_000);
+    let id = submit_original(&store, &account, &to).await;
+    // This node's take, while it converts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ours = loop {
+        let doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
+        if doc["pvt_job_status"] == "processing" {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "never taken: {doc}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // The other node's take of the same revision, as a replica accepted it.
+    let http = reqwest::Client::new();
+    let doc_url = format!("{url}/faxes/{id}");
+    let revs: Value = http
+        .get(format!("{doc_url}?revs=true"))
+        .send()
+        .await
+        .expect("revs")
+        .json()
+        .await
+        .expect("revs json");
+    let start = revs["_revisions"]["start"].as_i64().expect("start");
+    let parent = revs["_revisions"]["ids"][1]
+        .as_str()
+        .expect("parent")
+        .to_string();
+    let ghost_rev = format!("{start}-{}", "0".repeat(32));
+    let mut ghost = ours.clone();
+    ghost["_rev"] = json!(ghost_rev);
+    ghost["_revisions"] = json!({"start": start, "ids": ["0".repeat(32), parent]});
+    ghost["pvt_job_node"] = json!("faxd-ghost@127.0.0.1");
+    ghost["pvt_lease"] = json!("0000-ghost");
+    ghost["pvt_heartbeat"] = json!(faxd::time::now_unix_ms());
+    ghost["_attachments"] = json!({"original_file.pdf": {"content_type": "application/pdf",
+        "data": "JVBERi0xLjQKJSVFT0YK"}});
+    let reply = http
+        .post(format!("{url}/faxes/_bulk_docs"))
+        .json(&json!({"new_edits": false, "docs": [ghost]}))
+        .send()
+        .await
+        .expect("bulk_docs");
+    assert!(reply.status().is_success(), "{:?}", reply.text().await);
+    // This node's worker finds the other take before it dials: its revision goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leaves = store.get_leaves(&Db::Faxes, &id).await.expect("leaves");
+        if leaves.len() == 1 {
+            assert_eq!(leaves[0]["_rev"], ghost_rev.as_str(), "{leaves:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "conflict never settled: {leaves:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Requeued once the dead node's lease ran out, then sent by this node: one call.
+    let doc = wait_final(&store, &account, &id, Duration::from_secs(60)).await;
+    assert_eq!(doc["pvt_job_status"], "completed", "{doc}");
+    assert_eq!(doc["attempts"], 2, "the dead node's attempt counted: {doc}");
+    assert_eq!(calls_to(&engine, &to).len(), 1, "exactly one transmission");
+    assert!(engine.gw.hangups().iter().all(|h| h.to != to));
     nothing_left_queued(&store, &account).await;
     engine.stop().await;
 }
