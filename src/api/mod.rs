@@ -175,7 +175,8 @@ pub fn endpoints() -> Vec<Endpoint> {
 /// actix tries the resources in the order they are mounted, each with a path pattern with
 /// parameters costing a regular-expression match; no two of these patterns match the same
 /// path, so the order only decides the cost: paths without parameters first (a string
-/// comparison each), then the account's own fax routes (the busiest), then the others.
+/// comparison each), then the account's own fax routes (the busiest) in one scope (one
+/// match of its prefix, then their own short patterns), then the others.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let mut paths: Vec<String> = Vec::new();
     let all = endpoints();
@@ -186,27 +187,48 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
     // A stable sort: within each rank, the order of `endpoints`.
     paths.sort_by_key(|p| route_rank(p));
+    let mut faxes = Some(web::scope(FAX_SCOPE));
     for path in paths {
-        let mut resource = web::resource(path.as_str());
+        let mut resource = match path.strip_prefix(FAX_SCOPE) {
+            Some(rest) if route_rank(&path) == 1 => web::resource(rest),
+            _ => web::resource(path.as_str()),
+        };
         for e in all.iter().filter(|e| e.path == path) {
             resource = resource.route((e.route)());
         }
         let pattern: std::rc::Rc<str> = std::rc::Rc::from(path.as_str());
-        cfg.service(
-            resource
-                .default_service(web::to(method_not_allowed))
-                .wrap(from_fn(move |req, next| {
-                    authz::guard(pattern.clone(), req, next)
-                })),
-        );
+        let resource = resource
+            .default_service(web::to(method_not_allowed))
+            .wrap(from_fn(move |req, next| {
+                authz::guard(pattern.clone(), req, next)
+            }));
+        match route_rank(&path) {
+            0 => {
+                cfg.service(resource);
+            }
+            1 => faxes = faxes.take().map(|f| f.service(resource)),
+            _ => {
+                // The scope goes right after the paths without parameters.
+                if let Some(f) = faxes.take() {
+                    cfg.service(f);
+                }
+                cfg.service(resource);
+            }
+        }
+    }
+    if let Some(f) = faxes.take() {
+        cfg.service(f);
     }
 }
+
+/// The prefix of the account's own fax routes.
+const FAX_SCOPE: &str = "/v2/accounts/{account_id}/faxes";
 
 /// Where a path is mounted (lower first), see [`routes`].
 fn route_rank(path: &str) -> u8 {
     if !path.contains('{') {
         0
-    } else if path.starts_with("/v2/accounts/{account_id}/faxes") {
+    } else if path == FAX_SCOPE || path.starts_with(&format!("{FAX_SCOPE}/")) {
         1
     } else {
         2
