@@ -6,7 +6,7 @@
 //! How stale an entry can be, by where the change was written:
 //! - **by this node's API** (logout, a user disabled, deleted or given a new password, an
 //!   account disabled or deleted, an API key regenerated): never. Every store write of the API
-//!   goes through [`Invalidating`], which drops the entries of the documents it wrote before it
+//!   goes through [`Invalidates`], which drops the entries of the documents it wrote before it
 //!   returns, so the very next request reads them again.
 //! - **anywhere else** (another node, another process on the same data, a tool writing straight
 //!   to the store): an entry of the `accounts` database (accounts, revocation records) is dropped
@@ -22,17 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
 
-use crate::ids::{AccountId, Db};
-use crate::model::JobStatus;
-use crate::store::{
-    Attachment, Backend, ByteStream, Change, CreatedRange, FaxboxAddress, JobRow, Listing,
-    ModbFilter, ModbRow, NewAttachment, Page, Result, SharedStore, SmtpLogRow, Store,
-};
+use crate::ids::Db;
+use crate::store::observed::{Write, WriteObserver};
+use crate::store::{Change, Result, SharedStore};
 
 /// The longest an entry is used after it was read: the bound on how long a change the change
 /// feed does not deliver (see the module documentation) goes unseen.
@@ -205,188 +201,32 @@ impl AuthCache {
     }
 }
 
-/// The API's store: every write to an account or the `accounts` database drops the cached
-/// entries of what it wrote (before and after the write, so no lookup in between keeps an
-/// old version); everything else passes straight to the store.
-pub struct Invalidating {
-    inner: SharedStore,
-    cache: Arc<AuthCache>,
-}
+/// What the API's store ([`crate::store::observed::Observed`]) tells the cache: every write to
+/// an account or the `accounts` database drops the entries of what it wrote, before and after
+/// the write, so no lookup in between keeps an old version.
+pub struct Invalidates(pub Arc<AuthCache>);
 
-impl Invalidating {
-    pub fn new(inner: SharedStore, cache: Arc<AuthCache>) -> Self {
-        Self { inner, cache }
+impl WriteObserver for Invalidates {
+    fn before(&self, write: &Write<'_>) {
+        self.forget(write);
     }
 
-    async fn around<T>(
-        &self,
-        db: &Db,
-        id: &str,
-        write: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.cache.forget(db, id);
-        let out = write.await;
-        self.cache.forget(db, id);
-        out
+    fn after(&self, write: &Write<'_>) {
+        self.forget(write);
     }
 }
 
-fn doc_id(doc: &Value) -> Option<String> {
-    doc.get("_id").and_then(Value::as_str).map(str::to_string)
-}
-
-#[async_trait]
-impl Store for Invalidating {
-    fn backend(&self) -> Backend {
-        self.inner.backend()
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().await
-    }
-
-    async fn ensure_db(&self, db: &Db) -> Result<()> {
-        self.inner.ensure_db(db).await
-    }
-
-    async fn db_exists(&self, db: &Db) -> Result<bool> {
-        self.inner.db_exists(db).await
-    }
-
-    async fn delete_db(&self, db: &Db) -> Result<()> {
-        self.cache.forget_db(db);
-        let out = self.inner.delete_db(db).await;
-        self.cache.forget_db(db);
-        out
-    }
-
-    async fn get(&self, db: &Db, id: &str) -> Result<Option<Value>> {
-        self.inner.get(db, id).await
-    }
-
-    async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
-        match doc_id(&doc) {
-            Some(id) => self.around(db, &id, self.inner.save(db, doc)).await,
-            // A new document: nothing cached under its id yet.
-            None => self.inner.save(db, doc).await,
+impl Invalidates {
+    fn forget(&self, write: &Write<'_>) {
+        match *write {
+            Write::Save { db, id: Some(id) }
+            | Write::SaveWithAttachments { db, id: Some(id) }
+            | Write::Delete { db, id }
+            | Write::PutAttachment { db, id }
+            | Write::DeleteAttachment { db, id } => self.0.forget(db, id),
+            // A new document: nothing is cached under an id it has not got yet.
+            Write::Save { id: None, .. } | Write::SaveWithAttachments { id: None, .. } => {}
+            Write::DeleteDb { db } => self.0.forget_db(db),
         }
-    }
-
-    async fn save_with_attachments(
-        &self,
-        db: &Db,
-        doc: Value,
-        attachments: Vec<NewAttachment>,
-    ) -> Result<Value> {
-        match doc_id(&doc) {
-            Some(id) => {
-                let write = self.inner.save_with_attachments(db, doc, attachments);
-                self.around(db, &id, write).await
-            }
-            None => self.inner.save_with_attachments(db, doc, attachments).await,
-        }
-    }
-
-    async fn delete(&self, db: &Db, id: &str, rev: &str) -> Result<String> {
-        self.around(db, id, self.inner.delete(db, id, rev)).await
-    }
-
-    async fn put_attachment(
-        &self,
-        db: &Db,
-        id: &str,
-        rev: Option<&str>,
-        name: &str,
-        content_type: &str,
-        body: ByteStream,
-    ) -> Result<String> {
-        let write = self
-            .inner
-            .put_attachment(db, id, rev, name, content_type, body);
-        self.around(db, id, write).await
-    }
-
-    async fn get_attachment(&self, db: &Db, id: &str, name: &str) -> Result<Option<Attachment>> {
-        self.inner.get_attachment(db, id, name).await
-    }
-
-    async fn delete_attachment(&self, db: &Db, id: &str, rev: &str, name: &str) -> Result<String> {
-        self.around(db, id, self.inner.delete_attachment(db, id, rev, name))
-            .await
-    }
-
-    async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>> {
-        self.inner.schedule_accounts().await
-    }
-
-    async fn jobs_by_account(&self, account: &AccountId, limit: usize) -> Result<Vec<JobRow>> {
-        self.inner.jobs_by_account(account, limit).await
-    }
-
-    async fn locked_jobs_by_account(&self, account: &AccountId) -> Result<Vec<JobRow>> {
-        self.inner.locked_jobs_by_account(account).await
-    }
-
-    async fn processing_by_node(&self, node: Option<&str>) -> Result<Vec<JobRow>> {
-        self.inner.processing_by_node(node).await
-    }
-
-    async fn stale_jobs(&self, status: JobStatus, modified_before: i64) -> Result<Vec<JobRow>> {
-        self.inner.stale_jobs(status, modified_before).await
-    }
-
-    async fn list_by_account_state(
-        &self,
-        account: &AccountId,
-        status: Option<JobStatus>,
-        range: CreatedRange,
-        page: Page,
-    ) -> Result<Listing<JobRow>> {
-        self.inner
-            .list_by_account_state(account, status, range, page)
-            .await
-    }
-
-    async fn list_by_faxbox_state(
-        &self,
-        faxbox_id: &str,
-        status: Option<JobStatus>,
-        range: CreatedRange,
-        page: Page,
-    ) -> Result<Listing<JobRow>> {
-        self.inner
-            .list_by_faxbox_state(faxbox_id, status, range, page)
-            .await
-    }
-
-    async fn faxbox_by_email(&self, address: &str) -> Result<Option<FaxboxAddress>> {
-        self.inner.faxbox_by_email(address).await
-    }
-
-    async fn modb_list(
-        &self,
-        account: &AccountId,
-        filter: &ModbFilter,
-        range: CreatedRange,
-        page: Page,
-    ) -> Result<Listing<ModbRow>> {
-        self.inner.modb_list(account, filter, range, page).await
-    }
-
-    async fn smtp_logs(
-        &self,
-        account: &AccountId,
-        range: CreatedRange,
-        page: Page,
-    ) -> Result<Listing<SmtpLogRow>> {
-        self.inner.smtp_logs(account, range, page).await
-    }
-
-    async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {
-        self.inner.docs_by_type(db, pvt_type).await
-    }
-
-    async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>> {
-        self.inner.subscribe(db).await
     }
 }

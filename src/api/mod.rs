@@ -87,7 +87,10 @@ impl ApiState {
         converter: Arc<crate::convert::Converter>,
     ) -> Self {
         let auth_cache = Arc::new(auth_cache::AuthCache::default());
-        let store: SharedStore = Arc::new(auth_cache::Invalidating::new(store, auth_cache.clone()));
+        let store: SharedStore = Arc::new(crate::store::observed::Observed::new(
+            store,
+            auth_cache::Invalidates(auth_cache.clone()),
+        ));
         Self {
             auth_cache,
             rate_limits: rate_limit::RateLimiter::new(&options.rate_limit),

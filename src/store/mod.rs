@@ -8,6 +8,7 @@
 //! its database ([`Store::subscribe`]).
 
 pub mod couch;
+pub mod observed;
 pub mod sqlite;
 pub mod views;
 
