@@ -43,6 +43,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, web};
 use serde_json::Value;
 
+use super::auth_cache::Reads;
 use super::request::{self, Caller};
 use super::{ApiError, ApiState};
 use crate::ids::AccountId;
@@ -180,13 +181,13 @@ pub fn allows(access: Access, caller: &Caller, role: Option<Role>, user_id: Opti
 /// for a malformed or missing one, 403 outside the caller's tree) and checks the role table
 /// (403), all before the handler reads the body. A verb the resource does not serve passes
 /// through to its 405.
+/// `pattern` is the resource's path as mounted (known when it is mounted, so not matched
+/// again here).
 pub async fn guard(
+    pattern: std::rc::Rc<str>,
     mut req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let Some(pattern) = req.match_pattern() else {
-        return next.call(req).await;
-    };
     let method = req.method().clone();
     if !served(&method, &pattern) {
         return next.call(req).await;
@@ -195,13 +196,27 @@ pub async fn guard(
     if access == Access::Public {
         return next.call(req).await;
     }
-    match authorize(&mut req, access).await {
+    let reads = reads_for(&method, &pattern);
+    match authorize(&mut req, access, reads).await {
         Ok(()) => next.call(req).await,
         Err(e) => Ok(req.error_response(e)),
     }
 }
 
-async fn authorize(req: &mut ServiceRequest, access: Access) -> Result<(), ApiError> {
+/// How a request reads the documents it is authenticated with: reads and the fax routes
+/// (which never save an account or user document) use the authentication cache; any other
+/// write reads them fresh, so its handler saves from their current revision.
+fn reads_for(method: &Method, pattern: &str) -> Reads {
+    let segs: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+    let fax_route = segs.contains(&"faxes");
+    if *method == Method::GET || *method == Method::HEAD || fax_route {
+        Reads::Cached
+    } else {
+        Reads::Fresh
+    }
+}
+
+async fn authorize(req: &mut ServiceRequest, access: Access, reads: Reads) -> Result<(), ApiError> {
     let state = req
         .app_data::<web::Data<ApiState>>()
         .cloned()
@@ -212,7 +227,7 @@ async fn authorize(req: &mut ServiceRequest, access: Access) -> Result<(), ApiEr
             .await?
             .ok_or(ApiError::InvalidCredentials)?,
     };
-    let caller = request::check_token(&state, &token).await?;
+    let caller = request::check_token_with(&state, &token, reads).await?;
     req.extensions_mut()
         .insert(super::envelope::AuthToken(token));
     req.extensions_mut().insert(caller.clone());
@@ -220,7 +235,7 @@ async fn authorize(req: &mut ServiceRequest, access: Access) -> Result<(), ApiEr
     state.rate_limits.charge_account(&caller.account)?;
     let target = match req.match_info().get("account_id") {
         Some(_) => {
-            let (id, doc) = request::resolve_account(req.request(), &state, &caller).await?;
+            let (id, doc) = request::resolve_account(req.request(), &state, &caller, reads).await?;
             let role = role_in(&caller, &id);
             Some((id, doc, role))
         }

@@ -228,18 +228,36 @@ pub fn success_with(
     data: Value,
     extra: Map<String, Value>,
 ) -> HttpResponse {
+    let data = (!data.is_null()).then(|| data.to_string());
+    success_serialized(req, node, status, data, extra)
+}
+
+/// [`success_with`] for `data` already serialised (a listing serialises its page once, for
+/// its revision digest and the answer alike); `None` leaves `data` out.
+pub fn success_serialized(
+    req: &HttpRequest,
+    node: &str,
+    status: StatusCode,
+    data: Option<String>,
+    extra: Map<String, Value>,
+) -> HttpResponse {
     let mut env = base(req, node);
     env.insert("status".into(), json!("success"));
-    if !data.is_null() {
-        env.insert("data".into(), data);
-    }
     if let Some(token) = auth_token_of(req) {
         env.insert("auth_token".into(), json!(token));
     }
     env.extend(extra);
+    // An extra `data` wins, as it would in the map.
+    let data = env.remove("data").map(|d| d.to_string()).or(data);
+    let rest = Value::Object(env).to_string();
+    let body = match data {
+        // `rest` is a non-empty object (it has `status`): `data` goes first.
+        Some(data) => format!("{{\"data\":{data},{}", &rest[1..]),
+        None => rest,
+    };
     HttpResponse::build(status)
         .content_type("application/json")
-        .body(Value::Object(env).to_string())
+        .body(body)
 }
 
 fn base(req: &HttpRequest, node: &str) -> Map<String, Value> {

@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
 
-use super::envelope::success_with;
+use super::envelope::{success_serialized, success_with};
 use super::filter::{Direction, Filters};
 use super::{ApiError, ApiState};
 use crate::store::{CreatedRange, Cursor, Listing, Page};
@@ -334,11 +334,11 @@ pub fn respond_list(
             extra.insert("next_start_key".into(), json!(k));
         }
     }
-    let data = Value::Array(rows);
+    let data = Value::Array(rows).to_string();
     use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(data.to_string().as_bytes()));
+    let digest = hex::encode(sha2::Sha256::digest(data.as_bytes()));
     extra.insert("revision".into(), json!(&digest[..32]));
-    success_with(req, &state.node, StatusCode::OK, data, extra)
+    success_serialized(req, &state.node, StatusCode::OK, Some(data), extra)
 }
 
 /// Answers one document (public fields), with its revision.

@@ -6,6 +6,7 @@ pub mod about;
 pub mod accept;
 pub mod accounts;
 pub mod admission;
+pub mod auth_cache;
 pub mod authz;
 pub mod callflows;
 pub mod envelope;
@@ -61,6 +62,9 @@ pub struct ApiState {
     pub rate_limits: rate_limit::RateLimiter,
     /// Where accepted submissions are fetched and converted after the answer.
     pub intake: crate::intake::background::IntakePool,
+    /// The documents authentication reads (see [`auth_cache`]); `store` drops its entries on
+    /// every write.
+    pub auth_cache: Arc<auth_cache::AuthCache>,
     token_key: OnceCell<Vec<u8>>,
 }
 
@@ -82,7 +86,13 @@ impl ApiState {
         options: ApiSection,
         converter: Arc<crate::convert::Converter>,
     ) -> Self {
+        let auth_cache = Arc::new(auth_cache::AuthCache::default());
+        let store: SharedStore = Arc::new(crate::store::observed::Observed::new(
+            store,
+            auth_cache::Invalidates(auth_cache.clone()),
+        ));
         Self {
+            auth_cache,
             rate_limits: rate_limit::RateLimiter::new(&options.rate_limit),
             converter,
             status: None,
@@ -170,6 +180,12 @@ pub fn endpoints() -> Vec<Endpoint> {
 /// Routes of the API, mounted on an actix `App`: one resource per path, its methods, and a
 /// 405 for the others. Every resource passes through [`authz::guard`] (authentication and the
 /// role table) before its handler runs.
+///
+/// actix tries the resources in the order they are mounted, each with a path pattern with
+/// parameters costing a regular-expression match; no two of these patterns match the same
+/// path, so the order only decides the cost: paths without parameters first (a string
+/// comparison each), then the account's own fax routes (the busiest) in one scope (one
+/// match of its prefix, then their own short patterns), then the others.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let mut paths: Vec<String> = Vec::new();
     let all = endpoints();
@@ -178,16 +194,53 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             paths.push(e.path.clone());
         }
     }
+    // A stable sort: within each rank, the order of `endpoints`.
+    paths.sort_by_key(|p| route_rank(p));
+    let mut faxes = Some(web::scope(FAX_SCOPE));
     for path in paths {
-        let mut resource = web::resource(path.as_str());
+        let mut resource = match path.strip_prefix(FAX_SCOPE) {
+            Some(rest) if route_rank(&path) == 1 => web::resource(rest),
+            _ => web::resource(path.as_str()),
+        };
         for e in all.iter().filter(|e| e.path == path) {
             resource = resource.route((e.route)());
         }
-        cfg.service(
-            resource
-                .default_service(web::to(method_not_allowed))
-                .wrap(from_fn(authz::guard)),
-        );
+        let pattern: std::rc::Rc<str> = std::rc::Rc::from(path.as_str());
+        let resource = resource
+            .default_service(web::to(method_not_allowed))
+            .wrap(from_fn(move |req, next| {
+                authz::guard(pattern.clone(), req, next)
+            }));
+        match route_rank(&path) {
+            0 => {
+                cfg.service(resource);
+            }
+            1 => faxes = faxes.take().map(|f| f.service(resource)),
+            _ => {
+                // The scope goes right after the paths without parameters.
+                if let Some(f) = faxes.take() {
+                    cfg.service(f);
+                }
+                cfg.service(resource);
+            }
+        }
+    }
+    if let Some(f) = faxes.take() {
+        cfg.service(f);
+    }
+}
+
+/// The prefix of the account's own fax routes.
+const FAX_SCOPE: &str = "/v2/accounts/{account_id}/faxes";
+
+/// Where a path is mounted (lower first), see [`routes`].
+fn route_rank(path: &str) -> u8 {
+    if !path.contains('{') {
+        0
+    } else if path == FAX_SCOPE || path.starts_with(&format!("{FAX_SCOPE}/")) {
+        1
+    } else {
+        2
     }
 }
 
@@ -283,4 +336,40 @@ pub fn app(
         .wrap(from_fn(envelope::request_id_middleware))
         .configure(routes)
         .default_service(web::to(not_found))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two patterns match a common path when they have as many segments and, at each, the
+    /// same text or a parameter on either side.
+    fn overlap(a: &str, b: &str) -> bool {
+        let (sa, sb): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+        sa.len() == sb.len()
+            && sa
+                .iter()
+                .zip(&sb)
+                .all(|(x, y)| x == y || x.starts_with('{') || y.starts_with('{'))
+    }
+
+    #[test]
+    fn no_two_routes_match_one_path_so_their_order_is_free() {
+        let mut paths: Vec<String> = endpoints().into_iter().map(|e| e.path).collect();
+        paths.sort();
+        paths.dedup();
+        assert!(paths.len() > 50);
+        for (i, a) in paths.iter().enumerate() {
+            for b in &paths[i + 1..] {
+                assert!(!overlap(a, b), "{a} and {b} match a common path");
+            }
+        }
+        assert!(overlap("/v2/accounts/{a}/x", "/v2/accounts/b/{c}"));
+        assert_eq!(route_rank("/v2/about"), 0);
+        assert_eq!(
+            route_rank("/v2/accounts/{account_id}/faxes/outbox/{fax_id}"),
+            1
+        );
+        assert_eq!(route_rank("/v2/accounts/{account_id}/users/{user_id}"), 2);
+    }
 }

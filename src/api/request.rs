@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
+use super::auth_cache::Reads;
 use super::envelope::AuthToken;
 use super::token::{self, Claims};
 use super::{ApiError, ApiState};
@@ -210,22 +211,39 @@ impl Caller {
     }
 }
 
-/// Checks a token: signature, expiry, revocation, and that its account still exists.
+/// Checks a token: signature, expiry, revocation, and that its account still exists, all
+/// read from the store.
 pub async fn check_token(state: &ApiState, token: &str) -> Result<Caller, ApiError> {
+    check_token_with(state, token, Reads::Fresh).await
+}
+
+/// [`check_token`], reading the revocation record, the account and the user as `reads` says
+/// (see [`super::auth_cache`] for how stale a cached one may be).
+pub async fn check_token_with(
+    state: &ApiState,
+    token: &str,
+    reads: Reads,
+) -> Result<Caller, ApiError> {
     let key = state.token_key().await?;
     let claims = token::verify(&key, token, chrono::Utc::now().timestamp())
         .map_err(|_| ApiError::InvalidCredentials)?;
-    if token::is_revoked(&state.store, &claims).await? {
+    let revoked = token::revocation_id(&claims);
+    if state
+        .auth_cache
+        .get(&state.store, &Db::Accounts, &revoked, reads)
+        .await?
+        .is_some()
+    {
         return Err(ApiError::InvalidCredentials);
     }
     let account = AccountId::parse(&claims.account_id).map_err(|_| ApiError::InvalidCredentials)?;
-    let doc = live_account(state, &account)
+    let doc = live_account_with(state, &account, reads)
         .await?
         .ok_or(ApiError::InvalidCredentials)?;
     if doc.get("pvt_enabled").and_then(Value::as_bool) == Some(false) {
         return Err(ApiError::InvalidCredentials);
     }
-    let Some(admin) = identity_holds(state, &key, &claims, &account, &doc).await? else {
+    let Some(admin) = identity_holds(state, &key, &claims, &account, &doc, reads).await? else {
         return Err(ApiError::InvalidCredentials);
     };
     let superduper = doc
@@ -272,11 +290,12 @@ async fn identity_holds(
     claims: &Claims,
     account: &AccountId,
     account_doc: &Value,
+    reads: Reads,
 ) -> Result<Option<bool>, ApiError> {
     let user = match &claims.owner_id {
         Some(owner) => match state
-            .store
-            .get(&Db::Account(account.clone()), owner)
+            .auth_cache
+            .get(&state.store, &Db::Account(account.clone()), owner, reads)
             .await?
         {
             Some(u) => Some(u),
@@ -311,7 +330,19 @@ pub async fn authenticate(
 
 /// An account's directory document, `None` when missing or deleted.
 pub async fn live_account(state: &ApiState, id: &AccountId) -> Result<Option<Value>, ApiError> {
-    let doc = state.store.get(&Db::Accounts, id.as_str()).await?;
+    live_account_with(state, id, Reads::Fresh).await
+}
+
+/// [`live_account`], read as `reads` says.
+pub async fn live_account_with(
+    state: &ApiState,
+    id: &AccountId,
+    reads: Reads,
+) -> Result<Option<Value>, ApiError> {
+    let doc = state
+        .auth_cache
+        .get(&state.store, &Db::Accounts, id.as_str(), reads)
+        .await?;
     Ok(doc.filter(|d| {
         d.get("pvt_type").and_then(Value::as_str) == Some("account")
             && !d
@@ -352,19 +383,20 @@ pub async fn target_account(
     if let Some(t) = req.extensions().get::<super::authz::Target>() {
         return Ok((t.id.clone(), t.doc.clone()));
     }
-    resolve_account(req, state, caller).await
+    resolve_account(req, state, caller, Reads::Fresh).await
 }
 
-/// [`target_account`] from the store.
+/// [`target_account`] from the store (or the authentication cache, as `reads` says).
 pub async fn resolve_account(
     req: &HttpRequest,
     state: &ApiState,
     caller: &Caller,
+    reads: Reads,
 ) -> Result<(AccountId, Value), ApiError> {
     let raw = param(req, "account_id")?;
     let id = AccountId::parse(raw)
         .map_err(|_| ApiError::BadIdentifier(format!("invalid account_id '{raw}'")))?;
-    let doc = live_account(state, &id)
+    let doc = live_account_with(state, &id, reads)
         .await?
         .ok_or_else(|| ApiError::BadIdentifier(id.to_string()))?;
     if !may_access(caller, &id, &doc) {

@@ -153,7 +153,7 @@ pub async fn load_or_create_key(store: &SharedStore) -> Result<Vec<u8>, StoreErr
 /// Records a token as revoked (until it expires).
 pub async fn revoke(store: &SharedStore, claims: &Claims) -> Result<(), StoreError> {
     let doc = json!({
-        "_id": format!("{REVOKED_PREFIX}{}", claims.jti),
+        "_id": revocation_id(claims),
         "pvt_type": REVOKED_TYPE,
         "exp": claims.exp,
     });
@@ -163,12 +163,9 @@ pub async fn revoke(store: &SharedStore, claims: &Claims) -> Result<(), StoreErr
     }
 }
 
-/// Whether a token was revoked.
-pub async fn is_revoked(store: &SharedStore, claims: &Claims) -> Result<bool, StoreError> {
-    Ok(store
-        .get(&Db::Accounts, &format!("{REVOKED_PREFIX}{}", claims.jti))
-        .await?
-        .is_some())
+/// The id of a token's revocation record in the `accounts` database (present once revoked).
+pub fn revocation_id(claims: &Claims) -> String {
+    format!("{REVOKED_PREFIX}{}", claims.jti)
 }
 
 #[cfg(test)]

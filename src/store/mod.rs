@@ -9,6 +9,7 @@
 
 pub mod conflicts;
 pub mod couch;
+pub mod observed;
 pub mod sqlite;
 pub mod views;
 

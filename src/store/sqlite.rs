@@ -604,6 +604,80 @@ fn query_bodies(
     Ok(out)
 }
 
+/// The keys of a MODB fax document its listing row is made of ([`modb_row`]); a listing
+/// parses only these, skipping the rest of each body.
+#[derive(serde::Deserialize)]
+struct ModbFields {
+    pvt_type: Option<Value>,
+    pvt_deleted: Option<Value>,
+    folder: Option<Value>,
+    pvt_job_status: Option<Value>,
+    faxbox_id: Option<Value>,
+    owner_id: Option<Value>,
+    to_number: Option<Value>,
+    from_number: Option<Value>,
+    pvt_created: Option<Value>,
+    from_name: Option<Value>,
+    to_name: Option<Value>,
+    tx_result: Option<Value>,
+    rx_result: Option<Value>,
+    pvt_pages: Option<Value>,
+    pvt_delivered_date: Option<Value>,
+}
+
+/// Runs a listing query of `(id, body)` over MODB faxes into their rows.
+fn query_modb_rows(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<ModbRow>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = stmt.query(params).map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(db_err)? {
+        let id: String = r.get(0).map_err(db_err)?;
+        let body = r
+            .get_ref(1)
+            .map_err(db_err)?
+            .as_str()
+            .map_err(|e| StoreError::Backend(format!("document {id}: {e}")))?;
+        match modb_row_of_body(id.clone(), body) {
+            Ok(row) => out.extend(row),
+            Err(e) => tracing::warn!(%id, error = %e, "skipping unreadable document in a view"),
+        }
+    }
+    Ok(out)
+}
+
+/// [`modb_row`] of a stored body, parsing only the keys the row is made of.
+fn modb_row_of_body(id: String, body: &str) -> serde_json::Result<Option<ModbRow>> {
+    let f: ModbFields = serde_json::from_str(body)?;
+    let mut doc = Map::new();
+    doc.insert("_id".into(), Value::String(id));
+    for (k, v) in [
+        ("pvt_type", f.pvt_type),
+        ("pvt_deleted", f.pvt_deleted),
+        ("folder", f.folder),
+        ("pvt_job_status", f.pvt_job_status),
+        ("faxbox_id", f.faxbox_id),
+        ("owner_id", f.owner_id),
+        ("to_number", f.to_number),
+        ("from_number", f.from_number),
+        ("pvt_created", f.pvt_created),
+        ("from_name", f.from_name),
+        ("to_name", f.to_name),
+        ("tx_result", f.tx_result),
+        ("rx_result", f.rx_result),
+        ("pvt_pages", f.pvt_pages),
+        ("pvt_delivered_date", f.pvt_delivered_date),
+    ] {
+        if let Some(v) = v {
+            doc.insert(k.into(), v);
+        }
+    }
+    Ok(modb_row(&Value::Object(doc)))
+}
+
 fn jobs(rows: Vec<Value>) -> Vec<JobRow> {
     rows.iter().filter_map(job_row).collect()
 }
@@ -1357,7 +1431,7 @@ impl Store for SqliteStore {
                 page.limit,
                 ModbRow::cursor,
                 |db, left| {
-                    let got = query_bodies(
+                    query_modb_rows(
                         conn,
                         &sql,
                         &[
@@ -1370,8 +1444,7 @@ impl Store for SqliteStore {
                             &c_id,
                             &left,
                         ],
-                    )?;
-                    Ok(got.iter().filter_map(modb_row).collect())
+                    )
                 },
             )
         })
@@ -1583,5 +1656,35 @@ fn stream_blob(
         if data_tx.blocking_send(item).is_err() || failed {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_row_from_the_parsed_keys_equals_the_row_of_the_whole_document() {
+        let mut doc = serde_json::json!({
+            "_id": "202612-0123", "pvt_type": "fax", "folder": "outbox",
+            "pvt_job_status": "completed", "faxbox_id": "fb", "owner_id": "u1",
+            "pvt_created": 63_900_000_000i64, "pvt_modified": 1, "attempts": 2,
+            "document": {"url": "http://x"}, "notifications": {"email": {"send_to": ["a@b"]}},
+        });
+        for (n, k) in crate::store::MODB_SUMMARY_KEYS.iter().enumerate() {
+            doc[*k] = serde_json::json!({"v": n});
+        }
+        let body = doc.to_string();
+        let whole = modb_row(&doc).expect("row");
+        let parsed = modb_row_of_body("202612-0123".into(), &body)
+            .expect("parses")
+            .expect("row");
+        assert_eq!(parsed, whole);
+        assert_eq!(parsed.summary.len(), crate::store::MODB_SUMMARY_KEYS.len());
+        doc["pvt_deleted"] = serde_json::json!(true);
+        assert_eq!(
+            modb_row_of_body("x".into(), &doc.to_string()).unwrap(),
+            None
+        );
     }
 }

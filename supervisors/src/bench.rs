@@ -23,17 +23,14 @@ use faxd::context::NodeContext;
 use faxd::gateway::script::ScriptGateway;
 use faxd::gateway::{FaxCall, Gateway, GatewayError, OutboundFax};
 use faxd::ids::{AccountId, Db, new_id};
-use faxd::model::JobStatus;
 use faxd::outbound::StoredTiff;
 use faxd::outbound::docs::{FAX_FILE, blank_tiff};
-use faxd::store::{
-    Attachment, Backend, ByteStream, Change, CreatedRange, FaxboxAddress, JobRow, Listing,
-    ModbFilter, ModbRow, NewAttachment, Page, Result, SharedStore, SmtpLogRow, Store, bytes_stream,
-};
+use faxd::store::observed::{Observed, Write as StoreWrite, WriteObserver};
+use faxd::store::{Result, SharedStore, bytes_stream};
 use faxd_actors::outbound::Settings;
 use ractor::Actor;
-use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast};
+use serde_json::json;
+use tokio::sync::Notify;
 
 use crate::outbound;
 use crate::supervisor::{Intensity, Supervisor, SupervisorArgs, shutdown};
@@ -58,157 +55,34 @@ const WRITE_KINDS: [(&str, Write); 5] = [
 
 /// A store that counts writes by kind: every call that writes counts once (each is one
 /// atomic store operation: one SQLite transaction, one CouchDB request).
-pub struct CountingStore {
-    inner: SharedStore,
+/// Store writes counted by kind (delete_db is not counted).
+#[derive(Default)]
+pub struct WriteCounts {
     writes: [AtomicU64; 5],
 }
 
-impl CountingStore {
-    fn new(inner: SharedStore) -> Self {
-        Self {
-            inner,
-            writes: Default::default(),
-        }
-    }
-
-    fn count(&self, kind: Write) {
-        self.writes[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
+impl WriteCounts {
     fn snapshot(&self) -> [u64; 5] {
         std::array::from_fn(|i| self.writes[i].load(Ordering::Relaxed))
     }
 }
 
-#[async_trait]
-impl Store for CountingStore {
-    fn backend(&self) -> Backend {
-        self.inner.backend()
-    }
-    async fn ping(&self) -> Result<()> {
-        self.inner.ping().await
-    }
-    async fn ensure_db(&self, db: &Db) -> Result<()> {
-        self.inner.ensure_db(db).await
-    }
-    async fn db_exists(&self, db: &Db) -> Result<bool> {
-        self.inner.db_exists(db).await
-    }
-    async fn delete_db(&self, db: &Db) -> Result<()> {
-        self.inner.delete_db(db).await
-    }
-    async fn get(&self, db: &Db, id: &str) -> Result<Option<Value>> {
-        self.inner.get(db, id).await
-    }
-    async fn get_leaves(&self, db: &Db, id: &str) -> Result<Vec<Value>> {
-        self.inner.get_leaves(db, id).await
-    }
-    async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
-        self.count(Write::Save);
-        self.inner.save(db, doc).await
-    }
-    /// One atomic store operation (one SQLite transaction, one CouchDB PUT): one write.
-    async fn save_with_attachments(
-        &self,
-        db: &Db,
-        doc: Value,
-        attachments: Vec<NewAttachment>,
-    ) -> Result<Value> {
-        self.count(Write::SaveWithAttachments);
-        self.inner.save_with_attachments(db, doc, attachments).await
-    }
-    async fn delete(&self, db: &Db, id: &str, rev: &str) -> Result<String> {
-        self.count(Write::Delete);
-        self.inner.delete(db, id, rev).await
-    }
-    async fn put_attachment(
-        &self,
-        db: &Db,
-        id: &str,
-        rev: Option<&str>,
-        name: &str,
-        content_type: &str,
-        body: ByteStream,
-    ) -> Result<String> {
-        self.count(Write::PutAttachment);
-        self.inner
-            .put_attachment(db, id, rev, name, content_type, body)
-            .await
-    }
-    async fn get_attachment(&self, db: &Db, id: &str, name: &str) -> Result<Option<Attachment>> {
-        self.inner.get_attachment(db, id, name).await
-    }
-    async fn delete_attachment(&self, db: &Db, id: &str, rev: &str, name: &str) -> Result<String> {
-        self.count(Write::DeleteAttachment);
-        self.inner.delete_attachment(db, id, rev, name).await
-    }
-    async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>> {
-        self.inner.schedule_accounts().await
-    }
-    async fn queue_depth(&self) -> Result<Vec<(String, u64)>> {
-        self.inner.queue_depth().await
-    }
-    async fn jobs_by_account(&self, account: &AccountId, limit: usize) -> Result<Vec<JobRow>> {
-        self.inner.jobs_by_account(account, limit).await
-    }
-    async fn locked_jobs_by_account(&self, account: &AccountId) -> Result<Vec<JobRow>> {
-        self.inner.locked_jobs_by_account(account).await
-    }
-    async fn processing_by_node(&self, node: Option<&str>) -> Result<Vec<JobRow>> {
-        self.inner.processing_by_node(node).await
-    }
-    async fn stale_jobs(&self, status: JobStatus, modified_before: i64) -> Result<Vec<JobRow>> {
-        self.inner.stale_jobs(status, modified_before).await
-    }
-    async fn list_by_account_state(
-        &self,
-        account: &AccountId,
-        status: Option<JobStatus>,
-        range: CreatedRange,
-        page: Page,
-    ) -> Result<Listing<JobRow>> {
-        self.inner
-            .list_by_account_state(account, status, range, page)
-            .await
-    }
-    async fn list_by_faxbox_state(
-        &self,
-        faxbox_id: &str,
-        status: Option<JobStatus>,
-        range: CreatedRange,
-        page: Page,
-    ) -> Result<Listing<JobRow>> {
-        self.inner
-            .list_by_faxbox_state(faxbox_id, status, range, page)
-            .await
-    }
-    async fn faxbox_by_email(&self, address: &str) -> Result<Option<FaxboxAddress>> {
-        self.inner.faxbox_by_email(address).await
-    }
-    async fn modb_list(
-        &self,
-        account: &AccountId,
-        filter: &ModbFilter,
-        range: CreatedRange,
-        page: Page,
-    ) -> Result<Listing<ModbRow>> {
-        self.inner.modb_list(account, filter, range, page).await
-    }
-    async fn smtp_logs(
-        &self,
-        account: &AccountId,
-        range: CreatedRange,
-        page: Page,
-    ) -> Result<Listing<SmtpLogRow>> {
-        self.inner.smtp_logs(account, range, page).await
-    }
-    async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {
-        self.inner.docs_by_type(db, pvt_type).await
-    }
-    async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>> {
-        self.inner.subscribe(db).await
+impl WriteObserver for WriteCounts {
+    fn before(&self, write: &StoreWrite<'_>) {
+        let kind = match write {
+            StoreWrite::Save { .. } => Write::Save,
+            StoreWrite::SaveWithAttachments { .. } => Write::SaveWithAttachments,
+            StoreWrite::Delete { .. } => Write::Delete,
+            StoreWrite::PutAttachment { .. } => Write::PutAttachment,
+            StoreWrite::DeleteAttachment { .. } => Write::DeleteAttachment,
+            StoreWrite::DeleteDb { .. } => return,
+        };
+        self.writes[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// The bench's store: every write counted.
+pub type CountingStore = Observed<WriteCounts>;
 
 /// A media engine whose originates wait until it is opened (the memory phase: queued jobs
 /// stay queued while the queues' slots are held).
@@ -405,7 +279,7 @@ pub async fn run(
     faxd::bootstrap::ensure_global_dbs(&store)
         .await
         .map_err(e)?;
-    let counting = Arc::new(CountingStore::new(store.clone()));
+    let counting = Arc::new(CountingStore::new(store.clone(), WriteCounts::default()));
     let shared: SharedStore = counting.clone();
     let accts: Vec<AccountId> = (0..accounts.max(1))
         .map(|_| AccountId::generate())
@@ -489,7 +363,7 @@ pub async fn run(
         "  throughput: {jobs} jobs queued in {secs:.1} s ({:.0} submissions/s)",
         jobs as f64 / secs.max(1e-9)
     );
-    let writes_before = counting.snapshot();
+    let writes_before = counting.observer().snapshot();
     let rss_before = rss_kib();
     let cpu_before = cpu_ms();
     let gw = ScriptGateway::new(Duration::ZERO, false);
@@ -510,6 +384,7 @@ pub async fn run(
     let secs = t1.elapsed().as_secs_f64();
     let cpu = cpu_ms() - cpu_before;
     let writes: Vec<u64> = counting
+        .observer()
         .snapshot()
         .iter()
         .zip(writes_before)
