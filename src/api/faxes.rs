@@ -13,12 +13,11 @@ use super::accept::{self, Negotiated, Wanted};
 use super::envelope::success_with;
 use super::listing::{Paging, fill_page, page_in_memory, respond_doc, respond_list, scan_filtered};
 use super::request::{
-    self, account_request, client_fields, is_json, load_typed, media_type, param, parse_envelope,
-    read_body,
+    self, account_request, is_json, load_typed, media_type, param, parse_envelope, read_body,
 };
 use super::{ApiError, ApiState, Endpoint, ep};
 use crate::accounts::{Account, Faxbox};
-use crate::ids::{AccountId, Db, new_id, split_modb_doc_id};
+use crate::ids::{AccountId, Db, split_modb_doc_id};
 use crate::intake::{self, Document, IntakeError, multipart, submit};
 use crate::model::{Folder, JobStatus};
 use crate::store::{CreatedRange, Cursor, JobRow, Listing, ModbFilter, ModbRow, Page, SmtpLogRow};
@@ -982,33 +981,8 @@ async fn strip(
     Ok(respond_fax(&req, &state, StatusCode::OK, &doc))
 }
 
-/// Fields a copy (resubmit/forward) never carries over.
-const NOT_COPIED: [&str; 20] = [
-    "_id",
-    "_rev",
-    "_attachments",
-    "tx_result",
-    "rx_result",
-    "retry_after",
-    "pvt_job_node",
-    "pvt_queue",
-    "pvt_delivered_date",
-    "folder",
-    "pvt_deleted",
-    "reschedule_rule",
-    "previous_status",
-    "call_id",
-    "cdr_doc_id",
-    "source_type",
-    "description",
-    "media_type",
-    "timestamp",
-    "pvt_pages",
-];
-
-/// Resubmit (outbox) or forward (inbox): a new queued job with the same document, the
-/// request's fields merged in; `resubmitting` until its document is in place, then intake
-/// finishes it like any other job.
+/// Resubmit (outbox) or forward (inbox): the request's `action` checked here, the copy made
+/// by the intake service ([`submit::IntakeService::copy`]).
 async fn copy_job(
     req: HttpRequest,
     state: web::Data<ApiState>,
@@ -1043,87 +1017,11 @@ async fn copy_job(
         Some(_) => {}
     }
     let (account, db, source) = load_folder(&req, &state, folder, Some(&env)).await?;
-    let account_doc = request::live_account(&state, &account)
-        .await?
-        .ok_or_else(|| ApiError::BadIdentifier(account.to_string()))?;
-    let mut base: Map<String, Value> = source
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
-        .collect();
-    if folder == Folder::Inbox {
-        // The number the fax came in on sends it on, unless the request says otherwise.
-        let our_number = base.get("to_number").cloned();
-        base.remove("to_number");
-        base.remove("from_name");
-        base.remove("name");
-        if let Some(n) = our_number {
-            base.insert("from_number".into(), n);
-        }
-    }
-    let mut overrides = client_fields(env.data_object()?);
-    overrides.remove("ui_metadata");
-    overrides.remove("action");
-    let mut public = client_fields(base.clone());
-    public.extend(overrides);
-    let account = Account {
-        id: account,
-        doc: account_doc,
-    };
-    let fields = state
+    let account = crate::accounts::account(&state.store, &account).await?;
+    let done = state
         .intake_service()
-        .validate_fields(&account, public, true)
+        .copy(&account, &db, &source, folder, env.data_object()?)
         .await?;
-    let account = account.id;
-    let now = crate::time::now_gregorian();
-    let mut job: Map<String, Value> = base
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("pvt_"))
-        .collect();
-    job.extend(fields);
-    let new = new_id();
-    job.insert("_id".into(), json!(new));
-    job.insert("pvt_type".into(), json!("fax"));
-    job.insert(
-        "pvt_job_status".into(),
-        json!(JobStatus::Resubmitting.as_str()),
-    );
-    job.insert("pvt_created".into(), json!(now));
-    job.insert("pvt_modified".into(), json!(now));
-    job.insert("pvt_account_id".into(), json!(account.as_str()));
-    job.insert("pvt_account_db".into(), json!("faxes"));
-    job.insert("attempts".into(), json!(0));
-    let saved = state.store.save(&Db::Faxes, Value::Object(job)).await?;
-    let source_id = source["_id"].as_str().unwrap_or_default();
-    let mut rev = saved["_rev"].as_str().map(str::to_string);
-    for name in intake::attachment_names(&source) {
-        let target = if name.starts_with("received_file_") {
-            "original_file.tiff".to_string()
-        } else if name.starts_with("original_file")
-            || name == "fax_file.tiff"
-            || name == "pdf_file.pdf"
-        {
-            name.clone()
-        } else {
-            continue;
-        };
-        if let Some(r) = intake::copy_attachment(
-            &state.store,
-            (&db, source_id, &name),
-            (&Db::Faxes, &new, rev.as_deref(), &target),
-        )
-        .await
-        .map_err(intake_err)?
-        {
-            rev = Some(r);
-        }
-    }
-    let job = load_typed(&state.store, &Db::Faxes, &new, "fax").await?;
-    let done = intake::finish_intake(&state.store, &state.conversion(), job)
-        .await
-        .map_err(intake_err)?;
     Ok(respond_fax(&req, &state, StatusCode::CREATED, &done))
 }
 

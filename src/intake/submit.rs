@@ -16,7 +16,7 @@ use super::{Conversion, Document, DocumentTypeError, IntakeError};
 use crate::accounts::{self, Account, AccountsError, Faxbox};
 use crate::config::SystemConfig;
 use crate::ids::{Db, new_id};
-use crate::model::JobStatus;
+use crate::model::{Folder, JobStatus};
 use crate::numbers::NumberError;
 use crate::store::{SharedStore, StoreError};
 use crate::timezone;
@@ -409,6 +409,93 @@ impl IntakeService {
         }
     }
 
+    /// Resubmits (outbox) or forwards (inbox) a stored fax of `account`: a new job with the
+    /// same document and the source's fields, `overrides` (public fields) merged in and
+    /// checked as a submission's; `resubmitting` until its document is copied, then converted
+    /// before the answer (→ `pending`, or `failed` with the reason). A forwarded fax is sent
+    /// from the number it came in on unless `overrides` names one. Returns the new job.
+    pub async fn copy(
+        &self,
+        account: &Account,
+        source_db: &Db,
+        source: &Value,
+        folder: Folder,
+        overrides: Map<String, Value>,
+    ) -> Result<Value, SubmitError> {
+        let mut base: Map<String, Value> = source
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+            .collect();
+        if folder == Folder::Inbox {
+            // The number the fax came in on sends it on, unless the request says otherwise.
+            let our_number = base.get("to_number").cloned();
+            base.remove("to_number");
+            base.remove("from_name");
+            base.remove("name");
+            if let Some(n) = our_number {
+                base.insert("from_number".into(), n);
+            }
+        }
+        let mut overrides = crate::schema::client_fields(overrides);
+        overrides.remove("ui_metadata");
+        overrides.remove("action");
+        let mut public = crate::schema::client_fields(base.clone());
+        public.extend(overrides);
+        let fields = self.validate_fields(account, public, true).await?;
+        let now = crate::time::now_gregorian();
+        let mut job: Map<String, Value> = base
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("pvt_"))
+            .collect();
+        job.extend(fields);
+        let new = new_id();
+        job.insert("_id".into(), json!(new));
+        job.insert("pvt_type".into(), json!("fax"));
+        job.insert(
+            "pvt_job_status".into(),
+            json!(JobStatus::Resubmitting.as_str()),
+        );
+        job.insert("pvt_created".into(), json!(now));
+        job.insert("pvt_modified".into(), json!(now));
+        job.insert("pvt_account_id".into(), json!(account.id.as_str()));
+        job.insert("pvt_account_db".into(), json!("faxes"));
+        job.insert("attempts".into(), json!(0));
+        let saved = self.store.save(&Db::Faxes, Value::Object(job)).await?;
+        let source_id = source["_id"].as_str().unwrap_or_default();
+        let mut rev = saved["_rev"].as_str().map(str::to_string);
+        for name in super::attachment_names(source) {
+            let target = if name.starts_with("received_file_") {
+                "original_file.tiff".to_string()
+            } else if name.starts_with("original_file")
+                || name == "fax_file.tiff"
+                || name == "pdf_file.pdf"
+            {
+                name.clone()
+            } else {
+                continue;
+            };
+            if let Some(r) = super::copy_attachment(
+                &self.store,
+                (source_db, source_id, &name),
+                (&Db::Faxes, &new, rev.as_deref(), &target),
+            )
+            .await?
+            {
+                rev = Some(r);
+            }
+        }
+        let job = self
+            .store
+            .get(&Db::Faxes, &new)
+            .await?
+            .filter(|d| !accounts::is_deleted(d))
+            .ok_or(StoreError::NotFound(new))?;
+        Ok(super::finish_intake(&self.store, &self.conversion(), job).await?)
+    }
+
     /// Converts stored jobs one after the other; when one fails, the rest end `failed` with
     /// the same reason (the document is the same) and the answer is the failure.
     async fn convert_all(&self, saved: Vec<Value>) -> Result<Vec<Value>, SubmitError> {
@@ -437,6 +524,30 @@ impl IntakeService {
         }
     }
 }
+
+/// Fields a copy (resubmit/forward) never carries over.
+const NOT_COPIED: [&str; 20] = [
+    "_id",
+    "_rev",
+    "_attachments",
+    "tx_result",
+    "rx_result",
+    "retry_after",
+    "pvt_job_node",
+    "pvt_queue",
+    "pvt_delivered_date",
+    "folder",
+    "pvt_deleted",
+    "reschedule_rule",
+    "previous_status",
+    "call_id",
+    "cdr_doc_id",
+    "source_type",
+    "description",
+    "media_type",
+    "timestamp",
+    "pvt_pages",
+];
 
 /// A job built by [`IntakeService::prepare`], not stored yet.
 #[derive(Clone, Debug)]
@@ -797,6 +908,58 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, SubmitError::Conversion(_)), "{e:?}");
         assert!(queued(&w).await.is_empty(), "no job left queued");
+    }
+
+    #[tokio::test]
+    async fn a_resubmit_copies_the_fax_and_its_document_with_the_changes_asked() {
+        let w = world().await;
+        let sub = to_numbers(&w, &["+15550001111"], png(false));
+        let jobs = w.service.submit_faxbox(sub).await.unwrap();
+        // The fax ends (as a sent fax would) in the outbox, document included.
+        let sent = super::super::fail_job(&w.service.store, jobs[0].clone(), "busy")
+            .await
+            .unwrap();
+        let month = crate::ids::split_modb_doc_id(sent["_id"].as_str().unwrap())
+            .unwrap()
+            .0;
+        let db = Db::Modb(w.account.id.clone(), month);
+        let copy = w
+            .service
+            .copy(
+                &w.account,
+                &db,
+                &sent,
+                Folder::Outbox,
+                fields(json!({"to_number": "+1 555 000 3333", "action": "resubmit"})),
+            )
+            .await
+            .unwrap();
+        assert_ne!(copy["_id"], jobs[0]["_id"]);
+        assert_eq!(copy["to_number"], "+15550003333");
+        assert_eq!(copy["from_number"], "+15557770000");
+        assert_eq!(copy["subject"], "Quote");
+        assert_eq!(copy["faxbox_id"], "box1");
+        assert_eq!(copy["pvt_job_status"], "pending");
+        assert_eq!(copy["pvt_pages"], 1);
+        assert!(
+            copy.get("tx_result").is_none(),
+            "the old result stays behind"
+        );
+        assert!(copy.get("action").is_none());
+        assert!(copy["_attachments"]["original_file.png"].is_object());
+
+        let e = w
+            .service
+            .copy(
+                &w.account,
+                &db,
+                &sent,
+                Folder::Outbox,
+                fields(json!({"to_number": "+1900"})),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SubmitError::Number(_)), "{e:?}");
     }
 
     #[tokio::test]
