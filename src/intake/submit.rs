@@ -119,7 +119,9 @@ pub struct FaxboxSubmission {
     /// Destinations, one fax each.
     pub numbers: Vec<String>,
     pub document: Document,
-    /// More job fields for every fax (e.g. `subject`), checked as the API checks them.
+    /// More job fields for every fax (e.g. `subject`), checked as the API checks them; a
+    /// field set here wins over the faxbox's (a `notifications` replaces the faxbox's
+    /// `notifications.outbound`).
     pub fields: Map<String, Value>,
     pub handoff: Handoff,
 }
