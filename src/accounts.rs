@@ -71,10 +71,15 @@ pub async fn live_account(
 
 /// The ancestors of an account (`pvt_tree`, root first).
 pub fn tree_of(doc: &Value) -> Vec<String> {
-    doc.get("pvt_tree")
+    strings_at(doc, "pvt_tree")
+}
+
+/// The strings of an array field of a document (none when it is absent or not an array).
+fn strings_at(doc: &Value, key: &str) -> Vec<String> {
+    doc.get(key)
         .and_then(Value::as_array)
-        .map(|t| {
-            t.iter()
+        .map(|a| {
+            a.iter()
                 .filter_map(Value::as_str)
                 .map(str::to_string)
                 .collect()
@@ -326,15 +331,7 @@ pub async fn number_owner(
 
 /// The numbers a callflow document lists.
 pub fn numbers_of(doc: &Value) -> Vec<String> {
-    doc.get("numbers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    strings_at(doc, "numbers")
 }
 
 /// Claims numbers (E.164) for a callflow of an account. Each claim is a document created
