@@ -2,6 +2,7 @@
 //! The long-lived processes live in `faxd-actors`; the supervision tree and the binary in
 //! `faxd-supervisors`.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
@@ -23,6 +24,7 @@ pub mod netblock;
 pub mod numbers;
 pub mod outbound;
 pub mod ratelimit;
+pub mod schema;
 pub mod store;
 pub mod time;
 pub mod timezone;

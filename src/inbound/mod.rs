@@ -14,6 +14,7 @@ pub mod live;
 
 use serde_json::{Map, Value, json};
 
+use crate::accounts::live_doc;
 use crate::gateway::{FaxResult, Refusal};
 use crate::ids::{AccountId, Db, YearMonth, modb_doc_id};
 use crate::store::{NewAttachment, SharedStore, StoreError};
@@ -159,27 +160,6 @@ impl ResolveError {
             ResolveError::Store(_) => Refusal::temporary(),
         }
     }
-}
-
-/// A live document of `pvt_type` in `db`.
-async fn live_doc(
-    store: &SharedStore,
-    db: &Db,
-    id: &str,
-    pvt_type: &str,
-) -> Result<Option<Value>, StoreError> {
-    let doc = match store.get(db, id).await {
-        Ok(d) => d,
-        Err(StoreError::NoDatabase(_)) => None,
-        Err(e) => return Err(e),
-    };
-    Ok(doc.filter(|d| {
-        d.get("pvt_type").and_then(Value::as_str) == Some(pvt_type)
-            && !d
-                .get("pvt_deleted")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-    }))
 }
 
 /// The strings of `v` (a string or an array of strings).
