@@ -22,6 +22,7 @@ pub mod netblock;
 pub mod numbers;
 pub mod outbound;
 pub mod ratelimit;
+pub mod smtp;
 pub mod store;
 pub mod time;
 pub mod timezone;
