@@ -180,7 +180,9 @@ enum ReadErr {
     End(End),
 }
 
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read at a time while waiting for commands, and while receiving a message.
+const IDLE_READ: usize = 1024;
+const DATA_READ: usize = 32 * 1024;
 
 /// The state of one session.
 struct Session<S, B: Backend> {
@@ -222,7 +224,7 @@ where
         cfg,
         backend,
         shutdown,
-        inbuf: Vec::with_capacity(1024),
+        inbuf: Vec::with_capacity(IDLE_READ),
         outbuf: Vec::with_capacity(512),
         session_deadline,
         errors: 0,
@@ -300,13 +302,16 @@ where
             return Err(ReadErr::End(End::Io));
         }
         let deadline = deadline.min(self.session_deadline);
-        let mut chunk = [0u8; READ_CHUNK];
-        let read = async { tokio::time::timeout_at(deadline, self.conn.read(&mut chunk)).await };
+        // Read straight into the input buffer: an idle session holds a small buffer, a
+        // message in flight a larger one.
+        let before = self.inbuf.len();
+        self.inbuf.reserve(if idle { IDLE_READ } else { DATA_READ });
+        let mut shutdown = self.shutdown.clone();
+        if idle && *shutdown.borrow() {
+            return Err(ReadErr::End(End::Shutdown));
+        }
+        let read = tokio::time::timeout_at(deadline, self.conn.read_buf(&mut self.inbuf));
         let n = if idle {
-            let mut shutdown = self.shutdown.clone();
-            if *shutdown.borrow() {
-                return Err(ReadErr::End(End::Shutdown));
-            }
             tokio::select! {
                 r = read => r,
                 _ = shutdown.changed() => return Err(ReadErr::End(End::Shutdown)),
@@ -318,12 +323,11 @@ where
             Err(_) => Err(ReadErr::End(End::Timeout)),
             Ok(Err(_)) => Err(ReadErr::End(End::Io)),
             Ok(Ok(0)) => Err(ReadErr::End(End::Closed)),
-            Ok(Ok(n)) => {
-                if self.first_read && n >= 2 && chunk[0] == 0x16 && chunk[1] == 0x03 {
+            Ok(Ok(_)) => {
+                if self.first_read && self.inbuf[before..].starts_with(&[0x16, 0x03]) {
                     return Err(ReadErr::End(End::ImplicitTls));
                 }
                 self.first_read = false;
-                self.inbuf.extend_from_slice(&chunk[..n]);
                 Ok(())
             }
         }
@@ -577,6 +581,8 @@ where
             self.backend.deliver(&env, &rcpts, decoded.message).await
         };
         self.reset_transaction();
+        // The buffers of a large message are not kept by an idle session.
+        self.inbuf.shrink_to(IDLE_READ);
         // A refused message is the client's answer, not a protocol error: it does not count
         // towards the error limit.
         reply.render(&mut self.outbuf);
