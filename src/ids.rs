@@ -19,6 +19,10 @@ pub enum IdError {
     Month(String),
 }
 
+/// Longest document id looked up; faxd's own ids are far shorter, and a longer one (from a
+/// URL or a mail address) is refused as unknown without troubling the store.
+pub const MAX_DOC_ID: usize = 255;
+
 /// 32 random lowercase hex characters, the shape of every generated Kazoo id.
 pub fn new_id() -> String {
     let mut bytes = [0u8; 16];

@@ -2,6 +2,7 @@
 //! The long-lived processes live in `faxd-actors`; the supervision tree and the binary in
 //! `faxd-supervisors`.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
@@ -22,6 +23,7 @@ pub mod netblock;
 pub mod numbers;
 pub mod outbound;
 pub mod ratelimit;
+pub mod schema;
 pub mod smtp;
 pub mod store;
 pub mod time;

@@ -8,8 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::listing::{Paging, page_in_memory, respond_doc, respond_list};
 use super::request::{
-    self, Caller, account_request, authenticate, client_fields, json_envelope, live_account,
-    merge_patch, tree_of,
+    self, Caller, account_request, authenticate, client_fields, json_envelope, merge_patch, tree_of,
 };
 use super::user_auth::normalize_name;
 use super::{ApiError, ApiState, Endpoint, ep};
@@ -73,33 +72,11 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// Whether an account is a reseller (or the master/superduper account).
-pub fn is_reseller(doc: &Value) -> bool {
-    doc.get("pvt_reseller")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-        || doc
-            .get("pvt_superduper_admin")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-}
+pub use crate::accounts::is_reseller;
 
 /// The nearest reseller ancestor, else the root of the tree, else the account itself.
 pub async fn reseller_of(state: &ApiState, doc: &Value) -> Result<String, ApiError> {
-    let tree = tree_of(doc);
-    for id in tree.iter().rev() {
-        if let Ok(a) = AccountId::parse(id)
-            && let Some(d) = live_account(state, &a).await?
-            && is_reseller(&d)
-        {
-            return Ok(id.clone());
-        }
-    }
-    Ok(tree
-        .first()
-        .cloned()
-        .or_else(|| doc.get("_id").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_default())
+    Ok(crate::accounts::reseller_of(&state.store, doc).await?)
 }
 
 /// What clients see of an account: public fields plus the synthesised ones.
@@ -413,7 +390,7 @@ async fn delete(
     }) {
         return Err(ApiError::Fault("account_has_descendants".into()));
     }
-    super::callflows::release_account_numbers(&state.store, &id).await?;
+    crate::accounts::release_account_numbers(&state.store, &id).await?;
     super::faxboxes::delete_account_copies(&state.store, &id).await?;
     let mut gone = doc.clone();
     gone["pvt_deleted"] = json!(true);

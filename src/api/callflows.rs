@@ -2,8 +2,8 @@
 //! a `flow` whose fax modules are checked: `faxbox` (`data.id`, a faxbox of the account) and
 //! `receive_fax` (`data.owner_id`, a user of the account).
 //!
-//! System-wide uniqueness: each number is claimed by a document `number-<e164>` in the
-//! `accounts` database, created without a revision, so two concurrent claims cannot both win.
+//! System-wide uniqueness: each number is claimed for its callflow ([`accounts::claim_numbers`]),
+//! so two concurrent claims cannot both win.
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -11,15 +11,12 @@ use serde_json::{Map, Value, json};
 
 use super::listing::{respond_account_doc, respond_account_listing, respond_doc};
 use super::request::{
-    self, account_request, client_fields, json_envelope, list_typed, load_typed, merge_patch, param,
+    self, account_request, client_fields, json_envelope, load_typed, merge_patch, param,
 };
 use super::{ApiError, ApiState, Endpoint, ep};
+use crate::accounts::{self, numbers_of};
 use crate::ids::{AccountId, Db, new_id};
-use crate::intake::numbers::claim_id;
-use crate::store::{SharedStore, StoreError};
-
-/// `pvt_type` of a number claim.
-const CLAIM_TYPE: &str = "number_claim";
+use crate::store::SharedStore;
 
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;
@@ -51,51 +48,17 @@ pub async fn number_owner(
     store: &SharedStore,
     number: &str,
 ) -> Result<Option<(AccountId, String)>, ApiError> {
-    Ok(crate::intake::numbers::number_owner(store, number).await?)
+    Ok(accounts::number_owner(store, number).await?)
 }
 
-/// Claims numbers for a callflow; on a clash releases what it claimed and answers 400
-/// `numbers.unique`.
+/// Claims numbers for a callflow; on a clash answers 400 `numbers.unique`.
 async fn claim(
     store: &SharedStore,
     account: &AccountId,
     callflow_id: &str,
     numbers: &[String],
 ) -> Result<(), ApiError> {
-    let mut claimed = Vec::new();
-    for n in numbers {
-        let doc = json!({"_id": claim_id(n), "pvt_type": CLAIM_TYPE,
-                         "account_id": account.as_str(), "callflow_id": callflow_id, "number": n});
-        match store.save(&Db::Accounts, doc).await {
-            Ok(_) => claimed.push(n.clone()),
-            Err(StoreError::Conflict) => {
-                let owner = number_owner(store, n).await?;
-                if owner.as_ref().map(|(a, c)| (a, c.as_str())) == Some((account, callflow_id)) {
-                    continue;
-                }
-                release(store, &claimed, callflow_id).await?;
-                let message = match owner {
-                    Some((a, c)) if &a == account => {
-                        let name = store
-                            .get(&Db::Account(a), &c)
-                            .await?
-                            .and_then(|d| d.get("name").and_then(Value::as_str).map(str::to_string))
-                            .unwrap_or_default();
-                        format!("{n} exists in callflow {c} ({name})")
-                    }
-                    _ => format!("{n} is already in use"),
-                };
-                return Err(ApiError::field_cause(
-                    "numbers",
-                    "unique",
-                    message,
-                    json!(n),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+    Ok(accounts::claim_numbers(store, account, callflow_id, numbers).await?)
 }
 
 /// Releases numbers claimed by a callflow.
@@ -104,43 +67,7 @@ async fn release(
     numbers: &[String],
     callflow_id: &str,
 ) -> Result<(), ApiError> {
-    for n in numbers {
-        if let Some(doc) = store.get(&Db::Accounts, &claim_id(n)).await?
-            && doc.get("callflow_id").and_then(Value::as_str) == Some(callflow_id)
-            && let Some(rev) = doc.get("_rev").and_then(Value::as_str)
-        {
-            match store.delete(&Db::Accounts, &claim_id(n), rev).await {
-                Ok(_) | Err(StoreError::NotFound(_)) | Err(StoreError::Conflict) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The numbers a callflow document lists.
-pub(crate) fn numbers_of(doc: &Value) -> Vec<String> {
-    doc.get("numbers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Releases every number of an account's callflows (account deletion).
-pub async fn release_account_numbers(
-    store: &SharedStore,
-    account: &AccountId,
-) -> Result<(), ApiError> {
-    for cf in list_typed(store, &Db::Account(account.clone()), "callflow").await? {
-        let id = cf["_id"].as_str().unwrap_or_default().to_string();
-        release(store, &numbers_of(&cf), &id).await?;
-    }
-    Ok(())
+    Ok(accounts::release_numbers(store, numbers, callflow_id).await?)
 }
 
 /// Checks the fax modules of a flow (and its children) against the account.

@@ -516,15 +516,51 @@ impl From<crate::numbers::NumberError> for ApiError {
     }
 }
 
-/// Intake's errors: store errors as the store maps them, a refused number as its field, a
-/// document problem as a fault.
+/// Intake's errors, as the intake service's ([`crate::intake::submit::SubmitError`]).
 impl From<crate::intake::IntakeError> for ApiError {
     fn from(e: crate::intake::IntakeError) -> Self {
-        use crate::intake::IntakeError;
+        crate::intake::submit::SubmitError::from(e).into()
+    }
+}
+
+/// The accounts rules' refusals: an unknown account or faxbox as a bad identifier, a number
+/// another callflow holds as `numbers.unique`.
+impl From<crate::accounts::AccountsError> for ApiError {
+    fn from(e: crate::accounts::AccountsError) -> Self {
+        use crate::accounts::AccountsError;
         match e {
-            IntakeError::Store(s) => s.into(),
-            IntakeError::Document(m) => ApiError::Fault(m),
-            IntakeError::Number(n) => n.into(),
+            AccountsError::Store(s) => s.into(),
+            AccountsError::AccountNotFound(id) | AccountsError::FaxboxNotFound(id) => {
+                ApiError::BadIdentifier(id)
+            }
+            AccountsError::NumberClaimed { ref number, .. } => {
+                let cause = json!(number);
+                ApiError::field_cause("numbers", "unique", e.to_string(), cause)
+            }
+        }
+    }
+}
+
+/// The intake service's refusals, as the API answers them: schema errors and refused fields
+/// as 400 validation errors, a document that cannot be faxed as 415, a store error as the
+/// store maps.
+impl From<crate::intake::submit::SubmitError> for ApiError {
+    fn from(e: crate::intake::submit::SubmitError) -> Self {
+        use crate::intake::submit::SubmitError;
+        match e {
+            SubmitError::Store(s) => s.into(),
+            SubmitError::Accounts(a) => a.into(),
+            SubmitError::Invalid(data) => ApiError::Validation(data),
+            SubmitError::Missing { field, message } => ApiError::field(field, "required", message),
+            SubmitError::UnknownZone { field, value } => ApiError::field_cause(
+                &field,
+                "invalid",
+                "unknown time zone (an IANA name such as Europe/Paris)",
+                value,
+            ),
+            SubmitError::Number(n) => n.into(),
+            SubmitError::DocumentType(d) => ApiError::UnsupportedDocument(d),
+            SubmitError::Document(m) | SubmitError::Conversion(m) => ApiError::Fault(m),
         }
     }
 }

@@ -17,10 +17,9 @@ use super::request::{
     read_body,
 };
 use super::{ApiError, ApiState, Endpoint, ep};
+use crate::accounts::{Account, Faxbox};
 use crate::ids::{AccountId, Db, new_id, split_modb_doc_id};
-use crate::intake::fetch::FetchPolicy;
-use crate::intake::numbers::{NumberPolicy, check_texts};
-use crate::intake::{self, Document, IntakeError, multipart};
+use crate::intake::{self, Document, IntakeError, multipart, submit};
 use crate::model::{Folder, JobStatus};
 use crate::store::{CreatedRange, Cursor, JobRow, Listing, ModbFilter, ModbRow, Page, SmtpLogRow};
 use crate::timezone;
@@ -166,7 +165,7 @@ pub fn endpoints() -> Vec<Endpoint> {
 #[derive(Clone, Debug)]
 enum Scope {
     Account,
-    Faxbox(String, Value),
+    Faxbox(Faxbox),
     User(String),
 }
 
@@ -176,7 +175,7 @@ impl Scope {
         let s = |k: &str| doc.get(k).and_then(Value::as_str);
         match self {
             Scope::Account => true,
-            Scope::Faxbox(id, _) => s("faxbox_id") == Some(id.as_str()),
+            Scope::Faxbox(fb) => s("faxbox_id") == Some(fb.id.as_str()),
             Scope::User(id) => s("owner_id") == Some(id.as_str()),
         }
     }
@@ -184,7 +183,7 @@ impl Scope {
     fn keeps_row(&self, row: &JobRow) -> bool {
         match self {
             Scope::Account => true,
-            Scope::Faxbox(id, _) => row.faxbox_id.as_deref() == Some(id.as_str()),
+            Scope::Faxbox(fb) => row.faxbox_id.as_deref() == Some(fb.id.as_str()),
             Scope::User(id) => row.owner_id.as_deref() == Some(id.as_str()),
         }
     }
@@ -192,7 +191,7 @@ impl Scope {
     fn keeps_log(&self, row: &SmtpLogRow) -> bool {
         match self {
             Scope::Account => true,
-            Scope::Faxbox(id, _) => row.faxbox_id.as_deref() == Some(id.as_str()),
+            Scope::Faxbox(fb) => row.faxbox_id.as_deref() == Some(fb.id.as_str()),
             Scope::User(id) => row.owner_id.as_deref() == Some(id.as_str()),
         }
     }
@@ -200,7 +199,7 @@ impl Scope {
     fn modb_filter(&self, folder: Folder) -> ModbFilter {
         match self {
             Scope::Account => ModbFilter::Folder(folder),
-            Scope::Faxbox(id, _) => ModbFilter::Faxbox(id.clone(), folder),
+            Scope::Faxbox(fb) => ModbFilter::Faxbox(fb.id.clone(), folder),
             Scope::User(id) => ModbFilter::Owner(id.clone(), folder),
         }
     }
@@ -212,8 +211,9 @@ async fn scope_of(
     account: &AccountId,
 ) -> Result<Scope, ApiError> {
     if let Some(fb) = req.match_info().get("faxbox_id") {
-        let doc = super::faxboxes::load(&state.store, account, fb).await?;
-        return Ok(Scope::Faxbox(fb.to_string(), doc));
+        return Ok(Scope::Faxbox(
+            crate::accounts::faxbox(&state.store, account, fb).await?,
+        ));
     }
     if let Some(u) = req.match_info().get("user_id") {
         load_typed(&state.store, &Db::Account(account.clone()), u, "user").await?;
@@ -274,8 +274,8 @@ fn intake_err(e: IntakeError) -> ApiError {
     e.into()
 }
 
-/// The parts of a submission.
-struct Submission {
+/// A submission as the request carries it: the job's fields, the envelope, the document.
+struct Received {
     data: Map<String, Value>,
     env: request::Envelope,
     document: Option<Document>,
@@ -313,7 +313,7 @@ async fn read_submission(
     req: &HttpRequest,
     state: &ApiState,
     payload: web::Payload,
-) -> Result<Submission, ApiError> {
+) -> Result<Received, ApiError> {
     let mt = media_type(req);
     let multipart = mt.starts_with("multipart/");
     if !is_json(&mt) && !multipart && !intake::accepted_type(&mt) {
@@ -375,208 +375,20 @@ async fn read_submission(
             ));
         }
     };
-    Ok(Submission {
+    Ok(Received {
         data,
         env,
         document,
     })
 }
 
-/// The zone of a user of an account, else of the account, else of its nearest ancestor that
-/// names one (Kazoo's `kzd_user:timezone` then `kzd_accounts:timezone`; `"inherit"` defers
-/// to the next level), else [`timezone::DEFAULT_TIMEZONE`].
-async fn zone_of(
-    state: &ApiState,
-    account: &AccountId,
-    account_doc: &Value,
-    user_id: Option<&str>,
-) -> Result<String, ApiError> {
-    let tz = |d: &Value| {
-        d.get("timezone")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let mut levels: Vec<Option<String>> = Vec::new();
-    if let Some(u) = user_id
-        && let Some(user) = state.store.get(&Db::Account(account.clone()), u).await?
-        && user.get("pvt_type").and_then(Value::as_str) == Some("user")
-    {
-        levels.push(tz(&user));
-    }
-    levels.push(tz(account_doc));
-    if !levels.iter().any(|l| timezone::is_set(l.as_deref())) {
-        for parent in request::tree_of(account_doc).iter().rev() {
-            let Ok(pid) = AccountId::parse(parent) else {
-                continue;
-            };
-            let z = request::live_account(state, &pid)
-                .await?
-                .as_ref()
-                .and_then(tz);
-            let found = timezone::is_set(z.as_deref());
-            levels.push(z);
-            if found {
-                break;
-            }
-        }
-    }
-    Ok(timezone::pick(levels.iter().map(Option::as_deref)).to_string())
-}
-
 /// A time zone a request names (`fax_timezone`), checked against the tz database; `None`
-/// when it names none (absent, empty or `"inherit"`).
+/// when it names none.
 pub(super) fn requested_zone(
     field: &str,
     value: Option<&Value>,
 ) -> Result<Option<String>, ApiError> {
-    let Some(v) = value else {
-        return Ok(None);
-    };
-    let name = v.as_str().unwrap_or_default();
-    if !timezone::is_set(Some(name)) {
-        return Ok(None);
-    }
-    if timezone::parse(name).is_none() {
-        return Err(ApiError::field_cause(
-            field,
-            "invalid",
-            "unknown time zone (an IANA name such as Europe/Paris)",
-            v.clone(),
-        ));
-    }
-    Ok(Some(name.to_string()))
-}
-
-/// Fills a job's unset fields from its faxbox (Kazoo's faxbox defaults).
-fn faxbox_defaults(data: &mut Map<String, Value>, fb_id: &str, fb: &Value) {
-    let pairs = [
-        ("from_name", "caller_name"),
-        ("fax_identity_name", "fax_header"),
-        ("from_number", "caller_id"),
-        ("fax_identity_number", "fax_identity"),
-        ("fax_timezone", "fax_timezone"),
-        ("retries", "retries"),
-        ("owner_id", "owner_id"),
-    ];
-    for (job_key, box_key) in pairs {
-        if !data.contains_key(job_key)
-            && let Some(v) = fb.get(box_key)
-            && !v.is_null()
-        {
-            data.insert(job_key.into(), v.clone());
-        }
-    }
-    if !data.contains_key("retries") {
-        data.insert("retries".into(), json!(3));
-    }
-    if !data.contains_key("notifications")
-        && let Some(n) = fb.pointer("/notifications/outbound")
-    {
-        data.insert("notifications".into(), n.clone());
-    }
-    data.insert("faxbox_id".into(), json!(fb_id));
-}
-
-/// Text fields of a job that reach the media engine, mail headers or file names.
-const JOB_TEXTS: [&str; 3] = ["from_name", "to_name", "fax_identity_name"];
-/// T.30 identities of a job.
-const JOB_IDENTITIES: [&str; 1] = ["fax_identity_number"];
-
-/// Validates a job's public fields: schema, document presence, `to_number` (E.164, not
-/// denied), `from_number` (E.164, not denied, a number of the account unless it may use any)
-/// and the caller texts.
-async fn validate_job(
-    state: &ApiState,
-    account: &AccountId,
-    account_doc: &Value,
-    mut data: Map<String, Value>,
-    has_upload: bool,
-) -> Result<Map<String, Value>, ApiError> {
-    if let Some(tz) = data.remove("timezone")
-        && !data.contains_key("fax_timezone")
-    {
-        data.insert("fax_timezone".into(), tz);
-    }
-    let mut doc = Value::Object(data);
-    super::schema::validate_named("faxes", &mut doc).map_err(ApiError::Validation)?;
-    if !has_upload && doc.pointer("/document/url").is_none() {
-        return Err(ApiError::field(
-            "document.url",
-            "required",
-            "add document url or upload a document",
-        ));
-    }
-    let Value::Object(mut m) = doc else {
-        return Err(ApiError::Fault("job is not an object".into()));
-    };
-    let policy = NumberPolicy::for_account(&state.sysconf.fax(), account_doc);
-    let to = m
-        .get("to_number")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let to = policy.destination("to_number", &to)?;
-    m.insert("to_number".into(), json!(to));
-    if let Some(from) = m.get("from_number").and_then(Value::as_str) {
-        let from = policy
-            .caller_id(&state.store, account, "from_number", from)
-            .await
-            .map_err(intake_err)?;
-        m.insert("from_number".into(), json!(from));
-    }
-    check_texts(&m, &JOB_TEXTS, &JOB_IDENTITIES)?;
-    Ok(m)
-}
-
-fn fetch_policy(state: &ApiState) -> FetchPolicy {
-    FetchPolicy::from_config(&state.options)
-}
-
-/// Records a new job (`attaching_files`) and hands its document to the background intake
-/// pool, which stores and converts it (→ `pending`, or `failed` with the reason): the
-/// request answers as soon as the job (with an uploaded document) is stored.
-async fn intake_job(
-    state: &ApiState,
-    job: Value,
-    document: Option<Document>,
-) -> Result<Value, ApiError> {
-    if let Some(doc) = document {
-        return intake_upload(state, job, doc).await.map_err(intake_err);
-    }
-    let saved = state.store.save(&Db::Faxes, job).await?;
-    state
-        .intake
-        .fetch_and_convert(
-            state.store.clone(),
-            state.conversion(),
-            fetch_policy(state),
-            saved.clone(),
-        )
-        .await;
-    Ok(saved)
-}
-
-/// An uploaded document: the job is stored with it in one write (never without it).
-async fn intake_upload(
-    state: &ApiState,
-    job: Value,
-    mut doc: Document,
-) -> Result<Value, IntakeError> {
-    match intake::effective_type(&doc.content_type, &doc.bytes) {
-        Err(reason) => {
-            let saved = state.store.save(&Db::Faxes, job).await?;
-            intake::fail_job(&state.store, saved, &reason.to_string()).await
-        }
-        Ok(ct) => {
-            doc.content_type = ct;
-            let saved = intake::save_with_document(&state.store, job, doc).await?;
-            state
-                .intake
-                .convert(state.store.clone(), state.conversion(), saved.clone())
-                .await;
-            Ok(saved)
-        }
-    }
+    Ok(submit::requested_zone(field, value)?)
 }
 
 async fn submit(
@@ -587,49 +399,28 @@ async fn submit(
     let sub = read_submission(&req, &state, payload).await?;
     let (caller, account, account_doc) = account_request(&req, &state, Some(&sub.env)).await?;
     let scope = scope_of(&req, &state, &account).await?;
-    let mut data = client_fields(sub.data);
-    data.remove("ui_metadata");
-    if let Scope::Faxbox(id, fb) = &scope {
-        faxbox_defaults(&mut data, id, fb);
-    }
-    let mut fields =
-        validate_job(&state, &account, &account_doc, data, sub.document.is_some()).await?;
+    // A plain user's fax is theirs (see `authz`), whatever owner the request names.
     let plain_user = super::authz::role(&req) == Some(super::authz::Role::User);
-    match &scope {
-        Scope::User(u) => {
-            fields.insert("owner_id".into(), json!(u));
-        }
-        // A plain user's fax is theirs (see `authz`), whatever owner the request names.
-        _ if plain_user || !fields.contains_key("owner_id") => {
-            if let Some(o) = caller.owner_id() {
-                fields.insert("owner_id".into(), json!(o));
-            }
-        }
-        _ => {}
-    }
-    // fax_timezone: the request's, else the faxbox's, else its owner's (faxbox) or the fax
-    // owner's, else the account's (and up its tree).
-    if requested_zone("fax_timezone", fields.get("fax_timezone"))?.is_none() {
-        let user = match &scope {
-            Scope::Faxbox(_, fb) => fb.get("owner_id").and_then(Value::as_str),
-            _ => fields.get("owner_id").and_then(Value::as_str),
-        }
-        .map(str::to_string);
-        let zone = zone_of(&state, &account, &account_doc, user.as_deref()).await?;
-        fields.insert("fax_timezone".into(), json!(zone));
-    }
-    let now = crate::time::now_gregorian();
-    let mut job = Value::Object(fields);
-    job["_id"] = json!(new_id());
-    job["pvt_type"] = json!("fax");
-    job["pvt_job_status"] = json!(JobStatus::AttachingFiles.as_str());
-    job["pvt_created"] = json!(now);
-    job["pvt_modified"] = json!(now);
-    job["attempts"] = json!(0);
-    job["pvt_account_id"] = json!(account.as_str());
-    job["pvt_account_db"] = json!("faxes");
-    job["pvt_reseller_id"] = json!(super::accounts::reseller_of(&state, &account_doc).await?);
-    let done = intake_job(&state, job, sub.document).await?;
+    let (faxbox, owner) = match scope {
+        Scope::Faxbox(fb) => (Some(fb), None),
+        Scope::User(u) => (None, Some(u)),
+        Scope::Account => (None, None),
+    };
+    let submission = submit::Submission {
+        account: Account {
+            id: account,
+            doc: account_doc,
+        },
+        faxbox,
+        owner,
+        sender: submit::Sender {
+            user_id: caller.owner_id().map(str::to_string),
+            may_name_owner: !plain_user,
+        },
+        fields: sub.data,
+        document: sub.document,
+    };
+    let done = state.intake_service().submit(submission).await?;
     Ok(respond_fax(&req, &state, StatusCode::ACCEPTED, &done))
 }
 
@@ -654,10 +445,10 @@ async fn outgoing_page(
     page: Page,
 ) -> Result<Listing<JobRow>, ApiError> {
     Ok(match scope {
-        Scope::Faxbox(id, _) => {
+        Scope::Faxbox(fb) => {
             state
                 .store
-                .list_by_faxbox_state(id, None, range, page)
+                .list_by_faxbox_state(&fb.id, None, range, page)
                 .await?
         }
         _ => {
@@ -1042,8 +833,8 @@ async fn attachment(
     )? {
         Some(z) => z,
         None => {
-            zone_of(
-                &state,
+            crate::accounts::zone_of(
+                &state.store,
                 &caller.account,
                 &caller.account_doc,
                 caller.owner_id(),
@@ -1277,7 +1068,15 @@ async fn copy_job(
     overrides.remove("action");
     let mut public = client_fields(base.clone());
     public.extend(overrides);
-    let fields = validate_job(&state, &account, &account_doc, public, true).await?;
+    let account = Account {
+        id: account,
+        doc: account_doc,
+    };
+    let fields = state
+        .intake_service()
+        .validate_fields(&account, public, true)
+        .await?;
+    let account = account.id;
     let now = crate::time::now_gregorian();
     let mut job: Map<String, Value> = base
         .into_iter()

@@ -18,7 +18,7 @@ pub mod monster;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request;
-pub mod schema;
+pub use crate::schema;
 pub mod system_configs;
 pub mod token;
 pub mod user_auth;
@@ -96,6 +96,18 @@ impl ApiState {
             started,
             options,
             token_key: OnceCell::new(),
+        }
+    }
+
+    /// The intake service (job building and queueing) over this node's store, config, converter
+    /// and intake pool.
+    pub fn intake_service(&self) -> crate::intake::submit::IntakeService {
+        crate::intake::submit::IntakeService {
+            store: self.store.clone(),
+            sysconf: self.sysconf.clone(),
+            converter: self.converter.clone(),
+            fetch: crate::intake::fetch::FetchPolicy::from_config(&self.options),
+            pool: self.intake.clone(),
         }
     }
 

@@ -311,28 +311,10 @@ pub async fn authenticate(
 
 /// An account's directory document, `None` when missing or deleted.
 pub async fn live_account(state: &ApiState, id: &AccountId) -> Result<Option<Value>, ApiError> {
-    let doc = state.store.get(&Db::Accounts, id.as_str()).await?;
-    Ok(doc.filter(|d| {
-        d.get("pvt_type").and_then(Value::as_str) == Some("account")
-            && !d
-                .get("pvt_deleted")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-    }))
+    Ok(crate::accounts::live_account(&state.store, id).await?)
 }
 
-/// The ancestors of an account (`pvt_tree`, root first).
-pub fn tree_of(doc: &Value) -> Vec<String> {
-    doc.get("pvt_tree")
-        .and_then(Value::as_array)
-        .map(|t| {
-            t.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use crate::accounts::{is_deleted, tree_of};
 
 /// Whether `caller` may act on the account whose directory document is `doc`.
 pub fn may_access(caller: &Caller, id: &AccountId, doc: &Value) -> bool {
@@ -404,12 +386,7 @@ pub fn public(doc: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Keeps only the public fields of client input: drops `id`, `_*` and `pvt_*` keys.
-pub fn client_fields(data: Map<String, Value>) -> Map<String, Value> {
-    data.into_iter()
-        .filter(|(k, _)| !k.starts_with("pvt_") && !k.starts_with('_') && k != "id")
-        .collect()
-}
+pub use crate::schema::client_fields;
 
 /// The private fields of a stored document (`_id`, `_rev`, `pvt_*`, `_attachments`).
 pub fn private_fields(doc: &Value) -> Map<String, Value> {
@@ -443,16 +420,7 @@ pub fn merge_patch(base: &mut Map<String, Value>, patch: Map<String, Value>) {
     }
 }
 
-/// Whether a document is soft-deleted.
-pub fn is_deleted(doc: &Value) -> bool {
-    doc.get("pvt_deleted")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-}
-
-/// Longest document id the API looks up; faxd's own ids are far shorter, and a longer one
-/// from a URL is answered 404 without troubling the store.
-pub const MAX_DOC_ID: usize = 255;
+pub use crate::ids::MAX_DOC_ID;
 
 /// Loads a live document of one `pvt_type`; anything else (missing, deleted, other type, a
 /// guessed id from another account's database, an absurdly long id) is 404
@@ -466,12 +434,8 @@ pub async fn load_typed(
     if id.is_empty() || id.len() > MAX_DOC_ID {
         return Err(ApiError::BadIdentifier(id.to_string()));
     }
-    let doc = match store.get(db, id).await {
-        Ok(d) => d,
-        Err(crate::store::StoreError::NoDatabase(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
-    doc.filter(|d| d.get("pvt_type").and_then(Value::as_str) == Some(pvt_type) && !is_deleted(d))
+    crate::accounts::live_doc(store, db, id, pvt_type)
+        .await?
         .ok_or_else(|| ApiError::BadIdentifier(id.to_string()))
 }
 
@@ -481,11 +445,7 @@ pub async fn list_typed(
     db: &Db,
     pvt_type: &str,
 ) -> Result<Vec<Value>, ApiError> {
-    match store.docs_by_type(db, pvt_type).await {
-        Ok(docs) => Ok(docs.into_iter().filter(|d| !is_deleted(d)).collect()),
-        Err(crate::store::StoreError::NoDatabase(_)) => Ok(vec![]),
-        Err(e) => Err(e.into()),
-    }
+    Ok(crate::accounts::live_docs(store, db, pvt_type).await?)
 }
 
 /// `(created, id, row)` of a document, for in-memory paging.

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::source::Source;
 use super::{ImportError, Outcome, Summary};
-use crate::api::request::tree_of;
+use crate::accounts::tree_of;
 use crate::auth::PasswordRecord;
 use crate::config::fax::FaxConfig;
 use crate::ids::{AccountId, Db, YearMonth, modb_doc_id, split_modb_doc_id};
@@ -605,7 +605,7 @@ impl<'a> Run<'a> {
         // Numbers the Kazoo callflow no longer has stop routing to it.
         let before: BTreeSet<String> = previous
             .as_ref()
-            .map(crate::api::callflows::numbers_of)
+            .map(crate::accounts::numbers_of)
             .unwrap_or_default()
             .into_iter()
             .collect();

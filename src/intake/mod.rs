@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod multipart;
 pub mod numbers;
 pub mod resume;
+pub mod submit;
 
 use bytes::Bytes;
 use serde_json::{Value, json};

@@ -6,9 +6,9 @@
 use serde_json::{Map, Value};
 
 use crate::config::FaxConfig;
-use crate::ids::{AccountId, Db};
+use crate::ids::AccountId;
 use crate::numbers::{self, MAX_CALLER_TEXT, NumberError};
-use crate::store::{SharedStore, StoreError};
+use crate::store::SharedStore;
 
 use super::IntakeError;
 
@@ -68,26 +68,7 @@ impl NumberPolicy {
     }
 }
 
-/// Id of the document in `accounts` that claims a number (E.164) for a callflow.
-pub fn claim_id(number: &str) -> String {
-    format!("number-{number}")
-}
-
-/// The account and callflow that own a number (E.164), if any.
-pub async fn number_owner(
-    store: &SharedStore,
-    number: &str,
-) -> Result<Option<(AccountId, String)>, StoreError> {
-    let Some(doc) = store.get(&Db::Accounts, &claim_id(number)).await? else {
-        return Ok(None);
-    };
-    let account = doc
-        .get("account_id")
-        .and_then(Value::as_str)
-        .and_then(|a| AccountId::parse(a).ok());
-    let callflow = doc.get("callflow_id").and_then(Value::as_str);
-    Ok(account.zip(callflow.map(str::to_string)))
-}
+pub use crate::accounts::{claim_id, number_owner};
 
 /// Checks the caller texts of a document: `texts` are names and headers (no control
 /// characters, at most [`MAX_CALLER_TEXT`]), `identities` T.30 identities. Absent or

@@ -14,6 +14,13 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Map, Value, json};
 
+/// Keeps only the public fields of client input: drops `id`, `_*` and `pvt_*` keys.
+pub fn client_fields(data: Map<String, Value>) -> Map<String, Value> {
+    data.into_iter()
+        .filter(|(k, _)| !k.starts_with("pvt_") && !k.starts_with('_') && k != "id")
+        .collect()
+}
+
 /// The schemas, embedded.
 pub fn schema(name: &str) -> Option<&'static Value> {
     static SCHEMAS: OnceLock<HashMap<&'static str, Value>> = OnceLock::new();
@@ -22,18 +29,18 @@ pub fn schema(name: &str) -> Option<&'static Value> {
             let sources: [(&str, &str); 6] = [
                 (
                     "accounts",
-                    include_str!("../../priv/couchdb/schemas/accounts.json"),
+                    include_str!("../priv/couchdb/schemas/accounts.json"),
                 ),
-                ("users", include_str!("../../priv/couchdb/schemas/users.json")),
+                ("users", include_str!("../priv/couchdb/schemas/users.json")),
                 (
                     "callflows",
-                    include_str!("../../priv/couchdb/schemas/callflows.json"),
+                    include_str!("../priv/couchdb/schemas/callflows.json"),
                 ),
-                ("faxbox", include_str!("../../priv/couchdb/schemas/faxbox.json")),
-                ("faxes", include_str!("../../priv/couchdb/schemas/faxes.json")),
+                ("faxbox", include_str!("../priv/couchdb/schemas/faxbox.json")),
+                ("faxes", include_str!("../priv/couchdb/schemas/faxes.json")),
                 (
                     "system_config.fax",
-                    include_str!("../../priv/couchdb/schemas/system_config.fax.json"),
+                    include_str!("../priv/couchdb/schemas/system_config.fax.json"),
                 ),
             ];
             sources
