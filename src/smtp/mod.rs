@@ -10,7 +10,7 @@ pub mod framing;
 pub mod listener;
 pub mod reply;
 pub mod rules;
-// pub mod service; (after the intake merge)
+pub mod service;
 pub mod session;
 pub mod tls;
 pub mod tnef;

@@ -24,27 +24,34 @@ pub struct RecipientAddress {
     pub domain: String,
 }
 
-/// Reads `<number>@<domain>`. Separators people write in numbers (`-`, `.`, spaces,
-/// brackets) are dropped; anything else in the local part is refused.
-pub fn parse_recipient(address: &str) -> Result<RecipientAddress, Reply> {
+/// Splits a recipient into its local part and lower-cased domain, refusing source routes,
+/// `%` and `!` forms (relay tricks) and addresses without a domain.
+pub fn split_address(address: &str) -> Result<(&str, String), Reply> {
     if address.starts_with('@') || address.contains('%') || address.contains('!') {
         return Err(Reply::not_allowed(
             "relaying denied: source routes and % addresses are not accepted",
         ));
     }
-    let Some((local, domain)) = address.rsplit_once('@') else {
-        return Err(Reply::bad_address(
+    match address.rsplit_once('@') {
+        Some((local, domain))
+            if !local.is_empty()
+                && !domain.is_empty()
+                && local.len() <= 64
+                && domain.len() <= 255 =>
+        {
+            Ok((local, domain.to_ascii_lowercase()))
+        }
+        _ => Err(Reply::bad_address(
             "address must be <fax number>@<faxbox domain>",
-        ));
-    };
-    if local.is_empty() || domain.is_empty() || local.len() > 64 || domain.len() > 255 {
-        return Err(Reply::bad_address(
-            "address must be <fax number>@<faxbox domain>",
-        ));
+        )),
     }
-    let local_unquoted = local.trim_matches('"');
+}
+
+/// The fax number of a local part: digits with an optional leading `+`; the separators
+/// people write in numbers (`-`, `.`, spaces, brackets) are dropped, anything else refused.
+pub fn fax_number(local: &str) -> Result<String, Reply> {
     let mut number = String::new();
-    for (i, c) in local_unquoted.chars().enumerate() {
+    for (i, c) in local.trim_matches('"').chars().enumerate() {
         match c {
             '0'..='9' => number.push(c),
             '+' if i == 0 => number.push(c),
@@ -59,10 +66,16 @@ pub fn parse_recipient(address: &str) -> Result<RecipientAddress, Reply> {
     if !number.chars().any(|c| c.is_ascii_digit()) {
         return Err(Reply::no_mailbox(&format!("{local}: no fax number")));
     }
+    Ok(number)
+}
+
+/// Reads `<number>@<domain>` ([`split_address`], then [`fax_number`]).
+pub fn parse_recipient(address: &str) -> Result<RecipientAddress, Reply> {
+    let (local, domain) = split_address(address)?;
     Ok(RecipientAddress {
         original: local.to_string(),
-        number,
-        domain: domain.to_ascii_lowercase(),
+        number: fax_number(local)?,
+        domain,
     })
 }
 
