@@ -35,9 +35,11 @@ async fn run(cmd: &mut Command) -> (i32, String) {
 async fn swaks_faxes_a_pdf_and_the_log_shows_it(store: SharedStore, dir: Dir) {
     let rig = Rig::start(store, dir).await;
     let number = unique_number();
+    // swaks reads a leading '+' as an option: the number as digits (normalised to E.164).
+    let address = rig.rcpt(number.trim_start_matches('+'));
     let (code, out) = run(Command::new("swaks")
         .args(["--server", &rig.addr.to_string()])
-        .args(["--from", "alice@example.com", "--to", &rig.rcpt(&number)])
+        .args(["--from", "alice@example.com", &format!("--to={address}")])
         .args([
             "--attach-type",
             "application/pdf",
@@ -65,7 +67,7 @@ async fn swaks_faxes_a_pdf_and_the_log_shows_it(store: SharedStore, dir: Dir) {
     assert_eq!(job["pvt_pages"], 1, "{job}");
     let logs = rig.logs(1).await;
     assert_eq!(logs[0]["from"], "alice@example.com", "{logs:?}");
-    assert_eq!(logs[0]["to"], rig.rcpt(&number).to_lowercase(), "{logs:?}");
+    assert_eq!(logs[0]["to"], address.to_lowercase(), "{logs:?}");
     assert!(logs[0]["error"].is_null(), "{logs:?}");
     rig.stop().await;
 }
@@ -163,8 +165,7 @@ async fn refused_mail_is_logged_with_its_reason(store: SharedStore, dir: Dir) {
         .args([
             "--from",
             "eve@attacker.example",
-            "--to",
-            &rig.rcpt(&unique_number()),
+            &format!("--to={}", rig.rcpt(unique_number().trim_start_matches('+'))),
         ])
         .args(["--attach-type", "application/pdf"])
         .args(["--attach", &format!("@{}", fixture_path("one.pdf"))]))
@@ -177,8 +178,7 @@ async fn refused_mail_is_logged_with_its_reason(store: SharedStore, dir: Dir) {
         .args([
             "--from",
             "alice@example.com",
-            "--to",
-            &rig.rcpt(&unique_number()),
+            &format!("--to={}", rig.rcpt(unique_number().trim_start_matches('+'))),
         ])
         .args([
             "--data",
