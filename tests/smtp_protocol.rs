@@ -209,13 +209,8 @@ async fn oversize_data_and_long_lines_are_refused_and_the_session_goes_on() {
     let long = format!("NOOP {}", "x".repeat(5000));
     assert!(c.cmd(&long).await.starts_with("500 5.5.2"));
     assert!(c.cmd("NOOP").await.starts_with("250"));
-    c.cmd("MAIL FROM:<alice@example.com>").await;
-    c.cmd(&format!(
-        "RCPT TO:<{}>",
-        rig.rcpt(&api_common::unique_number())
-    ))
-    .await;
-    assert!(c.cmd("DATA").await.starts_with("354"));
+    let to = rig.rcpt(&api_common::unique_number());
+    assert!(c.begin("alice@example.com", &to).await.starts_with("354"));
     let mut big = b"Subject: big\r\n\r\n".to_vec();
     for _ in 0..600 {
         big.extend_from_slice(
@@ -244,9 +239,11 @@ async fn smuggled_commands_never_make_a_second_message() {
         let (mut c, _) = Client::connect(rig.addr).await;
         c.cmd("EHLO x").await;
         let n = api_common::unique_number();
-        c.cmd("MAIL FROM:<alice@example.com>").await;
-        c.cmd(&format!("RCPT TO:<{}>", rig.rcpt(&n))).await;
-        assert!(c.cmd("DATA").await.starts_with("354"));
+        assert!(
+            c.begin("alice@example.com", &rig.rcpt(&n))
+                .await
+                .starts_with("354")
+        );
         let mut data = fixture("gmail_pdf.eml");
         data.extend_from_slice(shape);
         data.extend_from_slice(
@@ -461,13 +458,8 @@ async fn refused_senders_and_messages_are_logged_and_nothing_is_queued() {
     let r = c.reply().await;
     assert!(r.starts_with("554 5.6.1"), "{r}");
     // Encrypted mail.
-    c.cmd("MAIL FROM:<alice@example.com>").await;
-    c.cmd(&format!(
-        "RCPT TO:<{}>",
-        rig.rcpt(&api_common::unique_number())
-    ))
-    .await;
-    c.cmd("DATA").await;
+    let to = rig.rcpt(&api_common::unique_number());
+    assert!(c.begin("alice@example.com", &to).await.starts_with("354"));
     c.send(&dot_stuff(&fixture("smime_encrypted_pdf.eml")))
         .await;
     assert!(c.reply().await.starts_with("554 5.7.4"));
@@ -529,13 +521,8 @@ async fn hostile_mail_gets_clear_replies_and_nothing_is_queued() {
         (flood.into_bytes(), "552 5.3.4"),
         (invalid_utf8, "554 5.6.1"),
     ] {
-        c.cmd("MAIL FROM:<alice@example.com>").await;
-        c.cmd(&format!(
-            "RCPT TO:<{}>",
-            rig.rcpt(&api_common::unique_number())
-        ))
-        .await;
-        assert!(c.cmd("DATA").await.starts_with("354"));
+        let to = rig.rcpt(&api_common::unique_number());
+        assert!(c.begin("alice@example.com", &to).await.starts_with("354"));
         c.send(&dot_stuff(&data)).await;
         let r = c.reply().await;
         assert!(r.starts_with(want), "{r} (want {want})");

@@ -269,6 +269,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.reply().await
     }
 
+    /// MAIL, RCPT and DATA for one recipient; the reply to DATA.
+    pub async fn begin(&mut self, from: &str, to: &str) -> String {
+        self.cmd(&format!("MAIL FROM:<{from}>")).await;
+        self.cmd(&format!("RCPT TO:<{to}>")).await;
+        self.cmd("DATA").await
+    }
+
     /// Whether the server closed the connection (nothing more to read).
     pub async fn closed(&mut self) -> bool {
         self.reply().await.is_empty()
