@@ -4,8 +4,6 @@
 //! fax per number through the intake service — all or nothing, before the reply to DATA —
 //! and leaves a `fax_smtp_log` in the account's MODB for every message.
 
-use std::sync::Arc;
-
 use serde_json::{Map, Value, json};
 
 use super::extract::{self, MimeLimits};
@@ -607,6 +605,3 @@ impl Backend for SmtpService {
         }
     }
 }
-
-/// The intake service used by fax_smtp, shared.
-pub type Shared = Arc<SmtpService>;
