@@ -25,6 +25,7 @@ pub mod numbers;
 pub mod outbound;
 pub mod ratelimit;
 pub mod schema;
+pub mod smtp;
 pub mod store;
 pub mod time;
 pub mod timezone;

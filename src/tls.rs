@@ -1,5 +1,6 @@
 //! TLS from PEM files: certificate chains, private keys and CA roots read with errors that
-//! name the setting and the file, and the mutual-TLS configuration of the cluster port
+//! name the setting and the file, fax_smtp's STARTTLS server, and the mutual-TLS
+//! configuration of the cluster port
 //! (every node and `faxd sup` present a certificate signed by the cluster's CA, and check
 //! the other side's against it). rustls with the aws-lc-rs provider already in the tree.
 
@@ -73,6 +74,19 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, TlsError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_string())
         .map_err(|e| TlsError::Config(format!("{addr}: not a host name or address: {e}")))
+}
+
+/// A TLS server without client certificates, from a chain and key in PEM files (STARTTLS of
+/// fax_smtp: `[smtp] tls_cert`, `tls_key`). TLS 1.2 and 1.3 with rustls' default
+/// (forward-secret) cipher suites.
+pub fn server_acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, TlsError> {
+    let certs = certificates("smtp.tls_cert", cert_path)?;
+    let key = private_key("smtp.tls_key", key_path)?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(format!("smtp.tls_cert/tls_key: {e}")))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The PEM files of the cluster's TLS (`[cluster] tls_cert`, `tls_key`, `tls_ca`).

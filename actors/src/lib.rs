@@ -10,6 +10,7 @@ pub mod fax_jobs;
 pub mod fax_maintenance;
 pub mod fax_monitor;
 pub mod fax_request;
+pub mod fax_smtp;
 pub mod fax_status;
 pub mod fax_worker;
 pub mod file_proxy;

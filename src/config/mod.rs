@@ -531,6 +531,72 @@ impl Default for LogSection {
     }
 }
 
+/// `[smtp]`: the e-mail-to-fax listener (fax_smtp). Off while `listen` is empty. The message
+/// size cap and the session cap are the fax config's `smtp_max_msg_size` and
+/// `smtp_sessions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSection {
+    /// `ip:port` to listen on; empty = no SMTP listener.
+    pub listen: String,
+    /// Name in the greeting and EHLO reply; empty = the host part of the node name.
+    pub hostname: String,
+    /// PEM certificate chain and private key: STARTTLS is offered when both are set.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// TLS 1.0/1.1 and RSA key exchange for old scanners. rustls has neither, so this
+    /// build refuses to start with it on: put a TLS terminator (stunnel, Postfix) in front.
+    pub legacy_tls: bool,
+    /// `off`, `optional` (AUTH PLAIN/LOGIN against faxd users, `user@realm`), `required`.
+    pub auth: crate::smtp::AuthMode,
+    /// Allow AUTH without TLS (a LAN listener for scanners that cannot do TLS).
+    pub auth_without_tls: bool,
+    /// Longest command line, bytes.
+    pub max_line: usize,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Error replies before the session is closed with 421.
+    pub max_errors: u32,
+    /// Seconds to wait for a command line (RFC 5321 §4.5.3.2: 5 minutes).
+    pub command_timeout_s: u64,
+    /// Seconds for the whole DATA phase.
+    pub data_timeout_s: u64,
+    /// Seconds a session may last.
+    pub session_timeout_s: u64,
+    /// MIME parts per message, nested messages included.
+    pub max_parts: usize,
+    /// MIME nesting levels.
+    pub max_depth: usize,
+    /// Header bytes of one MIME part.
+    pub max_header_bytes: usize,
+    /// Images smaller than this many pixels in both sides are not faxed (logos).
+    pub min_image_px: u32,
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            hostname: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            legacy_tls: false,
+            auth: crate::smtp::AuthMode::Off,
+            auth_without_tls: false,
+            max_line: 2048,
+            max_recipients: 100,
+            max_errors: 20,
+            command_timeout_s: 300,
+            data_timeout_s: 600,
+            session_timeout_s: 1800,
+            max_parts: 500,
+            max_depth: 20,
+            max_header_bytes: 100 * 1024,
+            min_image_px: 200,
+        }
+    }
+}
+
 /// The node configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -546,6 +612,7 @@ pub struct Config {
     pub outbound: OutboundSection,
     pub log: LogSection,
     pub convert: crate::convert::ConvertConfig,
+    pub smtp: SmtpSection,
 }
 
 impl Config {

@@ -1,7 +1,8 @@
 //! fax_sup: the top of a faxd node's supervision tree (Kazoo's `fax_sup`): one-for-one, at
 //! most 5 restarts in 25 s, children started in this order and stopped in reverse:
 //! cluster → file_proxy → sysconf → api_server → fax_requests_sup → fax_inbound →
-//! fax_jobs_sup → fax_worker_sup → fax_monitor → fax_status → fax_maintenance. Later parts
+//! fax_jobs_sup → fax_worker_sup → fax_monitor → fax_status → fax_smtp (when `[smtp] listen`
+//! is set) → fax_maintenance. Later parts
 //! of faxd add their children here, in the order of DESIGN.md §1. The outbound children run
 //! when a media engine is available; the inbound ones (fax_requests_sup, fax_inbound) when
 //! the engine delivers inbound calls (loopback).
@@ -25,6 +26,7 @@ use faxd_actors::api_server::ApiServer;
 use faxd_actors::cluster;
 use faxd_actors::fax_inbound::InboundCalls;
 use faxd_actors::fax_maintenance::{FaxMaintenance, TreeReporter};
+use faxd_actors::fax_smtp::{self, FaxSmtp};
 use faxd_actors::file_proxy::FileProxy;
 use faxd_actors::sysconf::Sysconf;
 use ractor::{Actor, ActorRef, SpawnErr};
@@ -98,6 +100,15 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
             engine = ctx.config.media.engine.as_str(),
             "no outbound media engine in this build yet: outbound faxes are not sent"
         ),
+    }
+    if !ctx.config.smtp.listen.is_empty() {
+        let c6 = ctx.clone();
+        out.push(
+            ChildSpec::new("fax_smtp", Restart::Permanent, move |sup| {
+                spawn_child(Some("fax_smtp".into()), FaxSmtp, c6.clone(), sup)
+            })
+            .with_shutdown(fax_smtp::GRACE + Duration::from_secs(2)),
+        );
     }
     out.push(ChildSpec::new(
         "fax_maintenance",
