@@ -21,8 +21,9 @@ packages=(pkg-config libclang-dev libtiff-dev libjpeg-dev curl)
 if [ "$mode" = "test" ] || [ "$mode" = "bench" ]; then
     # nodejs/npm: the CouchDB-API test server. libtiff-tools: ppm2tiff and tiffcp make the
     # reference fax TIFFs of the CCITT tests. procps: kill, which the node tests use to pause
-    # (SIGSTOP/SIGCONT) and kill faxd processes.
-    packages+=(nodejs npm libtiff-tools procps)
+    # (SIGSTOP/SIGCONT) and kill faxd processes. python3-aiosmtpd: the SMTP relay the
+    # notification tests deliver to (the `aiosmtpd` program, its Maildir handler).
+    packages+=(nodejs npm libtiff-tools procps python3-aiosmtpd)
 fi
 # Document conversion at run time (installed without Recommends, which would pull the GUI):
 # Ghostscript for PDF; LibreOffice headless (Writer, Calc, Impress: soffice is in

@@ -2,6 +2,7 @@
 //! environment variable) and the stored, live `system_config/fax` values.
 
 pub mod fax;
+pub mod notify;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
@@ -514,6 +515,7 @@ pub struct Config {
     pub outbound: OutboundSection,
     pub log: LogSection,
     pub convert: crate::convert::ConvertConfig,
+    pub notify: notify::NotifySection,
 }
 
 impl Config {

@@ -414,6 +414,51 @@ pub fn inbox_doc(
     if let Some(b) = &receiver.faxbox_id {
         doc["faxbox_id"] = json!(b);
     }
+    let event = match verdict(result) {
+        Verdict::Received { .. } => crate::notify::Event::InboundReceived,
+        Verdict::Failed { .. } => crate::notify::Event::InboundFailed,
+    };
+    crate::notify::record(
+        &mut doc,
+        event,
+        crate::time::gregorian_to_unix(now_gregorian),
+    );
+    doc
+}
+
+/// The record of a reception that brought no fax (`pvt_type: "fax_inbound_error"` in the
+/// MODB, not listed as a fax): what the call was and why it failed, with its pending
+/// notification.
+#[allow(clippy::too_many_arguments)]
+pub fn failure_doc(
+    receiver: &Receiver,
+    call: &CallInfo,
+    result: &FaxResult,
+    db: &Db,
+    fax_id: &str,
+    node: &str,
+    started_ms: i64,
+    finished_ms: i64,
+    now_gregorian: i64,
+) -> Value {
+    let mut doc = inbox_doc(
+        receiver,
+        call,
+        result,
+        db,
+        fax_id,
+        0,
+        node,
+        started_ms,
+        finished_ms,
+        now_gregorian,
+    );
+    doc["pvt_type"] = json!("fax_inbound_error");
+    doc["description"] = json!("fax reception failed");
+    if let Some(o) = doc.as_object_mut() {
+        o.remove("folder");
+        o.remove("media_type");
+    }
     doc
 }
 
