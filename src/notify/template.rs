@@ -158,8 +158,12 @@ mod tests {
         v.insert("callee_id", "+1555\r\nBcc: x@y <b>".into());
         let r = builtin(Event::OutboundSent).render(&v);
         assert_eq!(r.subject, "Fax has been sent to +1555  Bcc: x@y <b>");
-        assert!(r.html.contains("+1555\r\r\nBcc: x@y &lt;b&gt;") || r.html.contains("&lt;b&gt;"));
-        assert!(!r.text.replace("\r\n", "").contains('\n'));
+        // HTML values are escaped; every line ending of a part is CRLF.
+        assert!(r.html.contains("Bcc: x@y &lt;b&gt;"), "{}", r.html);
+        assert!(!r.html.contains("x@y <b>"), "{}", r.html);
+        for part in [&r.text, &r.html] {
+            assert!(!part.replace("\r\n", "").contains(['\r', '\n']), "{part}");
+        }
     }
 
     #[test]

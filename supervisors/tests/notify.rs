@@ -363,7 +363,10 @@ async fn a_relay_that_is_down_gets_the_mail_once_when_it_is_back() {
 
 /// A webhook receiver on 127.0.0.1: records each request (headers, body), answers 200.
 #[derive(Clone, Default)]
-struct Hooks(Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>)>>>);
+struct Hooks(Arc<Mutex<Vec<Hook>>>);
+
+/// One webhook request: its headers (lowercase names) and body.
+type Hook = (HashMap<String, String>, Vec<u8>);
 
 impl Hooks {
     async fn serve(self) -> u16 {
