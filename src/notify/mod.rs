@@ -87,6 +87,27 @@ pub fn record(doc: &mut Value, event: Event, now_unix: i64) {
     });
 }
 
+/// Records the error mail to the sender on an e-mail-to-fax log (`fax_smtp_log`, spec §5.6)
+/// before it is written: when the log carries errors, names its sender (`from`) and
+/// `report_smtp_errors` (the faxbox's `report_smtp_errors`, else the fax config's) is on.
+/// Returns whether it did; the writer then rings the [`Doorbell`] with the log's MODB.
+pub fn record_smtp_error(log: &mut Value, report_smtp_errors: bool, now_unix: i64) -> bool {
+    let has_errors = log
+        .get("errors")
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty());
+    let has_sender = log
+        .get("from")
+        .and_then(Value::as_str)
+        .is_some_and(|f| f.contains('@'));
+    if report_smtp_errors && has_errors && has_sender {
+        record(log, Event::SmtpError, now_unix);
+        true
+    } else {
+        false
+    }
+}
+
 /// The event of a final outbound job status (`completed` → sent, `failed` → failed for
 /// good); other statuses notify nothing.
 pub fn outbound_event(status: &str) -> Option<Event> {
