@@ -182,20 +182,6 @@ async fn live_doc(
     }))
 }
 
-/// The strings of `v` (a string or an array of strings).
-fn addresses(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// The notification list (spec §4.2): a faxbox's owner's e-mail and its
 /// `notifications.inbound.email.send_to` (else `notifications.email.send_to`); for a
 /// `receive_fax` owner, the user's e-mail. Case-insensitively de-duplicated, in order.
@@ -206,13 +192,14 @@ pub fn notify_list(owner: Option<&Value>, faxbox: Option<&Value>) -> Vec<String>
             out.push(a);
         }
     };
-    for a in addresses(owner.and_then(|u| u.get("email"))) {
+    for a in crate::notify::deliver::addresses(owner.and_then(|u| u.get("email"))) {
         push(a);
     }
     if let Some(b) = faxbox {
-        let inbound = addresses(b.pointer("/notifications/inbound/email/send_to"));
+        let inbound =
+            crate::notify::deliver::addresses(b.pointer("/notifications/inbound/email/send_to"));
         let list = if inbound.is_empty() {
-            addresses(b.pointer("/notifications/email/send_to"))
+            crate::notify::deliver::addresses(b.pointer("/notifications/email/send_to"))
         } else {
             inbound
         };

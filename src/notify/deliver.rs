@@ -450,8 +450,8 @@ fn event_of(doc: &Value) -> Option<Event> {
         .and_then(Event::parse)
 }
 
-/// Addresses of a `send_to` (a string or a list).
-fn addresses(v: Option<&Value>) -> Vec<String> {
+/// Addresses of a `send_to` (a string or a list), trimmed, empty ones left out.
+pub fn addresses(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) if !s.trim().is_empty() => vec![s.trim().to_string()],
         Some(Value::Array(a)) => a
