@@ -63,7 +63,7 @@ async fn notify_smtp_errors(store: SharedStore) {
     let id = with_errors["_id"].as_str().unwrap().to_string();
     assert_eq!(
         store.notify_due(&db, now(), 10).await.unwrap(),
-        [id.clone()]
+        std::slice::from_ref(&id)
     );
     // A missing database has nothing due.
     let other = Db::Modb(AccountId::generate(), YearMonth::now());
