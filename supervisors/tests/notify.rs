@@ -5,7 +5,8 @@
 //! reason. The mail goes to the maildir (default) or through a real SMTP relay (Debian's
 //! aiosmtpd) that is down at first: retried with backoff, delivered once when it is back.
 //! Webhooks reach a real HTTP receiver on loopback, signed; the signature is checked with
-//! Python's hmac. The delivery log shows in the API. Both stores.
+//! Python's hmac. The delivery log shows in the API. A node killed (-9) while its relay was
+//! down delivers the mail once after its restart. Both stores.
 
 mod common;
 
@@ -489,5 +490,68 @@ async fn faxbox_webhooks_are_signed_and_logged() {
             .to_string()
             .contains(secret)
     );
+    stop_node(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_its_relay_was_down_delivers_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port().to_string();
+    let env = [
+        ("FAXD_NOTIFY_TRANSPORT", "smtp"),
+        ("FAXD_NOTIFY_RELAY", "127.0.0.1"),
+        ("FAXD_NOTIFY_PORT", port.as_str()),
+        ("FAXD_NOTIFY_RETRY_MIN", "1"),
+        ("FAXD_NOTIFY_RETRY_MAX", "2"),
+    ];
+    let node = start_node(dir.path(), &env).await;
+    let admin = Admin::login(&node, dir.path()).await;
+    let box_id = faxbox(&admin, None).await;
+    let id = send(&admin, &box_id, "+15557654321").await;
+    let doc = admin
+        .final_doc(&admin.account, &id, Duration::from_secs(180))
+        .await;
+    let outbox = format!(
+        "/accounts/{}/faxes/outbox/{}",
+        admin.account,
+        doc["id"].as_str().unwrap()
+    );
+    poll_async("a failed attempt", Duration::from_secs(60), || async {
+        let d = admin.get(&outbox).await;
+        let del = &d["_read_only"]["notifications"]["deliveries"][0];
+        (del["attempts"].as_u64().unwrap_or(0) >= 1 && del["last_error"].is_string()).then_some(())
+    })
+    .await;
+    // kill -9: nothing of the notifier's memory survives.
+    tokio::task::spawn_blocking(move || node.stop_with("KILL"))
+        .await
+        .unwrap();
+
+    let inbox = dir.path().join("relay");
+    let _relay = Relay::start(port.parse().unwrap(), &inbox);
+    let node = start_node(dir.path(), &env).await;
+    // The account already owns its number: log in only.
+    let http = reqwest::Client::new();
+    let api = node.url("/v2");
+    let (token, account) = common::admin_login(&http, &api, dir.path()).await;
+    let admin = Admin {
+        http,
+        api,
+        token,
+        account,
+    };
+    let got = wait_mails(&inbox, 1, Duration::from_secs(180)).await;
+    assert_eq!(got[0]["to"], "ann@example.com");
+    assert_eq!(got[0]["subject"], "Fax has been sent to +15557654321");
+    let d = poll_async("delivered", Duration::from_secs(60), || async {
+        let d = admin.get(&outbox).await;
+        (d["_read_only"]["notifications"]["state"] == "done").then_some(d)
+    })
+    .await;
+    assert_eq!(
+        d["_read_only"]["notifications"]["deliveries"][0]["state"],
+        "delivered"
+    );
+    assert_eq!(mails(&inbox).len(), 1);
     stop_node(node).await;
 }
