@@ -16,8 +16,10 @@ cd "$(dirname "$0")/.."
 # Kazoo-style command overrides, Ghostscript.
 run_programs=(sh python3 soffice gs)
 # Started by the tests: shell strings in sandbox and conversion tests, the CouchDB-API test
-# server (node, npm via deps.sh), kill for SIGSTOP/SIGCONT/SIGKILL of faxd nodes.
-test_programs=(sh sleep cp test awk cat grep head env stat kill true node npm)
+# server (node, npm via deps.sh), kill for SIGSTOP/SIGCONT/SIGKILL of faxd nodes, the
+# aiosmtpd relay and /usr/bin/python3 (its e-mail parser reads the notification mail).
+test_programs=(sh sleep cp test awk cat grep head env stat kill true node npm aiosmtpd
+    /usr/bin/python3)
 # Started by `make bench` and `make bench-api` (rel/bench.sh, rel/bench-api.sh).
 bench_programs=(tiffcp tiff2pdf tiffinfo /usr/bin/convert /usr/bin/time wrk curl ps python3
     soffice gs sed egrep bash)

@@ -22,8 +22,9 @@ if [ "$mode" = "test" ] || [ "$mode" = "bench" ]; then
     # nodejs/npm: the CouchDB-API test server. libtiff-tools: ppm2tiff and tiffcp make the
     # reference fax TIFFs of the CCITT tests. procps: kill, which the node tests use to pause
     # (SIGSTOP/SIGCONT) and kill faxd processes. swaks and python3 (smtplib, email): real SMTP
-    # clients of the e-mail-to-fax tests. openssl: certificates of the TLS tests.
-    packages+=(nodejs npm libtiff-tools procps swaks python3 openssl)
+    # clients of the e-mail-to-fax tests. python3-aiosmtpd: the SMTP relay the notification
+    # tests deliver to. openssl: certificates of the TLS tests.
+    packages+=(nodejs npm libtiff-tools procps swaks python3 python3-aiosmtpd openssl)
 fi
 # Document conversion at run time (installed without Recommends, which would pull the GUI):
 # Ghostscript for PDF; LibreOffice headless (Writer, Calc, Impress: soffice is in

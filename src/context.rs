@@ -28,6 +28,8 @@ pub struct NodeContext {
     pub media: crate::gateway::MediaMonitor,
     /// Fax calls being received on this node now (`GET /faxes/incoming`).
     pub incoming: crate::inbound::live::IncomingCalls,
+    /// Wakes this node's notifier when a document with a pending notification is written.
+    pub notify: crate::notify::Doorbell,
 }
 
 impl NodeContext {
@@ -42,6 +44,7 @@ impl NodeContext {
             files: FileRegistry::default(),
             media: Default::default(),
             incoming: Default::default(),
+            notify: Default::default(),
         }
     }
 

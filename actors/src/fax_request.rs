@@ -213,8 +213,11 @@ impl Actor for FaxRequest {
         if let Some(s) = st.storing.take() {
             let fax_id = s.doc["_id"].as_str().unwrap_or_default();
             match inbound::store_fax(&st.ctx.store, &s.db, &s.doc, &s.attachments).await {
-                Ok(()) => info!(call_id = %st.info.call_id, fax_id = %fax_id,
-                                "fax stored in the inbox on the way out"),
+                Ok(()) => {
+                    st.ctx.notify.ring(&s.db);
+                    info!(call_id = %st.info.call_id, fax_id = %fax_id,
+                          "fax stored in the inbox on the way out")
+                }
                 Err(e) => {
                     let kept = keep_unstored(&st.ctx, &s).await;
                     error!(call_id = %st.info.call_id, fax_id = %fax_id, error = %e,
@@ -333,6 +336,25 @@ impl RequestState {
                 warn!(call_id = %self.info.call_id, to_number = %self.info.to,
                       from_number = %self.info.from_number, account_id = %receiver.account,
                       reason = %text, rx_result = %rx, "inbound fax not received");
+                // The failure is recorded (one attempt) with its notification.
+                let now = faxd::time::now_gregorian();
+                let (db, id) = inbound::fax_location(&receiver.account, now);
+                let doc = inbound::failure_doc(
+                    &receiver,
+                    &self.info,
+                    &result,
+                    &db,
+                    &id,
+                    self.ctx.node(),
+                    self.answered_ms,
+                    finished_ms,
+                    now,
+                );
+                match inbound::store_fax(&self.ctx.store, &db, &doc, &[]).await {
+                    Ok(()) => self.ctx.notify.ring(&db),
+                    Err(e) => warn!(call_id = %self.info.call_id, error = %e,
+                                    "failed reception not recorded"),
+                }
                 myself.stop(None);
                 return;
             }
@@ -401,6 +423,7 @@ impl RequestState {
         let fax_id = s.doc["_id"].as_str().unwrap_or_default().to_string();
         match inbound::store_fax(&self.ctx.store, &s.db, &s.doc, &s.attachments).await {
             Ok(()) => {
+                self.ctx.notify.ring(&s.db);
                 info!(call_id = %self.info.call_id, fax_id = %fax_id, db = %s.db,
                       pages = %s.doc["pvt_pages"], from_number = %self.info.from_number,
                       to_number = %self.info.to, "fax received and stored in the inbox");

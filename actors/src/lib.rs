@@ -19,6 +19,7 @@ pub mod http_server;
 pub mod job_book;
 pub mod job_commands;
 pub mod maintenance;
+pub mod notify;
 pub mod outbound;
 pub mod stage;
 pub mod sysconf;

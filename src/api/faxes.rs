@@ -238,6 +238,9 @@ fn view(doc: &Value) -> Value {
     if let Some(p) = doc.get("pvt_pages") {
         out["pages"] = p.clone();
     }
+    if let Some(n) = doc.get("pvt_notify") {
+        out["_read_only"]["notifications"] = crate::notify::delivery_log(n);
+    }
     out
 }
 
@@ -749,73 +752,12 @@ async fn delete_folder(
     Ok(respond_doc(&req, &state, StatusCode::OK, &out))
 }
 
-/// Download formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Pdf,
-    Tiff,
-    Original,
-}
-
-impl Format {
-    fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "pdf" => Some(Format::Pdf),
-            "tiff" | "tif" => Some(Format::Tiff),
-            "original" => Some(Format::Original),
-            _ => None,
-        }
-    }
-}
+pub use crate::fax_format::{Format, pick_attachment};
 
 /// The configured default download format (`system_config/kazoo_convert`
 /// `fax.attachment_format`, default `pdf`).
 async fn default_format(state: &ApiState) -> Format {
-    let doc = state
-        .store
-        .get(&Db::SystemConfig, "kazoo_convert")
-        .await
-        .ok()
-        .flatten();
-    doc.as_ref()
-        .and_then(|d| {
-            d.pointer("/default/fax/attachment_format")
-                .or_else(|| d.pointer("/default/attachment_format"))
-        })
-        .and_then(Value::as_str)
-        .and_then(Format::parse)
-        .unwrap_or(Format::Pdf)
-}
-
-/// Picks the attachment that serves a format. `strict`: the client asked for this format
-/// explicitly (`?format=` or `Accept`), so no other format may stand in.
-pub fn pick_attachment(doc: &Value, format: Format, strict: bool) -> Option<String> {
-    let names = intake::attachment_names(doc);
-    let ct_of = |n: &str| {
-        doc.pointer(&format!(
-            "/_attachments/{}/content_type",
-            n.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-    };
-    let find = |pred: &dyn Fn(&str) -> bool| names.iter().find(|n| pred(n)).cloned();
-    let original = || {
-        find(&|n| n.starts_with("original_file"))
-            .or_else(|| find(&|n| n.starts_with("received_file_")))
-    };
-    let by_type = |ct: &str| find(&|n| ct_of(n) == ct);
-    let chosen = match format {
-        Format::Pdf => find(&|n| n == "pdf_file.pdf").or_else(|| by_type("application/pdf")),
-        Format::Tiff => find(&|n| n == "fax_file.tiff").or_else(|| by_type("image/tiff")),
-        Format::Original => original(),
-    };
-    if strict {
-        chosen
-    } else {
-        chosen.or_else(original).or_else(|| names.first().cloned())
-    }
+    crate::fax_format::configured(&state.store).await
 }
 
 async fn attachment(
@@ -899,18 +841,16 @@ async fn attachment(
 /// without re-encoding, kept as `pdf_file.pdf` when `store_fax_pdf` is on. `None` when the
 /// fax has no TIFF either.
 async fn render_pdf(state: &ApiState, db: &Db, doc: &Value) -> Result<Option<Vec<u8>>, ApiError> {
-    let Some(name) = pick_attachment(doc, Format::Tiff, true) else {
+    let Some(pdf) = crate::fax_format::render_pdf(&state.store, db, doc)
+        .await
+        .map_err(|e| match e {
+            crate::fax_format::RenderError::Store(e) => ApiError::from(e),
+            e => ApiError::Fault(e.to_string()),
+        })?
+    else {
         return Ok(None);
     };
     let id = doc["_id"].as_str().unwrap_or_default().to_string();
-    let Some(att) = state.store.get_attachment(db, &id, &name).await? else {
-        return Ok(None);
-    };
-    let tiff = crate::store::read_all(att.body).await?;
-    let pdf = tokio::task::spawn_blocking(move || crate::convert::pdf::fax_tiff_to_pdf(&tiff))
-        .await
-        .map_err(|e| ApiError::Fault(e.to_string()))?
-        .map_err(|e| ApiError::Fault(format!("cannot render the fax as PDF: {e}")))?;
     if state.sysconf.fax().store_fax_pdf {
         let rev = doc.get("_rev").and_then(Value::as_str);
         // Best effort: a concurrent change only means the PDF is rendered again next time.

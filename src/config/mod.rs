@@ -2,6 +2,7 @@
 //! environment variable) and the stored, live `system_config/fax` values.
 
 pub mod fax;
+pub mod notify;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
@@ -613,6 +614,7 @@ pub struct Config {
     pub log: LogSection,
     pub convert: crate::convert::ConvertConfig,
     pub smtp: SmtpSection,
+    pub notify: notify::NotifySection,
 }
 
 impl Config {

@@ -162,20 +162,6 @@ impl ResolveError {
     }
 }
 
-/// The strings of `v` (a string or an array of strings).
-fn addresses(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// The notification list (spec §4.2): a faxbox's owner's e-mail and its
 /// `notifications.inbound.email.send_to` (else `notifications.email.send_to`); for a
 /// `receive_fax` owner, the user's e-mail. Case-insensitively de-duplicated, in order.
@@ -186,13 +172,14 @@ pub fn notify_list(owner: Option<&Value>, faxbox: Option<&Value>) -> Vec<String>
             out.push(a);
         }
     };
-    for a in addresses(owner.and_then(|u| u.get("email"))) {
+    for a in crate::notify::deliver::addresses(owner.and_then(|u| u.get("email"))) {
         push(a);
     }
     if let Some(b) = faxbox {
-        let inbound = addresses(b.pointer("/notifications/inbound/email/send_to"));
+        let inbound =
+            crate::notify::deliver::addresses(b.pointer("/notifications/inbound/email/send_to"));
         let list = if inbound.is_empty() {
-            addresses(b.pointer("/notifications/email/send_to"))
+            crate::notify::deliver::addresses(b.pointer("/notifications/email/send_to"))
         } else {
             inbound
         };
@@ -393,6 +380,51 @@ pub fn inbox_doc(
     }
     if let Some(b) = &receiver.faxbox_id {
         doc["faxbox_id"] = json!(b);
+    }
+    let event = match verdict(result) {
+        Verdict::Received { .. } => crate::notify::Event::InboundReceived,
+        Verdict::Failed { .. } => crate::notify::Event::InboundFailed,
+    };
+    crate::notify::record(
+        &mut doc,
+        event,
+        crate::time::gregorian_to_unix(now_gregorian),
+    );
+    doc
+}
+
+/// The record of a reception that brought no fax (`pvt_type: "fax_inbound_error"` in the
+/// MODB, not listed as a fax): what the call was and why it failed, with its pending
+/// notification.
+#[allow(clippy::too_many_arguments)]
+pub fn failure_doc(
+    receiver: &Receiver,
+    call: &CallInfo,
+    result: &FaxResult,
+    db: &Db,
+    fax_id: &str,
+    node: &str,
+    started_ms: i64,
+    finished_ms: i64,
+    now_gregorian: i64,
+) -> Value {
+    let mut doc = inbox_doc(
+        receiver,
+        call,
+        result,
+        db,
+        fax_id,
+        0,
+        node,
+        started_ms,
+        finished_ms,
+        now_gregorian,
+    );
+    doc["pvt_type"] = json!("fax_inbound_error");
+    doc["description"] = json!("fax reception failed");
+    if let Some(o) = doc.as_object_mut() {
+        o.remove("folder");
+        o.remove("media_type");
     }
     doc
 }

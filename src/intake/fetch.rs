@@ -68,7 +68,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
 }
 
 /// Resolves a URL's host and checks its addresses.
-async fn checked_addr(url: &Url, policy: &FetchPolicy) -> Result<SocketAddr, String> {
+pub(crate) async fn checked_addr(url: &Url, policy: &FetchPolicy) -> Result<SocketAddr, String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "document URL scheme '{}' is not allowed (http or https only)",

@@ -64,6 +64,14 @@ pub async fn move_to_modb(store: &SharedStore, doc: Value) -> Result<String, Sto
         o.insert("folder".into(), json!("outbox"));
         o.insert("pvt_account_db".into(), json!(db.name()));
     }
+    // The notification of a sent or failed fax is written with the final document itself.
+    if let Some(event) = doc
+        .get("pvt_job_status")
+        .and_then(Value::as_str)
+        .and_then(crate::notify::outbound_event)
+    {
+        crate::notify::record(&mut copy, event, crate::time::now_unix_ms() / 1000);
+    }
     let mut last = StoreError::Conflict;
     let mut saved = false;
     for _ in 0..ATTEMPTS {
@@ -82,6 +90,10 @@ pub async fn move_to_modb(store: &SharedStore, doc: Value) -> Result<String, Sto
                 // An earlier move of this job got this far: overwrite it.
                 if let Some(existing) = store.get(&db, &target_id).await? {
                     copy["_rev"] = existing["_rev"].clone();
+                    // Its notification may be under way or delivered: keep that state.
+                    if let Some(n) = existing.get("pvt_notify") {
+                        copy["pvt_notify"] = n.clone();
+                    }
                 } else if let Some(o) = copy.as_object_mut() {
                     o.remove("_rev");
                 }

@@ -1474,6 +1474,18 @@ impl Store for CouchStore {
         .await
     }
 
+    async fn notify_due(&self, db: &Db, due_by: i64, limit: usize) -> Result<Vec<String>> {
+        let params = [("endkey", due_by.to_string()), ("limit", limit.to_string())];
+        let rows = self
+            .view(db, "notify", "pending", &params)
+            .await?
+            .unwrap_or_default();
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect())
+    }
+
     async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {
         let mut url = self.url_of(&[&db.name(), "_all_docs"]);
         url.query_pairs_mut().append_pair("include_docs", "true");

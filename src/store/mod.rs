@@ -493,6 +493,12 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> Result<Listing<SmtpLogRow>>;
 
+    /// Ids of the documents of `db` (an account MODB) with notifications to deliver
+    /// (`pvt_notify.state == "pending"`) that are due at `due_by` (unix seconds,
+    /// `pvt_notify.next_at`), soonest first, at most `limit` (`notify/pending`). A missing
+    /// database has none.
+    async fn notify_due(&self, db: &Db, due_by: i64, limit: usize) -> Result<Vec<String>>;
+
     /// Every live document of a database whose `pvt_type` is `pvt_type`, in id order, each with
     /// its `_id` and `_rev` (no attachment stubs). For the account-level listings of the API
     /// (users, callflows, faxboxes) and the `accounts` directory; an absent database is

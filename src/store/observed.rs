@@ -234,6 +234,10 @@ impl<O: WriteObserver> Store for Observed<O> {
         self.inner.smtp_logs(account, range, page).await
     }
 
+    async fn notify_due(&self, db: &Db, due_by: i64, limit: usize) -> Result<Vec<String>> {
+        self.inner.notify_due(db, due_by, limit).await
+    }
+
     async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {
         self.inner.docs_by_type(db, pvt_type).await
     }

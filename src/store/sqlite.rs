@@ -69,6 +69,9 @@ CREATE INDEX IF NOT EXISTS docs_account_created ON docs (
     db, json_extract(body, '$.pvt_account_id'), coalesce(json_extract(body, '$.pvt_created'), 0));
 CREATE INDEX IF NOT EXISTS docs_faxbox_created ON docs (
     db, json_extract(body, '$.faxbox_id'), coalesce(json_extract(body, '$.pvt_created'), 0));
+CREATE INDEX IF NOT EXISTS docs_notify_due ON docs (
+    db, json_extract(body, '$.pvt_notify.next_at'))
+    WHERE json_extract(body, '$.pvt_notify.state') = 'pending';
 CREATE TABLE IF NOT EXISTS attachments (
     db TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -1484,6 +1487,28 @@ impl Store for SqliteStore {
                     Ok(got.iter().filter_map(SmtpLogRow::from_doc).collect())
                 },
             )
+        })
+        .await
+    }
+
+    async fn notify_due(&self, db: &Db, due_by: i64, limit: usize) -> Result<Vec<String>> {
+        let db = db.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id FROM docs INDEXED BY docs_notify_due
+                     WHERE db = ?1 AND deleted = 0
+                       AND json_extract(body, '$.pvt_notify.state') = 'pending'
+                       AND coalesce(json_extract(body, '$.pvt_notify.next_at'), 0) <= ?2
+                     ORDER BY json_extract(body, '$.pvt_notify.next_at') LIMIT ?3",
+                )
+                .map_err(db_err)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(params![db.name(), due_by, limit], |r| r.get::<_, String>(0))
+                .map_err(db_err)?;
+            rows.collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(db_err)
         })
         .await
     }

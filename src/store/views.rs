@@ -17,6 +17,8 @@ pub const FAXES_FAXBOX: &str = include_str!("../../priv/couchdb/views/faxes.faxb
 pub const ACCOUNT_FAXBOX: &str = include_str!("../../priv/couchdb/views/account.faxbox.json");
 /// Account MODB, `_design/faxes`: the fax listings by folder, faxbox and owner.
 pub const MODB_FAXES: &str = include_str!("../../priv/couchdb/views/modb.faxes.json");
+/// Account MODB, `_design/notify`: documents with notifications to deliver, by due time.
+pub const MODB_NOTIFY: &str = include_str!("../../priv/couchdb/views/modb.notify.json");
 
 /// The design documents (sources, as embedded) a database gets.
 pub fn design_sources(db: &Db) -> &'static [(&'static str, &'static str)] {
@@ -26,7 +28,10 @@ pub fn design_sources(db: &Db) -> &'static [(&'static str, &'static str)] {
             ("faxes.faxbox.json", FAXES_FAXBOX),
         ],
         Db::Account(_) => &[("account.faxbox.json", ACCOUNT_FAXBOX)],
-        Db::Modb(_, _) => &[("modb.faxes.json", MODB_FAXES)],
+        Db::Modb(_, _) => &[
+            ("modb.faxes.json", MODB_FAXES),
+            ("modb.notify.json", MODB_NOTIFY),
+        ],
         Db::Accounts | Db::SystemConfig => &[],
     }
 }
@@ -136,7 +141,9 @@ mod tests {
         assert!(account[0]["views"]["email_permissions"]["reduce"].is_null());
 
         let modb = design_docs(&Db::Modb(a, YearMonth::now()));
-        assert_eq!(modb.len(), 1);
+        assert_eq!(modb.len(), 2);
+        assert_eq!(modb[1]["_id"], "_design/notify");
+        assert_eq!(views_of(&modb[1]), ["pending"]);
         assert_eq!(modb[0]["_id"], "_design/faxes");
         assert_eq!(
             views_of(&modb[0]),

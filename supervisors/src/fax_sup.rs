@@ -1,6 +1,6 @@
 //! fax_sup: the top of a faxd node's supervision tree (Kazoo's `fax_sup`): one-for-one, at
 //! most 5 restarts in 25 s, children started in this order and stopped in reverse:
-//! cluster → file_proxy → sysconf → api_server → fax_requests_sup → fax_inbound →
+//! cluster → file_proxy → sysconf → api_server → notify → fax_requests_sup → fax_inbound →
 //! fax_jobs_sup → fax_worker_sup → fax_monitor → fax_status → fax_smtp (when `[smtp] listen`
 //! is set) → fax_maintenance. Later parts
 //! of faxd add their children here, in the order of DESIGN.md §1. The outbound children run
@@ -28,6 +28,7 @@ use faxd_actors::fax_inbound::InboundCalls;
 use faxd_actors::fax_maintenance::{FaxMaintenance, TreeReporter};
 use faxd_actors::fax_smtp::{self, FaxSmtp};
 use faxd_actors::file_proxy::FileProxy;
+use faxd_actors::notify::Notify;
 use faxd_actors::sysconf::Sysconf;
 use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::sync::{Mutex, mpsc};
@@ -63,6 +64,7 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
     let c3 = ctx.clone();
     let c4 = ctx.clone();
     let c5 = ctx.clone();
+    let c6 = ctx.clone();
     let mut out = vec![
         ChildSpec::new("cluster", Restart::Permanent, move |sup| {
             cluster::spawn_node(c1.clone(), sup)
@@ -79,6 +81,10 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
             spawn_child(Some("api_server".into()), ApiServer, c3.clone(), sup)
         })
         .with_shutdown(Duration::from_secs(15)),
+        ChildSpec::new("notify", Restart::Permanent, move |sup| {
+            spawn_child(Some("notify".into()), Notify, c6.clone(), sup)
+        })
+        .with_backoff(STORE_BACKOFF),
     ];
     let (gw, inbound_calls, engine) = gateway(&ctx);
     out.extend(engine);

@@ -102,6 +102,7 @@ fn sup_reports_status_and_changes_config_live() {
         "file_proxy",
         "sysconf",
         "api_server",
+        "notify",
         "fax_requests_sup",
         "fax_inbound",
         "fax_maintenance",

@@ -1,0 +1,126 @@
+//! The notifier on both stores (the embedded one and CouchDB, `FAXD_TEST_COUCH_URL`): the
+//! `notify/pending` index finds what is due and nothing else; an e-mail-to-fax log with
+//! errors mails its sender once (maildir), the log's delivery state ends `done`; a second
+//! run sends nothing again; a log without errors, or with reporting off, records nothing.
+
+mod api_common;
+
+use std::sync::Arc;
+
+use faxd::config::notify::NotifySection;
+use faxd::ids::{AccountId, Db, YearMonth, modb_doc_id, new_id};
+use faxd::notify::deliver::Notifier;
+use faxd::store::SharedStore;
+use serde_json::{Value, json};
+
+fn now() -> i64 {
+    faxd::time::now_unix_ms() / 1000
+}
+
+/// A `fax_smtp_log` as the e-mail-to-fax intake writes it, in `db`.
+fn smtp_log(db: &Db, errors: Value) -> Value {
+    let Db::Modb(account, month) = db else {
+        panic!("a MODB")
+    };
+    json!({
+        "_id": modb_doc_id(*month, &new_id()),
+        "pvt_type": "fax_smtp_log",
+        "pvt_account_id": account.as_str(),
+        "pvt_account_db": db.name(),
+        "pvt_created": faxd::time::now_gregorian(),
+        "from": "scanner@example.com",
+        "to": "+15557654321@fax.example.com",
+        "original_number": "+15557654321",
+        "errors": errors,
+    })
+}
+
+async fn notify_smtp_errors(store: SharedStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let account = AccountId::generate();
+    let db = Db::Modb(account, YearMonth::now());
+    store.ensure_db(&db).await.expect("modb");
+
+    let mut with_errors = smtp_log(&db, json!(["no faxable attachment", "invalid number"]));
+    assert!(faxd::notify::record_smtp_error(
+        &mut with_errors,
+        true,
+        now()
+    ));
+    let mut later = smtp_log(&db, json!(["not allowed"]));
+    assert!(faxd::notify::record_smtp_error(
+        &mut later,
+        true,
+        now() + 3600
+    ));
+    let mut clean = smtp_log(&db, json!([]));
+    assert!(!faxd::notify::record_smtp_error(&mut clean, true, now()));
+    let mut off = smtp_log(&db, json!(["invalid number"]));
+    assert!(!faxd::notify::record_smtp_error(&mut off, false, now()));
+    for doc in [&with_errors, &later, &clean, &off] {
+        store.save(&db, doc.clone()).await.expect("save log");
+    }
+    let id = with_errors["_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        store.notify_due(&db, now(), 10).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
+    // A missing database has nothing due.
+    let other = Db::Modb(AccountId::generate(), YearMonth::now());
+    assert!(
+        store
+            .notify_due(&other, now(), 10)
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+
+    let cfg = NotifySection {
+        maildir: dir.path().join("mail").display().to_string(),
+        ..NotifySection::default()
+    };
+    let notifier = Notifier::new(store.clone(), cfg, dir.path()).expect("notifier");
+    let next = notifier.run_db(&db).await.expect("run");
+    assert_eq!(next, None);
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
+        .expect("maildir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let eml = std::fs::read_to_string(&files[0]).expect("eml");
+    assert!(eml.contains("To: scanner@example.com\r\n"), "{eml}");
+    assert!(eml.contains("Subject: Error Sending Fax\r\n"), "{eml}");
+    assert!(eml.contains("Auto-Submitted: auto-generated\r\n"), "{eml}");
+    assert!(eml.contains("no faxable attachment"), "{eml}");
+
+    let doc: Value = store.get(&db, &id).await.unwrap().expect("log");
+    assert_eq!(doc["pvt_notify"]["state"], "done", "{doc}");
+    assert_eq!(doc["pvt_notify"]["deliveries"][0]["state"], "delivered");
+    assert_eq!(doc["pvt_notify"]["deliveries"][0]["attempts"], 1);
+    // Nothing is due any more, and a second run sends nothing.
+    assert!(store.notify_due(&db, now(), 10).await.unwrap().is_empty());
+    notifier.run_db(&db).await.expect("run again");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("mail")).unwrap().count(),
+        1
+    );
+    // The later one is due later.
+    let later_id = later["_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        store.notify_due(&db, now() + 3600, 10).await.unwrap(),
+        [later_id]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_errors_mail_the_sender_once_embedded() {
+    let (store, _dir) = api_common::embedded().await;
+    notify_smtp_errors(Arc::clone(&store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_errors_mail_the_sender_once_couchdb() {
+    let (store, _dir) = api_common::couch().await;
+    notify_smtp_errors(store).await;
+}
