@@ -65,6 +65,7 @@ impl Actor for FaxSmtp {
                 pool: IntakePool::default(),
             },
             limits: faxd::smtp::mime_limits(smtp),
+            notify: ctx.notify.clone(),
         };
         let (stop, stopped) = Shutdown::new();
         let sessions = fax.smtp_sessions as usize;

@@ -39,6 +39,8 @@ pub struct FaxRcpt {
 pub struct SmtpService {
     pub intake: IntakeService,
     pub limits: MimeLimits,
+    /// Rung when a log is written with an error mail to its sender recorded on it.
+    pub notify: crate::notify::Doorbell,
 }
 
 impl SmtpService {
@@ -455,7 +457,13 @@ impl Log {
     /// turned into a different SMTP reply). A refusal is marked for a mail to its sender
     /// (`report_error`) when the faxbox asks for it, else when `report_smtp_errors` (the
     /// system's) does.
-    async fn write(mut self, store: &SharedStore, reply: &Reply, report_smtp_errors: bool) {
+    async fn write(
+        mut self,
+        store: &SharedStore,
+        notify: &crate::notify::Doorbell,
+        reply: &Reply,
+        report_smtp_errors: bool,
+    ) {
         let report_errors = self.report.unwrap_or(report_smtp_errors);
         let month = YearMonth::now();
         let db = Db::Modb(self.account.clone(), month);
@@ -478,12 +486,24 @@ impl Log {
         self.doc.insert("pvt_account_db".into(), json!(db.name()));
         self.doc.insert("pvt_created".into(), json!(now));
         self.doc.insert("pvt_modified".into(), json!(now));
+        let mut doc = Value::Object(self.doc);
+        // The error mail is recorded in the log's own write, so it is never lost nor sent
+        // for a log that was not written.
+        let mail = crate::notify::record_smtp_error(
+            &mut doc,
+            failed && report_errors,
+            crate::time::now_unix_ms() / 1000,
+        );
         let written = async {
             store.ensure_db(&db).await?;
-            store.save(&db, Value::Object(self.doc)).await
+            store.save(&db, doc).await
         };
-        if let Err(e) = written.await {
-            tracing::warn!(account_id = %self.account, error = %e, "smtp: fax_smtp_log not written");
+        match written.await {
+            Ok(_) if mail => notify.ring(&db),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(account_id = %self.account, error = %e, "smtp: fax_smtp_log not written");
+            }
         }
     }
 }
@@ -579,8 +599,13 @@ impl Backend for SmtpService {
             }
             Err((reply, log)) => {
                 if let Some(log) = log {
-                    log.write(self.store(), &reply, self.report_smtp_errors())
-                        .await;
+                    log.write(
+                        self.store(),
+                        &self.notify,
+                        &reply,
+                        self.report_smtp_errors(),
+                    )
+                    .await;
                 }
                 Err(reply)
             }
@@ -592,15 +617,20 @@ impl Backend for SmtpService {
             return Reply::no_valid_recipients();
         };
         let reply = self.deliver_to(env, rcpts, message, &mut log).await;
-        log.write(self.store(), &reply, self.report_smtp_errors())
-            .await;
+        log.write(
+            self.store(),
+            &self.notify,
+            &reply,
+            self.report_smtp_errors(),
+        )
+        .await;
         reply
     }
 
     async fn refused(&self, env: &Envelope, rcpts: &[FaxRcpt], reply: &Reply) {
         if let Some(log) = self.log_for(env, rcpts) {
             log.error(reply.text())
-                .write(self.store(), reply, self.report_smtp_errors())
+                .write(self.store(), &self.notify, reply, self.report_smtp_errors())
                 .await;
         }
     }

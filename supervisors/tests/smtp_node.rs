@@ -149,6 +149,34 @@ async fn mail_to_fax_end_to_end(env: Vec<(String, String)>, dir: &std::path::Pat
                 .is_some_and(|e| e.contains("not allowed"))),
         "{logs:?}"
     );
+    // The refused sender gets one error mail (the node's maildir transport), saying why.
+    let mail_dir = dir.join("mail");
+    let to_mallory = |f: &std::path::PathBuf| {
+        std::fs::read_to_string(f).is_ok_and(|m| {
+            m.lines()
+                .any(|l| l.eq_ignore_ascii_case("To: mallory@example.com"))
+        })
+    };
+    let mails = common::poll_async(
+        "the error mail to the sender",
+        Duration::from_secs(90),
+        || {
+            let mail_dir = mail_dir.clone();
+            async move {
+                let found: Vec<std::path::PathBuf> = std::fs::read_dir(&mail_dir)
+                    .ok()?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .filter(to_mallory)
+                    .collect();
+                (!found.is_empty()).then_some(found)
+            }
+        },
+    )
+    .await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = std::fs::read_to_string(&mails[0]).expect("mail");
+    assert!(mail.contains("Auto-Submitted: auto-generated"), "{mail}");
     tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
         .await
         .expect("stop");

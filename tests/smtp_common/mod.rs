@@ -103,6 +103,7 @@ impl Rig {
                 pool: IntakePool::default(),
             },
             limits: MimeLimits::default(),
+            notify: Default::default(),
         };
         let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
