@@ -241,7 +241,22 @@ fn view(doc: &Value) -> Value {
     if let Some(n) = doc.get("pvt_notify") {
         out["_read_only"]["notifications"] = crate::notify::delivery_log(n);
     }
+    hide_callback_secrets(&mut out);
     out
+}
+
+/// Removes the webhook signing secrets a job carries (copied from its faxbox so that its
+/// callbacks can be signed) from what clients see: whoever may read a fax must not learn the
+/// key that authenticates the account's webhooks.
+fn hide_callback_secrets(fax: &mut Value) {
+    for dir in ["inbound", "outbound"] {
+        if let Some(cb) = fax
+            .pointer_mut(&format!("/notifications/{dir}/callback"))
+            .and_then(Value::as_object_mut)
+        {
+            cb.remove("secret");
+        }
+    }
 }
 
 /// What a listing's filters look at: the stored document, with the fields clients see
@@ -1072,4 +1087,37 @@ async fn get_smtplog(
     let mut out = doc.clone();
     out["created"] = doc.get("pvt_created").cloned().unwrap_or(json!(0));
     Ok(respond_doc(&req, &state, StatusCode::OK, &out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fax_view_never_shows_webhook_secrets() {
+        let doc = json!({
+            "_id": "202612-abc", "pvt_created": 1, "pvt_job_status": "completed",
+            "notifications": {
+                "outbound": {"callback": {"url": "https://hooks.example/fax", "method": "post",
+                                          "secret": "s3cr3t"},
+                             "email": {"send_to": ["a@example.com"]}},
+                "inbound": {"callback": {"url": "https://hooks.example/in", "secret": "x"}}
+            }
+        });
+        let v = view(&doc);
+        assert!(!v.to_string().contains("s3cr3t"), "{v}");
+        assert!(
+            v.pointer("/notifications/inbound/callback/secret")
+                .is_none(),
+            "{v}"
+        );
+        assert_eq!(
+            v["notifications"]["outbound"]["callback"]["url"],
+            "https://hooks.example/fax"
+        );
+        assert_eq!(
+            v["notifications"]["outbound"]["email"]["send_to"][0],
+            "a@example.com"
+        );
+    }
 }
