@@ -124,3 +124,93 @@ async fn smtp_errors_mail_the_sender_once_couchdb() {
     let (store, _dir) = api_common::couch().await;
     notify_smtp_errors(store).await;
 }
+
+/// A reception that failed (no page arrived) is recorded with its notification by the same
+/// code fax_request runs ([`faxd::inbound::failure_doc`]); the notifier mails the receiver's
+/// list once, with the reason, and no fax is attached (there is none).
+async fn notify_inbound_failure(store: SharedStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let account = AccountId::generate();
+    let receiver = faxd::inbound::Receiver {
+        account: account.clone(),
+        callflow_id: new_id(),
+        owner_id: None,
+        faxbox_id: None,
+        notify: vec!["desk@example.com".into()],
+        station_id: "+15557650000".into(),
+        t38: false,
+        max_inbound: None,
+    };
+    let call = faxd::inbound::CallInfo {
+        call_id: new_id(),
+        to: "+15557650000".into(),
+        from_number: "+14155550100".into(),
+        from_name: "Front Desk".into(),
+    };
+    let result = faxd::gateway::FaxResult {
+        success: false,
+        hangup_cause: "NORMAL_CLEARING".into(),
+        sip_code: 200,
+        fax_result_code: 49,
+        fax_result_text: "The call dropped prematurely".into(),
+        ..Default::default()
+    };
+    let now_g = faxd::time::now_gregorian();
+    let (db, id) = faxd::inbound::fax_location(&account, now_g);
+    let started = faxd::time::now_unix_ms() - 30_000;
+    let doc = faxd::inbound::failure_doc(
+        &receiver,
+        &call,
+        &result,
+        &db,
+        &id,
+        "faxd@test",
+        started,
+        started + 30_000,
+        now_g,
+    );
+    faxd::inbound::store_fax(&store, &db, &doc, &[])
+        .await
+        .expect("failure recorded");
+    assert_eq!(
+        store.notify_due(&db, now(), 10).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
+
+    let cfg = NotifySection {
+        maildir: dir.path().join("mail").display().to_string(),
+        ..NotifySection::default()
+    };
+    let notifier = Notifier::new(store.clone(), cfg, dir.path()).expect("notifier");
+    notifier.run_db(&db).await.expect("run");
+    notifier.run_db(&db).await.expect("run again");
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
+        .expect("maildir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let eml = std::fs::read_to_string(&files[0]).expect("eml");
+    assert!(eml.contains("To: desk@example.com\r\n"), "{eml}");
+    assert!(
+        eml.contains("Subject: Error receiving fax from Front Desk (+14155550100)\r\n"),
+        "{eml}"
+    );
+    assert!(eml.contains("The call dropped prematurely"), "{eml}");
+    assert!(!eml.contains("Content-Disposition: attachment"), "{eml}");
+    let stored: Value = store.get(&db, &id).await.unwrap().expect("record");
+    assert_eq!(stored["pvt_type"], "fax_inbound_error");
+    assert_eq!(stored["pvt_notify"]["state"], "done", "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reception_mails_the_receiver_once_embedded() {
+    let (store, _dir) = api_common::embedded().await;
+    notify_inbound_failure(Arc::clone(&store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reception_mails_the_receiver_once_couchdb() {
+    let (store, _dir) = api_common::couch().await;
+    notify_inbound_failure(store).await;
+}
