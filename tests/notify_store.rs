@@ -214,3 +214,61 @@ async fn a_failed_reception_mails_the_receiver_once_couchdb() {
     let (store, _dir) = api_common::couch().await;
     notify_inbound_failure(store).await;
 }
+
+/// An account's own template (`notify_template_<event>` in its database) replaces the
+/// built-in parts it has; the others stay built in.
+async fn account_template_overrides(store: SharedStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let account = AccountId::generate();
+    let adb = Db::Account(account.clone());
+    store.ensure_db(&adb).await.expect("account db");
+    store
+        .save(
+            &adb,
+            json!({"_id": "notify_template_smtp_error",
+                   "subject": "Acme fax gateway: mail to {{to}} refused\r\nBcc: x@evil.example",
+                   "text": "Acme could not fax your mail.\nReason: {{error}}\n"}),
+        )
+        .await
+        .expect("template");
+    let db = Db::Modb(account, YearMonth::now());
+    store.ensure_db(&db).await.expect("modb");
+    let mut log = smtp_log(&db, json!(["invalid number"]));
+    assert!(faxd::notify::record_smtp_error(&mut log, true, now()));
+    store.save(&db, log).await.expect("log");
+    let cfg = NotifySection {
+        maildir: dir.path().join("mail").display().to_string(),
+        ..NotifySection::default()
+    };
+    let notifier = Notifier::new(store.clone(), cfg, dir.path()).expect("notifier");
+    notifier.run_db(&db).await.expect("run");
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
+        .expect("maildir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let eml = std::fs::read_to_string(&files[0]).expect("eml");
+    assert!(
+        eml.contains("Subject: Acme fax gateway: mail to +15557654321@fax.example.com refused"),
+        "{eml}"
+    );
+    // The line break of the stored subject never becomes a header of its own.
+    assert!(!eml.contains("\r\nBcc:"), "{eml}");
+    assert!(
+        eml.contains("Acme could not fax your mail.\r\nReason: invalid number"),
+        "{eml}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_template_replaces_the_built_in_one_embedded() {
+    let (store, _dir) = api_common::embedded().await;
+    account_template_overrides(Arc::clone(&store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_template_replaces_the_built_in_one_couchdb() {
+    let (store, _dir) = api_common::couch().await;
+    account_template_overrides(store).await;
+}

@@ -22,7 +22,7 @@ macro_rules! builtin {
         (
             include_str!(concat!("../../priv/templates/", $name, ".subject.txt")),
             include_str!(concat!("../../priv/templates/", $name, ".text.txt")),
-            include_str!(concat!("../../priv/templates/", $name, ".html.html")),
+            include_str!(concat!("../../priv/templates/", $name, ".html")),
         )
     };
 }
