@@ -572,3 +572,86 @@ async fn a_session_runs_over_an_in_memory_stream() {
     );
     rig.stop().await;
 }
+
+/// Mail to `<number>@<account realm>` (spec §5.2): a sender who is the one user owning one
+/// faxbox of the account faxes from that faxbox, as its owner; a sender no faxbox of the
+/// realm admits is refused at RCPT, the refusal logged, nothing queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_to_the_account_realm_uses_the_senders_own_faxbox() {
+    let rig = rig().await;
+    let account = rig
+        .api
+        .get(&format!("/v2/accounts/{}", rig.admin.id), &rig.admin.token)
+        .await;
+    let realm = account.data()["realm"].as_str().expect("realm").to_string();
+    let user = rig
+        .api
+        .put(
+            &format!("/v2/accounts/{}/users", rig.admin.id),
+            &rig.admin.token,
+            serde_json::json!({"first_name": "Bob", "last_name": "Sender",
+                               "username": api_common::unique("bob"),
+                               "password": api_common::unique("pw"),
+                               "email": "bob@corp.example", "priv_level": "user"}),
+        )
+        .await;
+    assert_eq!(user.status.as_u16(), 201, "{}", user.body);
+    let bob = user.data()["id"].as_str().expect("user id").to_string();
+    let caller_id = rig.api.own_number(&rig.admin).await;
+    let fb = rig
+        .api
+        .put(
+            &format!("/v2/accounts/{}/faxboxes", rig.admin.id),
+            &rig.admin.token,
+            serde_json::json!({"name": "bob's box", "caller_id": caller_id, "owner_id": bob}),
+        )
+        .await;
+    assert_eq!(fb.status.as_u16(), 201, "{}", fb.body);
+    let bobs_box = fb.data()["id"].as_str().expect("faxbox id").to_string();
+
+    let number = api_common::unique_number();
+    let digits = number.trim_start_matches('+');
+    let (mut c, _) = Client::connect(rig.addr).await;
+    c.cmd("EHLO client.example").await;
+    assert_eq!(code(&c.cmd("MAIL FROM:<bob@corp.example>").await), "250");
+    let rcpt = c.cmd(&format!("RCPT TO:<{digits}@{realm}>")).await;
+    assert_eq!(code(&rcpt), "250", "{rcpt}");
+    assert_eq!(code(&c.cmd("DATA").await), "354");
+    c.send(&dot_stuff(&fixture("gmail_pdf.eml"))).await;
+    let done = c.reply().await;
+    let ids = queued_ids(&done);
+    assert_eq!(ids.len(), 1, "{done}");
+    let job = rig.job(&ids[0]).await;
+    assert_eq!(job["faxbox_id"], bobs_box.as_str(), "{job}");
+    assert_eq!(job["owner_id"], bob.as_str(), "{job}");
+    assert_eq!(job["to_number"], number.as_str(), "{job}");
+
+    // A sender no faxbox of the realm admits.
+    assert_eq!(code(&c.cmd("RSET").await), "250");
+    assert_eq!(code(&c.cmd("MAIL FROM:<eve@elsewhere.test>").await), "250");
+    let other = api_common::unique_number();
+    let refused = c
+        .cmd(&format!(
+            "RCPT TO:<{}@{realm}>",
+            other.trim_start_matches('+')
+        ))
+        .await;
+    assert!(refused.starts_with("550 5.7.1"), "{refused}");
+    assert!(refused.contains("no faxbox of realm"), "{refused}");
+    let logs = rig.logs(2).await;
+    assert!(
+        logs.iter().any(|l| l["from"] == "eve@elsewhere.test"
+            && l["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no faxbox of realm"))),
+        "{logs:?}"
+    );
+    let queued: Vec<_> = rig
+        .outgoing()
+        .await
+        .into_iter()
+        .filter(|j| j["to"] == other.as_str() || j["to_number"] == other.as_str())
+        .collect();
+    assert!(queued.is_empty(), "{queued:?}");
+    rig.stop().await;
+}
