@@ -500,6 +500,36 @@ async fn roles_plain_user_cannot_take_over(store: SharedStore, dir: Dir) {
         .await;
     assert_eq!(fb.status, StatusCode::OK);
 
+    // The faxbox's webhook signing secret: its admin reads it back, a plain user does not.
+    let secret = unique("whsec");
+    let a = api
+        .patch(
+            &format!("{acc}/faxboxes/{}", w.fb),
+            &w.admin.token,
+            json!({"notifications": {"outbound": {"callback":
+                {"url": "https://hooks.example.net/fax", "secret": secret}}}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let mine = api
+        .get(&format!("{acc}/faxboxes/{}", w.fb), &w.admin.token)
+        .await;
+    assert_eq!(
+        mine.data()["notifications"]["outbound"]["callback"]["secret"],
+        secret.as_str()
+    );
+    let theirs = api.get(&format!("{acc}/faxboxes/{}", w.fb), t).await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.body);
+    assert_eq!(
+        theirs.data()["notifications"]["outbound"]["callback"]["url"],
+        "https://hooks.example.net/fax"
+    );
+    assert!(
+        !theirs.body.to_string().contains(&secret),
+        "{}",
+        theirs.body
+    );
+
     // A plain user of the superduper root reaches neither system configs nor child accounts;
     // its admin does.
     let root_user = plain_user(api, &w.root, "rootclerk").await;

@@ -225,9 +225,14 @@ async fn create(
 }
 
 async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let (_c, id, _a) = account_request(&req, &state, None).await?;
+    let (caller, id, _a) = account_request(&req, &state, None).await?;
     let doc = load(&state.store, &id, param(&req, "faxbox_id")?).await?;
-    Ok(respond_doc(&req, &state, StatusCode::OK, &view(&doc)))
+    let mut out = view(&doc);
+    // The webhook signing secrets are for the administrators who set them.
+    if !(caller.admin || caller.superduper) {
+        crate::notify::webhook::hide_secrets(&mut out);
+    }
+    Ok(respond_doc(&req, &state, StatusCode::OK, &out))
 }
 
 async fn update(

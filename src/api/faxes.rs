@@ -241,22 +241,10 @@ fn view(doc: &Value) -> Value {
     if let Some(n) = doc.get("pvt_notify") {
         out["_read_only"]["notifications"] = crate::notify::delivery_log(n);
     }
-    hide_callback_secrets(&mut out);
+    // The job carries its faxbox's callback (so that its webhooks can be signed); whoever
+    // may read a fax must not learn the key that authenticates the account's webhooks.
+    crate::notify::webhook::hide_secrets(&mut out);
     out
-}
-
-/// Removes the webhook signing secrets a job carries (copied from its faxbox so that its
-/// callbacks can be signed) from what clients see: whoever may read a fax must not learn the
-/// key that authenticates the account's webhooks.
-fn hide_callback_secrets(fax: &mut Value) {
-    for dir in ["inbound", "outbound"] {
-        if let Some(cb) = fax
-            .pointer_mut(&format!("/notifications/{dir}/callback"))
-            .and_then(Value::as_object_mut)
-        {
-            cb.remove("secret");
-        }
-    }
 }
 
 /// What a listing's filters look at: the stored document, with the fields clients see

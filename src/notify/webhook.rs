@@ -15,6 +15,19 @@ use crate::intake::fetch::{FetchPolicy, checked_addr};
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "X-Faxd-Signature";
 
+/// Removes the signing secrets of the callbacks in `doc` (`notifications.{inbound,outbound}.
+/// callback.secret`), for views of documents that carry them.
+pub fn hide_secrets(doc: &mut Value) {
+    for dir in ["inbound", "outbound"] {
+        if let Some(cb) = doc
+            .pointer_mut(&format!("/notifications/{dir}/callback"))
+            .and_then(Value::as_object_mut)
+        {
+            cb.remove("secret");
+        }
+    }
+}
+
 /// A faxbox's webhook for one direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Callback {
