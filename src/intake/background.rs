@@ -30,9 +30,12 @@ pub struct IntakePool {
 }
 
 impl Default for IntakePool {
+    /// Two conversions per core: each intake also waits on the store (reading its original,
+    /// writing the TIFF and the job) while it holds its place, so one per core left the cores
+    /// partly idle under load; the warm Ghostscript pool grows to match.
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self::new(QUEUED, FETCHES, cpus)
+        Self::new(QUEUED, FETCHES, 2 * cpus)
     }
 }
 
