@@ -7,9 +7,12 @@
 //! final write, inbound fax stored), when a retry of a database falls due (one timer per
 //! database, carrying its due time as a token so a superseded timer does nothing), and on a
 //! slow sweep (`[notify] sweep`) over every account's recent MODBs for what a crashed node
-//! left. The delivery logic is [`faxd::notify::deliver`].
+//! left. The delivery logic is [`faxd::notify::deliver`]. Each database is delivered by a task
+//! of its own, at most [`DELIVERIES`] at once and one per database, so a slow relay or
+//! webhook holds up neither the mailbox nor the other databases; the tasks are aborted when
+//! notify stops (what they had not recorded is sent again later: at least once).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +21,7 @@ use faxd::ids::Db;
 use faxd::notify::deliver::Notifier;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
 /// Messages of notify (local only).
@@ -29,7 +32,12 @@ pub enum NotifyMsg {
     Due(Db, i64),
     /// The safety sweep.
     Sweep,
+    /// A delivery task of this database ended: its next due time, or why it failed.
+    Ran(Db, Result<Option<i64>, String>),
 }
+
+/// Databases delivered at once.
+pub const DELIVERIES: usize = 8;
 
 impl ractor::Message for NotifyMsg {}
 
@@ -67,6 +75,11 @@ pub struct NotifyState {
     notifier: Arc<Notifier>,
     wakeups: Wakeups,
     tasks: Vec<JoinHandle<()>>,
+    /// The delivery tasks running (one per database in `running`).
+    deliveries: JoinSet<()>,
+    running: HashSet<Db>,
+    /// Databases rung while their task ran, or waiting for a free place: run (again) next.
+    waiting: Vec<Db>,
 }
 
 #[ractor::async_trait]
@@ -108,6 +121,9 @@ impl Actor for Notify {
             notifier: Arc::new(notifier),
             wakeups: Wakeups::default(),
             tasks: vec![forward, interval],
+            deliveries: JoinSet::new(),
+            running: HashSet::new(),
+            waiting: Vec::new(),
         })
     }
 
@@ -118,20 +134,30 @@ impl Actor for Notify {
         st: &mut NotifyState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NotifyMsg::Ring(db) => st.run(&myself, &db).await,
+            NotifyMsg::Ring(db) => st.run(&myself, db),
             NotifyMsg::Due(db, at) => {
                 if st.wakeups.fire(&db, at) {
-                    st.run(&myself, &db).await;
+                    st.run(&myself, db);
                 }
             }
             NotifyMsg::Sweep => match st.notifier.sweep_dbs().await {
                 Ok(dbs) => {
                     for db in dbs {
-                        st.run(&myself, &db).await;
+                        st.run(&myself, db);
                     }
                 }
                 Err(e) => warn!(error = %e, "notification sweep: accounts not listed"),
             },
+            NotifyMsg::Ran(db, result) => {
+                st.running.remove(&db);
+                st.ran(&myself, &db, result);
+                // Reap the finished task, then start what waited.
+                while st.deliveries.try_join_next().is_some() {}
+                let waiting = std::mem::take(&mut st.waiting);
+                for db in waiting {
+                    st.run(&myself, db);
+                }
+            }
         }
         Ok(())
     }
@@ -144,14 +170,33 @@ impl Actor for Notify {
         for t in st.tasks.drain(..) {
             t.abort();
         }
+        st.deliveries.shutdown().await;
         Ok(())
     }
 }
 
 impl NotifyState {
-    /// Delivers what is due in `db` and arms the timer of its next retry.
-    async fn run(&mut self, myself: &ActorRef<NotifyMsg>, db: &Db) {
-        match self.notifier.run_db(db).await {
+    /// Delivers what is due in `db` in a task of its own, unless one runs for it already or
+    /// every place is taken (then it runs when a task ends).
+    fn run(&mut self, myself: &ActorRef<NotifyMsg>, db: Db) {
+        if self.running.contains(&db) || self.running.len() >= DELIVERIES {
+            if !self.waiting.contains(&db) {
+                self.waiting.push(db);
+            }
+            return;
+        }
+        self.running.insert(db.clone());
+        let notifier = self.notifier.clone();
+        let me = myself.clone();
+        self.deliveries.spawn(async move {
+            let result = notifier.run_db(&db).await.map_err(|e| e.to_string());
+            let _ = me.cast(NotifyMsg::Ran(db, result));
+        });
+    }
+
+    /// A delivery of `db` ended: arm the timer of its next retry.
+    fn ran(&mut self, myself: &ActorRef<NotifyMsg>, db: &Db, result: Result<Option<i64>, String>) {
+        match result {
             Ok(Some(at)) => {
                 if self.wakeups.arm(db, at) {
                     let now = faxd::time::now_unix_ms() / 1000;
