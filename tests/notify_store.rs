@@ -35,6 +35,24 @@ fn smtp_log(db: &Db, errors: Value) -> Value {
     })
 }
 
+/// A notifier whose mail goes to the maildir `<dir>/mail`.
+fn maildir_notifier(store: &SharedStore, dir: &std::path::Path) -> Notifier {
+    let cfg = NotifySection {
+        maildir: dir.join("mail").display().to_string(),
+        ..NotifySection::default()
+    };
+    Notifier::new(store.clone(), cfg, dir).expect("notifier")
+}
+
+/// The messages in the maildir `<dir>/mail`.
+fn mails(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("mail"))
+        .expect("maildir")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).expect("eml"))
+        .collect()
+}
+
 async fn notify_smtp_errors(store: SharedStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let account = AccountId::generate();
@@ -75,20 +93,12 @@ async fn notify_smtp_errors(store: SharedStore) {
             .is_empty()
     );
 
-    let cfg = NotifySection {
-        maildir: dir.path().join("mail").display().to_string(),
-        ..NotifySection::default()
-    };
-    let notifier = Notifier::new(store.clone(), cfg, dir.path()).expect("notifier");
+    let notifier = maildir_notifier(&store, dir.path());
     let next = notifier.run_db(&db).await.expect("run");
     assert_eq!(next, None);
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
-        .expect("maildir")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    let eml = std::fs::read_to_string(&files[0]).expect("eml");
+    let got = mails(dir.path());
+    assert_eq!(got.len(), 1, "{got:?}");
+    let eml = &got[0];
     assert!(eml.contains("To: scanner@example.com\r\n"), "{eml}");
     assert!(eml.contains("Subject: Error Sending Fax\r\n"), "{eml}");
     assert!(eml.contains("Auto-Submitted: auto-generated\r\n"), "{eml}");
@@ -101,10 +111,7 @@ async fn notify_smtp_errors(store: SharedStore) {
     // Nothing is due any more, and a second run sends nothing.
     assert!(store.notify_due(&db, now(), 10).await.unwrap().is_empty());
     notifier.run_db(&db).await.expect("run again");
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("mail")).unwrap().count(),
-        1
-    );
+    assert_eq!(mails(dir.path()).len(), 1);
     // The later one is due later.
     let later_id = later["_id"].as_str().unwrap().to_string();
     assert_eq!(
@@ -177,20 +184,12 @@ async fn notify_inbound_failure(store: SharedStore) {
         std::slice::from_ref(&id)
     );
 
-    let cfg = NotifySection {
-        maildir: dir.path().join("mail").display().to_string(),
-        ..NotifySection::default()
-    };
-    let notifier = Notifier::new(store.clone(), cfg, dir.path()).expect("notifier");
+    let notifier = maildir_notifier(&store, dir.path());
     notifier.run_db(&db).await.expect("run");
     notifier.run_db(&db).await.expect("run again");
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
-        .expect("maildir")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    let eml = std::fs::read_to_string(&files[0]).expect("eml");
+    let got = mails(dir.path());
+    assert_eq!(got.len(), 1, "{got:?}");
+    let eml = &got[0];
     assert!(eml.contains("To: desk@example.com\r\n"), "{eml}");
     assert!(
         eml.contains("Subject: Error receiving fax from Front Desk (+14155550100)\r\n"),
@@ -236,19 +235,13 @@ async fn account_template_overrides(store: SharedStore) {
     let mut log = smtp_log(&db, json!(["invalid number"]));
     assert!(faxd::notify::record_smtp_error(&mut log, true, now()));
     store.save(&db, log).await.expect("log");
-    let cfg = NotifySection {
-        maildir: dir.path().join("mail").display().to_string(),
-        ..NotifySection::default()
-    };
-    let notifier = Notifier::new(store.clone(), cfg, dir.path()).expect("notifier");
-    notifier.run_db(&db).await.expect("run");
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
-        .expect("maildir")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    let eml = std::fs::read_to_string(&files[0]).expect("eml");
+    maildir_notifier(&store, dir.path())
+        .run_db(&db)
+        .await
+        .expect("run");
+    let got = mails(dir.path());
+    assert_eq!(got.len(), 1, "{got:?}");
+    let eml = &got[0];
     assert!(
         eml.contains("Subject: Acme fax gateway: mail to +15557654321@fax.example.com refused"),
         "{eml}"
