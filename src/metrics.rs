@@ -3,8 +3,8 @@
 //! One registry per process ([`global`]): counters, gauges and histograms kept in atomics,
 //! written from hot paths (dispatch, workers, conversion, store calls) and read only when
 //! the page is rendered. Nothing in the node decides anything from these values; they are
-//! for operators. Labelled series live in small maps behind a mutex (their label sets are
-//! closed vocabularies: directions, results, hangup causes, store operations).
+//! for operators. The per-attempt counters with labels (directions, results, hangup causes)
+//! live in small maps behind a mutex; per-call series (store calls) are fixed atomics.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -96,33 +96,16 @@ impl Counters {
     }
 }
 
-/// Latency histograms keyed by one label value.
-#[derive(Default)]
-pub struct Histograms(Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>);
-
-impl Histograms {
-    /// The histogram of `label` (created on first use).
-    pub fn get(&self, label: &'static str) -> std::sync::Arc<Histogram> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(label)
-            .or_insert_with(|| std::sync::Arc::new(Histogram::latency()))
-            .clone()
-    }
-
-    fn snapshot(&self) -> Vec<(&'static str, std::sync::Arc<Histogram>)> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(k, v)| (*k, v.clone())).collect()
-    }
-}
-
 /// Everything this node counts.
 pub struct Metrics {
     /// From the moment a job became due (created, or its retry time) to its worker starting.
     pub dispatch_latency: Histogram,
     /// Documents converted to fax TIFF (intake and workers).
     pub conversion: Histogram,
-    /// Store calls, by operation (`read`, `write`, `query`).
-    pub store: Histograms,
+    /// Store calls that read.
+    pub store_reads: Histogram,
+    /// Store calls that write.
+    pub store_writes: Histogram,
     /// Outbound transmissions running on this node now.
     pub in_flight: AtomicI64,
     /// Accounts whose outbound queue (fax_jobs) runs on this node now.
@@ -141,7 +124,8 @@ pub fn global() -> &'static Metrics {
     METRICS.get_or_init(|| Metrics {
         dispatch_latency: Histogram::latency(),
         conversion: Histogram::latency(),
-        store: Histograms::default(),
+        store_reads: Histogram::latency(),
+        store_writes: Histogram::latency(),
         in_flight: AtomicI64::new(0),
         owned_accounts: AtomicI64::new(0),
         cluster_members: AtomicI64::new(0),
@@ -161,17 +145,29 @@ pub fn fax_finished(direction: &str, success: bool, cause: &str, pages: u32) {
     }
 }
 
-/// Times a store call: `let _t = metrics::store_timer("read");`, recorded when dropped.
-pub fn store_timer(op: &'static str) -> Timer {
+/// A store call's kind, for `faxd_store_request_seconds{op}`.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreOp {
+    Read,
+    Write,
+}
+
+/// Times a store call: `let _t = metrics::store_timer(StoreOp::Read);`, recorded when
+/// dropped. Two fixed histograms: no lock and no allocation on the store's path.
+pub fn store_timer(op: StoreOp) -> Timer {
+    let m = global();
     Timer {
-        hist: global().store.get(op),
+        hist: match op {
+            StoreOp::Read => &m.store_reads,
+            StoreOp::Write => &m.store_writes,
+        },
         start: std::time::Instant::now(),
     }
 }
 
 /// Records the time from its creation to its drop into a histogram.
 pub struct Timer {
-    hist: std::sync::Arc<Histogram>,
+    hist: &'static Histogram,
     start: std::time::Instant,
 }
 
@@ -324,7 +320,7 @@ impl Metrics {
             "histogram",
             "Store calls by operation.",
         );
-        for (op, h) in self.store.snapshot() {
+        for (op, h) in [("read", &self.store_reads), ("write", &self.store_writes)] {
             h.render(
                 &mut out,
                 "faxd_store_request_seconds",

@@ -413,7 +413,11 @@ impl CouchStore {
     /// HEAD are retried when a pooled connection turns out to be dead.
     async fn request(&self, method: Method, url: Url, body: Option<&Value>) -> Result<Reply> {
         let idempotent = method == Method::GET || method == Method::HEAD;
-        let _timer = crate::metrics::store_timer(if idempotent { "read" } else { "write" });
+        let _timer = crate::metrics::store_timer(if idempotent {
+            crate::metrics::StoreOp::Read
+        } else {
+            crate::metrics::StoreOp::Write
+        });
         let payload = match body {
             Some(b) => Some(
                 serde_json::to_vec(b)

@@ -226,7 +226,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<(T, Vec<Change>)> + Send + 'static,
     {
-        let _timer = crate::metrics::store_timer("write");
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Write);
         let (reply, answer) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn| {
             f(conn).map(|(out, changes)| (Box::new(out) as Box<dyn Any + Send>, changes))
@@ -249,7 +249,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let _timer = crate::metrics::store_timer("read");
+        let _timer = crate::metrics::store_timer(crate::metrics::StoreOp::Read);
         let (reply, answer) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
             let _ = reply.send(f(conn));
