@@ -67,8 +67,14 @@ pub fn roots(setting: &'static str, path: &str) -> Result<RootCertStore, TlsErro
 /// The server name to check a peer's certificate against: the host of `host:port` (an IP
 /// address or a DNS name).
 pub fn server_name(addr: &str) -> Result<ServerName<'static>, TlsError> {
+    // A port follows a bracketed IPv6 address or a host without colons; a bare IPv6
+    // address (`::1`) has none.
     let host = match addr.rsplit_once(':') {
-        Some((h, port)) if port.parse::<u16>().is_ok() => h,
+        Some((h, port))
+            if port.parse::<u16>().is_ok() && (h.ends_with(']') || !h.contains(':')) =>
+        {
+            h
+        }
         _ => addr,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -146,6 +152,10 @@ mod tests {
         assert_eq!(
             server_name("fax1.example.net:4370").unwrap(),
             ServerName::try_from("fax1.example.net").unwrap()
+        );
+        assert_eq!(
+            server_name("::1").unwrap(),
+            ServerName::try_from("::1").unwrap()
         );
         assert!(server_name("bad host:1").is_err());
     }
