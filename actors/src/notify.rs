@@ -12,13 +12,15 @@
 //! webhook holds up neither the mailbox nor the other databases; the tasks are aborted when
 //! notify stops (what they had not recorded is sent again later: at least once).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use faxd::context::NodeContext;
 use faxd::ids::Db;
 use faxd::notify::deliver::Notifier;
+use futures_util::FutureExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::{JoinHandle, JoinSet};
@@ -78,8 +80,10 @@ pub struct NotifyState {
     /// The delivery tasks running (one per database in `running`).
     deliveries: JoinSet<()>,
     running: HashSet<Db>,
-    /// Databases rung while their task ran, or waiting for a free place: run (again) next.
-    waiting: Vec<Db>,
+    /// Databases rung while their task ran, or waiting for a free place: run (again) next,
+    /// in order, each once.
+    waiting: VecDeque<Db>,
+    queued: HashSet<Db>,
 }
 
 #[ractor::async_trait]
@@ -123,7 +127,8 @@ impl Actor for Notify {
             tasks: vec![forward, interval],
             deliveries: JoinSet::new(),
             running: HashSet::new(),
-            waiting: Vec::new(),
+            waiting: VecDeque::new(),
+            queued: HashSet::new(),
         })
     }
 
@@ -151,12 +156,9 @@ impl Actor for Notify {
             NotifyMsg::Ran(db, result) => {
                 st.running.remove(&db);
                 st.ran(&myself, &db, result);
-                // Reap the finished task, then start what waited.
+                // Reap the finished task, then start what waits, as far as places allow.
                 while st.deliveries.try_join_next().is_some() {}
-                let waiting = std::mem::take(&mut st.waiting);
-                for db in waiting {
-                    st.run(&myself, db);
-                }
+                st.start_waiting(&myself);
             }
         }
         Ok(())
@@ -180,8 +182,8 @@ impl NotifyState {
     /// every place is taken (then it runs when a task ends).
     fn run(&mut self, myself: &ActorRef<NotifyMsg>, db: Db) {
         if self.running.contains(&db) || self.running.len() >= DELIVERIES {
-            if !self.waiting.contains(&db) {
-                self.waiting.push(db);
+            if self.queued.insert(db.clone()) {
+                self.waiting.push_back(db);
             }
             return;
         }
@@ -189,9 +191,31 @@ impl NotifyState {
         let notifier = self.notifier.clone();
         let me = myself.clone();
         self.deliveries.spawn(async move {
-            let result = notifier.run_db(&db).await.map_err(|e| e.to_string());
+            // A panic is reported like an error, so the database is never left `running`.
+            let result = match AssertUnwindSafe(notifier.run_db(&db)).catch_unwind().await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("the delivery task panicked".to_string()),
+            };
             let _ = me.cast(NotifyMsg::Ran(db, result));
         });
+    }
+
+    /// Starts waiting databases while places are free (one whose task still runs waits on).
+    fn start_waiting(&mut self, myself: &ActorRef<NotifyMsg>) {
+        let mut later = VecDeque::new();
+        while self.running.len() < DELIVERIES {
+            let Some(db) = self.waiting.pop_front() else {
+                break;
+            };
+            if self.running.contains(&db) {
+                later.push_back(db);
+                continue;
+            }
+            self.queued.remove(&db);
+            self.run(myself, db);
+        }
+        later.append(&mut self.waiting);
+        self.waiting = later;
     }
 
     /// A delivery of `db` ended: arm the timer of its next retry.
