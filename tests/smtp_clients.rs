@@ -69,6 +69,16 @@ async fn swaks_faxes_a_pdf_and_the_log_shows_it(store: SharedStore, dir: Dir) {
     assert_eq!(logs[0]["from"], "alice@example.com", "{logs:?}");
     assert_eq!(logs[0]["to"], address.to_lowercase(), "{logs:?}");
     assert!(logs[0]["error"].is_null(), "{logs:?}");
+    // An accepted message's log names the recipient as read, like a refused one's.
+    let doc = rig.smtplog_doc(logs[0]["id"].as_str().unwrap()).await;
+    let domain = address.rsplit_once('@').unwrap().1.to_lowercase();
+    assert_eq!(doc["faxbox_domain"], domain.as_str(), "{doc}");
+    assert_eq!(
+        doc["original_number"],
+        number.trim_start_matches('+'),
+        "{doc}"
+    );
+    assert_eq!(doc["translated_number"], number.as_str(), "{doc}");
     rig.stop().await;
 }
 

@@ -22,11 +22,6 @@ impl Reply {
         }
     }
 
-    /// Whether the reply is a permanent or temporary failure.
-    pub fn is_error(&self) -> bool {
-        self.code >= 400
-    }
-
     /// The first text line (for logs and the SMTP log document).
     pub fn text(&self) -> &str {
         self.lines.first().map(String::as_str).unwrap_or_default()

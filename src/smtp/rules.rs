@@ -13,17 +13,6 @@ use serde_json::Value;
 use super::reply::Reply;
 use crate::netblock::AllowList;
 
-/// A recipient address split into its fax number and its domain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecipientAddress {
-    /// The local part as given (for logs: `original_number`).
-    pub original: String,
-    /// The digits (with a leading `+` when given).
-    pub number: String,
-    /// The lower-cased domain.
-    pub domain: String,
-}
-
 /// Splits a recipient into its local part and lower-cased domain, refusing source routes,
 /// `%` and `!` forms (relay tricks) and addresses without a domain.
 pub fn split_address(address: &str) -> Result<(&str, String), Reply> {
@@ -67,16 +56,6 @@ pub fn fax_number(local: &str) -> Result<String, Reply> {
         return Err(Reply::no_mailbox(&format!("{local}: no fax number")));
     }
     Ok(number)
-}
-
-/// Reads `<number>@<domain>` ([`split_address`], then [`fax_number`]).
-pub fn parse_recipient(address: &str) -> Result<RecipientAddress, Reply> {
-    let (local, domain) = split_address(address)?;
-    Ok(RecipientAddress {
-        original: local.to_string(),
-        number: fax_number(local)?,
-        domain,
-    })
 }
 
 /// One entry of a `smtp_permission_list`.
@@ -230,21 +209,20 @@ mod tests {
 
     #[test]
     fn recipients() {
-        let r = parse_recipient("+1 (555) 123-4567@Fax.Example.COM").unwrap();
-        assert_eq!(r.number, "+15551234567");
-        assert_eq!(r.domain, "fax.example.com");
-        assert_eq!(parse_recipient("alice@fax.example").unwrap_err().code, 550);
-        assert_eq!(parse_recipient("1555@a@b").unwrap_err().code, 550);
+        let parse = |a: &str| -> Result<(String, String), Reply> {
+            let (local, domain) = split_address(a)?;
+            Ok((fax_number(local)?, domain))
+        };
         assert_eq!(
-            parse_recipient("@a,@b:1555@c").unwrap_err().enhanced,
-            Some("5.7.1")
+            parse("+1 (555) 123-4567@Fax.Example.COM").unwrap(),
+            ("+15551234567".to_string(), "fax.example.com".to_string())
         );
-        assert_eq!(
-            parse_recipient("1555%x@c").unwrap_err().enhanced,
-            Some("5.7.1")
-        );
-        assert_eq!(parse_recipient("15551234567").unwrap_err().code, 553);
-        assert_eq!(parse_recipient("--@c").unwrap_err().code, 550);
+        assert_eq!(parse("alice@fax.example").unwrap_err().code, 550);
+        assert_eq!(parse("1555@a@b").unwrap_err().code, 550);
+        assert_eq!(parse("@a,@b:1555@c").unwrap_err().enhanced, Some("5.7.1"));
+        assert_eq!(parse("1555%x@c").unwrap_err().enhanced, Some("5.7.1"));
+        assert_eq!(parse("15551234567").unwrap_err().code, 553);
+        assert_eq!(parse("--@c").unwrap_err().code, 550);
     }
 
     #[test]

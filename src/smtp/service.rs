@@ -26,6 +26,8 @@ pub struct FaxRcpt {
     pub address: String,
     /// The local part as given (`original_number`).
     pub original: String,
+    /// The lower-cased domain (`faxbox_domain`).
+    pub domain: String,
     /// The destination, E.164.
     pub number: String,
     pub account: Account,
@@ -151,12 +153,12 @@ impl SmtpService {
             }
         };
         let owner_email = self.owner_email(&faxbox).await.map_err(store_err)?;
-        let mut log = Log::new(&account, Some(&faxbox), env, address);
-        log.set("original_number", json!(local));
-        log.set("faxbox_domain", json!(domain));
-        if let Some(e) = &owner_email {
-            log.set("faxbox_owner_email", json!(e));
-        }
+        let log = Log::to_faxbox(
+            (&account, &faxbox),
+            env,
+            (address, local, &domain),
+            owner_email.as_deref(),
+        );
         let in_account = env
             .user
             .as_deref()
@@ -194,6 +196,7 @@ impl SmtpService {
         Ok(FaxRcpt {
             address: address.to_string(),
             original: local.to_string(),
+            domain: domain.clone(),
             number,
             account,
             faxbox,
@@ -240,13 +243,7 @@ impl SmtpService {
         })
     }
 
-    async fn deliver_to(
-        &self,
-        env: &Envelope,
-        rcpts: &[FaxRcpt],
-        message: Vec<u8>,
-        log: &mut Log,
-    ) -> Reply {
+    async fn deliver_to(&self, rcpts: &[FaxRcpt], message: Vec<u8>, log: &mut Log) -> Reply {
         let first = &rcpts[0];
         let extracted = match extract::extract(&message, &self.limits) {
             Ok(e) => e,
@@ -288,7 +285,6 @@ impl SmtpService {
         if let Some(s) = &extracted.subject {
             fields.insert("subject".into(), json!(s));
         }
-        let _ = env;
         let sub = FaxboxSubmission {
             account: first.account.clone(),
             faxbox: first.faxbox.clone(),
@@ -374,6 +370,23 @@ impl Log {
         }
     }
 
+    /// The log of mail to a resolved faxbox: the recipient (`address`, its local part and
+    /// domain as read) and the faxbox's owner. Every log of such mail starts here.
+    fn to_faxbox(
+        (account, faxbox): (&Account, &Faxbox),
+        env: &Envelope,
+        (address, local, domain): (&str, &str, &str),
+        owner_email: Option<&str>,
+    ) -> Self {
+        let mut log = Log::new(account, Some(faxbox), env, address);
+        log.set("original_number", json!(local));
+        log.set("faxbox_domain", json!(domain));
+        if let Some(e) = owner_email {
+            log.set("faxbox_owner_email", json!(e));
+        }
+        log
+    }
+
     fn set(&mut self, key: &str, v: Value) {
         if !v.is_null() {
             self.doc.insert(key.into(), v);
@@ -451,17 +464,18 @@ impl SmtpService {
 
     fn log_for(&self, env: &Envelope, rcpts: &[FaxRcpt]) -> Option<Log> {
         let first = rcpts.first()?;
-        let mut log = Log::new(&first.account, Some(&first.faxbox), env, &first.address);
-        log.set("original_number", json!(first.original));
+        let mut log = Log::to_faxbox(
+            (&first.account, &first.faxbox),
+            env,
+            (&first.address, &first.original, &first.domain),
+            first.owner_email.as_deref(),
+        );
         log.set("translated_number", json!(first.number));
         if rcpts.len() > 1 {
             log.set(
                 "recipients",
                 json!(rcpts.iter().map(|r| r.address.clone()).collect::<Vec<_>>()),
             );
-        }
-        if let Some(e) = &first.owner_email {
-            log.set("faxbox_owner_email", json!(e));
         }
         Some(log)
     }
@@ -527,7 +541,7 @@ impl Backend for SmtpService {
         let Some(mut log) = self.log_for(env, rcpts) else {
             return Reply::no_valid_recipients();
         };
-        let reply = self.deliver_to(env, rcpts, message, &mut log).await;
+        let reply = self.deliver_to(rcpts, message, &mut log).await;
         log.write(
             self.store(),
             &self.notify,
