@@ -57,11 +57,25 @@ pub struct AuthCache {
     /// Bumped by every invalidation: a read that started before one is not cached (it may
     /// have seen the document before the write that dropped it).
     epoch: AtomicU64,
-    /// The `accounts` change feed, subscribed at the first lookup; `None` until then, or
-    /// after it closed (subscribed again at the next lookup).
-    feed: tokio::sync::Mutex<Option<broadcast::Receiver<Change>>>,
+    /// The `accounts` change feed, subscribed at the first lookup.
+    feed: tokio::sync::Mutex<Feed>,
     ttl: Duration,
 }
+
+/// The change feed as the cache holds it.
+#[derive(Default)]
+struct Feed {
+    /// `None` before the first lookup, after the feed closed, or while subscribing fails.
+    rx: Option<broadcast::Receiver<Change>>,
+    /// After a failed subscription: not tried again before this (backing off).
+    retry_at: Option<Instant>,
+    /// The next wait after a failed subscription.
+    backoff: Duration,
+}
+
+/// The first and the longest wait before subscribing again after a failure.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(500);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(30);
 
 impl Default for AuthCache {
     fn default() -> Self {
@@ -79,7 +93,7 @@ impl AuthCache {
         Self {
             entries: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
-            feed: tokio::sync::Mutex::new(None),
+            feed: tokio::sync::Mutex::new(Feed::default()),
             ttl,
         }
     }
@@ -167,23 +181,37 @@ impl AuthCache {
 
     /// Applies the changes of the `accounts` feed that arrived since the last lookup. A feed
     /// that lagged or closed may have lost changes: everything is dropped (and a closed feed
-    /// subscribed again). Without a feed the TTL alone bounds staleness.
+    /// subscribed again, backing off while that fails). Without a feed the TTL alone bounds
+    /// staleness. A lookup that finds another one draining does not wait for it: that one is
+    /// applying the same changes at this moment.
     async fn drain_feed(&self, store: &SharedStore) {
-        let mut feed = self.feed.lock().await;
-        if feed.is_none() {
+        let Ok(mut feed) = self.feed.try_lock() else {
+            return;
+        };
+        if feed.rx.is_none() {
+            if feed.retry_at.is_some_and(|t| Instant::now() < t) {
+                return;
+            }
             match store.subscribe(&Db::Accounts).await {
                 Ok(rx) => {
                     // Whatever was cached before the subscription may predate a change.
                     self.clear();
-                    *feed = Some(rx);
+                    *feed = Feed {
+                        rx: Some(rx),
+                        ..Feed::default()
+                    };
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "auth cache: no accounts change feed");
+                    let wait = feed.backoff.max(RESUBSCRIBE_MIN);
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                                   "auth cache: no accounts change feed");
+                    feed.retry_at = Some(Instant::now() + wait);
+                    feed.backoff = (wait * 2).min(RESUBSCRIBE_MAX);
                     return;
                 }
             }
         }
-        let Some(rx) = feed.as_mut() else {
+        let Some(rx) = feed.rx.as_mut() else {
             return;
         };
         loop {
@@ -193,7 +221,7 @@ impl AuthCache {
                 Err(TryRecvError::Lagged(_)) => self.clear(),
                 Err(TryRecvError::Closed) => {
                     self.clear();
-                    *feed = None;
+                    feed.rx = None;
                     return;
                 }
             }
