@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::framing::{DataDecoder, Line, discard_line, take_line};
 use super::reply::Reply;
+use super::starttls::{StartTls, TlsStream};
 
 /// Who may use AUTH, and whether mail needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,7 +50,7 @@ pub struct SessionConfig {
     /// The whole session.
     pub session_timeout: Duration,
     /// STARTTLS when set.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<StartTls>,
     pub auth: AuthMode,
     /// Allow AUTH before STARTTLS (a LAN listener for scanners without TLS).
     pub auth_without_tls: bool,
@@ -129,7 +130,7 @@ pub enum End {
 /// The connection: plaintext, or TLS after STARTTLS.
 enum Conn<S> {
     Plain(S),
-    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+    Tls(TlsStream<S>),
     Upgrading,
 }
 
@@ -141,7 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
@@ -155,21 +156,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
             Conn::Upgrading => Poll::Ready(Ok(())),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -590,7 +591,7 @@ where
     }
 
     async fn starttls(&mut self, arg: &str) -> Result<Option<End>, ReadErr> {
-        let Some(acceptor) = self.cfg.tls.clone() else {
+        let Some(tls) = self.cfg.tls.clone() else {
             self.reply(Reply::tls_unavailable());
             return Ok(None);
         };
@@ -612,9 +613,10 @@ where
             return Ok(Some(End::TlsFailed));
         };
         let deadline = Instant::now() + self.cfg.command_timeout;
-        match tokio::time::timeout_at(deadline, acceptor.accept(plain)).await {
+        match tokio::time::timeout_at(deadline, tls.accept(plain)).await {
             Ok(Ok(tls)) => {
-                self.conn = Conn::Tls(Box::new(tls));
+                tracing::debug!(peer = ?self.env.peer, tls = %tls.describe(), "smtp: TLS on");
+                self.conn = Conn::Tls(tls);
                 self.env.tls = true;
                 self.env.user = None;
                 self.greeted = false;
