@@ -1,7 +1,7 @@
 //! STARTTLS of fax_smtp: one acceptor type for the session, either rustls (TLS 1.2/1.3,
 //! forward-secret AEAD suites; the default) or, with `[smtp] legacy_tls`, the system's OpenSSL
-//! admitting the TLS 1.0/1.1, CBC and RSA-key-exchange suites of old scanners as well; and the
-//! stream either one yields.
+//! admitting the TLS 1.0/1.1, CBC and RSA-key-exchange suites of old scanners as well; and a
+//! session's connection, plaintext or either kind of TLS.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -46,12 +46,12 @@ impl StartTls {
     }
 
     /// The TLS handshake on `plain`, the server side.
-    pub async fn accept<S>(&self, plain: S) -> std::io::Result<TlsStream<S>>
+    pub async fn accept<S>(&self, plain: S) -> std::io::Result<Conn<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         match self {
-            StartTls::Rustls(a) => Ok(TlsStream::Rustls(Box::new(a.accept(plain).await?))),
+            StartTls::Rustls(a) => Ok(Conn::Rustls(Box::new(a.accept(plain).await?))),
             StartTls::Legacy(ctx) => {
                 let ssl = Ssl::new(ctx).map_err(std::io::Error::other)?;
                 let mut s =
@@ -60,7 +60,7 @@ impl StartTls {
                     .accept()
                     .await
                     .map_err(std::io::Error::other)?;
-                Ok(TlsStream::Legacy(s))
+                Ok(Conn::Legacy(s))
             }
         }
     }
@@ -120,17 +120,21 @@ pub fn legacy_context(cert_path: &str, key_path: &str) -> Result<SslContext, Tls
     Ok(b.build())
 }
 
-/// A session's stream after STARTTLS (rustls' state boxed: it is large).
-pub enum TlsStream<S> {
+/// A session's connection: plaintext, then TLS after STARTTLS (rustls' state boxed: it is
+/// large); `Upgrading` while the handshake owns the socket.
+pub enum Conn<S> {
+    Plain(S),
     Rustls(Box<tokio_rustls::server::TlsStream<S>>),
     Legacy(tokio_openssl::SslStream<S>),
+    Upgrading,
 }
 
-impl<S> TlsStream<S> {
-    /// The protocol version and cipher suite, for the log (`TLSv1.3 TLS13_AES_256_GCM_SHA384`).
+impl<S> Conn<S> {
+    /// The protocol version and cipher suite, for the log (`TLSv1_3 TLS13_AES_256_GCM_SHA384`,
+    /// `TLSv1 AES128-SHA`).
     pub fn describe(&self) -> String {
         match self {
-            TlsStream::Rustls(s) => {
+            Conn::Rustls(s) => {
                 let c = s.get_ref().1;
                 let version = c.protocol_version().map(|v| format!("{v:?}"));
                 let suite = c
@@ -142,49 +146,58 @@ impl<S> TlsStream<S> {
                     suite.unwrap_or_default()
                 )
             }
-            TlsStream::Legacy(s) => {
+            Conn::Legacy(s) => {
                 let ssl = s.ssl();
                 let cipher = ssl.current_cipher().map(|c| c.name()).unwrap_or("none");
                 format!("{} {cipher}", ssl.version_str())
             }
+            Conn::Plain(_) | Conn::Upgrading => "plaintext".into(),
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            TlsStream::Rustls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            TlsStream::Legacy(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Rustls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Legacy(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            TlsStream::Rustls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            TlsStream::Legacy(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Rustls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Legacy(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            TlsStream::Rustls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            TlsStream::Legacy(s) => Pin::new(s).poll_flush(cx),
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Rustls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Legacy(s) => Pin::new(s).poll_flush(cx),
+            Conn::Upgrading => Poll::Ready(Ok(())),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            TlsStream::Rustls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            TlsStream::Legacy(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Rustls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Legacy(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Upgrading => Poll::Ready(Ok(())),
         }
     }
 }
