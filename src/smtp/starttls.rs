@@ -66,8 +66,8 @@ impl StartTls {
     }
 }
 
-/// The OpenSSL server context of `legacy_tls`: the certificate chain and key read with the
-/// same checks and messages as the rustls path, TLS 1.0 at least, [`LEGACY_CIPHERS`], the
+/// The OpenSSL server context of `legacy_tls`: the certificate chain and key read by the PEM
+/// reader of the rustls path (the same messages for missing or empty files), TLS 1.0 at least, [`LEGACY_CIPHERS`], the
 /// server's cipher order, no compression and no renegotiation.
 pub fn legacy_context(cert_path: &str, key_path: &str) -> Result<SslContext, TlsError> {
     let certs = tls::certificates("smtp.tls_cert", cert_path)?;
@@ -84,8 +84,7 @@ pub fn legacy_context(cert_path: &str, key_path: &str) -> Result<SslContext, Tls
         _ => PKey::private_key_from_der(key.secret_der()),
     }
     .map_err(bad_key)?;
-    let config = |what: &str| {
-        let what = what.to_string();
+    let config = |what: &'static str| {
         move |e: openssl::error::ErrorStack| {
             TlsError::Config(format!("smtp legacy_tls {what}: {e}"))
         }
