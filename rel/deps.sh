@@ -16,8 +16,9 @@ if [ "${1:-}" = "--list" ]; then
 fi
 mode="${1:-}"
 
-# Build: the C parts of dependencies (SQLite is bundled; spandsp needs clang/tiff/jpeg).
-packages=(pkg-config libclang-dev libtiff-dev libjpeg-dev curl)
+# Build: the C parts of dependencies (SQLite is bundled; spandsp needs clang/tiff/jpeg;
+# libssl-dev: the system OpenSSL that `[smtp] legacy_tls` links, never vendored).
+packages=(pkg-config libclang-dev libtiff-dev libjpeg-dev libssl-dev curl)
 if [ "$mode" = "test" ] || [ "$mode" = "bench" ]; then
     # nodejs/npm: the CouchDB-API test server. libtiff-tools: ppm2tiff and tiffcp make the
     # reference fax TIFFs of the CCITT tests. procps: kill, which the node tests use to pause

@@ -28,7 +28,8 @@ pub enum TlsError {
     Config(String),
 }
 
-fn file_error(setting: &'static str, path: &str, reason: impl ToString) -> TlsError {
+/// A [`TlsError::File`] for the file `path` of setting `setting`.
+pub(crate) fn file_error(setting: &'static str, path: &str, reason: impl ToString) -> TlsError {
     TlsError::File {
         setting,
         path: path.to_string(),

@@ -334,7 +334,7 @@ async fn starttls_discards_pipelined_plaintext_and_auth_works_only_inside_tls() 
     let acceptor = faxd::tls::server_acceptor(&cert, &key).unwrap();
     let rig = rig_with(
         move |c| {
-            c.tls = Some(acceptor);
+            c.tls = Some(acceptor.into());
             c.auth = AuthMode::Optional;
         },
         50,

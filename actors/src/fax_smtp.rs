@@ -1,7 +1,8 @@
 //! fax_smtp: the e-mail-to-fax SMTP listener (replaces Kazoo's `fax_smtp` gen_smtp server).
 //! Spawned by fax_sup when `[smtp] listen` is set, permanent. It binds the port in
 //! `pre_start` (a bad address or TLS file fails the start), runs the accept loop
-//! (`faxd::smtp::listener`: one bounded task per connection, `421` beyond `smtp_sessions`),
+//! (`faxd::smtp::listener`: one bounded task per connection, `421` beyond `smtp_sessions`;
+//! a warning when `legacy_tls` is on),
 //! and fails if the loop ends by itself so fax_sup restarts it; in `post_stop` it stops
 //! accepting and drains the sessions.
 
@@ -52,6 +53,12 @@ impl Actor for FaxSmtp {
         let fax = ctx.sysconf.fax();
         let cfg = faxd::smtp::session_config(smtp, &fax, ctx.node())
             .map_err(|e| format!("fax_smtp: {e}"))?;
+        if smtp.legacy_tls {
+            tracing::warn!(
+                ciphers = faxd::smtp::starttls::LEGACY_CIPHERS,
+                "fax_smtp: legacy_tls is on: STARTTLS runs on OpenSSL and admits TLS 1.0/1.1, AES-CBC and RSA key exchange for old scanners; turn it off when they are gone"
+            );
+        }
         let listen = smtp.listen.clone();
         let socket = tokio::net::TcpListener::bind(&listen)
             .await

@@ -545,8 +545,8 @@ pub struct SmtpSection {
     /// PEM certificate chain and private key: STARTTLS is offered when both are set.
     pub tls_cert: String,
     pub tls_key: String,
-    /// TLS 1.0/1.1 and RSA key exchange for old scanners. rustls has neither, so this
-    /// build refuses to start with it on: put a TLS terminator (stunnel, Postfix) in front.
+    /// STARTTLS for old scanners: OpenSSL instead of rustls, TLS 1.0 and 1.1, AES-CBC and
+    /// RSA key exchange admitted beside TLS 1.2/1.3 (needs `tls_cert`/`tls_key`).
     pub legacy_tls: bool,
     /// `off`, `optional` (AUTH PLAIN/LOGIN against faxd users, `user@realm`), `required`.
     pub auth: crate::smtp::AuthMode,

@@ -1,6 +1,7 @@
 //! E-mail to fax (Kazoo's `fax_smtp`, DESIGN.md §1): the SMTP protocol of a session
 //! ([`session`], generic over its stream, with its framing in [`framing`] and one reply table
-//! in [`reply`]), the accept loop ([`listener`]) and STARTTLS ([`tls`]), the faxable
+//! in [`reply`]), the accept loop ([`listener`]) and STARTTLS ([`starttls`]: rustls, or
+//! OpenSSL for old scanners with `legacy_tls`), the faxable
 //! documents of a message ([`extract`], [`tnef`]), the recipient and sender rules
 //! ([`rules`]), and the store side that queues the faxes ([`service`]). The listener process
 //! is `faxd-actors`' `fax_smtp`.
@@ -12,6 +13,7 @@ pub mod reply;
 pub mod rules;
 pub mod service;
 pub mod session;
+pub mod starttls;
 pub mod tnef;
 
 use std::time::Duration;
@@ -27,10 +29,8 @@ use crate::config::fax::FaxConfig;
 pub enum SmtpConfigError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    #[error(
-        "[smtp] legacy_tls: TLS 1.0/1.1 and RSA key exchange are not available with rustls; put a TLS terminator (stunnel, Postfix) in front of faxd for such scanners"
-    )]
-    LegacyTls,
+    #[error("[smtp] legacy_tls needs tls_cert and tls_key")]
+    LegacyWithoutTls,
     #[error("[smtp] tls_cert and tls_key must be set together")]
     HalfTls,
 }
@@ -42,12 +42,14 @@ pub fn session_config(
     fax: &FaxConfig,
     node_name: &str,
 ) -> Result<SessionConfig, SmtpConfigError> {
-    if smtp.legacy_tls {
-        return Err(SmtpConfigError::LegacyTls);
-    }
     let tls = match (smtp.tls_cert.is_empty(), smtp.tls_key.is_empty()) {
+        (true, true) if smtp.legacy_tls => return Err(SmtpConfigError::LegacyWithoutTls),
         (true, true) => None,
-        (false, false) => Some(crate::tls::server_acceptor(&smtp.tls_cert, &smtp.tls_key)?),
+        (false, false) => Some(starttls::StartTls::load(
+            &smtp.tls_cert,
+            &smtp.tls_key,
+            smtp.legacy_tls,
+        )?),
         _ => return Err(SmtpConfigError::HalfTls),
     };
     let hostname = if smtp.hostname.is_empty() {

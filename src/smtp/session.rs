@@ -4,18 +4,17 @@
 //! decisions about recipients and messages belong to a [`Backend`].
 
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::framing::{DataDecoder, Line, discard_line, take_line};
 use super::reply::Reply;
+use super::starttls::{Conn, StartTls};
 
 /// Who may use AUTH, and whether mail needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,7 +48,7 @@ pub struct SessionConfig {
     /// The whole session.
     pub session_timeout: Duration,
     /// STARTTLS when set.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<StartTls>,
     pub auth: AuthMode,
     /// Allow AUTH before STARTTLS (a LAN listener for scanners without TLS).
     pub auth_without_tls: bool,
@@ -124,55 +123,6 @@ pub enum End {
     ImplicitTls,
     TlsFailed,
     Io,
-}
-
-/// The connection: plaintext, or TLS after STARTTLS.
-enum Conn<S> {
-    Plain(S),
-    Tls(Box<tokio_rustls::server::TlsStream<S>>),
-    Upgrading,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Conn::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Conn::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Conn::Upgrading => Poll::Ready(Ok(())),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Conn::Upgrading => Poll::Ready(Ok(())),
-        }
-    }
 }
 
 /// Why reading stopped.
@@ -590,7 +540,7 @@ where
     }
 
     async fn starttls(&mut self, arg: &str) -> Result<Option<End>, ReadErr> {
-        let Some(acceptor) = self.cfg.tls.clone() else {
+        let Some(tls) = self.cfg.tls.clone() else {
             self.reply(Reply::tls_unavailable());
             return Ok(None);
         };
@@ -612,9 +562,10 @@ where
             return Ok(Some(End::TlsFailed));
         };
         let deadline = Instant::now() + self.cfg.command_timeout;
-        match tokio::time::timeout_at(deadline, acceptor.accept(plain)).await {
+        match tokio::time::timeout_at(deadline, tls.accept(plain)).await {
             Ok(Ok(tls)) => {
-                self.conn = Conn::Tls(Box::new(tls));
+                tracing::debug!(peer = ?self.env.peer, tls = %tls.describe(), "smtp: TLS on");
+                self.conn = tls;
                 self.env.tls = true;
                 self.env.user = None;
                 self.greeted = false;

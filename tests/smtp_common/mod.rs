@@ -283,9 +283,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
+/// `openssl req` key arguments: P-256, or RSA 2048 (what RSA key exchange needs).
+pub const EC_KEY: &[&str] = &[
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+pub const RSA_KEY: &[&str] = &["-newkey", "rsa:2048", "-nodes"];
+
 /// A test CA and a certificate it signed for 127.0.0.1/localhost, written into `dir`:
-/// (CA certificate, server certificate chain, server key), PEM paths.
+/// (CA certificate, server certificate chain, server key), PEM paths. P-256 keys.
 pub fn test_cert(dir: &Path) -> (String, String, String) {
+    test_cert_with(dir, EC_KEY)
+}
+
+/// [`test_cert`] with keys made by `key_args` ([`EC_KEY`], [`RSA_KEY`]).
+pub fn test_cert_with(dir: &Path, key_args: &[&str]) -> (String, String, String) {
     let p = |n: &str| dir.join(n).display().to_string();
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
@@ -298,21 +313,14 @@ pub fn test_cert(dir: &Path) -> (String, String, String) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
     let mut a = vec!["req", "-x509", "-days", "1", "-subj", "/CN=faxd test CA"];
-    a.extend(ec);
+    a.extend(key_args);
     let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
     a.extend(["-keyout", &ca_key, "-out", &ca]);
     run(&a);
     let (csr, key, cert) = (p("leaf.csr"), p("key.pem"), p("cert.pem"));
     let mut b = vec!["req", "-subj", "/CN=localhost"];
-    b.extend(ec);
+    b.extend(key_args);
     b.extend(["-keyout", &key, "-out", &csr]);
     run(&b);
     let ext = p("leaf.ext");
