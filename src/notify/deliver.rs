@@ -34,6 +34,9 @@ use crate::store::{SharedStore, StoreError, read_all};
 /// next wake-up.
 const CONFLICTS: usize = 8;
 
+/// Documents delivered per run of a database.
+const BATCH: usize = 100;
+
 /// Delivers notifications of one node.
 pub struct Notifier {
     pub store: SharedStore,
@@ -82,12 +85,13 @@ impl Notifier {
     /// Delivers what is due in `db` now. Returns the earliest later time (unix seconds) a
     /// notification of `db` is due, if any.
     pub async fn run_db(&self, db: &Db) -> Result<Option<i64>, StoreError> {
-        let ids = match self.store.notify_due(db, now_unix(), 100).await {
+        let ids = match self.store.notify_due(db, now_unix(), BATCH).await {
             Ok(ids) => ids,
             Err(StoreError::NoDatabase(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut next: Option<i64> = None;
+        // A full batch may have left more due (a long fax's page webhooks): due again now.
+        let mut next: Option<i64> = (ids.len() >= BATCH).then(now_unix);
         for id in ids {
             if let Some(t) = self.process(db, &id).await? {
                 next = Some(next.map_or(t, |n| n.min(t)));

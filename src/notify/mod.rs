@@ -1,5 +1,7 @@
 //! Notifications: e-mail (maildir or SMTP relay) and signed webhooks for the events of a fax
-//! — outbound sent or failed for good, inbound received or failed, an e-mail-to-fax error.
+//! — outbound sent or failed for good, inbound received or failed, an e-mail-to-fax error —
+//! and the progress of an outbound fax (queued, sending, each page: webhooks only,
+//! [`progress`]).
 //!
 //! Durability: the event's own document write carries the pending notification
 //! (`pvt_notify`, [`record`]), so no crash can separate the two. The notifier finds pending
