@@ -4,6 +4,12 @@
 CARGO ?= cargo
 CONFIG ?= rel/dev.toml
 
+# CI builds once from a clean clone: incremental caches would only double the disk the
+# build takes (and a full disk fails the run).
+ifdef CI
+export CARGO_INCREMENTAL := 0
+endif
+
 .PHONY: run test build deps test-deps fmt lint bench bench-api clean
 
 run: deps

@@ -6,6 +6,7 @@
 
 use serde_json::{Value, json};
 
+use crate::auth::PasswordRecord;
 use crate::ids::{AccountId, Db};
 use crate::store::{SharedStore, StoreError};
 use crate::timezone;
@@ -240,24 +241,32 @@ pub async fn faxbox_by_address(
     }
 }
 
-/// The live account whose `realm` is `realm` (exact, case-insensitive), if one is.
+/// The live account whose `realm` is `realm` (exact, case-insensitive). A realm that two live
+/// accounts claim names neither: mail or a login for it must not reach the wrong tenant.
 pub async fn account_by_realm(
     store: &SharedStore,
     realm: &str,
 ) -> Result<Option<Account>, StoreError> {
-    let realm = realm.trim().to_ascii_lowercase();
-    let found = live_docs(store, &Db::Accounts, "account")
+    let realm = realm.trim();
+    let mut hits = live_docs(store, &Db::Accounts, "account")
         .await?
         .into_iter()
-        .find(|d| {
+        .filter(|d| {
             d.get("realm")
                 .and_then(Value::as_str)
-                .is_some_and(|r| r.eq_ignore_ascii_case(&realm))
+                .is_some_and(|r| r.trim().eq_ignore_ascii_case(realm))
         });
-    Ok(found.and_then(|doc| {
-        let id = AccountId::parse(doc.get("_id").and_then(Value::as_str)?).ok()?;
-        Some(Account { id, doc })
-    }))
+    let (Some(doc), None) = (hits.next(), hits.next()) else {
+        return Ok(None);
+    };
+    let Some(id) = doc
+        .get("_id")
+        .and_then(Value::as_str)
+        .and_then(|i| AccountId::parse(i).ok())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Account { id, doc }))
 }
 
 /// The live faxboxes of an account.
@@ -398,6 +407,93 @@ pub async fn release_numbers(
     Ok(())
 }
 
+/// The enabled, live user of an account whose login `credentials` (hex md5 or sha1 of
+/// `"username:password"`) match. A user imported from Kazoo that still has only Kazoo's bare
+/// digests is upgraded to faxd's record on the way (rev-checked; when another login upgraded
+/// the user meanwhile, that upgrade stands if it accepts the same credentials).
+pub async fn user_by_credentials(
+    store: &SharedStore,
+    account: &AccountId,
+    credentials: &str,
+) -> Result<Option<Value>, StoreError> {
+    let db = Db::Account(account.clone());
+    let enabled = |u: &Value| u.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+    for user in live_docs(store, &db, "user").await? {
+        if !enabled(&user) {
+            continue;
+        }
+        match password_record(&user) {
+            Some(rec) if rec.verify(credentials) => return Ok(Some(user)),
+            Some(_) => {}
+            None => {
+                let (md5, sha1) = legacy_digests(&user);
+                if crate::auth::legacy_matches(md5, sha1, credentials) {
+                    return upgrade_legacy(store, &db, user, credentials).await;
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn password_record(user: &Value) -> Option<PasswordRecord> {
+    user.get("pvt_auth")
+        .and_then(|a| serde_json::from_value::<PasswordRecord>(a.clone()).ok())
+}
+
+/// Kazoo's bare login digests of a user document.
+pub fn legacy_digests(user: &Value) -> (Option<&str>, Option<&str>) {
+    (
+        user.get("pvt_md5_auth").and_then(Value::as_str),
+        user.get("pvt_sha1_auth").and_then(Value::as_str),
+    )
+}
+
+/// Replaces a Kazoo user's bare digests with faxd's record of both (so md5 and sha1 logins
+/// keep working). `None`: the credentials no longer match.
+async fn upgrade_legacy(
+    store: &SharedStore,
+    db: &Db,
+    mut user: Value,
+    credentials: &str,
+) -> Result<Option<Value>, StoreError> {
+    for _ in 0..3 {
+        if user.get("pvt_auth").is_some() {
+            let ok = password_record(&user).is_some_and(|rec| rec.verify(credentials));
+            return Ok(ok.then_some(user));
+        }
+        let (md5, sha1) = legacy_digests(&user);
+        let Some(record) = PasswordRecord::from_digests(md5, sha1) else {
+            return Ok(None);
+        };
+        user["pvt_auth"] = json!(record);
+        if let Some(m) = user.as_object_mut() {
+            m.remove("pvt_md5_auth");
+            m.remove("pvt_sha1_auth");
+        }
+        match store.save(db, user.clone()).await {
+            Ok(saved) => {
+                let id = saved.get("_id").and_then(Value::as_str).unwrap_or_default();
+                tracing::info!(user_id = %id, "user's Kazoo credentials upgraded to faxd's record");
+                return Ok(Some(saved));
+            }
+            Err(StoreError::Conflict) => {
+                let id = user
+                    .get("_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                match store.get(db, &id).await? {
+                    Some(u) => user = u,
+                    None => return Ok(None),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// The live documents of one `pvt_type` in a database (none when it does not exist).
 pub async fn live_docs(
     store: &SharedStore,
@@ -515,6 +611,16 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        // A realm two live accounts claim names neither.
+        let twin = AccountId::generate();
+        store
+            .save(
+                &Db::Accounts,
+                json!({"_id": twin.as_str(), "pvt_type": "account", "realm": realm.to_lowercase()}),
+            )
+            .await
+            .unwrap();
+        assert!(account_by_realm(&store, &realm).await.unwrap().is_none());
     }
 
     #[tokio::test]

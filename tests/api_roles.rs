@@ -216,7 +216,8 @@ impl World {
             .replace("{callflow_id}", &self.cf)
             .replace("{log_id}", &self.log)
             .replace("{app_id}", faxd::api::monster::FAX_APP_ID)
-            .replace("{config_id}", "fax");
+            .replace("{config_id}", "fax")
+            .replace("{notification_id}", "fax_inbound_to_email");
         if url.contains("{fax_id}") {
             let fax = self.fax_for(method, path).await;
             url = url.replace("{fax_id}", &fax);
@@ -605,6 +606,7 @@ async fn roles_sibling_refused_on_every_route(store: SharedStore, dir: Dir) {
             .replace("{callflow_id}", &w.cf)
             .replace("{log_id}", &w.log)
             .replace("{app_id}", faxd::api::monster::FAX_APP_ID)
+            .replace("{notification_id}", "fax_inbound_to_email")
             .replace(
                 "{fax_id}",
                 if path.contains("/outgoing/") {

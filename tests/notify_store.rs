@@ -402,3 +402,171 @@ async fn progress_webhooks_are_recorded_once_for_hooked_faxboxes_couchdb() {
     let (store, _dir) = api_common::couch().await;
     progress_events(store).await;
 }
+
+/// An account's templates through the API (`/notifications`, Kazoo's teletype ids): listed,
+/// shown as they will be sent, set part by part with every mistake refused (unknown
+/// `{{name}}`, a subject with a line break, a non-string) and nothing stored then, served
+/// as one part by `Accept`, used by the next mail, and deleted back to the built-in one.
+async fn templates_through_the_api(store: SharedStore, dir: Option<tempfile::TempDir>) {
+    use api_common::{Api, test_options};
+    use faxd::notify::Event;
+    use faxd::notify::template::builtin;
+    use reqwest::StatusCode;
+
+    let api = Api::start(store.clone(), dir, test_options()).await;
+    let root = api.root_tenant().await;
+    let t = api.child_tenant(&root).await;
+    let base = format!("/v2/accounts/{}/notifications", t.id);
+    let one = format!("{base}/fax_outbound_smtp_error_to_email");
+
+    let l = api.get(&base, &t.token).await;
+    assert_eq!(l.status, StatusCode::OK, "{}", l.body);
+    let ids: Vec<&str> = l
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    assert!(ids.contains(&"fax_inbound_to_email"), "{ids:?}");
+    assert!(
+        l.data()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["custom"] == json!([]))
+    );
+
+    let built_in = builtin(Event::SmtpError).expect("mailed");
+    let g = api.get(&one, &t.token).await;
+    assert_eq!(g.status, StatusCode::OK, "{}", g.body);
+    assert_eq!(g.data()["subject"], built_in.subject);
+    assert_eq!(g.data()["event"], "smtp_error");
+    // faxd's own event name names the same template.
+    assert_eq!(
+        api.get(&format!("{base}/smtp_error"), &t.token)
+            .await
+            .data(),
+        g.data()
+    );
+    let none = api
+        .get(&format!("{base}/voicemail_to_email"), &t.token)
+        .await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{}", none.body);
+
+    // Mistakes, all reported at once; nothing is stored.
+    let bad = api
+        .put(
+            &one,
+            &t.token,
+            json!({"subject": "Refused: {{To}}", "text": 5, "footer": "x"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert_eq!(
+        bad.data()["subject"]["unknown_macros"]["cause"],
+        json!(["To"]),
+        "{}",
+        bad.body
+    );
+    assert!(bad.data()["text"]["type"].is_object(), "{}", bad.body);
+    assert!(bad.data()["footer"].is_object(), "{}", bad.body);
+    let bad = api
+        .put(
+            &one,
+            &t.token,
+            json!({"subject": "Refused\r\nBcc: x@evil.example"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(bad.data()["subject"]["pattern"].is_object(), "{}", bad.body);
+    assert_eq!(api.get(&one, &t.token).await.data()["custom"], json!([]));
+
+    // A subject, then (PATCH) the text: each part the account sets, the others built in.
+    let s = api
+        .put(
+            &one,
+            &t.token,
+            json!({"subject": "Acme: mail to {{to}} refused"}),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+    assert_eq!(s.data()["custom"], json!(["subject"]));
+    assert_eq!(s.data()["text"], built_in.text);
+    let p = api
+        .patch(
+            &one,
+            &t.token,
+            json!({"text": "Acme could not fax it: {{error}}\n"}),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert_eq!(p.data()["custom"], json!(["subject", "text"]));
+    assert_eq!(p.data()["subject"], "Acme: mail to {{to}} refused");
+
+    // One part by Accept, as Kazoo serves it.
+    let r = api
+        .http
+        .get(format!("{}{one}", api.base))
+        .header("X-Auth-Token", &t.token)
+        .header("Accept", "text/plain")
+        .send()
+        .await
+        .expect("get text");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(
+        r.text().await.unwrap(),
+        "Acme could not fax it: {{error}}\n"
+    );
+
+    // The next mail of the account uses them.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let account = AccountId::parse(&t.id).expect("account id");
+    let db = Db::Modb(account, YearMonth::now());
+    store.ensure_db(&db).await.expect("modb");
+    let mut log = smtp_log(&db, json!(["invalid number"]));
+    assert!(faxd::notify::record_smtp_error(&mut log, true, now()));
+    store.save(&db, log).await.expect("log");
+    maildir_notifier(&store, tmp.path())
+        .run_db(&db)
+        .await
+        .expect("run");
+    let got = mails(tmp.path());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains("Subject: Acme: mail to +15557654321@fax.example.com refused"),
+        "{}",
+        got[0]
+    );
+    assert!(
+        got[0].contains("Acme could not fax it: invalid number"),
+        "{}",
+        got[0]
+    );
+
+    // Deleted: built in again (and deleting again is no error).
+    let d = api.delete(&one, &t.token).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    assert_eq!(d.data()["subject"], built_in.subject);
+    assert_eq!(api.get(&one, &t.token).await.data()["custom"], json!([]));
+    assert_eq!(api.delete(&one, &t.token).await.status, StatusCode::OK);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_templates_through_the_api_embedded() {
+    let (store, dir) = api_common::embedded().await;
+    templates_through_the_api(store, dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_templates_through_the_api_couchdb() {
+    let (store, dir) = api_common::couch().await;
+    templates_through_the_api(store, dir).await;
+}

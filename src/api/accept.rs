@@ -85,6 +85,12 @@ fn weight(accept: &str, kind: &str, sub: &str) -> Option<(u8, u16)> {
     best
 }
 
+/// The weight (0–1000) `accept` gives `kind/sub` when it names that type outright (not
+/// through a wildcard).
+pub fn named_weight(accept: &str, kind: &str, sub: &str) -> Option<u16> {
+    weight(accept, kind, sub).and_then(|(specificity, q)| (specificity == 2).then_some(q))
+}
+
 /// Reads an `Accept` header (absent or without a media range: `*/*`). A type named outright (`application/pdf`,
 /// `application/*`, `image/tiff`, `image/*`) with a weight above zero wins over the wildcard
 /// unless the wildcard weighs more; between PDF and TIFF the heavier wins, PDF on a tie.

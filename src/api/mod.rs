@@ -16,6 +16,7 @@ pub mod filter;
 pub mod head_guard;
 pub mod listing;
 pub mod monster;
+pub mod notifications;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request;
@@ -188,6 +189,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     v.extend(faxboxes::endpoints());
     v.extend(callflows::endpoints());
     v.extend(faxes::endpoints());
+    v.extend(notifications::endpoints());
     v.extend(system_configs::endpoints());
     v.extend(monster::endpoints());
     v

@@ -12,7 +12,6 @@ use super::envelope::{AuthToken, success, success_with};
 use super::request::{self, Caller, authenticate, check_token, json_envelope, live_account};
 use super::token::{self, Claims};
 use super::{ApiError, ApiState, Endpoint, ep};
-use crate::auth::PasswordRecord;
 use crate::ids::{AccountId, Db};
 
 pub fn endpoints() -> Vec<Endpoint> {
@@ -110,103 +109,14 @@ async fn locate_accounts(
     Ok(vec![])
 }
 
-/// Finds the enabled, live user of an account whose credentials match. A user imported from
-/// Kazoo that still has only Kazoo's bare digests is upgraded to faxd's record on the way.
+/// Finds the enabled, live user of an account whose credentials match (a Kazoo user's bare
+/// digests upgraded on the way: [`crate::accounts::user_by_credentials`]).
 async fn match_user(
     state: &ApiState,
     account: &AccountId,
     credentials: &str,
 ) -> Result<Option<Value>, ApiError> {
-    let db = Db::Account(account.clone());
-    let users = match state.store.docs_by_type(&db, "user").await {
-        Ok(u) => u,
-        Err(crate::store::StoreError::NoDatabase(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let live = |u: &Value| {
-        !u.get("pvt_deleted")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-            && u.get("enabled").and_then(Value::as_bool).unwrap_or(true)
-    };
-    for user in users.into_iter().filter(live) {
-        let record = user
-            .get("pvt_auth")
-            .and_then(|a| serde_json::from_value::<PasswordRecord>(a.clone()).ok());
-        match record {
-            Some(rec) if rec.verify(credentials) => return Ok(Some(user)),
-            Some(_) => {}
-            None => {
-                let (md5, sha1) = legacy_digests(&user);
-                if crate::auth::legacy_matches(md5, sha1, credentials) {
-                    return upgrade_legacy(state, &db, user, credentials)
-                        .await
-                        .map(Some);
-                }
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Kazoo's bare login digests of a user document.
-pub fn legacy_digests(user: &Value) -> (Option<&str>, Option<&str>) {
-    (
-        user.get("pvt_md5_auth").and_then(Value::as_str),
-        user.get("pvt_sha1_auth").and_then(Value::as_str),
-    )
-}
-
-/// Replaces a Kazoo user's bare digests with faxd's record of both (so md5 and sha1 logins
-/// keep working), rev-checked. When another login upgraded the user meanwhile, that upgrade
-/// stands if it accepts the same credentials.
-async fn upgrade_legacy(
-    state: &ApiState,
-    db: &Db,
-    mut user: Value,
-    credentials: &str,
-) -> Result<Value, ApiError> {
-    for _ in 0..3 {
-        if let Some(stored) = user.get("pvt_auth") {
-            let ok = serde_json::from_value::<PasswordRecord>(stored.clone())
-                .is_ok_and(|rec| rec.verify(credentials));
-            return if ok {
-                Ok(user)
-            } else {
-                Err(ApiError::InvalidCredentials)
-            };
-        }
-        let (md5, sha1) = legacy_digests(&user);
-        let Some(record) = PasswordRecord::from_digests(md5, sha1) else {
-            return Err(ApiError::InvalidCredentials);
-        };
-        user["pvt_auth"] = serde_json::json!(record);
-        if let Some(m) = user.as_object_mut() {
-            m.remove("pvt_md5_auth");
-            m.remove("pvt_sha1_auth");
-        }
-        match state.store.save(db, user.clone()).await {
-            Ok(saved) => {
-                let id = saved.get("_id").and_then(Value::as_str).unwrap_or_default();
-                tracing::info!(user_id = %id, "user's Kazoo credentials upgraded to faxd's record");
-                return Ok(saved);
-            }
-            Err(crate::store::StoreError::Conflict) => {
-                let id = user
-                    .get("_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                user = state
-                    .store
-                    .get(db, &id)
-                    .await?
-                    .ok_or(ApiError::InvalidCredentials)?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::InvalidCredentials)
+    Ok(crate::accounts::user_by_credentials(&state.store, account, credentials).await?)
 }
 
 fn account_enabled(doc: &Value) -> Result<(), ApiError> {

@@ -39,6 +39,9 @@ pub struct NotifySection {
     pub port: u16,
     /// `none`, `starttls` or `tls`.
     pub tls: RelayTls,
+    /// A PEM file of CA certificates trusted for the relay besides the system's (a relay
+    /// with a certificate of a private CA); empty: the system's roots only.
+    pub tls_ca: String,
     /// Credentials for the relay (AUTH PLAIN/LOGIN); empty username: no AUTH.
     pub username: String,
     pub password: String,
@@ -67,6 +70,7 @@ impl Default for NotifySection {
             relay: "127.0.0.1".into(),
             port: 25,
             tls: RelayTls::None,
+            tls_ca: String::new(),
             username: String::new(),
             password: String::new(),
             from: "faxd <no-reply@faxd.invalid>".into(),

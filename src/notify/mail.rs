@@ -11,7 +11,7 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::template::{Rendered, header_safe};
@@ -108,8 +108,23 @@ impl Mailer {
             MailTransport::Maildir => Ok(Mailer::Maildir(cfg.maildir(data_dir))),
             MailTransport::Smtp => {
                 let tls_params = || {
-                    TlsParameters::new(cfg.relay.clone())
-                        .map_err(|e| MailError::Invalid(format!("TLS for {}: {e}", cfg.relay)))
+                    let invalid =
+                        |e: String| MailError::Invalid(format!("TLS for {}: {e}", cfg.relay));
+                    let mut b = TlsParameters::builder(cfg.relay.clone());
+                    if !cfg.tls_ca.is_empty() {
+                        let pem = std::fs::read(&cfg.tls_ca)
+                            .map_err(|e| invalid(format!("tls_ca {}: {e}", cfg.tls_ca)))?;
+                        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                            return Err(invalid(format!(
+                                "tls_ca {}: no PEM certificate",
+                                cfg.tls_ca
+                            )));
+                        }
+                        let ca = Certificate::from_pem(&pem)
+                            .map_err(|e| invalid(format!("tls_ca {}: {e}", cfg.tls_ca)))?;
+                        b = b.add_root_certificate(ca);
+                    }
+                    b.build().map_err(|e| invalid(e.to_string()))
                 };
                 let tls = match cfg.tls {
                     RelayTls::None => Tls::None,

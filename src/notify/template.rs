@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::Event;
 
-/// A template: subject, plain text, HTML.
-#[derive(Clone, Debug, PartialEq)]
+/// A template: subject, plain text, HTML (empty by default).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Template {
     pub subject: String,
     pub text: String,
@@ -70,6 +70,47 @@ pub fn select(event: Event, override_doc: Option<&Value>) -> Option<Template> {
 
 /// The values a template may use.
 pub type Values = BTreeMap<&'static str, String>;
+
+/// The names every event's template may use as `{{name}}`.
+const COMMON_NAMES: [&str; 9] = [
+    "date",
+    "fax_id",
+    "faxbox_name",
+    "caller_id",
+    "callee_id",
+    "pages",
+    "attempts",
+    "remote_station_id",
+    "error",
+];
+
+/// The `{{name}}`s an event's template may use (what [`super::deliver::values`] fills in).
+pub fn names(event: Event) -> Vec<&'static str> {
+    let mut v = COMMON_NAMES.to_vec();
+    if event == Event::SmtpError {
+        v.extend(["to", "number", "errors"]);
+    }
+    v
+}
+
+/// The `{{name}}`s of `src` that `event` does not fill in (each once, in order).
+pub fn unknown_names(event: Event, src: &str) -> Vec<String> {
+    let known = names(event);
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = src;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            break;
+        };
+        let name = after[..close].trim();
+        if !known.contains(&name) && !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+        rest = &after[close + 2..];
+    }
+    out
+}
 
 /// A template filled in.
 #[derive(Clone, Debug, PartialEq)]
@@ -165,6 +206,27 @@ mod tests {
         for part in [&r.text, &r.html] {
             assert!(!part.replace("\r\n", "").contains(['\r', '\n']), "{part}");
         }
+    }
+
+    #[test]
+    fn the_names_a_template_may_use_are_the_ones_filled_in() {
+        let doc = serde_json::json!({"_id": "f", "errors": ["x"], "to": "1@x"});
+        for e in Event::MAILED {
+            let filled: Vec<&str> = super::super::deliver::values(e, &doc, None)
+                .keys()
+                .copied()
+                .collect();
+            let mut named = names(e);
+            named.sort_unstable();
+            assert_eq!(filled, named, "{e:?}");
+        }
+        assert_eq!(
+            unknown_names(
+                Event::OutboundSent,
+                "{{ pages }} {{nope}} {{nope}} {{errors}}"
+            ),
+            ["nope", "errors"]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::reply::Reply;
 use super::rules::{self, SenderRules, Verdict};
 use super::session::{Backend, Envelope};
 use crate::accounts::{self, Account, Faxbox};
-use crate::auth::{PasswordRecord, login_digests};
+use crate::auth::login_digests;
 use crate::convert::tiff_f;
 use crate::ids::{AccountId, Db, YearMonth, modb_doc_id, new_id};
 use crate::intake::Document;
@@ -48,74 +48,6 @@ impl SmtpService {
         &self.intake.store
     }
 
-    /// The live account whose realm is `domain` (exactly one, else none).
-    async fn account_by_realm(&self, domain: &str) -> Result<Option<Account>, StoreError> {
-        let all = match self.store().docs_by_type(&Db::Accounts, "account").await {
-            Ok(a) => a,
-            Err(StoreError::NoDatabase(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let hits: Vec<&Value> = all
-            .iter()
-            .filter(|d| !accounts::is_deleted(d))
-            .filter(|d| {
-                d.get("realm")
-                    .and_then(Value::as_str)
-                    .is_some_and(|r| r.eq_ignore_ascii_case(domain))
-            })
-            .collect();
-        let [one] = hits.as_slice() else {
-            return Ok(None);
-        };
-        let Some(id) = one
-            .get("_id")
-            .and_then(Value::as_str)
-            .and_then(|i| AccountId::parse(i).ok())
-        else {
-            return Ok(None);
-        };
-        match accounts::account(self.store(), &id).await {
-            Ok(a) => Ok(Some(a)),
-            Err(accounts::AccountsError::Store(e)) => Err(e),
-            Err(_) => Ok(None),
-        }
-    }
-
-    /// Live documents of a type in an account (an account without its database has none).
-    async fn account_docs(
-        &self,
-        account: &AccountId,
-        pvt_type: &str,
-    ) -> Result<Vec<Value>, StoreError> {
-        match self
-            .store()
-            .docs_by_type(&Db::Account(account.clone()), pvt_type)
-            .await
-        {
-            Ok(d) => Ok(d.into_iter().filter(|d| !accounts::is_deleted(d)).collect()),
-            Err(StoreError::NoDatabase(_)) => Ok(vec![]),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The users of an account whose `email` is `address`.
-    async fn users_by_email(
-        &self,
-        account: &AccountId,
-        address: &str,
-    ) -> Result<Vec<Value>, StoreError> {
-        Ok(self
-            .account_docs(account, "user")
-            .await?
-            .into_iter()
-            .filter(|u| {
-                u.get("email")
-                    .and_then(Value::as_str)
-                    .is_some_and(|e| e.eq_ignore_ascii_case(address))
-            })
-            .collect())
-    }
-
     fn faxbox_of(account: &Account, doc: Value) -> Option<Faxbox> {
         Some(Faxbox {
             id: doc.get("_id")?.as_str()?.to_string(),
@@ -133,8 +65,9 @@ impl SmtpService {
         env: &Envelope,
         sender: &str,
     ) -> Result<Option<Faxbox>, StoreError> {
-        let boxes = self.account_docs(&account.id, "faxbox").await?;
-        let users = self.users_by_email(&account.id, sender).await?;
+        let boxes =
+            accounts::live_docs(self.store(), &Db::Account(account.id.clone()), "faxbox").await?;
+        let users = accounts::users_by_email(self.store(), &account.id, sender).await?;
         if let [user] = users.as_slice() {
             let uid = user.get("_id").and_then(Value::as_str);
             let owned: Vec<&Value> = boxes
@@ -196,7 +129,10 @@ impl SmtpService {
                 (account, fb)
             }
             None => {
-                let Some(account) = self.account_by_realm(&domain).await.map_err(store_err)? else {
+                let Some(account) = accounts::account_by_realm(self.store(), &domain)
+                    .await
+                    .map_err(store_err)?
+                else {
                     return Err((Reply::relay_denied(&domain), None));
                 };
                 match self
@@ -247,7 +183,7 @@ impl SmtpService {
                 return Err((Reply::invalid_number(&text), Some(log.error(&text))));
             }
         };
-        let sender_user = match self.users_by_email(&account.id, &sender).await {
+        let sender_user = match accounts::users_by_email(self.store(), &account.id, &sender).await {
             Ok(users) if users.len() == 1 => users[0]
                 .get("_id")
                 .and_then(Value::as_str)
@@ -539,47 +475,22 @@ impl Backend for SmtpService {
         let Some((name, realm)) = user.rsplit_once('@') else {
             return Ok(None);
         };
-        let account = match self.account_by_realm(realm).await {
+        let busy = || Reply::new(454, Some("4.7.0"), "temporary authentication failure");
+        let account = match accounts::account_by_realm(self.store(), realm).await {
             Ok(Some(a)) => a,
             Ok(None) => return Ok(None),
-            Err(_) => {
-                return Err(Reply::new(
-                    454,
-                    Some("4.7.0"),
-                    "temporary authentication failure",
-                ));
-            }
+            Err(_) => return Err(busy()),
         };
-        let users = self
-            .account_docs(&account.id, "user")
-            .await
-            .map_err(|_| Reply::new(454, Some("4.7.0"), "temporary authentication failure"))?;
+        // The digest names the user: the same login as `user_auth` with `credentials`.
         let (md5, _) = login_digests(name, password);
-        for u in users {
-            let same_name = u
-                .get("username")
+        match accounts::user_by_credentials(self.store(), &account.id, &md5).await {
+            Ok(Some(u)) => Ok(u
+                .get("_id")
                 .and_then(Value::as_str)
-                .is_some_and(|n| n.eq_ignore_ascii_case(name));
-            let enabled = u.get("enabled").and_then(Value::as_bool).unwrap_or(true);
-            if !same_name || !enabled {
-                continue;
-            }
-            let good = match u
-                .get("pvt_auth")
-                .and_then(|a| serde_json::from_value::<PasswordRecord>(a.clone()).ok())
-            {
-                Some(rec) => rec.verify(&md5),
-                None => crate::auth::legacy_matches(
-                    u.get("pvt_md5_auth").and_then(Value::as_str),
-                    u.get("pvt_sha1_auth").and_then(Value::as_str),
-                    &md5,
-                ),
-            };
-            if good && let Some(id) = u.get("_id").and_then(Value::as_str) {
-                return Ok(Some(format!("{}/{id}", account.id)));
-            }
+                .map(|id| format!("{}/{id}", account.id))),
+            Ok(None) => Ok(None),
+            Err(_) => Err(busy()),
         }
-        Ok(None)
     }
 
     async fn recipient(

@@ -6,13 +6,15 @@
 //! aiosmtpd) that is down at first: retried with backoff, delivered once when it is back.
 //! Webhooks reach a real HTTP receiver on loopback, signed, for every step of a fax (queued,
 //! sending, each page, delivered, received), a refused one again; the signature is checked
-//! with Python's hmac. The delivery logs show in the API. A node killed (-9) while its relay was
-//! down delivers the mail once after its restart. Both stores.
+//! with Python's hmac. The delivery logs show in the API. A node killed (-9) while its relay
+//! was down delivers the mail once after its restart. A relay that requires STARTTLS and AUTH
+//! (aiosmtpd with a certificate of a private CA) gets the mail encrypted and authenticated;
+//! one on implicit TLS refusing the password fails the delivery for good. Both stores.
 
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,7 @@ for part in m.iter_attachments():
 body = m.get_body(preferencelist=('plain',))
 print(json.dumps({"to": str(m['To']), "from": str(m['From']), "subject": str(m['Subject']),
                   "auto": str(m['Auto-Submitted']), "message_id": str(m['Message-ID']),
+                  "relay": str(m.get('X-Test-Relay', '')),
                   "text": body.get_content() if body else "", "attachments": atts}))
 "#;
     let out = Command::new("/usr/bin/python3")
@@ -718,5 +721,119 @@ async fn a_node_killed_while_its_relay_was_down_delivers_after_restart() {
         "delivered"
     );
     assert_eq!(mails(&inbox).len(), 1);
+    stop_node(node).await;
+}
+
+/// An aiosmtpd relay (Debian's python3-aiosmtpd) with TLS and AUTH, as a mail provider runs
+/// it: `starttls` mode requires STARTTLS before anything, `tls` mode is TLS from the first
+/// byte (port 465 style); both require AUTH with the given login. Each message lands in the
+/// maildir with a header saying how it arrived (`tls=yes auth=<login>`).
+const SECURE_RELAY: &str = r#"
+import sys, ssl, mailbox, signal
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+mode, port, cert, key, maildir, user, password = sys.argv[1:8]
+box = mailbox.Maildir(maildir, create=True)
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        tls = session.ssl is not None or server.transport.get_extra_info('ssl_object') is not None
+        login = session.login_data.decode() if session.authenticated and session.login_data else ''
+        head = f"X-Test-Relay: tls={'yes' if tls else 'no'} auth={login}\r\n".encode()
+        box.add(head + envelope.original_content)
+        return '250 OK queued'
+def authenticate(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login == user.encode() \
+        and auth_data.password == password.encode()
+    return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(cert, key)
+common = dict(hostname='127.0.0.1', port=int(port), authenticator=authenticate,
+              auth_required=True)
+if mode == 'starttls':
+    c = Controller(Handler(), tls_context=ctx, require_starttls=True, **common)
+else:
+    c = Controller(Handler(), ssl_context=ctx, auth_require_tls=False, **common)
+c.start()
+print('ready', flush=True)
+signal.sigwait({signal.SIGTERM, signal.SIGINT})
+c.stop()
+"#;
+
+/// Starts [`SECURE_RELAY`] in `mode` on `port` with a certificate of a CA of its own;
+/// returns the relay and the CA's PEM path (what faxd's `tls_ca` trusts).
+fn secure_relay(dir: &Path, mode: &str, port: u16, password: &str) -> (Relay, PathBuf) {
+    let (cert, key, ca) = common::tls::certificates(dir, "relay-ca");
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", SECURE_RELAY, mode, &port.to_string()])
+        .args([&cert, &key, &dir.join("relay")])
+        .args(["faxd", password])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 with aiosmtpd");
+    let mut ready = String::new();
+    let out = child.stdout.take().expect("relay stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready", "the relay did not start");
+    (Relay(child), ca)
+}
+
+fn secure_env(port: &str, tls: &str, ca: &Path, password: &str) -> Vec<(String, String)> {
+    [
+        ("FAXD_NOTIFY_TRANSPORT", "smtp"),
+        ("FAXD_NOTIFY_RELAY", "127.0.0.1"),
+        ("FAXD_NOTIFY_PORT", port),
+        ("FAXD_NOTIFY_TLS", tls),
+        ("FAXD_NOTIFY_TLS_CA", &ca.display().to_string()),
+        ("FAXD_NOTIFY_USERNAME", "faxd"),
+        ("FAXD_NOTIFY_PASSWORD", password),
+        ("FAXD_NOTIFY_RETRY_MIN", "1"),
+        ("FAXD_NOTIFY_RETRY_MAX", "2"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_requiring_starttls_and_auth_gets_the_mail_encrypted_and_authenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (_relay, ca) = secure_relay(dir.path(), "starttls", port, "relay-secret");
+    let env = secure_env(&port.to_string(), "starttls", &ca, "relay-secret");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let node = start_node(dir.path(), &env).await;
+    let admin = Admin::login(&node, dir.path()).await;
+    let box_id = faxbox(&admin, None).await;
+    let id = send(&admin, &box_id, "+15557654321").await;
+    let got = wait_mails(&dir.path().join("relay"), 1, Duration::from_secs(180)).await;
+    assert_eq!(got[0]["relay"], "tls=yes auth=faxd", "{}", got[0]);
+    assert_eq!(got[0]["to"], "ann@example.com");
+    assert_eq!(got[0]["subject"], "Fax has been sent to +15557654321");
+    let doc = notified(&admin, &id).await;
+    let d = &doc["_read_only"]["notifications"]["deliveries"][0];
+    assert_eq!(d["state"], "delivered", "{d}");
+    assert_eq!(d["attempts"], 1, "{d}");
+    stop_node(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_on_implicit_tls_refusing_the_password_fails_the_delivery_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let (_relay, ca) = secure_relay(dir.path(), "tls", port, "relay-secret");
+    let env = secure_env(&port.to_string(), "tls", &ca, "wrong-password");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let node = start_node(dir.path(), &env).await;
+    let admin = Admin::login(&node, dir.path()).await;
+    let box_id = faxbox(&admin, None).await;
+    let id = send(&admin, &box_id, "+15557654321").await;
+    // 535 is permanent: failed after one attempt, not retried, nothing delivered.
+    let doc = notified(&admin, &id).await;
+    let d = &doc["_read_only"]["notifications"]["deliveries"][0];
+    assert_eq!(d["state"], "failed", "{d}");
+    assert_eq!(d["attempts"], 1, "{d}");
+    assert!(d["last_error"].as_str().unwrap().contains("535"), "{d}");
+    assert!(mails(&dir.path().join("relay")).is_empty());
     stop_node(node).await;
 }
