@@ -244,6 +244,13 @@ pub fn modb_doc_id(month: YearMonth, id: &str) -> String {
     format!("{month}-{id}")
 }
 
+/// Where an outbound job of `account` created at `created` (gregorian seconds) ends: the
+/// account MODB of its creation month and its id there (`YYYYMM-<id>`).
+pub fn outbox_location(account: AccountId, created: i64, id: &str) -> (Db, String) {
+    let month = YearMonth::from_gregorian(created);
+    (Db::Modb(account, month), modb_doc_id(month, id))
+}
+
 /// Splits a `YYYYMM-<id>` document id into its month and the rest.
 pub fn split_modb_doc_id(id: &str) -> Option<(YearMonth, &str)> {
     let (m, rest) = id.split_once('-')?;

@@ -1,7 +1,8 @@
 //! Background intake over real HTTP on both storage backends: a submission is answered as
 //! soon as the job is recorded (`attaching_files`), its URL document is fetched afterwards
 //! from a real loopback document server (a slow one holds the fetch while the API answers),
-//! and the job becomes `pending`, or ends `failed` with the reason the API shows.
+//! and the job becomes `pending`, or ends `failed` with the reason the API shows. A fax of a
+//! faxbox with an outbound callback shows its `queued` webhook.
 
 #[macro_use]
 mod api_common;
@@ -17,7 +18,64 @@ use serde_json::json;
 both_backends!(
     a_url_document_is_fetched_after_the_answer,
     a_url_that_cannot_be_fetched_fails_the_job_with_the_reason,
+    a_queued_fax_of_a_hooked_faxbox_shows_its_queued_webhook,
 );
+
+/// A fax queued through a faxbox with an outbound callback shows its `queued` webhook (not
+/// delivered yet: no notifier runs here) under `_read_only.webhooks`; one through a faxbox
+/// without a callback shows none.
+async fn a_queued_fax_of_a_hooked_faxbox_shows_its_queued_webhook(store: SharedStore, dir: Dir) {
+    let api = Api::start(store.clone(), dir, test_options()).await;
+    let root = api.root_tenant().await;
+    let a = api.child_tenant(&root).await;
+    api.allow_any_caller_id(&root, &a).await;
+    let boxes = format!("/v2/accounts/{}/faxboxes", a.id);
+    let mut sent = Vec::new();
+    for callback in [
+        Some(json!({"url": "https://hooks.example.net/fax", "secret": "whsec-1"})),
+        None,
+    ] {
+        let mut fb = json!({"name": format!("box {}", sent.len()), "caller_id": "+14155550100"});
+        if let Some(cb) = callback {
+            fb["notifications"] = json!({"outbound": {"callback": cb}});
+        }
+        let r = api.put(&boxes, &a.token, fb).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let fb = r.data()["id"].as_str().unwrap().to_string();
+        let r = api
+            .send_multipart(
+                &format!("{boxes}/{fb}/faxes"),
+                &a.token,
+                json!({"to_number": "+14155550123"}),
+                PDF,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        sent.push(r.data()["id"].as_str().unwrap().to_string());
+    }
+    let faxes = format!("/v2/accounts/{}/faxes", a.id);
+    let r = api
+        .get(&format!("{faxes}/outgoing/{}", sent[0]), &a.token)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let hooks = r.data()["_read_only"]["webhooks"].clone();
+    assert_eq!(hooks.as_array().map(Vec::len), Some(1), "{}", r.body);
+    assert_eq!(hooks[0]["event"], "queued", "{hooks}");
+    assert_eq!(hooks[0]["state"], "pending", "{hooks}");
+    assert_eq!(hooks[0]["attempts"], 0, "{hooks}");
+    assert_eq!(hooks[0]["sequence"], 0, "{hooks}");
+    assert!(!r.body.to_string().contains("whsec-1"), "{}", r.body);
+    let r = api
+        .get(&format!("{faxes}/outgoing/{}", sent[1]), &a.token)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.data()["_read_only"].get("webhooks").is_none(),
+        "{}",
+        r.body
+    );
+    api.stop().await;
+}
 
 async fn a_url_document_is_fetched_after_the_answer(store: SharedStore, dir: Dir) {
     let api = Api::start(store.clone(), dir, test_options()).await;

@@ -260,6 +260,149 @@ async fn an_account_template_replaces_the_built_in_one_couchdb() {
     account_template_overrides(store).await;
 }
 
+/// The progress webhooks of an outbound fax (`queued`, `sending`, `page`): a job of a faxbox
+/// without an outbound callback records none; one of a faxbox with a callback records each
+/// event once as a `fax_event` document of the fax's MODB (a repeat is no second event),
+/// found by the `notify/pending` index and resolved to the webhook only — never a mail, even
+/// with the faxbox's e-mail lists set. Fax listings never show them.
+async fn progress_events(store: SharedStore) {
+    use faxd::notify::progress::{self, Progress};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let account = AccountId::generate();
+    let adb = Db::Account(account.clone());
+    store.ensure_db(&adb).await.expect("account db");
+    let emails = json!({"send_to": ["ann@example.com"]});
+    for (id, callback) in [
+        ("box-plain", Value::Null),
+        // A closed port: every try fails, and is retried later.
+        (
+            "box-hooked",
+            json!({"url": "http://127.0.0.1:1/fax-events", "secret": "s"}),
+        ),
+    ] {
+        let mut outbound = json!({"email": emails});
+        if !callback.is_null() {
+            outbound["callback"] = callback;
+        }
+        store
+            .save(
+                &adb,
+                json!({"_id": id, "pvt_type": "faxbox",
+                       "notifications": {"outbound": outbound, "email": emails}}),
+            )
+            .await
+            .expect("faxbox");
+    }
+    let job = |faxbox: &str| {
+        json!({"_id": new_id(), "pvt_type": "fax", "pvt_account_id": account.as_str(),
+               "pvt_created": faxd::time::now_gregorian(), "faxbox_id": faxbox,
+               "to_number": "+15557654321", "from_number": "+15551230000"})
+    };
+    let bell = faxd::notify::Doorbell::default();
+    let mut rung = bell.listen();
+    let db = Db::Modb(account.clone(), YearMonth::now());
+    let events_of = |job: &Value| {
+        let store = store.clone();
+        let prefix = modb_doc_id(YearMonth::now(), job["_id"].as_str().unwrap()) + "-";
+        let db = db.clone();
+        async move {
+            match store.docs_with_prefix(&db, &prefix).await {
+                Ok(d) => d,
+                Err(faxd::store::StoreError::NoDatabase(_)) => Vec::new(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+
+    let plain = job("box-plain");
+    progress::announce(&store, &bell, &plain, Progress::Queued).await;
+    assert!(events_of(&plain).await.is_empty());
+    assert!(rung.try_recv().is_err(), "nothing recorded, nothing rung");
+
+    let hooked = job("box-hooked");
+    let steps = [
+        Progress::Queued,
+        Progress::Sending { attempt: 1 },
+        Progress::Page {
+            attempt: 1,
+            page: 1,
+            total: 2,
+        },
+    ];
+    for _ in 0..2 {
+        for p in steps {
+            progress::announce(&store, &bell, &hooked, p).await;
+        }
+    }
+    assert_eq!(rung.try_recv().expect("rung"), db);
+    let docs = events_of(&hooked).await;
+    assert_eq!(docs.len(), 3, "{docs:?}");
+    for d in &docs {
+        assert_eq!(d["pvt_type"], "fax_event", "{d}");
+        assert_eq!(d["fax_id"], hooked["_id"], "{d}");
+        assert_eq!(d["pvt_notify"]["state"], "pending", "{d}");
+    }
+    let mut due = store.notify_due(&db, now(), 10).await.unwrap();
+    due.sort();
+    let mut ids: Vec<String> = docs
+        .iter()
+        .map(|d| d["_id"].as_str().unwrap().into())
+        .collect();
+    ids.sort();
+    assert_eq!(due, ids);
+    // Fax listings never show them.
+    let listed = store
+        .modb_list(
+            &account,
+            &faxd::store::ModbFilter::Folder(faxd::model::Folder::Outbox),
+            faxd::store::CreatedRange::all(),
+            faxd::store::Page::first(50),
+        )
+        .await
+        .expect("outbox");
+    assert!(listed.rows.is_empty(), "{:?}", listed.rows.len());
+
+    let cfg = NotifySection {
+        maildir: dir.path().join("mail").display().to_string(),
+        webhook_allow_private: true,
+        ..NotifySection::default()
+    };
+    let notifier = Notifier::new(store.clone(), cfg, dir.path()).expect("notifier");
+    notifier.run_db(&db).await.expect("run");
+    let modb_id = modb_doc_id(YearMonth::now(), hooked["_id"].as_str().unwrap());
+    let log = progress::delivery_log(&store, &db, &modb_id)
+        .await
+        .expect("log");
+    let events: Vec<&str> = log.iter().map(|w| w["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["queued", "sending", "page"], "{log:?}");
+    for w in &log {
+        assert_eq!(w["channel"], "webhook", "{w}");
+        assert_eq!(w["state"], "pending", "{w}");
+        assert_eq!(w["attempts"], 1, "{w}");
+        assert!(w["last_error"].as_str().is_some(), "{w}");
+    }
+    assert_eq!(log[2]["page"], 1);
+    assert_eq!(log[2]["total_pages"], 2);
+    // Only the webhook: no mail to the faxbox's lists.
+    for d in events_of(&hooked).await {
+        let deliveries = d["pvt_notify"]["deliveries"].as_array().unwrap().clone();
+        assert_eq!(deliveries.len(), 1, "{d}");
+    }
+    assert!(!dir.path().join("mail").exists() || mails(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_webhooks_are_recorded_once_for_hooked_faxboxes_embedded() {
+    let (store, _dir) = api_common::embedded().await;
+    progress_events(Arc::clone(&store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_webhooks_are_recorded_once_for_hooked_faxboxes_couchdb() {
+    let (store, _dir) = api_common::couch().await;
+    progress_events(store).await;
+}
+
 /// An account's templates through the API (`/notifications`, Kazoo's teletype ids): listed,
 /// shown as they will be sent, set part by part with every mistake refused (unknown
 /// `{{name}}`, a subject with a line break, a non-string) and nothing stored then, served
@@ -295,7 +438,7 @@ async fn templates_through_the_api(store: SharedStore, dir: Option<tempfile::Tem
             .all(|x| x["custom"] == json!([]))
     );
 
-    let built_in = builtin(Event::SmtpError);
+    let built_in = builtin(Event::SmtpError).expect("mailed");
     let g = api.get(&one, &t.token).await;
     assert_eq!(g.status, StatusCode::OK, "{}", g.body);
     assert_eq!(g.data()["subject"], built_in.subject);

@@ -66,6 +66,7 @@ conformance!(
     modb_listings_span_months_and_filters,
     change_feed_pushes_writes,
     concurrent_updates_never_lose_a_write,
+    documents_are_listed_by_id_prefix,
 );
 
 fn gregorian_now() -> i64 {
@@ -147,6 +148,67 @@ async fn documents_have_revisions_and_conflicts(store: SharedStore) {
     assert_eq!(again["name"], "reborn");
 
     store.delete_db(&db).await.unwrap();
+}
+
+/// `docs_with_prefix`: exactly the live documents whose id starts with the prefix, in id
+/// order, with `_id` and `_rev` and no attachment stubs; a missing database is reported.
+async fn documents_are_listed_by_id_prefix(store: SharedStore) {
+    let db = Db::Modb(AccountId::generate(), YearMonth::now());
+    assert!(matches!(
+        store.docs_with_prefix(&db, "x-").await,
+        Err(StoreError::NoDatabase(_))
+    ));
+    store.ensure_db(&db).await.unwrap();
+    for id in [
+        "202612-abc",
+        "202612-abc-queued",
+        "202612-abc-page-001-0002",
+        "202612-abc-page-001-0010",
+        "202612-abcd-queued",
+        "202612-ab",
+        "202612-abc-gone",
+    ] {
+        store.save(&db, json!({"_id": id, "n": id})).await.unwrap();
+    }
+    let gone = store.get(&db, "202612-abc-gone").await.unwrap().unwrap();
+    store
+        .delete(&db, "202612-abc-gone", &rev(&gone))
+        .await
+        .unwrap();
+    let saved = store.get(&db, "202612-abc-queued").await.unwrap().unwrap();
+    store
+        .put_attachment(
+            &db,
+            "202612-abc-queued",
+            Some(&rev(&saved)),
+            "a.txt",
+            "text/plain",
+            bytes_stream(b"hi".to_vec()),
+        )
+        .await
+        .unwrap();
+    let docs = store.docs_with_prefix(&db, "202612-abc-").await.unwrap();
+    let ids: Vec<&str> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "202612-abc-page-001-0002",
+            "202612-abc-page-001-0010",
+            "202612-abc-queued"
+        ]
+    );
+    for d in &docs {
+        assert_eq!(d["n"], d["_id"], "{d}");
+        assert!(d["_rev"].as_str().is_some(), "{d}");
+        assert!(d.get("_attachments").is_none(), "{d}");
+    }
+    assert!(
+        store
+            .docs_with_prefix(&db, "nothing-")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn missing_databases_are_reported(store: SharedStore) {

@@ -70,6 +70,7 @@ impl Actor for FaxSmtp {
                 converter: ctx.converter.clone(),
                 fetch: FetchPolicy::from_config(&ctx.config.api),
                 pool: IntakePool::default(),
+                notify: ctx.notify.clone(),
             },
             limits: faxd::smtp::mime_limits(smtp),
             notify: ctx.notify.clone(),

@@ -24,6 +24,7 @@ use faxd::gateway::file_proxy::FileRegistry;
 use faxd::gateway::{CallGuard, FaxEvent, GatewayError, OutboundFax};
 use faxd::ids::Db;
 use faxd::model::JobStatus;
+use faxd::notify::progress::{Progress, Watched};
 use faxd::outbound::docs::DocumentError;
 use faxd::outbound::job::LEASE_GEN;
 use faxd::outbound::leader;
@@ -38,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::fax_jobs::JobsMsg;
 use crate::outbound::Env;
-use crate::stage::{Action, Input, Machine, Stage};
+use crate::stage::{Action, Input, Machine, Milestone, Stage};
 
 /// Messages of a fax_worker (local only).
 pub enum WorkerMsg {
@@ -84,6 +85,9 @@ pub struct WorkerState {
     file: PathBuf,
     /// The call, once placed; dropping it hangs up.
     call: Option<CallGuard>,
+    /// Where the attempt's progress webhooks go, when the job's faxbox has an outbound
+    /// callback (read once the job is ours).
+    progress: Option<Watched>,
     /// Produces the fax-ready TIFF (stage prepare).
     prepare: Option<Task>,
     events: Option<Task>,
@@ -121,6 +125,7 @@ impl Actor for FaxWorker {
             job: None,
             file,
             call: None,
+            progress: None,
             prepare: None,
             events: None,
             heartbeat: None,
@@ -258,6 +263,10 @@ impl WorkerState {
                 myself.stop(None);
                 None
             }
+            Action::Announce(milestone) => {
+                self.announce(milestone).await;
+                None
+            }
         }
     }
 
@@ -349,6 +358,13 @@ impl WorkerState {
         faxd::metrics::global()
             .dispatch_latency
             .observe(std::time::Duration::from_millis(waited.unsigned_abs()));
+        self.progress = match Watched::of_job(store, saved).await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(job_id = %job.id, error = %e, "faxbox not read: no progress webhooks");
+                None
+            }
+        };
         self.job = Some(job);
         let every = self.args.env.settings.heartbeat;
         self.heartbeat = Some(Task(myself.send_interval(every, || WorkerMsg::Heartbeat)));
@@ -388,6 +404,25 @@ impl WorkerState {
                             "take not undone; lease recovery will requeue the job"),
         }
         Input::NotAvailable(why)
+    }
+
+    /// Records the progress webhook of a milestone of this attempt (when the faxbox has an
+    /// outbound callback); a failure is logged by [`Watched::announce`].
+    async fn announce(&self, milestone: Milestone) {
+        let (Some(watched), Some(job)) = (&self.progress, &self.job) else {
+            return;
+        };
+        let attempt = job.attempts.saturating_add(1);
+        let p = match milestone {
+            Milestone::Dialled => Progress::Sending { attempt },
+            Milestone::Page { page, total } => Progress::Page {
+                attempt,
+                page,
+                total,
+            },
+        };
+        let ctx = &self.args.env.ctx;
+        watched.announce(&ctx.store, &ctx.notify, p).await;
     }
 
     /// Produces the fax-ready TIFF in a task of the worker's own (a conversion may take

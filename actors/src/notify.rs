@@ -4,7 +4,7 @@
 //! sweeps them up again.
 //!
 //! It wakes when a writer rings the node's [`Doorbell`](faxd::notify::Doorbell) (outbound
-//! final write, inbound fax stored), when a retry of a database falls due (one timer per
+//! final write, inbound fax stored, a progress webhook of an outbound fax recorded), when a retry of a database falls due (one timer per
 //! database, carrying its due time as a token so a superseded timer does nothing), and on a
 //! slow sweep (`[notify] sweep`) over every account's recent MODBs for what a crashed node
 //! left. The delivery logic is [`faxd::notify::deliver`]. Each database is delivered by a task

@@ -149,6 +149,18 @@ pub enum Action {
     ReleaseRecovered,
     /// Cleans up (temp file, queue notification) and stops.
     Stop,
+    /// Records a progress webhook of the attempt (the faxbox's `sending`, `page`); it never
+    /// yields an input, and its failure changes nothing of the transmission.
+    Announce(Milestone),
+}
+
+/// A step of the attempt that the fax's webhook announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Milestone {
+    /// The call is placed.
+    Dialled,
+    /// A page went through (`total` 0 when not known).
+    Page { page: u32, total: u32 },
 }
 
 /// The machine's state.
@@ -319,7 +331,7 @@ impl Machine {
             }),
             (Originate, Input::Originated) => {
                 let t = self.timeouts.negotiate;
-                vec![self.arm(Negotiate, t)]
+                vec![self.arm(Negotiate, t), Action::Announce(Milestone::Dialled)]
             }
             (Originate, Input::OriginateFailed { sip_code, text }) => {
                 self.release(Outcome::Failure {
@@ -342,7 +354,11 @@ impl Machine {
                     self.total_pages = total;
                 }
                 let t = self.timeouts.per_page;
-                vec![self.arm(Send, t)]
+                let total = self.total_pages;
+                vec![
+                    self.arm(Send, t),
+                    Action::Announce(Milestone::Page { page, total }),
+                ]
             }
             (Originate | Negotiate | Send, Input::EventsClosed) => {
                 self.release(Outcome::terminated("media engine lost the call"))
@@ -715,11 +731,15 @@ mod tests {
         let mut m = Machine::new(Timeouts::default());
         to_send(&mut m);
         assert_eq!(m.status_text(), "sending page 1 of 3");
-        m.step(Input::Event(FaxEvent::Page {
+        let a = m.step(Input::Event(FaxEvent::Page {
             page: 1,
             total: 3,
             bad_rows: 0,
         }));
+        assert_eq!(
+            a[1],
+            Action::Announce(Milestone::Page { page: 1, total: 3 })
+        );
         assert_eq!(m.status_text(), "sending page 2 of 3");
         let r = FaxResult {
             success: true,
@@ -803,6 +823,7 @@ mod tests {
         assert!(
             matches!(a[0], Action::ArmTimer { stage: Stage::Negotiate, after, .. } if after == t.negotiate)
         );
+        assert_eq!(a[1], Action::Announce(Milestone::Dialled));
         let g = m.generation;
         let a = m.step(Input::Timeout {
             stage: Stage::Negotiate,

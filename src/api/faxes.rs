@@ -265,6 +265,17 @@ fn respond_fax(
     status: StatusCode,
     doc: &Value,
 ) -> HttpResponse {
+    respond_view(req, state, status, doc, view(doc))
+}
+
+/// As [`respond_fax`], with the view of `doc` already made (`body`).
+fn respond_view(
+    req: &HttpRequest,
+    state: &ApiState,
+    status: StatusCode,
+    doc: &Value,
+    body: Value,
+) -> HttpResponse {
     let mut extra = Map::new();
     if let Some(rev) = doc.get("_rev") {
         extra.insert("revision".into(), rev.clone());
@@ -272,7 +283,7 @@ fn respond_fax(
     if status == StatusCode::ACCEPTED {
         extra.insert("message".into(), json!("processing fax attachments"));
     }
-    success_with(req, &state.node, status, view(doc), extra)
+    success_with(req, &state.node, status, body, extra)
 }
 
 fn intake_err(e: IntakeError) -> ApiError {
@@ -543,24 +554,37 @@ async fn get_outgoing(
         }
         _ => None,
     };
-    let Some(live) = live else {
-        return Ok(respond_fax(&req, &state, StatusCode::OK, &doc));
-    };
+    let mut body = view(&doc);
     // While a worker transmits the job, `status` is its live text (as Kazoo shows it) and
     // `live` has the stage and pages.
-    let mut body = view(&doc);
-    body["status"] = json!(live.status);
-    body["live"] = json!({
-        "stage": live.stage,
-        "page": live.page,
-        "total_pages": live.total_pages,
-        "node": live.node,
-    });
-    let mut extra = Map::new();
-    if let Some(rev) = doc.get("_rev") {
-        extra.insert("revision".into(), rev.clone());
+    if let Some(live) = live {
+        body["status"] = json!(live.status);
+        body["live"] = json!({
+            "stage": live.stage,
+            "page": live.page,
+            "total_pages": live.total_pages,
+            "node": live.node,
+        });
     }
-    Ok(success_with(&req, &state.node, StatusCode::OK, body, extra))
+    if let Ok((db, modb_id)) = crate::outbound::modb::target(&doc) {
+        add_progress(&state, &db, &modb_id, &mut body).await?;
+    }
+    Ok(respond_view(&req, &state, StatusCode::OK, &doc, body))
+}
+
+/// The progress webhooks of the outbound fax whose MODB id is `modb_id`, in
+/// `_read_only.webhooks` (when it has any).
+async fn add_progress(
+    state: &ApiState,
+    db: &Db,
+    modb_id: &str,
+    body: &mut Value,
+) -> Result<(), ApiError> {
+    let hooks = crate::notify::progress::delivery_log(&state.store, db, modb_id).await?;
+    if !hooks.is_empty() {
+        body["_read_only"]["webhooks"] = Value::Array(hooks);
+    }
+    Ok(())
 }
 
 /// Cancels a queued job: `cancelled`, moved to the outbox. A job being transmitted cannot be
@@ -734,8 +758,18 @@ async fn get_folder(
     state: web::Data<ApiState>,
     folder: Folder,
 ) -> Result<HttpResponse, ApiError> {
-    let (_a, _db, doc) = load_folder(&req, &state, folder, None).await?;
-    Ok(respond_fax(&req, &state, StatusCode::OK, &doc))
+    let (_a, db, doc) = load_folder(&req, &state, folder, None).await?;
+    let mut body = view(&doc);
+    if folder == Folder::Outbox {
+        add_progress(
+            &state,
+            &db,
+            doc["_id"].as_str().unwrap_or_default(),
+            &mut body,
+        )
+        .await?;
+    }
+    Ok(respond_view(&req, &state, StatusCode::OK, &doc, body))
 }
 
 async fn delete_folder(

@@ -63,6 +63,8 @@ pub struct ApiState {
     pub rate_limits: rate_limit::RateLimiter,
     /// Where accepted submissions are fetched and converted after the answer.
     pub intake: crate::intake::background::IntakePool,
+    /// Wakes the node's notifier after a write with a pending notification (set by the node).
+    pub notify: crate::notify::Doorbell,
     /// The documents authentication reads (see [`auth_cache`]); `store` drops its entries on
     /// every write.
     pub auth_cache: Arc<auth_cache::AuthCache>,
@@ -100,6 +102,7 @@ impl ApiState {
             incoming: Default::default(),
             media_health: Default::default(),
             intake: Default::default(),
+            notify: Default::default(),
             store,
             sysconf,
             node,
@@ -119,6 +122,7 @@ impl ApiState {
             converter: self.converter.clone(),
             fetch: crate::intake::fetch::FetchPolicy::from_config(&self.options),
             pool: self.intake.clone(),
+            notify: self.notify.clone(),
         }
     }
 

@@ -99,7 +99,7 @@ fn view(id: &str, event: Event, doc: Option<&Value>) -> Value {
         subject,
         text,
         html,
-    } = template::select(event, doc);
+    } = template::select(event, doc).unwrap_or_default(); // every event of TEMPLATES is mailed
     json!({
         "id": id,
         "event": event.as_str(),
@@ -150,7 +150,8 @@ async fn get(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpRespons
     let html = named_weight(accept, "text", "html").unwrap_or(0);
     let text = named_weight(accept, "text", "plain").unwrap_or(0);
     if html.max(text) > 0 {
-        let t = template::select(which.1, doc.as_ref());
+        // Every event of TEMPLATES is mailed: it has a template.
+        let t = template::select(which.1, doc.as_ref()).unwrap_or_default();
         let (mime, body) = if html >= text {
             ("text/html", t.html)
         } else {

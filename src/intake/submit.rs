@@ -17,6 +17,8 @@ use crate::accounts::{self, Account, AccountsError, Faxbox};
 use crate::config::SystemConfig;
 use crate::ids::{Db, new_id};
 use crate::model::{Folder, JobStatus};
+use crate::notify::Doorbell;
+use crate::notify::progress::{self, Progress};
 use crate::numbers::NumberError;
 use crate::store::{SharedStore, StoreError};
 use crate::timezone;
@@ -137,6 +139,8 @@ pub struct IntakeService {
     pub fetch: FetchPolicy,
     /// Where stored jobs are converted (and fetched) after the caller got its answer.
     pub pool: IntakePool,
+    /// Rung after a stored job's `queued` webhook is recorded.
+    pub notify: Doorbell,
 }
 
 /// Fills a job's unset fields from its faxbox (Kazoo's faxbox defaults): caller name and
@@ -315,11 +319,18 @@ impl IntakeService {
         self.enqueue(prepared).await
     }
 
+    /// Records the `queued` webhook of a job just stored, if its faxbox has an outbound
+    /// callback ([`progress`]); a failure is logged, the job stays queued.
+    async fn announce_queued(&self, job: &Value) {
+        progress::announce(&self.store, &self.notify, job, Progress::Queued).await;
+    }
+
     /// Stores a prepared job and hands it to the background pool (see [`submit`](Self::submit)).
     pub async fn enqueue(&self, prepared: PreparedJob) -> Result<Value, SubmitError> {
         let PreparedJob { job, document } = prepared;
         let Some(mut doc) = document else {
             let saved = self.store.save(&Db::Faxes, job).await?;
+            self.announce_queued(&saved).await;
             self.pool
                 .fetch_and_convert(
                     self.store.clone(),
@@ -333,11 +344,13 @@ impl IntakeService {
         match super::effective_type(&doc.content_type, &doc.bytes) {
             Err(reason) => {
                 let saved = self.store.save(&Db::Faxes, job).await?;
+                self.announce_queued(&saved).await;
                 Ok(super::fail_job(&self.store, saved, &reason.to_string()).await?)
             }
             Ok(ct) => {
                 doc.content_type = ct;
                 let saved = super::save_with_document(&self.store, job, doc).await?;
+                self.announce_queued(&saved).await;
                 self.pool
                     .convert(self.store.clone(), self.conversion(), saved.clone())
                     .await;
@@ -397,6 +410,9 @@ impl IntakeService {
                     return Err(e.into());
                 }
             }
+        }
+        for j in &saved {
+            self.announce_queued(j).await;
         }
         match handoff {
             Handoff::Background => {
@@ -466,6 +482,7 @@ impl IntakeService {
         job.insert("pvt_account_db".into(), json!("faxes"));
         job.insert("attempts".into(), json!(0));
         let saved = self.store.save(&Db::Faxes, Value::Object(job)).await?;
+        self.announce_queued(&saved).await;
         let source_id = source["_id"].as_str().unwrap_or_default();
         let mut rev = saved["_rev"].as_str().map(str::to_string);
         for name in super::attachment_names(source) {
@@ -635,6 +652,7 @@ mod tests {
                     allow_private: false,
                 },
                 pool: IntakePool::new(16, 1, 1),
+                notify: Default::default(),
             },
             account: Account { id, doc },
             faxbox: Faxbox {

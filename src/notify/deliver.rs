@@ -34,6 +34,9 @@ use crate::store::{SharedStore, StoreError, read_all};
 /// next wake-up.
 const CONFLICTS: usize = 8;
 
+/// Documents delivered per run of a database.
+const BATCH: usize = 100;
+
 /// Delivers notifications of one node.
 pub struct Notifier {
     pub store: SharedStore,
@@ -82,12 +85,13 @@ impl Notifier {
     /// Delivers what is due in `db` now. Returns the earliest later time (unix seconds) a
     /// notification of `db` is due, if any.
     pub async fn run_db(&self, db: &Db) -> Result<Option<i64>, StoreError> {
-        let ids = match self.store.notify_due(db, now_unix(), 100).await {
+        let ids = match self.store.notify_due(db, now_unix(), BATCH).await {
             Ok(ids) => ids,
             Err(StoreError::NoDatabase(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut next: Option<i64> = None;
+        // A full batch may have left more due (a long fax's page webhooks): due again now.
+        let mut next: Option<i64> = (ids.len() >= BATCH).then(now_unix);
         for id in ids {
             if let Some(t) = self.process(db, &id).await? {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -243,19 +247,23 @@ impl Notifier {
         Ok(Some(now_unix() + 1))
     }
 
-    /// The deliveries of a document's event: one e-mail to its recipients (if any), one
-    /// webhook (if its faxbox has a callback).
+    /// The deliveries of a document's event: one e-mail to its recipients (if any, and if
+    /// the event is mailed), one webhook (if its faxbox has a callback).
     async fn resolve(&self, db: &Db, doc: &Value) -> Result<Vec<Value>, StoreError> {
         let Some(event) = event_of(doc) else {
             return Ok(Vec::new());
         };
         let faxbox = self.account_doc(db, doc.get("faxbox_id")).await?;
-        let owner_id = doc
-            .get("owner_id")
-            .or_else(|| doc.get("faxdoc_owner_id"))
-            .or_else(|| faxbox.as_ref().and_then(|b| b.get("owner_id")));
-        let owner = self.account_doc(db, owner_id).await?;
-        let to = recipients(event, doc, faxbox.as_ref(), owner.as_ref());
+        let to = if event.mailed() {
+            let owner_id = doc
+                .get("owner_id")
+                .or_else(|| doc.get("faxdoc_owner_id"))
+                .or_else(|| faxbox.as_ref().and_then(|b| b.get("owner_id")));
+            let owner = self.account_doc(db, owner_id).await?;
+            recipients(event, doc, faxbox.as_ref(), owner.as_ref())
+        } else {
+            Vec::new()
+        };
         let base = doc["_id"].as_str().unwrap_or_default();
         let now = now_unix();
         let mut out = Vec::new();
@@ -345,7 +353,9 @@ impl Notifier {
             .await
             .map_err(store_err)?;
         let values = values(event, doc, faxbox.as_ref());
-        let body = template::select(event, custom.as_ref()).render(&values);
+        let body = template::select(event, custom.as_ref())
+            .ok_or_else(|| MailError::Invalid(format!("{} is not mailed", event.as_str())))?
+            .render(&values);
         let file = if event.attaches_fax() {
             self.fax_file(db, doc).await.map_err(store_err)?
         } else {
@@ -625,32 +635,69 @@ fn file_stem(doc: &Value) -> String {
         .collect()
 }
 
-/// The JSON of a webhook.
+/// The JSON of a webhook: the event, the fax it is about (`fax_id`: a progress event's
+/// fax, else the document's own id; `job_id`: the queued job's id, the same for every event
+/// of an outbound fax), its numbers and state; for an outbound fax the `attempt`, `page` and
+/// `total_pages` known and the `sequence` that orders its events ([`super::progress`]);
+/// `occurred_at` (when the event happened) and `timestamp` (when this try was sent), unix
+/// seconds.
 pub fn webhook_body(doc: &Value, event: &str) -> Value {
     let r = result_of(doc);
     let mut m = Map::new();
     m.insert("event".into(), json!(event));
+    let progress = doc.get("pvt_type").and_then(Value::as_str) == Some(super::progress::PVT_TYPE);
+    let fax_id = if progress {
+        doc.get("fax_id")
+    } else {
+        doc.get("_id")
+    };
+    if let Some(id) = fax_id {
+        m.insert("fax_id".into(), id.clone());
+    }
     for k in [
-        "_id",
+        "job_id",
         "pvt_account_id",
         "faxbox_id",
         "from_number",
         "to_number",
         "folder",
         "pvt_job_status",
-        "pvt_pages",
+        "attempt",
+        "page",
+        "total_pages",
+        "sequence",
     ] {
         if let Some(v) = doc.get(k) {
-            let key = k.trim_start_matches("pvt_").trim_start_matches('_');
-            let key = if key == "id" { "fax_id" } else { key };
-            m.insert(key.into(), v.clone());
+            m.insert(k.trim_start_matches("pvt_").into(), v.clone());
         }
+    }
+    let last = event_of(doc).is_some_and(|e| {
+        matches!(e, Event::OutboundSent | Event::OutboundFailed)
+            && doc.get("folder").and_then(Value::as_str) == Some("outbox")
+    });
+    if last {
+        let attempts = doc.get("attempts").and_then(Value::as_i64).unwrap_or(0);
+        if let Some((_, job)) = s(doc, "_id").split_once('-') {
+            m.insert("job_id".into(), json!(job));
+        }
+        m.insert("attempt".into(), json!(attempts));
+        m.insert(
+            "sequence".into(),
+            json!(super::progress::final_sequence(attempts)),
+        );
+    }
+    if let Some(p) = doc.get("pvt_pages") {
+        m.insert("pages".into(), p.clone());
+        m.entry("total_pages").or_insert_with(|| p.clone());
     }
     if let Some(t) = r.get("result_text") {
         m.insert("result_text".into(), t.clone());
     }
     if let Some(e) = doc.get("errors") {
         m.insert("errors".into(), e.clone());
+    }
+    if let Some(t) = doc.pointer("/pvt_notify/created") {
+        m.insert("occurred_at".into(), t.clone());
     }
     m.insert("timestamp".into(), json!(now_unix()));
     Value::Object(m)

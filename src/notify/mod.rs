@@ -1,5 +1,7 @@
 //! Notifications: e-mail (maildir or SMTP relay) and signed webhooks for the events of a fax
-//! — outbound sent or failed for good, inbound received or failed, an e-mail-to-fax error.
+//! — outbound sent or failed for good, inbound received or failed, an e-mail-to-fax error —
+//! and the progress of an outbound fax (queued, sending, each page: webhooks only,
+//! [`progress`]).
 //!
 //! Durability: the event's own document write carries the pending notification
 //! (`pvt_notify`, [`record`]), so no crash can separate the two. The notifier finds pending
@@ -9,6 +11,7 @@
 
 pub mod deliver;
 pub mod mail;
+pub mod progress;
 pub mod template;
 pub mod webhook;
 
@@ -17,7 +20,8 @@ use tokio::sync::broadcast;
 
 use crate::ids::Db;
 
-/// The events that notify.
+/// The events that notify. The progress of an outbound fax (queued, sending, a page) goes
+/// to its faxbox's webhook only, never by mail ([`progress`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     OutboundSent,
@@ -25,10 +29,25 @@ pub enum Event {
     InboundReceived,
     InboundFailed,
     SmtpError,
+    OutboundQueued,
+    OutboundSending,
+    OutboundPage,
 }
 
 impl Event {
-    pub const ALL: [Event; 5] = [
+    pub const ALL: [Event; 8] = [
+        Event::OutboundSent,
+        Event::OutboundFailed,
+        Event::InboundReceived,
+        Event::InboundFailed,
+        Event::SmtpError,
+        Event::OutboundQueued,
+        Event::OutboundSending,
+        Event::OutboundPage,
+    ];
+
+    /// The events that are mailed (each has its templates).
+    pub const MAILED: [Event; 5] = [
         Event::OutboundSent,
         Event::OutboundFailed,
         Event::InboundReceived,
@@ -43,7 +62,15 @@ impl Event {
             Event::InboundReceived => "inbound_received",
             Event::InboundFailed => "inbound_failed",
             Event::SmtpError => "smtp_error",
+            Event::OutboundQueued => "outbound_queued",
+            Event::OutboundSending => "outbound_sending",
+            Event::OutboundPage => "outbound_page",
         }
+    }
+
+    /// Whether the event is mailed (else it is a webhook only).
+    pub fn mailed(self) -> bool {
+        Self::MAILED.contains(&self)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -54,13 +81,22 @@ impl Event {
     pub fn direction(self) -> &'static str {
         match self {
             Event::InboundReceived | Event::InboundFailed => "inbound",
-            Event::OutboundSent | Event::OutboundFailed | Event::SmtpError => "outbound",
+            Event::OutboundSent
+            | Event::OutboundFailed
+            | Event::SmtpError
+            | Event::OutboundQueued
+            | Event::OutboundSending
+            | Event::OutboundPage => "outbound",
         }
     }
 
-    /// The webhook event name (`delivered`, `failed`, `received`).
+    /// The webhook event name (`queued`, `sending`, `page`, `delivered`, `failed`,
+    /// `received`).
     pub fn webhook_name(self) -> &'static str {
         match self {
+            Event::OutboundQueued => "queued",
+            Event::OutboundSending => "sending",
+            Event::OutboundPage => "page",
             Event::OutboundSent => "delivered",
             Event::OutboundFailed | Event::InboundFailed | Event::SmtpError => "failed",
             Event::InboundReceived => "received",

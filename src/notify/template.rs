@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::Event;
 
-/// A template: subject, plain text, HTML.
-#[derive(Clone, Debug, PartialEq)]
+/// A template: subject, plain text, HTML (empty by default).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Template {
     pub subject: String,
     pub text: String,
@@ -27,20 +27,21 @@ macro_rules! builtin {
     };
 }
 
-/// The built-in template of an event.
-pub fn builtin(event: Event) -> Template {
+/// The built-in template of an event; `None` for an event that is not mailed.
+pub fn builtin(event: Event) -> Option<Template> {
     let (s, t, h) = match event {
         Event::OutboundSent => builtin!("outbound_sent"),
         Event::OutboundFailed => builtin!("outbound_failed"),
         Event::InboundReceived => builtin!("inbound_received"),
         Event::InboundFailed => builtin!("inbound_failed"),
         Event::SmtpError => builtin!("smtp_error"),
+        Event::OutboundQueued | Event::OutboundSending | Event::OutboundPage => return None,
     };
-    Template {
+    Some(Template {
         subject: s.trim().to_string(),
         text: t.to_string(),
         html: h.to_string(),
-    }
+    })
 }
 
 /// The id of an account's own template of an event in its account database.
@@ -49,9 +50,9 @@ pub fn override_id(event: Event) -> String {
 }
 
 /// The template of an event: the account's (`override_doc`, each part it has) over the
-/// built-in one.
-pub fn select(event: Event, override_doc: Option<&Value>) -> Template {
-    let mut t = builtin(event);
+/// built-in one; `None` for an event that is not mailed.
+pub fn select(event: Event, override_doc: Option<&Value>) -> Option<Template> {
+    let mut t = builtin(event)?;
     if let Some(doc) = override_doc {
         let part = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
         if let Some(s) = part("subject") {
@@ -64,7 +65,7 @@ pub fn select(event: Event, override_doc: Option<&Value>) -> Template {
             t.html = s;
         }
     }
-    t
+    Some(t)
 }
 
 /// The values a template may use.
@@ -190,14 +191,14 @@ mod tests {
 
     #[test]
     fn every_event_has_all_three_parts_and_they_fill_in() {
-        for e in Event::ALL {
-            let t = builtin(e);
+        for e in Event::MAILED {
+            let t = builtin(e).expect("a mailed event's template");
             assert!(!t.subject.is_empty() && !t.text.is_empty(), "{e:?}");
             assert!(t.html.contains("<html>"), "{e:?}");
         }
         let mut v = Values::new();
         v.insert("callee_id", "+1555\r\nBcc: x@y <b>".into());
-        let r = builtin(Event::OutboundSent).render(&v);
+        let r = builtin(Event::OutboundSent).expect("built in").render(&v);
         assert_eq!(r.subject, "Fax has been sent to +1555  Bcc: x@y <b>");
         // HTML values are escaped; every line ending of a part is CRLF.
         assert!(r.html.contains("Bcc: x@y &lt;b&gt;"), "{}", r.html);
@@ -210,7 +211,7 @@ mod tests {
     #[test]
     fn the_names_a_template_may_use_are_the_ones_filled_in() {
         let doc = serde_json::json!({"_id": "f", "errors": ["x"], "to": "1@x"});
-        for e in Event::ALL {
+        for e in Event::MAILED {
             let filled: Vec<&str> = super::super::deliver::values(e, &doc, None)
                 .keys()
                 .copied()
@@ -231,8 +232,8 @@ mod tests {
     #[test]
     fn an_account_template_replaces_the_parts_it_has() {
         let doc = serde_json::json!({"subject": "Sent {{callee_id}} {{nope}}"});
-        let t = select(Event::OutboundSent, Some(&doc));
-        assert_eq!(t.text, builtin(Event::OutboundSent).text);
+        let t = select(Event::OutboundSent, Some(&doc)).expect("mailed");
+        assert_eq!(t.text, builtin(Event::OutboundSent).expect("built in").text);
         let mut v = Values::new();
         v.insert("callee_id", "+1".into());
         assert_eq!(t.render(&v).subject, "Sent +1");

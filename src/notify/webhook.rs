@@ -13,14 +13,17 @@ use crate::intake::fetch::{FetchPolicy, checked_addr};
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "X-Faxd-Signature";
 
-/// Removes the signing secrets of the callbacks in `doc` (`notifications.{inbound,outbound}.
-/// callback.secret`), for views of documents that carry them.
+/// Removes the signing secrets of the callbacks in `doc` — a faxbox's
+/// (`notifications.{inbound,outbound}.callback.secret`) and a fax job's, which carries its
+/// faxbox's outbound notifications as its own (`notifications.callback.secret`) — for views
+/// of documents that carry them.
 pub fn hide_secrets(doc: &mut Value) {
-    for dir in ["inbound", "outbound"] {
-        if let Some(cb) = doc
-            .pointer_mut(&format!("/notifications/{dir}/callback"))
-            .and_then(Value::as_object_mut)
-        {
+    for path in [
+        "/notifications/inbound/callback",
+        "/notifications/outbound/callback",
+        "/notifications/callback",
+    ] {
+        if let Some(cb) = doc.pointer_mut(path).and_then(Value::as_object_mut) {
             cb.remove("secret");
         }
     }
@@ -131,5 +134,20 @@ mod tests {
         assert_eq!(cb.method, "put");
         assert_eq!(cb.secret, "s");
         assert!(Callback::of_faxbox(&b, "inbound").is_none());
+    }
+
+    #[test]
+    fn secrets_are_hidden_from_faxboxes_and_from_the_jobs_that_copy_them() {
+        let mut fb = serde_json::json!({"notifications": {
+            "outbound": {"callback": {"url": "https://h.example/o", "secret": "s1"}},
+            "inbound": {"callback": {"url": "https://h.example/i", "secret": "s2"}}}});
+        let mut job = serde_json::json!({"notifications":
+            {"callback": {"url": "https://h.example/o", "secret": "s1"}}});
+        hide_secrets(&mut fb);
+        hide_secrets(&mut job);
+        for v in [&fb, &job] {
+            assert!(!v.to_string().contains("\"secret\""), "{v}");
+            assert!(v.to_string().contains("https://h.example/o"), "{v}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use crate::ids::{AccountId, Db, YearMonth, modb_doc_id};
+use crate::ids::{AccountId, Db, outbox_location};
 use crate::store::{NewAttachment, SharedStore, StoreError, read_all};
 
 const ATTEMPTS: usize = 5;
@@ -29,8 +29,7 @@ pub fn target(doc: &Value) -> Result<(Db, String), StoreError> {
         .get("pvt_created")
         .and_then(Value::as_i64)
         .unwrap_or_else(crate::time::now_gregorian);
-    let month = YearMonth::from_gregorian(created);
-    Ok((Db::Modb(account, month), modb_doc_id(month, id)))
+    Ok(outbox_location(account, created, id))
 }
 
 /// Moves `doc` (the final job, at the faxes database's current `_rev`) to its MODB and

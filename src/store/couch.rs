@@ -584,6 +584,41 @@ impl CouchStore {
         Ok(())
     }
 
+    /// The documents `_all_docs` lists with `params` (`include_docs`; design documents
+    /// included), without attachment stubs; an absent database is [`StoreError::NoDatabase`].
+    async fn all_docs(&self, db: &Db, params: &[(&str, String)]) -> Result<Vec<Value>> {
+        let mut url = self.url_of(&[&db.name(), "_all_docs"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("include_docs", "true");
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+        }
+        let reply = self.request(Method::GET, url, None).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Err(StoreError::NoDatabase(db.name()));
+        }
+        if !reply.ok() {
+            return Err(unexpected(db, "list documents", &reply));
+        }
+        let Some(Value::Array(rows)) = reply.body.get("rows") else {
+            return Err(StoreError::Backend("_all_docs: reply without rows".into()));
+        };
+        Ok(rows
+            .iter()
+            .filter_map(|row| row.get("doc"))
+            .filter(|doc| doc.is_object())
+            .map(|doc| {
+                let mut doc = doc.clone();
+                if let Some(m) = doc.as_object_mut() {
+                    m.remove("_attachments");
+                }
+                doc
+            })
+            .collect())
+    }
+
     /// Queries a view; `None` when the database does not exist. A missing design document is
     /// installed and the query retried once.
     async fn view(
@@ -1491,30 +1526,19 @@ impl Store for CouchStore {
     }
 
     async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>> {
-        let mut url = self.url_of(&[&db.name(), "_all_docs"]);
-        url.query_pairs_mut().append_pair("include_docs", "true");
-        let reply = self.request(Method::GET, url, None).await?;
-        if reply.status == StatusCode::NOT_FOUND {
-            return Err(StoreError::NoDatabase(db.name()));
-        }
-        if !reply.ok() {
-            return Err(unexpected(db, "list documents", &reply));
-        }
-        let Some(Value::Array(rows)) = reply.body.get("rows") else {
-            return Err(StoreError::Backend("_all_docs: reply without rows".into()));
-        };
-        Ok(rows
-            .iter()
-            .filter_map(|row| row.get("doc"))
+        let docs = self.all_docs(db, &[]).await?;
+        Ok(docs
+            .into_iter()
             .filter(|doc| doc.get("pvt_type").and_then(Value::as_str) == Some(pvt_type))
-            .map(|doc| {
-                let mut doc = doc.clone();
-                if let Some(m) = doc.as_object_mut() {
-                    m.remove("_attachments");
-                }
-                doc
-            })
             .collect())
+    }
+
+    async fn docs_with_prefix(&self, db: &Db, prefix: &str) -> Result<Vec<Value>> {
+        // JSON-encoded keys; U+FFF0 sorts after every character an id here is made of.
+        let start = Value::String(prefix.to_string()).to_string();
+        let end = Value::String(format!("{prefix}\u{fff0}")).to_string();
+        self.all_docs(db, &[("startkey", start), ("endkey", end)])
+            .await
     }
 
     async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>> {

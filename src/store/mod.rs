@@ -505,6 +505,12 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::NoDatabase`].
     async fn docs_by_type(&self, db: &Db, pvt_type: &str) -> Result<Vec<Value>>;
 
+    /// Every live document of a database whose id starts with `prefix`, in id order, each
+    /// with its `_id` and `_rev` (no attachment stubs): a range of the primary index, for
+    /// the small documents that hang off another by id (a fax's progress events). An absent
+    /// database is [`StoreError::NoDatabase`].
+    async fn docs_with_prefix(&self, db: &Db, prefix: &str) -> Result<Vec<Value>>;
+
     /// Subscribes to the change feed of a database: every later write to it is delivered.
     async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>>;
 }

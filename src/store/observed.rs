@@ -242,6 +242,10 @@ impl<O: WriteObserver> Store for Observed<O> {
         self.inner.docs_by_type(db, pvt_type).await
     }
 
+    async fn docs_with_prefix(&self, db: &Db, prefix: &str) -> Result<Vec<Value>> {
+        self.inner.docs_with_prefix(db, prefix).await
+    }
+
     async fn subscribe(&self, db: &Db) -> Result<broadcast::Receiver<Change>> {
         self.inner.subscribe(db).await
     }

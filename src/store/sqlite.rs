@@ -1524,22 +1524,27 @@ impl Store for SqliteStore {
                      AND json_extract(body, '$.pvt_type') = ?2 ORDER BY id",
                 )
                 .map_err(db_err)?;
-            let mut rows = stmt.query(params![db.name(), pvt_type]).map_err(db_err)?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next().map_err(db_err)? {
-                let id: String = r.get(0).map_err(db_err)?;
-                let rev: String = r.get(1).map_err(db_err)?;
-                let body: String = r.get(2).map_err(db_err)?;
-                match serde_json::from_str::<Map<String, Value>>(&body) {
-                    Ok(mut doc) => {
-                        doc.insert("_id".into(), Value::String(id));
-                        doc.insert("_rev".into(), Value::String(rev));
-                        out.push(Value::Object(doc));
-                    }
-                    Err(e) => tracing::warn!(%id, error = %e, "skipping unreadable document"),
-                }
-            }
-            Ok(out)
+            let rows = stmt.query(params![db.name(), pvt_type]).map_err(db_err)?;
+            whole_docs(rows)
+        })
+        .await
+    }
+
+    async fn docs_with_prefix(&self, db: &Db, prefix: &str) -> Result<Vec<Value>> {
+        let db = db.clone();
+        let from = prefix.to_string();
+        // Every id that starts with the prefix sorts (bytewise, UTF-8) below prefix + U+10FFFF.
+        let to = format!("{prefix}{}", char::MAX);
+        self.read(move |conn| {
+            require_db(conn, &db)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, rev, body FROM docs WHERE db = ?1 AND deleted = 0 \
+                     AND id >= ?2 AND id < ?3 ORDER BY id",
+                )
+                .map_err(db_err)?;
+            let rows = stmt.query(params![db.name(), from, to]).map_err(db_err)?;
+            whole_docs(rows)
         })
         .await
     }
@@ -1554,6 +1559,26 @@ impl Store for SqliteStore {
             .or_insert_with(|| broadcast::channel(CHANGE_CAPACITY).0)
             .subscribe())
     }
+}
+
+/// Documents from rows of `id, rev, body`, each with its `_id` and `_rev`; an unreadable
+/// body is skipped (and logged).
+fn whole_docs(mut rows: rusqlite::Rows<'_>) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(db_err)? {
+        let id: String = r.get(0).map_err(db_err)?;
+        let rev: String = r.get(1).map_err(db_err)?;
+        let body: String = r.get(2).map_err(db_err)?;
+        match serde_json::from_str::<Map<String, Value>>(&body) {
+            Ok(mut doc) => {
+                doc.insert("_id".into(), Value::String(id));
+                doc.insert("_rev".into(), Value::String(rev));
+                out.push(Value::Object(doc));
+            }
+            Err(e) => tracing::warn!(%id, error = %e, "skipping unreadable document"),
+        }
+    }
+    Ok(out)
 }
 
 /// Reads until `buf` is full or the file ends.

@@ -4,9 +4,10 @@
 //! a fax the far end never answers with fax tones is one "error sending" mail with the
 //! reason. The mail goes to the maildir (default) or through a real SMTP relay (Debian's
 //! aiosmtpd) that is down at first: retried with backoff, delivered once when it is back.
-//! Webhooks reach a real HTTP receiver on loopback, signed; the signature is checked with
-//! Python's hmac. The delivery log shows in the API. A node killed (-9) while its relay was
-//! down delivers the mail once after its restart. A relay that requires STARTTLS and AUTH
+//! Webhooks reach a real HTTP receiver on loopback, signed, for every step of a fax (queued,
+//! sending, each page, delivered, received), a refused one again; the signature is checked
+//! with Python's hmac. The delivery logs show in the API. A node killed (-9) while its relay
+//! was down delivers the mail once after its restart. A relay that requires STARTTLS and AUTH
 //! (aiosmtpd with a certificate of a private CA) gets the mail encrypted and authenticated;
 //! one on implicit TLS refusing the password fails the delivery for good. Both stores.
 
@@ -15,6 +16,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -222,6 +224,8 @@ async fn maildir_run(extra: &[(&str, &str)]) {
     assert_eq!(d["to"], json!(["ann@example.com"]));
     // Kazoo's fields are unchanged beside it.
     assert_eq!(doc["_read_only"]["status"], "completed");
+    // A faxbox without a callback records no progress webhooks.
+    assert!(doc["_read_only"].get("webhooks").is_none(), "{doc}");
 
     // A number that never gives fax tones: failed after the last attempt, one error mail.
     let bad = send(&admin, &box_id, "+15550004001").await;
@@ -365,14 +369,24 @@ async fn a_relay_that_is_down_gets_the_mail_once_when_it_is_back() {
     stop_node(node).await;
 }
 
-/// A webhook receiver on 127.0.0.1: records each request (headers, body), answers 200.
+/// A webhook receiver on 127.0.0.1: records each request (headers, body, the status it was
+/// answered), answers 200 — or 500 to as many first requests as `refuse` says.
 #[derive(Clone, Default)]
-struct Hooks(Arc<Mutex<Vec<Hook>>>);
+struct Hooks(Arc<Mutex<Vec<Hook>>>, Arc<AtomicUsize>);
 
-/// One webhook request: its headers (lowercase names) and body.
-type Hook = (HashMap<String, String>, Vec<u8>);
+/// One webhook request: its headers (lowercase names), body, and the status answered.
+type Hook = (HashMap<String, String>, Vec<u8>, u16);
 
 impl Hooks {
+    /// A receiver that answers 500 to its first `n` requests.
+    fn refusing(n: usize) -> Hooks {
+        Hooks(Arc::default(), Arc::new(AtomicUsize::new(n)))
+    }
+
+    fn got(&self) -> Vec<Hook> {
+        self.0.lock().unwrap().clone()
+    }
+
     async fn serve(self) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -408,10 +422,17 @@ impl Hooks {
                             continue;
                         }
                         let body = buf[end + 4..end + 4 + len].to_vec();
-                        hooks.0.lock().unwrap().push((headers, body));
-                        let _ = s
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                            .await;
+                        let refuse = hooks
+                            .1
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        let (status, reply): (u16, &[u8]) = if refuse {
+                            (500, b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        } else {
+                            (200, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        };
+                        hooks.0.lock().unwrap().push((headers, body, status));
+                        let _ = s.write_all(reply).await;
                         return;
                     }
                 });
@@ -440,12 +461,30 @@ sys.exit(0 if hmac.compare_digest(mac, parts['v1']) else 1)
         .success()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn faxbox_webhooks_are_signed_and_logged() {
-    let hooks = Hooks::default();
+/// What identifies one webhook of a fax: the event and its page (0 when none).
+fn event_key(v: &Value) -> (String, u64) {
+    (
+        v["event"].as_str().unwrap_or_default().to_string(),
+        v["page"].as_u64().unwrap_or(0),
+    )
+}
+
+/// A fax of 2 pages from a faxbox with webhooks to DESK (the faxbox itself, through its
+/// callflow): its receiver refuses the first request (500). Every event reaches it signed —
+/// queued, sending, page 1, page 2, delivered, and the inbound received — each answered 200
+/// exactly once, the refused one tried again; the progress events name the job, carry the
+/// attempt and pages, and their sequences order them. The API shows each delivery's log.
+async fn webhook_run(extra: &[(&str, &str)]) {
+    let hooks = Hooks::refusing(1);
     let port = hooks.clone().serve().await;
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(dir.path(), &[("FAXD_NOTIFY_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    let mut env = vec![
+        ("FAXD_NOTIFY_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("FAXD_NOTIFY_RETRY_MIN", "1"),
+        ("FAXD_NOTIFY_RETRY_MAX", "2"),
+    ];
+    env.extend_from_slice(extra);
+    let node = start_node(dir.path(), &env).await;
     let admin = Admin::login(&node, dir.path()).await;
     let secret = "s3cret-of-the-desk";
     let box_id = faxbox(
@@ -457,22 +496,99 @@ async fn faxbox_webhooks_are_signed_and_logged() {
     )
     .await;
     let id = send(&admin, &box_id, DESK).await;
-    let got = poll_async("two webhooks", Duration::from_secs(180), || async {
-        let h = hooks.0.lock().unwrap().clone();
-        (h.len() >= 2).then_some(h)
-    })
+    let want: Vec<(String, u64)> = [
+        ("queued", 0),
+        ("sending", 0),
+        ("page", 1),
+        ("page", 2),
+        ("delivered", 0),
+        ("received", 0),
+    ]
+    .into_iter()
+    .map(|(e, p)| (e.to_string(), p))
+    .collect();
+    let got = poll_async(
+        "every webhook of the fax answered 200",
+        Duration::from_secs(180),
+        || async {
+            let h = hooks.got();
+            let ok: Vec<(String, u64)> = h
+                .iter()
+                .filter(|(_, _, status)| *status == 200)
+                .filter_map(|(_, body, _)| serde_json::from_slice::<Value>(body).ok())
+                .map(|v| event_key(&v))
+                .collect();
+            want.iter().all(|k| ok.contains(k)).then_some(h)
+        },
+    )
     .await;
-    let mut events = Vec::new();
-    for (headers, body) in &got {
+    let mut answered: HashMap<(String, u64), Vec<u16>> = HashMap::new();
+    let mut bodies: HashMap<(String, u64), Value> = HashMap::new();
+    for (headers, body, status) in &got {
         let sig = headers.get("x-faxd-signature").expect("signature header");
         assert!(signature_valid(sig, secret, body), "bad signature {sig}");
         assert!(!signature_valid(sig, "another secret", body));
         let v: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(v["faxbox_id"], box_id.as_str(), "{v}");
-        events.push(v["event"].as_str().unwrap().to_string());
+        answered.entry(event_key(&v)).or_default().push(*status);
+        bodies.insert(event_key(&v), v);
     }
-    events.sort();
-    assert_eq!(events, ["delivered", "received"]);
+    // Each event once, the refused one once more; nothing else.
+    let refused: Vec<_> = answered
+        .iter()
+        .filter(|(_, s)| s.contains(&500))
+        .map(|(k, s)| (k.clone(), s.clone()))
+        .collect();
+    assert_eq!(refused.len(), 1, "{answered:?}");
+    let (retried, statuses) = &refused[0];
+    assert_eq!(statuses, &[500, 200], "{answered:?}");
+    let mut keys: Vec<_> = answered.keys().cloned().collect();
+    keys.sort();
+    let mut expected = want.clone();
+    expected.sort();
+    assert_eq!(keys, expected);
+    for (k, s) in &answered {
+        if k != retried {
+            assert_eq!(s, &[200], "{k:?}");
+        }
+    }
+    // The progress events name the queued job; the final one its outbox copy.
+    let body = |e: &str, p: u64| bodies[&(e.to_string(), p)].clone();
+    let seq = |v: &Value| v["sequence"].as_i64().expect("sequence");
+    for v in [
+        body("queued", 0),
+        body("sending", 0),
+        body("page", 1),
+        body("page", 2),
+    ] {
+        assert_eq!(v["fax_id"], id.as_str(), "{v}");
+        assert_eq!(v["job_id"], id.as_str(), "{v}");
+        assert_eq!(v["to_number"], DESK, "{v}");
+        assert_eq!(v["account_id"], admin.account.as_str(), "{v}");
+    }
+    for v in [body("sending", 0), body("page", 1), body("page", 2)] {
+        assert_eq!(v["attempt"], 1, "{v}");
+    }
+    assert_eq!(body("page", 2)["total_pages"], 2);
+    let delivered = body("delivered", 0);
+    assert_eq!(delivered["job_id"], id.as_str(), "{delivered}");
+    assert!(
+        delivered["fax_id"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("-{id}")),
+        "{delivered}"
+    );
+    assert_eq!(delivered["attempt"], 1, "{delivered}");
+    let order = [
+        seq(&body("queued", 0)),
+        seq(&body("sending", 0)),
+        seq(&body("page", 1)),
+        seq(&body("page", 2)),
+        seq(&delivered),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+
     let doc = notified(&admin, &id).await;
     let dels = doc["_read_only"]["notifications"]["deliveries"]
         .as_array()
@@ -487,13 +603,62 @@ async fn faxbox_webhooks_are_signed_and_logged() {
         hook["log"].as_array().unwrap().last().unwrap()["result"],
         "HTTP 200"
     );
-    // The secret never shows in the log.
-    assert!(
-        !doc["_read_only"]["notifications"]
-            .to_string()
-            .contains(secret)
+    // The progress webhooks, in order, each delivered; the refused one after two attempts.
+    let outbox = format!(
+        "/accounts/{}/faxes/outbox/{}",
+        admin.account,
+        doc["id"].as_str().unwrap()
     );
+    let doc = poll_async(
+        "the progress webhooks delivered",
+        Duration::from_secs(60),
+        || async {
+            let d = admin.get(&outbox).await;
+            let all = d["_read_only"]["webhooks"].as_array()?.clone();
+            (all.len() == 4 && all.iter().all(|w| w["state"] == "delivered")).then_some(d)
+        },
+    )
+    .await;
+    let progress = doc["_read_only"]["webhooks"].as_array().unwrap();
+    let listed: Vec<(String, u64)> = progress.iter().map(event_key).collect();
+    assert_eq!(listed, want[..4], "{progress:?}");
+    for w in progress {
+        let results: Vec<&str> = w["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["result"].as_str())
+            .filter(|r| *r != "sending")
+            .collect();
+        if &event_key(w) == retried {
+            assert_eq!(w["attempts"], 2, "{w}");
+            assert_eq!(results, ["webhook answered HTTP 500", "HTTP 200"], "{w}");
+        } else {
+            assert_eq!(w["attempts"], 1, "{w}");
+            assert_eq!(results, ["HTTP 200"], "{w}");
+        }
+    }
+    // The secret never shows in a log.
+    assert!(!doc["_read_only"].to_string().contains(secret));
     stop_node(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faxbox_webhooks_tell_every_step_signed_retried_and_logged() {
+    webhook_run(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faxbox_webhooks_tell_every_step_signed_retried_and_logged_on_couchdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let couch = Couch::start(dir.path());
+    let url = couch.url.clone();
+    webhook_run(&[
+        ("FAXD_STORE_BACKEND", "couchdb"),
+        ("FAXD_STORE_COUCH_URL", &url),
+    ])
+    .await;
+    drop(couch);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,6 +101,7 @@ impl Rig {
                 converter: Arc::new(faxd::convert::Converter::new(Default::default())),
                 fetch: FetchPolicy::from_config(&test_options()),
                 pool: IntakePool::default(),
+                notify: Default::default(),
             },
             limits: MimeLimits::default(),
             notify: Default::default(),
