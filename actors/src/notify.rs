@@ -218,19 +218,23 @@ impl NotifyState {
         self.waiting = later;
     }
 
-    /// A delivery of `db` ended: arm the timer of its next retry.
+    /// A delivery of `db` ended: arm the timer of its next retry. A run that failed (the
+    /// store did not answer) is run again after the first retry delay, not left to the sweep.
     fn ran(&mut self, myself: &ActorRef<NotifyMsg>, db: &Db, result: Result<Option<i64>, String>) {
-        match result {
-            Ok(Some(at)) => {
-                if self.wakeups.arm(db, at) {
-                    let now = faxd::time::now_unix_ms() / 1000;
-                    let wait = Duration::from_secs((at - now).max(0) as u64);
-                    let db = db.clone();
-                    myself.send_after(wait, move || NotifyMsg::Due(db, at));
-                }
+        let now = faxd::time::now_unix_ms() / 1000;
+        let at = match result {
+            Ok(Some(at)) => at,
+            Ok(None) => return,
+            Err(e) => {
+                let at = now + self.notifier.cfg.retry_min.max(1) as i64;
+                warn!(db = %db, error = %e, retry_at = at, "notifications not delivered now");
+                at
             }
-            Ok(None) => {}
-            Err(e) => warn!(db = %db, error = %e, "notifications not delivered now"),
+        };
+        if self.wakeups.arm(db, at) {
+            let wait = Duration::from_secs((at - now).max(0) as u64);
+            let db = db.clone();
+            myself.send_after(wait, move || NotifyMsg::Due(db, at));
         }
     }
 }

@@ -1108,6 +1108,10 @@ async fn get_smtplog(
     }
     let mut out = doc.clone();
     out["created"] = doc.get("pvt_created").cloned().unwrap_or(json!(0));
+    // The error mail to the sender, when one was due: its delivery log, as a fax shows its own.
+    if let Some(n) = doc.get("pvt_notify") {
+        out["_read_only"] = json!({"notifications": crate::notify::delivery_log(n)});
+    }
     Ok(respond_doc(&req, &state, StatusCode::OK, &out))
 }
 

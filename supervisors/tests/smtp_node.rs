@@ -174,7 +174,32 @@ async fn mail_to_fax_end_to_end(env: Vec<(String, String)>, dir: &std::path::Pat
         },
     )
     .await;
+    // Once the log says its notification is done, nothing more can be sent for it: still
+    // exactly one mail then.
+    let refused_log = logs
+        .iter()
+        .find(|l| l["from"] == "mallory@example.com")
+        .and_then(|l| l["id"].as_str())
+        .expect("the refused message's log")
+        .to_string();
+    common::poll_async(
+        "the error mail recorded as delivered",
+        Duration::from_secs(60),
+        || async {
+            let d = get_json(&http, &format!("{faxes}/smtplog/{refused_log}"), &token).await;
+            let n = &d["data"]["_read_only"]["notifications"];
+            (n["state"] == "done" && n["deliveries"][0]["state"] == "delivered").then_some(())
+        },
+    )
+    .await;
+    let again: Vec<_> = std::fs::read_dir(&mail_dir)
+        .expect("maildir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .filter(to_mallory)
+        .collect();
     assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(again, mails, "a second error mail");
     let mail = std::fs::read_to_string(&mails[0]).expect("mail");
     assert!(mail.contains("Auto-Submitted: auto-generated"), "{mail}");
     tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
