@@ -15,6 +15,11 @@ pub fn now_unix_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    now_unix_ms() / 1000
+}
+
 /// Gregorian seconds to unix seconds.
 pub fn gregorian_to_unix(secs: i64) -> i64 {
     secs - GREGORIAN_UNIX_OFFSET

@@ -14,7 +14,7 @@ use faxd::store::SharedStore;
 use serde_json::{Value, json};
 
 fn now() -> i64 {
-    faxd::time::now_unix_ms() / 1000
+    faxd::time::now_unix()
 }
 
 /// A `fax_smtp_log` as the e-mail-to-fax intake writes it, in `db`.

@@ -221,7 +221,7 @@ impl NotifyState {
     /// A delivery of `db` ended: arm the timer of its next retry. A run that failed (the
     /// store did not answer) is run again after the first retry delay, not left to the sweep.
     fn ran(&mut self, myself: &ActorRef<NotifyMsg>, db: &Db, result: Result<Option<i64>, String>) {
-        let now = faxd::time::now_unix_ms() / 1000;
+        let now = faxd::time::now_unix();
         let at = match result {
             Ok(Some(at)) => at,
             Ok(None) => return,

@@ -29,6 +29,7 @@ use crate::config::notify::NotifySection;
 use crate::fax_format::{self, Format, pick_attachment};
 use crate::ids::{AccountId, Db, YearMonth};
 use crate::store::{SharedStore, StoreError, read_all};
+use crate::time::now_unix;
 
 /// How many rev conflicts in a row one step tolerates before it leaves the document to the
 /// next wake-up.
@@ -50,10 +51,6 @@ enum Attempt {
     /// Retrying cannot help (an address that does not parse, a relay's 5xx).
     Failed(String),
     Retry(String),
-}
-
-fn now_unix() -> i64 {
-    crate::time::now_unix_ms() / 1000
 }
 
 impl Notifier {

@@ -195,7 +195,7 @@ impl Watched {
 
     /// `true` when written now, `false` when it was already.
     async fn write(&self, store: &SharedStore, p: Progress) -> Result<bool, StoreError> {
-        let doc = self.doc(p, crate::time::now_unix_ms() / 1000);
+        let doc = self.doc(p, crate::time::now_unix());
         let mut created_db = false;
         loop {
             match store.save(&self.db, doc.clone()).await {

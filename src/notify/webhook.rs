@@ -90,7 +90,7 @@ pub async fn send(
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
     let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let t = crate::time::now_unix_ms() / 1000;
+    let t = crate::time::now_unix();
     let req = if cb.method == "put" {
         client.put(url)
     } else {

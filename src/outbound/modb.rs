@@ -69,7 +69,7 @@ pub async fn move_to_modb(store: &SharedStore, doc: Value) -> Result<String, Sto
         .and_then(Value::as_str)
         .and_then(crate::notify::outbound_event)
     {
-        crate::notify::record(&mut copy, event, crate::time::now_unix_ms() / 1000);
+        crate::notify::record(&mut copy, event, crate::time::now_unix());
     }
     let mut last = StoreError::Conflict;
     let mut saved = false;

@@ -441,7 +441,7 @@ impl Log {
         let mail = crate::notify::record_smtp_error(
             &mut doc,
             failed && report_errors,
-            crate::time::now_unix_ms() / 1000,
+            crate::time::now_unix(),
         );
         let written = async {
             store.ensure_db(&db).await?;

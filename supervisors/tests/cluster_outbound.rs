@@ -220,7 +220,7 @@ impl Cluster {
     /// tomorrow; then an operator makes them all due now (in the store, as `send_at` cannot
     /// be changed through the API), so they queue up behind the limit at once.
     async fn submit_due_together(&self, n: usize, pages: u32) -> Vec<String> {
-        let tomorrow = faxd::time::now_unix_ms() / 1000 + 86_400;
+        let tomorrow = faxd::time::now_unix() + 86_400;
         let mut ids = Vec::new();
         for i in 0..n {
             let faxes = if i % 2 == 0 {
@@ -245,7 +245,7 @@ impl Cluster {
                 )
                 .await;
                 assert_eq!(doc["pvt_job_status"], "pending", "{doc}");
-                doc["send_at"] = json!(faxd::time::now_unix_ms() / 1000);
+                doc["send_at"] = json!(faxd::time::now_unix());
                 match self.store.save(&Db::Faxes, doc).await {
                     Ok(_) => break,
                     Err(faxd::store::StoreError::Conflict) => continue,

@@ -69,7 +69,7 @@ async fn metrics_count_a_sent_fax_and_the_queue() {
         .to_string();
 
     // And one scheduled for tomorrow: it waits in the queue.
-    let tomorrow = faxd::time::now_unix_ms() / 1000 + 86_400;
+    let tomorrow = faxd::time::now_unix() + 86_400;
     admin
         .submit(
             &admin.account,

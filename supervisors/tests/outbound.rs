@@ -620,7 +620,7 @@ async fn send_at_and_priority_order_the_queue(store: SharedStore) {
         json!({"priority": 5}),
     )
     .await;
-    let not_before = faxd::time::now_unix_ms() / 1000 + 2;
+    let not_before = faxd::time::now_unix() + 2;
     let later = submit(
         &store,
         &account,
