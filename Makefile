@@ -37,7 +37,8 @@ fmt:
 bench:
 	rel/deps.sh bench
 	$(CARGO) build --release -p faxd-supervisors
-	$(CARGO) build --release -p faxd --example t30_bench --example ccitt_bench --example esl_bench
+	$(CARGO) build --release -p faxd --example t30_bench --example ccitt_bench --example esl_bench \
+		--example smtp_bench --example notify_bench
 	tests/couchdb/with-server.sh rel/bench.sh
 
 bench-api:

@@ -25,6 +25,23 @@ echo "== ESL codec: FreeSWITCH frames captured from a real 1.10.12, framed and t
 ./target/release/examples/esl_bench "${ESL_BENCH_ROUNDS:-2000}"
 
 echo
+echo "== e-mail to fax: messages with a 100 KB PDF accepted per second, SMTP session memory"
+./target/release/examples/smtp_bench "${SMTP_BENCH_CLIENTS:-4}" "${SMTP_BENCH_MESSAGES:-10}" "${SMTP_BENCH_IDLE:-200}"
+
+echo
+echo "== notifications: final write -> mail delivered (maildir, then an aiosmtpd relay)"
+./target/release/examples/notify_bench "${NOTIFY_BENCH_FAXES:-200}"
+relay_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+aiosmtpd -n -l "127.0.0.1:$relay_port" -c aiosmtpd.handlers.Sink &
+relay_pid=$!
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$relay_port") 2>/dev/null && break
+    sleep 0.1
+done
+./target/release/examples/notify_bench "${NOTIFY_BENCH_FAXES:-200}" "$relay_port"
+kill "$relay_pid" 2>/dev/null; wait "$relay_pid" 2>/dev/null || true
+
+echo
 echo "== outbound scheduler: ${FAXD_BENCH_JOBS:-10000} jobs over 100 accounts, null engine"
 # Every transmission writes its fax-ready TIFF to the file cache (file_cache_path): first on
 # tmpfs (/dev/shm; /tmp is tmpfs on Debian 13), then on the disk of the data directory.
