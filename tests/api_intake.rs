@@ -179,6 +179,11 @@ async fn a_url_that_cannot_be_fetched_fails_the_job_with_the_reason(store: Share
         .unwrap_or_default();
     assert!(!why.is_empty(), "a reason: {done}");
     assert_eq!(done["tx_result"]["success"], false);
+    // It notifies as a fax that failed its last attempt does (mail and webhook).
+    assert_eq!(
+        done["_read_only"]["notifications"]["event"], "outbound_failed",
+        "{done}"
+    );
     // Out of the queue: never runnable, shown in the outbox listing with its reason.
     poll(
         "the job leaves the queue",

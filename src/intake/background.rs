@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::fetch::FetchPolicy;
 use super::{Conversion, IntakeError};
+use crate::notify::Doorbell;
 use crate::store::SharedStore;
 
 /// Intakes waiting or running at most, by default.
@@ -55,7 +56,13 @@ impl IntakePool {
 
     /// Converts the stored original of `job` (saved `attaching_files` with it), then
     /// `pending`, or `failed` with the reason.
-    pub async fn convert(&self, store: SharedStore, conversion: Conversion, job: Value) {
+    pub async fn convert(
+        &self,
+        store: SharedStore,
+        conversion: Conversion,
+        job: Value,
+        bell: Doorbell,
+    ) {
         let Some(slot) = self.slot().await else {
             return;
         };
@@ -66,7 +73,11 @@ impl IntakePool {
             let Ok(_busy) = conversions.acquire_owned().await else {
                 return;
             };
-            report(&id, super::finish_intake(&store, &conversion, job).await);
+            report(
+                &bell,
+                &id,
+                super::finish_intake(&store, &conversion, job).await,
+            );
         });
     }
 
@@ -79,6 +90,7 @@ impl IntakePool {
         conversion: Conversion,
         policy: FetchPolicy,
         job: Value,
+        bell: Doorbell,
     ) {
         let Some(slot) = self.slot().await else {
             return;
@@ -96,28 +108,36 @@ impl IntakePool {
             let stored = match fetched {
                 Ok(doc) => super::store_document(&store, &job, doc).await,
                 Err(reason) => {
-                    report(&id, super::fail_job(&store, job, &reason).await);
+                    report(&bell, &id, super::fail_job(&store, job, &reason).await);
                     return;
                 }
             };
             let job = match stored {
                 Ok(job) => job,
                 Err(e) => {
-                    report(&id, Err(e));
+                    report(&bell, &id, Err(e));
                     return;
                 }
             };
             let Ok(_busy) = pool.conversions.clone().acquire_owned().await else {
                 return;
             };
-            report(&id, super::finish_intake(&store, &conversion, job).await);
+            report(
+                &bell,
+                &id,
+                super::finish_intake(&store, &conversion, job).await,
+            );
         });
     }
 }
 
-/// Logs an intake that could not finish (the job stays `attaching_files` for the sweep).
-fn report(id: &str, done: Result<Value, IntakeError>) {
-    if let Err(e) = done {
-        tracing::warn!(job_id = %id, error = %e, "intake not finished; the stranded-intake sweep resumes it");
+/// Wakes the notifier for a job that failed in intake, or logs an intake that could not
+/// finish (the job stays `attaching_files` for the sweep).
+fn report(bell: &Doorbell, id: &str, done: Result<Value, IntakeError>) {
+    match done {
+        Ok(doc) => super::ring_if_notified(bell, &doc),
+        Err(e) => {
+            tracing::warn!(job_id = %id, error = %e, "intake not finished; the stranded-intake sweep resumes it");
+        }
     }
 }

@@ -328,7 +328,9 @@ fn in_intake(job: &Value) -> bool {
 }
 
 /// Ends a job `failed` with a synthetic `tx_result` (Kazoo's "bad file" shape) and moves it to
-/// the outbox.
+/// the outbox, carrying the `outbound_failed` notification (mail and webhook, as for a fax
+/// that failed its last attempt). The caller rings the notifier when it can; otherwise the
+/// notifier's sweep finds it.
 pub async fn fail_job(
     store: &SharedStore,
     mut job: Value,
@@ -345,7 +347,22 @@ pub async fn fail_job(
         "success": false,
         "pages_sent": 0,
     });
+    crate::notify::record(
+        &mut job,
+        crate::notify::Event::OutboundFailed,
+        crate::time::now_unix(),
+    );
     move_to_outbox(store, job).await
+}
+
+/// Rings the notifier when `doc` (a job that intake just ended) carries a pending
+/// notification: a fax failed before its first attempt.
+pub fn ring_if_notified(bell: &crate::notify::Doorbell, doc: &Value) {
+    if doc.pointer("/pvt_notify/state").and_then(Value::as_str) == Some("pending")
+        && let Ok((db, _)) = crate::outbound::modb::target(doc)
+    {
+        bell.ring(&db);
+    }
 }
 
 /// Moves a job in a final state from `faxes` to its account's MODB of its creation month, as

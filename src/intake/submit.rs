@@ -337,6 +337,7 @@ impl IntakeService {
                     self.conversion(),
                     self.fetch.clone(),
                     saved.clone(),
+                    self.notify.clone(),
                 )
                 .await;
             return Ok(saved);
@@ -345,14 +346,21 @@ impl IntakeService {
             Err(reason) => {
                 let saved = self.store.save(&Db::Faxes, job).await?;
                 self.announce_queued(&saved).await;
-                Ok(super::fail_job(&self.store, saved, &reason.to_string()).await?)
+                let failed = super::fail_job(&self.store, saved, &reason.to_string()).await?;
+                super::ring_if_notified(&self.notify, &failed);
+                Ok(failed)
             }
             Ok(ct) => {
                 doc.content_type = ct;
                 let saved = super::save_with_document(&self.store, job, doc).await?;
                 self.announce_queued(&saved).await;
                 self.pool
-                    .convert(self.store.clone(), self.conversion(), saved.clone())
+                    .convert(
+                        self.store.clone(),
+                        self.conversion(),
+                        saved.clone(),
+                        self.notify.clone(),
+                    )
                     .await;
                 Ok(saved)
             }
@@ -418,7 +426,12 @@ impl IntakeService {
             Handoff::Background => {
                 for j in &saved {
                     self.pool
-                        .convert(self.store.clone(), self.conversion(), j.clone())
+                        .convert(
+                            self.store.clone(),
+                            self.conversion(),
+                            j.clone(),
+                            self.notify.clone(),
+                        )
                         .await;
                 }
                 Ok(saved)
@@ -512,7 +525,9 @@ impl IntakeService {
             .await?
             .filter(|d| !accounts::is_deleted(d))
             .ok_or(StoreError::NotFound(new))?;
-        Ok(super::finish_intake(&self.store, &self.conversion(), job).await?)
+        let done = super::finish_intake(&self.store, &self.conversion(), job).await?;
+        super::ring_if_notified(&self.notify, &done);
+        Ok(done)
     }
 
     /// Converts stored jobs one after the other; when one fails, the rest end `failed` with
@@ -523,10 +538,12 @@ impl IntakeService {
         let mut failure: Option<String> = None;
         for job in saved {
             if let Some(reason) = &failure {
-                super::fail_job(&self.store, job, reason).await?;
+                let failed = super::fail_job(&self.store, job, reason).await?;
+                super::ring_if_notified(&self.notify, &failed);
                 continue;
             }
             let j = super::finish_intake(&self.store, &conversion, job).await?;
+            super::ring_if_notified(&self.notify, &j);
             if j.get("pvt_job_status").and_then(Value::as_str) == Some(JobStatus::Failed.as_str()) {
                 failure = Some(
                     j.pointer("/tx_result/result_text")
