@@ -30,6 +30,9 @@ pub struct NodeContext {
     pub incoming: crate::inbound::live::IncomingCalls,
     /// Wakes this node's notifier when a document with a pending notification is written.
     pub notify: crate::notify::Doorbell,
+    /// The node's one intake pool: fetches and conversions after the answer, bounded for
+    /// every way in (API and e-mail) together.
+    pub intake: crate::intake::background::IntakePool,
 }
 
 impl NodeContext {
@@ -45,6 +48,20 @@ impl NodeContext {
             media: Default::default(),
             incoming: Default::default(),
             notify: Default::default(),
+            intake: Default::default(),
+        }
+    }
+
+    /// The intake service of this node (e-mail to fax and the API's store, config,
+    /// converter, pool and doorbell).
+    pub fn intake_service(&self) -> crate::intake::submit::IntakeService {
+        crate::intake::submit::IntakeService {
+            store: self.store.clone(),
+            sysconf: self.sysconf.clone(),
+            converter: self.converter.clone(),
+            fetch: crate::intake::fetch::FetchPolicy::from_config(&self.config.api),
+            pool: self.intake.clone(),
+            notify: self.notify.clone(),
         }
     }
 

@@ -48,6 +48,7 @@ impl Actor for ApiServer {
         state.status = Some(Arc::new(crate::outbound::WorkerStatus));
         state.incoming = ctx.incoming.clone();
         state.notify = ctx.notify.clone();
+        state.intake = ctx.intake.clone();
         state.media_health = ctx.media.clone();
         let state = Arc::new(state);
         let server = api::server(state, listener, ctx.config.api.workers)?;

@@ -10,9 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faxd::context::NodeContext;
-use faxd::intake::background::IntakePool;
-use faxd::intake::fetch::FetchPolicy;
-use faxd::intake::submit::IntakeService;
 use faxd::smtp::listener::{self, Shutdown};
 use faxd::smtp::service::SmtpService;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -64,16 +61,8 @@ impl Actor for FaxSmtp {
             .await
             .map_err(|e| format!("fax_smtp cannot listen on {listen}: {e}"))?;
         let service = SmtpService {
-            intake: IntakeService {
-                store: ctx.store.clone(),
-                sysconf: ctx.sysconf.clone(),
-                converter: ctx.converter.clone(),
-                fetch: FetchPolicy::from_config(&ctx.config.api),
-                pool: IntakePool::default(),
-                notify: ctx.notify.clone(),
-            },
+            intake: ctx.intake_service(),
             limits: faxd::smtp::mime_limits(smtp),
-            notify: ctx.notify.clone(),
         };
         let (stop, stopped) = Shutdown::new();
         let sessions = fax.smtp_sessions as usize;

@@ -41,21 +41,11 @@ pub struct FaxRcpt {
 pub struct SmtpService {
     pub intake: IntakeService,
     pub limits: MimeLimits,
-    /// Rung when a log is written with an error mail to its sender recorded on it.
-    pub notify: crate::notify::Doorbell,
 }
 
 impl SmtpService {
     fn store(&self) -> &SharedStore {
         &self.intake.store
-    }
-
-    fn faxbox_of(account: &Account, doc: Value) -> Option<Faxbox> {
-        Some(Faxbox {
-            id: doc.get("_id")?.as_str()?.to_string(),
-            account: account.id.clone(),
-            doc,
-        })
     }
 
     /// The faxbox of an account realm (spec §5.2): the sender's own faxbox when the sender is
@@ -67,33 +57,20 @@ impl SmtpService {
         env: &Envelope,
         sender: &str,
     ) -> Result<Option<Faxbox>, StoreError> {
-        let boxes =
-            accounts::live_docs(self.store(), &Db::Account(account.id.clone()), "faxbox").await?;
+        let boxes = accounts::faxboxes(self.store(), &account.id).await?;
         let users = accounts::users_by_email(self.store(), &account.id, sender).await?;
         if let [user] = users.as_slice() {
             let uid = user.get("_id").and_then(Value::as_str);
-            let owned: Vec<&Value> = boxes
-                .iter()
-                .filter(|b| b.get("owner_id").and_then(Value::as_str) == uid)
-                .collect();
-            if let [one] = owned.as_slice() {
-                return Ok(Self::faxbox_of(account, (*one).clone()));
+            let mut owned = boxes.iter().filter(|b| b.owner_id() == uid);
+            if let (Some(one), None) = (owned.next(), owned.next()) {
+                return Ok(Some(one.clone()));
             }
         }
-        for b in boxes {
-            let fb_id = b
-                .get("_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let rules = SenderRules::of_faxbox(&b, None);
-            let admits = !rules.permissions.is_empty()
-                && rules.check(sender, env.peer, false, false, &fb_id) == Verdict::Allowed;
-            if admits {
-                return Ok(Self::faxbox_of(account, b));
-            }
-        }
-        Ok(None)
+        Ok(boxes.into_iter().find(|b| {
+            let rules = SenderRules::of_faxbox(&b.doc, None);
+            !rules.permissions.is_empty()
+                && rules.check(sender, env.peer, false, false, &b.id) == Verdict::Allowed
+        }))
     }
 
     async fn owner_email(&self, fb: &Faxbox) -> Result<Option<String>, StoreError> {
@@ -526,7 +503,7 @@ impl Backend for SmtpService {
                 if let Some(log) = log {
                     log.write(
                         self.store(),
-                        &self.notify,
+                        &self.intake.notify,
                         &reply,
                         self.report_smtp_errors(),
                     )
@@ -544,7 +521,7 @@ impl Backend for SmtpService {
         let reply = self.deliver_to(rcpts, message, &mut log).await;
         log.write(
             self.store(),
-            &self.notify,
+            &self.intake.notify,
             &reply,
             self.report_smtp_errors(),
         )
@@ -555,7 +532,12 @@ impl Backend for SmtpService {
     async fn refused(&self, env: &Envelope, rcpts: &[FaxRcpt], reply: &Reply) {
         if let Some(log) = self.log_for(env, rcpts) {
             log.error(reply.text())
-                .write(self.store(), &self.notify, reply, self.report_smtp_errors())
+                .write(
+                    self.store(),
+                    &self.intake.notify,
+                    reply,
+                    self.report_smtp_errors(),
+                )
                 .await;
         }
     }

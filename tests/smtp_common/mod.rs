@@ -104,7 +104,6 @@ impl Rig {
                 notify: Default::default(),
             },
             limits: MimeLimits::default(),
-            notify: Default::default(),
         };
         let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -355,12 +354,7 @@ pub fn test_cert_with(dir: &Path, key_args: &[&str]) -> (String, String, String)
 
 /// A TLS client configuration that trusts the test CA.
 pub fn tls_client(ca_pem: &str) -> tokio_rustls::TlsConnector {
-    use tokio_rustls::rustls::pki_types::CertificateDer;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca_pem).expect("ca") {
-        roots.add(c.expect("ca cert")).expect("root");
-    }
+    let roots = faxd::tls::roots("test ca", ca_pem).expect("ca");
     let cfg = tokio_rustls::rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
