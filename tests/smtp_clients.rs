@@ -23,7 +23,8 @@ both_backends!(
 
 /// Runs a client program; (exit code, stdout + stderr).
 async fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().expect("client program");
+    // The client blocks this thread; the runtime's other work (the listener) moves off it.
+    let out = tokio::task::block_in_place(|| cmd.output()).expect("client program");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -66,7 +66,8 @@ pub fn attachments(stream: &[u8]) -> Vec<TnefFile> {
     out
 }
 
-/// Builds a TNEF stream holding `files` (for tests and fixtures).
+/// Builds a TNEF stream holding `files` (for tests).
+#[cfg(test)]
 pub fn build(files: &[(&str, &[u8])]) -> Vec<u8> {
     fn attr(out: &mut Vec<u8>, level: u8, id: u32, data: &[u8]) {
         out.push(level);
