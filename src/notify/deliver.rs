@@ -250,13 +250,13 @@ impl Notifier {
         let Some(event) = event_of(doc) else {
             return Ok(Vec::new());
         };
-        let faxbox = self.account_doc(db, doc.get("faxbox_id")).await?;
+        let faxbox = self.account_doc(db, doc.get("faxbox_id"), "faxbox").await?;
         let to = if event.mailed() {
             let owner_id = doc
                 .get("owner_id")
                 .or_else(|| doc.get("faxdoc_owner_id"))
                 .or_else(|| faxbox.as_ref().and_then(|b| b.get("owner_id")));
-            let owner = self.account_doc(db, owner_id).await?;
+            let owner = self.account_doc(db, owner_id, "user").await?;
             recipients(event, doc, faxbox.as_ref(), owner.as_ref())
         } else {
             Vec::new()
@@ -283,16 +283,17 @@ impl Notifier {
         Ok(out)
     }
 
-    /// A document of the fax's account database by id (faxbox, user).
-    async fn account_doc(&self, db: &Db, id: Option<&Value>) -> Result<Option<Value>, StoreError> {
+    /// A live document of one type (faxbox, user) in the fax's account database, by id.
+    async fn account_doc(
+        &self,
+        db: &Db,
+        id: Option<&Value>,
+        pvt_type: &str,
+    ) -> Result<Option<Value>, StoreError> {
         let (Db::Modb(account, _), Some(id)) = (db, id.and_then(Value::as_str)) else {
             return Ok(None);
         };
-        match self.store.get(&Db::Account(account.clone()), id).await {
-            Ok(d) => Ok(d.filter(|d| !d["pvt_deleted"].as_bool().unwrap_or(false))),
-            Err(StoreError::NoDatabase(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        crate::accounts::live_doc(&self.store, &Db::Account(account.clone()), id, pvt_type).await
     }
 
     async fn attempt(&self, db: &Db, doc: &Value, d: &Value) -> Attempt {
@@ -308,17 +309,21 @@ impl Notifier {
             }
             Some("webhook") => {
                 // The secret is read from the faxbox now: it is never copied into the log.
-                let faxbox = self.account_doc(db, doc.get("faxbox_id")).await;
+                let faxbox = self.account_doc(db, doc.get("faxbox_id"), "faxbox").await;
                 let direction = event_of(doc).map_or("outbound", Event::direction);
                 let secret = match faxbox {
                     Ok(Some(b)) => Callback::of_faxbox(&b, direction).map(|c| c.secret),
                     Ok(None) => None,
                     Err(e) => return Attempt::Retry(e.to_string()),
                 };
+                // Never a request signed with an empty key: the callback was taken away.
+                let Some(secret) = secret else {
+                    return Attempt::Failed("the faxbox or its callback is gone".into());
+                };
                 let cb = Callback {
                     url: d["url"].as_str().unwrap_or_default().to_string(),
                     method: d["method"].as_str().unwrap_or("post").to_string(),
-                    secret: secret.unwrap_or_default(),
+                    secret,
                 };
                 let body = webhook_body(doc, d["event"].as_str().unwrap_or("failed"));
                 match webhook::send(&cb, &body, timeout, self.cfg.webhook_allow_private).await {
@@ -346,7 +351,7 @@ impl Notifier {
             _ => None,
         };
         let faxbox = self
-            .account_doc(db, doc.get("faxbox_id"))
+            .account_doc(db, doc.get("faxbox_id"), "faxbox")
             .await
             .map_err(store_err)?;
         let values = values(event, doc, faxbox.as_ref());
@@ -674,7 +679,7 @@ pub fn webhook_body(doc: &Value, event: &str) -> Value {
     });
     if last {
         let attempts = doc.get("attempts").and_then(Value::as_i64).unwrap_or(0);
-        if let Some((_, job)) = s(doc, "_id").split_once('-') {
+        if let Some((_, job)) = crate::ids::split_modb_doc_id(s(doc, "_id")) {
             m.insert("job_id".into(), json!(job));
         }
         m.insert("attempt".into(), json!(attempts));
