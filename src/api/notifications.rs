@@ -4,7 +4,7 @@
 //! own parts over the built-in ones; `custom` names the parts the account set); `Accept:
 //! text/html` or `text/plain` gives that part alone. POST/PUT store the account's subject,
 //! text and HTML (the parts not given fall back to the built-in ones), PATCH changes only the
-//! parts given, DELETE goes back to the built-in template. A part may only use the
+//! parts given (`null`: back to the built-in part), DELETE goes back to the built-in template. A part may only use the
 //! `{{name}}`s its event fills in (a typo is a 400 naming them), a subject is one line, and
 //! each part has a size limit. The notifier reads the template on every delivery, so a change
 //! applies to the next mail.
@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::accept::named_weight;
 use super::envelope::success_with;
-use super::request::{account_request, json_envelope, param};
+use super::request::{account_request, json_envelope, merge_patch, param};
 use super::{ApiError, ApiState, Endpoint, ep};
 use crate::ids::{AccountId, Db};
 use crate::notify::Event;
@@ -176,6 +176,10 @@ fn validate(event: Event, parts: &Map<String, Value>) -> Result<(), ApiError> {
             );
             continue;
         }
+        // `null` takes the part back to the built-in one.
+        if v.is_null() {
+            continue;
+        }
         let Some(s) = v.as_str() else {
             errors.insert(
                 k.clone(),
@@ -183,17 +187,12 @@ fn validate(event: Event, parts: &Map<String, Value>) -> Result<(), ApiError> {
             );
             continue;
         };
-        let too_long = if k == "subject" {
-            s.chars().count() > MAX_SUBJECT
+        let (len, max) = if k == "subject" {
+            (s.chars().count(), MAX_SUBJECT)
         } else {
-            s.len() > MAX_BODY
+            (s.len(), MAX_BODY)
         };
-        if too_long {
-            let max = if k == "subject" {
-                MAX_SUBJECT
-            } else {
-                MAX_BODY
-            };
+        if len > max {
             errors.insert(
                 k.clone(),
                 json!({"maxLength": {"message": format!("longer than {max}"), "target": max}}),
@@ -238,17 +237,19 @@ async fn replace(
     }
     validate(which.1, &parts)?;
     let current = stored(&state, &account, which.1).await?;
+    // PUT/POST start from the built-in template, PATCH from the account's parts; a part
+    // given as `null` goes back to the built-in one.
     let mut doc = Map::new();
     if req.method() == Method::PATCH
         && let Some(Value::Object(c)) = &current
     {
-        for p in PARTS {
-            if let Some(v) = c.get(p) {
-                doc.insert(p.into(), v.clone());
-            }
-        }
+        doc.extend(
+            PARTS
+                .iter()
+                .filter_map(|p| Some((p.to_string(), c.get(*p)?.clone()))),
+        );
     }
-    doc.extend(parts);
+    merge_patch(&mut doc, parts);
     doc.insert("_id".into(), json!(template::override_id(which.1)));
     doc.insert("pvt_type".into(), json!("notify_template"));
     doc.insert("pvt_modified".into(), json!(crate::time::now_gregorian()));
