@@ -596,14 +596,8 @@ impl WorkerState {
                 return Input::ReleaseFailed("lease lost".into());
             }
             let now = faxd::time::now_unix_ms();
-            let modb = faxd::outbound::modb::target(&doc).ok().map(|(db, _)| db);
             match lease::release(store, doc, &outcome, self.started_ms, now, &self.policy).await {
                 Ok(d) => {
-                    if d.status.is_final()
-                        && let Some(db) = &modb
-                    {
-                        env.ctx.notify.ring(db);
-                    }
                     info!(job_id = %self.args.job_id, to_number = %self.args.to_number,
                           status = %d.status, attempts = d.attempts, "released");
                     self.finished = true;

@@ -170,7 +170,10 @@ impl Env {
     }
 
     pub fn policy(&self) -> ReleasePolicy {
-        ReleasePolicy::from_config(&self.ctx.sysconf.fax())
+        ReleasePolicy {
+            notify: self.ctx.notify.clone(),
+            ..ReleasePolicy::from_config(&self.ctx.sysconf.fax())
+        }
     }
 
     /// The running fax_jobs of an account on this node.

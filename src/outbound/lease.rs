@@ -79,6 +79,9 @@ pub async fn settle_take(
 pub struct ReleasePolicy {
     pub rules: Vec<Rule>,
     pub default_retry_period: u64,
+    /// Woken when a release ends a job (its final write carries the notification), whoever
+    /// released it: the worker, or the monitor recovering a dead worker's attempt.
+    pub notify: crate::notify::Doorbell,
 }
 
 impl ReleasePolicy {
@@ -86,6 +89,7 @@ impl ReleasePolicy {
         Self {
             rules: release::parse_rules(&fax.reschedule, &fax.default_compare_field),
             default_retry_period: fax.default_retry_period,
+            notify: Default::default(),
         }
     }
 }
@@ -116,7 +120,9 @@ pub async fn release(
     let d = release::decide(&job, &result, outcome.success(), &policy.rules, period);
     release::apply(&mut doc, &d, result, crate::time::now_gregorian());
     if d.status.is_final() {
+        let (modb, _) = modb::target(&doc)?;
         modb::move_to_modb(store, doc).await?;
+        policy.notify.ring(&modb);
     } else {
         store.save(&Db::Faxes, doc).await?;
     }
