@@ -283,9 +283,9 @@ impl JobsState {
     async fn fill(&mut self, myself: &ActorRef<JobsMsg>) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         self.blocked.retain(|_, until| *until > now);
-        if !self.env.gate.is_open() {
-            // This node no longer holds the outbound leader lease: start nothing more.
-            debug!(account_id = %self.account, "not the outbound leader; stopping");
+        if !self.env.owns(&self.account) {
+            // This node no longer holds the account's queue lease: start nothing more.
+            debug!(account_id = %self.account, "not the account's queue owner; stopping");
             myself.stop(Some("normal".into()));
             return Ok(());
         }
@@ -297,7 +297,7 @@ impl JobsState {
             self.foreign_timer = Some(myself.send_interval(every, || JobsMsg::Wake));
         }
         for _ in 0..64 {
-            if self.book.free() == 0 || !self.env.gate.is_open() {
+            if self.book.free() == 0 || !self.env.owns(&self.account) {
                 break;
             }
             // The buffer holds the earliest-due rows; newer jobs queue behind them, so the

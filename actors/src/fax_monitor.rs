@@ -2,44 +2,56 @@
 //! `fax_monitor`), and recovers jobs whose owner is gone. Spawned by fax_sup after
 //! fax_jobs_sup and fax_worker_sup, permanent; it exits with the node.
 //!
-//! It is a cluster singleton in effect: on a store shared by a cluster, every node runs a
-//! fax_monitor, but only the one holding the outbound leader lease
-//! ([`faxd::outbound::leader`]) schedules, so every fax_jobs — and with it `max_outbound` and
-//! `serialize_outbound_numbers` — runs on one node. The others renew nothing; they look at
-//! the lease every `renew` period (and when its document changes) and take it over once it
-//! was not renewed for a lease time. A holder that cannot renew in time steps down before
-//! anyone can take over: it stops its fax_jobs at once (transmissions in flight finish and
-//! release normally). On the embedded store (`Settings::leader` is `None`) the node always
-//! schedules. The lease rounds run in a task of their own (the lease keeper), never in the
-//! monitor's handler: a long scheduling pass (hundreds of queues to start while the store is
-//! slow) must not delay a renewal, or the leader would step down and take over again in a
-//! loop. The keeper opens and closes the gate and tells the monitor when the lease is taken
-//! (`Took`) or lost (`Lost`).
+//! On a store shared by a cluster the accounts' queues are spread over the nodes
+//! ([`faxd::outbound::owner`]): each account with work is proposed to one member by
+//! rendezvous hashing over the members (the nodes whose heartbeat the lease keeper sees
+//! live), and a node runs an account's fax_jobs only while it
+//! holds the account's queue lease (a document per account, the same protocol as the leader
+//! lease: [`faxd::outbound::leader::claim_at`]). So `max_outbound` and
+//! `serialize_outbound_numbers`, which fax_jobs enforces per account, hold cluster-wide: an
+//! account's queue runs on one node at a time, and a queue that starts after a handover
+//! counts the transmissions its predecessor still runs. When the members change, every node
+//! computes the new owners: a node hands over each account it no longer ranks first for
+//! (its queue stops, the lease is released at once; transmissions in flight finish here
+//! under their job leases), and the new owner takes the released lease at its next look. A
+//! node that died or paused keeps its leases until they run out (a watcher takes one only
+//! after seeing it unchanged for a whole lease time), so a paused node that comes back has
+//! stepped down before anyone took over. Accounts without work are let go.
 //!
-//! The leader is woken by the change feed of the `faxes` database: a forwarding task hands
+//! The cluster-wide duties run once in the cluster, on the holder of the outbound leader
+//! lease ([`faxd::outbound::leader`]): requeueing `processing` jobs whose lease ran out (a
+//! dead node's) and finishing stranded intakes. On the embedded store (`Settings::leader` is
+//! `None`) the node schedules every account and does every duty.
+//!
+//! The lease rounds (the leader's and the accounts') run in a task of their own (the lease
+//! keeper), never in the monitor's handler: a long scheduling pass must not delay a renewal.
+//! The keeper opens and closes the gates ([`crate::outbound::LeaderGate`],
+//! [`crate::outbound::OwnerGates`]) and tells the monitor when a lease is taken or lost.
+//!
+//! The monitor is woken by the change feed of the `faxes` database: a forwarding task hands
 //! it batches of changes, one `Changed` call at a time, so bursts coalesce into one
-//! scheduling pass. A slow sweep (`Settings::sweep`) is only a safety net; it also requeues
-//! `processing` jobs whose lease ran out (a dead node's, or a former leader's) or that name
-//! this node but have no worker here (the node restarted), and `locked` jobs whose queue is
-//! gone. Every node sweeps once at start (its own leftovers); a new leader sweeps when it
-//! takes the lease.
+//! scheduling pass; changes of lease documents only make the keeper look. A slow sweep
+//! (`Settings::sweep`) is only a safety net; on the leader it also requeues `processing`
+//! jobs whose lease ran out or that name this node but have no worker here (the node
+//! restarted), and `locked` jobs whose queue is gone. Every node sweeps once at start (its
+//! own leftovers); a new leader sweeps when it takes the lease.
 //!
-//! The scheduling node's sweep also finishes stranded intakes ([`faxd::intake::resume`]):
-//! jobs left in `attaching_files` longer than a fetch and a conversion can take (faxd
-//! stopped mid-download) are resumed or failed with the reason. That work (network
-//! fetches, conversions) runs in one task owned by the monitor, never in its handler; the
-//! task is aborted when the monitor stops, and the next sweep takes the jobs up again.
+//! The leader's sweep also finishes stranded intakes ([`faxd::intake::resume`]): jobs left
+//! in `attaching_files` longer than a fetch and a conversion can take (faxd stopped
+//! mid-download) are resumed or failed with the reason. That work (network fetches,
+//! conversions) runs in one task owned by the monitor, never in its handler; the task is
+//! aborted when the monitor stops, and the next sweep takes the jobs up again.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use faxd::ids::{AccountId, Db};
 use faxd::intake::fetch::FetchPolicy;
 use faxd::intake::resume::{self, Resumed};
 use faxd::model::JobStatus;
-use faxd::outbound::leader::{self, Claim, LEADER_DOC, Watch};
-use faxd::outbound::{Job, lease};
+use faxd::outbound::leader::{self, Claim, LEADER_DOC, OWNER_PREFIX, Watch};
+use faxd::outbound::{Job, lease, owner};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -55,11 +67,17 @@ pub enum MonitorMsg {
     Changed(RpcReplyPort<()>),
     /// Safety sweep and lease recovery (periodic, and once at start).
     Sweep,
-    /// The lease keeper took (or renewed after a lapse) the outbound leader lease: the gate
-    /// is open, scheduling starts here.
+    /// The lease keeper took (or renewed after a lapse) the outbound leader lease: the
+    /// cluster-wide duties run here.
     Took { taken: bool },
-    /// The lease keeper lost the lease (why): the gate is closed, the queues stop.
+    /// The lease keeper lost the leader lease (why).
     Lost(String),
+    /// The lease keeper took the queue lease of an account: its queue starts here.
+    Owned(AccountId),
+    /// The lease keeper lost the queue lease of an account (why): its queue stops here.
+    Disowned(AccountId, String),
+    /// The members (live heartbeats) changed: the queues are spread again.
+    Members,
 }
 
 impl ractor::Message for MonitorMsg {}
@@ -72,20 +90,27 @@ pub struct MonitorState {
     sweep: Option<JoinHandle<()>>,
     /// The lease keeper task (a cluster store only).
     keeper: Option<JoinHandle<()>>,
+    /// Forwards membership changes (a cluster store only).
+    members: Option<JoinHandle<()>>,
+    /// The members as the keeper last saw them (`None` until its first look).
+    live: tokio::sync::watch::Receiver<Option<Vec<String>>>,
     /// The running pass over stranded intakes, if any (one at a time).
     intakes: Option<JoinHandle<()>>,
     leader: Leadership,
+    /// The accounts whose queue lease this node wants (it ranks first for them and they have
+    /// work); the keeper takes, renews and releases leases to match.
+    wanted: Arc<Mutex<HashSet<AccountId>>>,
+    /// Makes the keeper look at the wanted accounts now.
+    look_owners: Arc<Notify>,
 }
 
 /// The monitor's view of the outbound leader lease (the keeper holds the protocol's state).
 struct Leadership {
     /// `None`: always the leader.
     lease: Option<LeaderLease>,
-    /// Scheduling here (since the keeper's last `Took`, until its `Lost` or the gate closed).
+    /// Doing the cluster-wide duties here (since the keeper's last `Took`, until its `Lost`
+    /// or the gate closed).
     leading: bool,
-    /// Accounts whose fax_jobs this node woke while leading (stopped when it steps down;
-    /// a queue also stops by itself at its next pass once the gate is closed).
-    queues: HashSet<AccountId>,
 }
 
 #[ractor::async_trait]
@@ -103,16 +128,23 @@ impl Actor for FaxMonitor {
         let me = myself.clone();
         let look = Arc::new(Notify::new());
         let look_now = look.clone();
+        let look_owners = Arc::new(Notify::new());
+        let owners_now = look_owners.clone();
         // Forwards the change feed: waits for a change, drains what else arrived, and asks
-        // the monitor to schedule (one request outstanding at a time). Changes of the lease
-        // document only tell a watching node to look at the lease.
+        // the monitor to schedule (one request outstanding at a time). Changes of lease
+        // documents only tell the keeper to look.
         let feed = tokio::spawn(async move {
             loop {
                 let mut jobs = false;
                 let mut lease_doc = false;
+                let mut owner_doc = false;
                 let mut note = |id: &str| {
                     if id == LEADER_DOC {
                         lease_doc = true;
+                    } else if id.starts_with(OWNER_PREFIX) {
+                        owner_doc = true;
+                    } else if id.starts_with(owner::NODE_PREFIX) {
+                        // Heartbeats: the keeper reads them on its own schedule.
                     } else {
                         jobs = true;
                     }
@@ -132,6 +164,9 @@ impl Actor for FaxMonitor {
                 if lease_doc {
                     look_now.notify_one();
                 }
+                if owner_doc {
+                    owners_now.notify_one();
+                }
                 if !jobs {
                     continue;
                 }
@@ -145,6 +180,8 @@ impl Actor for FaxMonitor {
         });
         let sweep = myself.send_interval(env.settings.sweep, || MonitorMsg::Sweep);
         let lease = env.settings.leader;
+        let wanted = Arc::new(Mutex::new(HashSet::new()));
+        let (live_tx, live) = tokio::sync::watch::channel(None);
         let keeper = lease.map(|cfg| {
             let keeper = Keeper {
                 env: env.clone(),
@@ -153,20 +190,39 @@ impl Actor for FaxMonitor {
                 valid_until: None,
                 watch: Watch::default(),
                 holder: None,
+                wanted: wanted.clone(),
+                accounts: HashMap::new(),
+                heartbeat_rev: None,
+                liveness: owner::Liveness::default(),
+                live: live_tx,
             };
-            tokio::spawn(keeper.run(look))
+            tokio::spawn(keeper.run(look, look_owners.clone()))
+        });
+        let members = lease.map(|_| {
+            let mut watch = live.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                while watch.changed().await.is_ok() {
+                    if me.cast(MonitorMsg::Members).is_err() {
+                        return;
+                    }
+                }
+            })
         });
         Ok(MonitorState {
             env,
             feed: Some(feed),
             sweep: Some(sweep),
             keeper,
+            members,
+            live,
             intakes: None,
             leader: Leadership {
                 lease,
                 leading: lease.is_none(),
-                queues: HashSet::new(),
             },
+            wanted,
+            look_owners,
         })
     }
 
@@ -175,11 +231,10 @@ impl Actor for FaxMonitor {
         _myself: ActorRef<MonitorMsg>,
         st: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
-        // This node's own leftovers (a restart) are recovered whoever leads; on a cluster
-        // store the keeper's `Took` starts scheduling.
+        // This node's own leftovers (a restart) are recovered whoever leads.
         st.recover().await;
+        st.schedule().await;
         if st.leader.lease.is_none() {
-            st.schedule().await;
             st.resume_stranded();
         }
         Ok(())
@@ -194,6 +249,7 @@ impl Actor for FaxMonitor {
             st.feed.take(),
             st.sweep.take(),
             st.keeper.take(),
+            st.members.take(),
             st.intakes.take(),
         ]
         .into_iter()
@@ -201,10 +257,27 @@ impl Actor for FaxMonitor {
         {
             h.abort();
         }
-        // Hand the lease over at once rather than after it expires.
-        if st.leader.lease.is_some() && st.leader.leading {
+        if st.leader.lease.is_none() {
+            return Ok(());
+        }
+        // Hand the leases over at once rather than after they expire: the queues stop
+        // first (transmissions in flight finish and release as usual).
+        let me = st.env.node().to_string();
+        if let Err(e) = owner::leave(&st.env.ctx.store, &me).await {
+            warn!(error = %e, "could not remove this node's heartbeat; it runs out");
+        }
+        for account in st.env.owners.owned() {
+            st.env.owners.close(&account);
+            if let Some(jobs) = Env::jobs_of(account.as_str()) {
+                jobs.stop(Some("normal".into()));
+            }
+            let doc = leader::owner_doc(account.as_str());
+            if let Err(e) = leader::release_at(&st.env.ctx.store, &doc, &me).await {
+                warn!(account_id = %account, error = %e, "could not release the queue lease");
+            }
+        }
+        if st.leader.leading {
             st.step_down("node stopping");
-            let me = st.env.node().to_string();
             match leader::release(&st.env.ctx.store, &me).await {
                 Ok(true) => info!("released the outbound leader lease"),
                 Ok(false) => {}
@@ -222,17 +295,15 @@ impl Actor for FaxMonitor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MonitorMsg::Changed(reply) => {
-                if st.leading() {
-                    st.schedule().await;
-                }
+                st.schedule().await;
                 let _ = reply.send(());
             }
             MonitorMsg::Sweep => {
                 if st.leading() {
                     st.recover().await;
-                    st.schedule().await;
                     st.resume_stranded();
                 }
+                st.schedule().await;
             }
             MonitorMsg::Took { taken } => {
                 // The gate may have closed again while this message waited.
@@ -240,7 +311,8 @@ impl Actor for FaxMonitor {
                     if !st.leader.leading {
                         info!(
                             taken,
-                            "holding the outbound leader lease: scheduling outbound faxes"
+                            "holding the outbound leader lease: lease recovery and stranded \
+                             intakes run here"
                         );
                     }
                     st.leader.leading = true;
@@ -251,15 +323,25 @@ impl Actor for FaxMonitor {
                 }
             }
             MonitorMsg::Lost(why) => st.step_down(&why),
+            MonitorMsg::Owned(account) => {
+                if st.env.owns(&account) {
+                    st.wake(account).await;
+                }
+            }
+            MonitorMsg::Disowned(account, why) => {
+                warn!(account_id = %account, why, "lost the account's queue lease: its queue stops here");
+                if let Some(jobs) = Env::jobs_of(account.as_str()) {
+                    jobs.stop(Some("normal".into()));
+                }
+            }
+            MonitorMsg::Members => st.schedule().await,
         }
         Ok(())
     }
 }
 
 impl MonitorState {
-    /// Whether this node schedules now. When the gate closed without a `Lost` yet (the
-    /// lease ran out before the keeper could renew it), the queues stop here, before
-    /// anything more starts.
+    /// Whether this node does the cluster-wide duties now.
     fn leading(&mut self) -> bool {
         if self.leader.leading && self.leader.lease.is_some() && !self.env.gate.is_open() {
             self.step_down("lease not renewed in time");
@@ -267,26 +349,18 @@ impl MonitorState {
         self.leader.leading
     }
 
-    /// Stops scheduling: no fax_jobs of this node starts another transmission. Those in
-    /// flight finish and release as usual.
+    /// Stops the cluster-wide duties here (the queues depend on their own leases).
     fn step_down(&mut self, why: &str) {
         if !self.leader.leading || self.leader.lease.is_none() {
             return;
         }
-        warn!(
-            why,
-            "lost the outbound leader lease: stopping outbound scheduling"
-        );
+        warn!(why, "lost the outbound leader lease");
         self.leader.leading = false;
         self.env.gate.close();
-        for account in self.leader.queues.drain() {
-            if let Some(jobs) = Env::jobs_of(account.as_str()) {
-                jobs.stop(Some("normal".into()));
-            }
-        }
     }
 
-    /// Wakes (starting when needed) the queue of every account with pending or locked jobs.
+    /// Wakes (starting when needed) the queue of every account with pending or locked jobs
+    /// that this node owns; on a cluster, first spreads the accounts over the members.
     async fn schedule(&mut self) {
         let accounts = match self.env.ctx.store.schedule_accounts().await {
             Ok(a) => a,
@@ -295,17 +369,79 @@ impl MonitorState {
                 return;
             }
         };
-        for (account, _count) in accounts {
-            if !self.env.settings.schedules(&account) {
-                continue;
+        let accounts: Vec<AccountId> = accounts
+            .into_iter()
+            .map(|(a, _)| a)
+            .filter(|a| self.env.settings.schedules(a))
+            .collect();
+        if self.leader.lease.is_none() {
+            for account in accounts {
+                self.wake(account).await;
             }
+            return;
+        }
+        for account in self.spread(accounts) {
             self.wake(account).await;
         }
     }
 
+    /// Decides which accounts with work this node wants (it ranks first for them among the
+    /// members), hands over those it no longer wants, lets idle ones go, and returns the
+    /// wanted accounts whose lease it holds (their queues are woken).
+    fn spread(&mut self, accounts: Vec<AccountId>) -> Vec<AccountId> {
+        let me = self.env.node().to_string();
+        // Before the keeper's first look this node knows no members: it wants nothing yet.
+        let Some(members) = self.live.borrow().clone() else {
+            return vec![];
+        };
+        // Work: queued jobs, and queues running here (transmissions in flight, a due timer).
+        let mut work: HashSet<AccountId> = accounts.into_iter().collect();
+        let running: Vec<AccountId> = match self.wanted.lock() {
+            Ok(w) => w.iter().cloned().collect(),
+            Err(_) => vec![],
+        };
+        work.extend(
+            running
+                .into_iter()
+                .chain(self.env.owners.owned())
+                .filter(|a| Env::jobs_of(a.as_str()).is_some()),
+        );
+        let mut wake = Vec::new();
+        let mut handover = Vec::new();
+        let mut changed = false;
+        if let Ok(mut wanted) = self.wanted.lock() {
+            for account in &work {
+                let owner = owner::owner_of(account.as_str(), &members).unwrap_or(&me);
+                if owner == me {
+                    changed |= wanted.insert(account.clone());
+                    if self.env.owns(account) {
+                        wake.push(account.clone());
+                    }
+                } else if wanted.remove(account) || self.env.owns(account) {
+                    handover.push((account.clone(), owner.to_string()));
+                    changed = true;
+                }
+            }
+            let before = wanted.len();
+            wanted.retain(|a| work.contains(a));
+            changed |= wanted.len() != before;
+        }
+        for (account, to) in handover {
+            info!(account_id = %account, to = %to, "handing the account's queue over");
+            self.env.owners.close(&account);
+            if let Some(jobs) = Env::jobs_of(account.as_str()) {
+                jobs.stop(Some("normal".into()));
+            }
+        }
+        if changed {
+            self.look_owners.notify_one();
+        }
+        wake
+    }
+
     async fn wake(&mut self, account: AccountId) {
-        if self.leader.lease.is_some() {
-            self.leader.queues.insert(account.clone());
+        if !self.env.owns(&account) {
+            return;
         }
         if let Some(jobs) = Env::jobs_of(account.as_str())
             && jobs.cast(JobsMsg::Wake).is_ok()
@@ -425,37 +561,62 @@ impl MonitorState {
     }
 }
 
-/// The lease keeper: runs the lease protocol every `renew` (and at once when the lease
-/// document changes), apart from the monitor's mailbox. It owns the gate: open until the end
-/// of the lease it holds, closed when it cannot renew in time or another node holds it.
+/// The lease keeper: runs the lease protocol every `renew` (and at once when a lease
+/// document changes, or the wanted accounts do), apart from the monitor's mailbox. It owns
+/// the gates: the leader gate and each account's queue gate are open until the end of the
+/// lease held, closed when it cannot renew in time or another node holds it.
 struct Keeper {
     env: Arc<Env>,
     cfg: LeaderLease,
     monitor: ActorRef<MonitorMsg>,
-    /// Holding the lease (as the keeper last knew) until then, from the start of the last
-    /// successful renewal; `None`: not holding it.
+    /// Holding the leader lease (as the keeper last knew) until then, from the start of the
+    /// last successful renewal; `None`: not holding it.
     valid_until: Option<Instant>,
     watch: Watch,
     /// The holder last seen (for logs).
     holder: Option<String>,
+    /// The accounts the monitor wants (shared with it).
+    wanted: Arc<Mutex<HashSet<AccountId>>>,
+    /// The queue leases this keeper takes, renews or watches.
+    accounts: HashMap<AccountId, QueueLease>,
+    /// The revision of this node's heartbeat last written.
+    heartbeat_rev: Option<String>,
+    liveness: owner::Liveness,
+    /// The members, for the monitor.
+    live: tokio::sync::watch::Sender<Option<Vec<String>>>,
+}
+
+/// The keeper's state of one account's queue lease.
+#[derive(Default)]
+struct QueueLease {
+    /// Held until then (as for the leader lease); `None`: not held.
+    valid_until: Option<Instant>,
+    watch: Watch,
+    /// The other holder last seen (for logs).
+    holder: Option<String>,
 }
 
 impl Keeper {
-    async fn run(mut self, look: Arc<Notify>) {
+    async fn run(mut self, look: Arc<Notify>, look_owners: Arc<Notify>) {
         let mut every = tokio::time::interval(self.cfg.renew);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                // A change of the lease document: a watcher looks at once (the holder may
-                // have released it); the holder renews on its own schedule.
-                _ = look.notified() => {
-                    if self.valid_until.is_some() {
-                        continue;
-                    }
-                }
+            // Every `renew`: all leases are renewed (or looked at). A change of the leader
+            // document: a watcher looks at once (the holder may have released it). A change
+            // of a queue lease or of the wanted accounts: the accounts not held are looked
+            // at (holders renew on their own schedule).
+            let (leader, renew) = tokio::select! {
+                _ = every.tick() => (true, true),
+                _ = look.notified() => (self.valid_until.is_none(), false),
+                _ = look_owners.notified() => (false, false),
+            };
+            if renew {
+                self.heartbeat().await;
             }
-            if !self.round().await {
+            if leader && !self.round().await {
+                return;
+            }
+            if !self.accounts_round(renew).await {
                 return;
             }
         }
@@ -480,8 +641,7 @@ impl Keeper {
                 let was_open = self.env.gate.is_open();
                 self.env.gate.open_until(until);
                 self.holder = Some(me);
-                // The gate was closed (taken now, after a lapse, or by a worker that saw
-                // another holder): scheduling starts again.
+                // The gate was closed (taken now, or after a lapse): the duties start again.
                 if !was_leading || !was_open {
                     return self.monitor.cast(MonitorMsg::Took { taken }).is_ok();
                 }
@@ -507,11 +667,135 @@ impl Keeper {
         true
     }
 
+    /// Writes this node's heartbeat and looks at the others': the members.
+    async fn heartbeat(&mut self) {
+        let store = &self.env.ctx.store;
+        let me = self.env.node().to_string();
+        if let Err(e) = owner::heartbeat(store, &me, &mut self.heartbeat_rev).await {
+            warn!(error = %e, "heartbeat not written");
+        }
+        let docs = match owner::heartbeats(store).await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "heartbeats unreadable: members kept as they were");
+                return;
+            }
+        };
+        let members = self
+            .liveness
+            .members(&me, &docs, self.cfg.lease, Instant::now());
+        self.live.send_if_modified(|cur| {
+            if cur.as_ref() == Some(&members) {
+                return false;
+            }
+            info!(members = ?members, "outbound members changed");
+            *cur = Some(members);
+            true
+        });
+    }
+
     fn lose(&mut self, why: String) {
         self.valid_until = None;
         self.env.gate.close();
         self.watch.forget();
         let _ = self.monitor.cast(MonitorMsg::Lost(why));
+    }
+
+    /// The queue leases: released for accounts no longer wanted; renewed (`renew`) or taken
+    /// for wanted ones. False once the monitor is gone.
+    async fn accounts_round(&mut self, renew: bool) -> bool {
+        let wanted: HashSet<AccountId> = match self.wanted.lock() {
+            Ok(w) => w.clone(),
+            Err(_) => return false,
+        };
+        let me = self.env.node().to_string();
+        let store = self.env.ctx.store.clone();
+        let gone: Vec<AccountId> = self
+            .accounts
+            .keys()
+            .filter(|a| !wanted.contains(*a))
+            .cloned()
+            .collect();
+        for account in gone {
+            let Some(held) = self.accounts.remove(&account) else {
+                continue;
+            };
+            if held.valid_until.is_none() {
+                continue;
+            }
+            // The monitor stopped its queue (a handover) or it went idle: let it go now, so
+            // the next owner need not wait for the lease to run out.
+            self.env.owners.close(&account);
+            let doc = leader::owner_doc(account.as_str());
+            match leader::release_at(&store, &doc, &me).await {
+                Ok(_) => debug!(account_id = %account, "released the account's queue lease"),
+                Err(e) => {
+                    warn!(account_id = %account, error = %e, "queue lease not released; it runs out")
+                }
+            }
+        }
+        for account in wanted {
+            let held = self.accounts.entry(account.clone()).or_default();
+            if !renew && held.valid_until.is_some() {
+                continue;
+            }
+            let started = Instant::now();
+            let doc = leader::owner_doc(account.as_str());
+            let outcome =
+                leader::claim_at(&store, &doc, &me, self.cfg.lease, &mut held.watch).await;
+            let mut lost = None;
+            if held.valid_until.is_some_and(|u| Instant::now() >= u) {
+                lost = Some("lease not renewed in time".to_string());
+            }
+            let mut took = false;
+            match outcome {
+                Ok(Claim::Held { taken }) => {
+                    let until = started + self.cfg.lease;
+                    let was = held.valid_until.replace(until).is_some();
+                    let was_open = self.env.owners.is_open(&account);
+                    self.env.owners.open_until(&account, until);
+                    if !was || !was_open || lost.take().is_some() {
+                        if taken {
+                            info!(account_id = %account, "took the account's queue lease");
+                        }
+                        took = true;
+                    }
+                    held.holder = None;
+                }
+                Ok(Claim::Other { node }) => {
+                    if held.valid_until.is_some() {
+                        lost = Some(format!("lease taken by {node}"));
+                    }
+                    if held.holder.as_deref() != Some(node.as_str()) {
+                        debug!(account_id = %account, holder = %node, "queue lease held by another node");
+                    }
+                    held.holder = Some(node);
+                }
+                Err(e) => {
+                    warn!(account_id = %account, error = %e, "queue lease round failed");
+                    let next = Instant::now() + self.cfg.renew;
+                    if held.valid_until.is_some_and(|u| next >= u) {
+                        lost = Some("cannot renew the lease in time".into());
+                    }
+                }
+            }
+            if let Some(why) = lost {
+                held.valid_until = None;
+                held.watch.forget();
+                self.env.owners.close(&account);
+                if self
+                    .monitor
+                    .cast(MonitorMsg::Disowned(account.clone(), why))
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            if took && self.monitor.cast(MonitorMsg::Owned(account)).is_err() {
+                return false;
+            }
+        }
+        true
     }
 }
 

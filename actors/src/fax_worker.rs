@@ -8,10 +8,10 @@
 //! ([`crate::stage`]), whose [`Action`]s are performed here; an action's result is the next
 //! input. Timers carry `(stage, generation)`; status queries only read.
 //!
-//! The take is leader-checked: on a cluster the job is taken only while this node's leader
-//! gate is open, and the take is undone (no attempt counted) if, once written, the leader
-//! lease names another node — so a paused former leader never starts a transmission the new
-//! leader cannot count. The document is prepared in a task of its own, so heartbeats keep
+//! The take is owner-checked: on a cluster the job is taken only while this node holds the
+//! queue lease of the job's account, and the take is undone (no attempt counted) if, once
+//! written, that lease names another node — so a paused former owner never starts a
+//! transmission the new owner cannot count. The document is prepared in a task of its own, so heartbeats keep
 //! the lease alive however long a conversion takes; the lease is confirmed by a rev-checked
 //! write right before dialling. The call is owned by a [`CallGuard`] in the state: when the
 //! worker ends in any way, a panic included, the call is hung up.
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use faxd::gateway::file_proxy::FileRegistry;
 use faxd::gateway::{CallGuard, FaxEvent, GatewayError, OutboundFax};
-use faxd::ids::Db;
+use faxd::ids::{AccountId, Db};
 use faxd::model::JobStatus;
 use faxd::notify::progress::{Progress, Watched};
 use faxd::outbound::docs::DocumentError;
@@ -299,9 +299,9 @@ impl WorkerState {
             return Input::NotAvailable("job_not_available".into());
         }
         // The queue looked at the gate when it picked the job; the node may have lost the
-        // leader lease since (a pause between the pick and this take).
-        if !env.gate.is_open() {
-            return Input::NotAvailable("not the outbound leader".into());
+        // account's queue lease since (a pause between the pick and this take).
+        if !self.owns_account() {
+            return Input::NotAvailable("not the account's queue owner".into());
         }
         // Lock and acquire in one rev-checked write: the job goes straight from `pending` to
         // `processing` under this worker's lease; a concurrent taker gets a conflict (or, on
@@ -338,17 +338,20 @@ impl WorkerState {
             }
         };
         let saved = &saved;
-        match self.still_leader().await {
+        match self.still_owner().await {
             Ok(()) => {}
-            Err(NotLeader::Unreadable(why)) => {
+            Err(NotOwner::Unreadable(why)) => {
                 // Nothing is known yet: the take stays, and is looked at again.
                 self.take_unsure = true;
                 return Input::AcquireDeferred(why);
             }
-            Err(NotLeader::Other(why)) => {
-                // This node starts nothing more until its fax_monitor holds the lease again
-                // (it reopens the gate then); its queues stop at their next pass.
-                self.args.env.gate.close();
+            Err(NotOwner::Other(why)) => {
+                // This node starts nothing more for the account until its lease keeper holds
+                // the account's lease again (it reopens the gate then); the queue stops at its
+                // next pass.
+                if let Ok(account) = AccountId::parse(&self.args.account_id) {
+                    self.args.env.owners.close(&account);
+                }
                 return self.undo_take(before, saved, why).await;
             }
         }
@@ -371,23 +374,30 @@ impl WorkerState {
         Input::Acquired
     }
 
-    /// On a cluster, whether the outbound leader lease still names this node now that the
-    /// take is written. A leader that takes over after this read sees the job `processing`
-    /// and counts it; one that took over before it makes this worker undo the take.
-    async fn still_leader(&self) -> Result<(), NotLeader> {
+    /// Whether this node may start the job's account now (its queue lease).
+    fn owns_account(&self) -> bool {
+        AccountId::parse(&self.args.account_id).is_ok_and(|a| self.args.env.owns(&a))
+    }
+
+    /// On a cluster, whether the account's queue lease still names this node now that the
+    /// take is written. A node that takes the account over after this read sees the job
+    /// `processing` and counts it; one that took it over before makes this worker undo the
+    /// take.
+    async fn still_owner(&self) -> Result<(), NotOwner> {
         let env = &self.args.env;
         if env.settings.leader.is_none() {
             return Ok(());
         }
-        match leader::read(&env.ctx.store).await {
+        let doc = leader::owner_doc(&self.args.account_id);
+        match leader::read_at(&env.ctx.store, &doc).await {
             Ok(Some(lease)) if lease.node == env.node() => Ok(()),
-            Ok(Some(lease)) => Err(NotLeader::Other(format!(
-                "outbound leader is now {:?}",
+            Ok(Some(lease)) => Err(NotOwner::Other(format!(
+                "the account's queue is now owned by {:?}",
                 lease.node
             ))),
-            Ok(None) => Err(NotLeader::Other("no outbound leader".into())),
-            Err(e) => Err(NotLeader::Unreadable(format!(
-                "outbound leader unreadable: {e}"
+            Ok(None) => Err(NotOwner::Other("no owner of the account's queue".into())),
+            Err(e) => Err(NotOwner::Unreadable(format!(
+                "the account's queue lease unreadable: {e}"
             ))),
         }
     }
@@ -399,7 +409,9 @@ impl WorkerState {
         let mut doc = before;
         doc["_rev"] = saved["_rev"].clone();
         match self.args.env.ctx.store.save(&Db::Faxes, doc).await {
-            Ok(_) => info!(job_id = %self.args.job_id, why, "take undone: not the outbound leader"),
+            Ok(_) => {
+                info!(job_id = %self.args.job_id, why, "take undone: not the account's queue owner")
+            }
             Err(e) => warn!(job_id = %self.args.job_id, why, error = %e,
                             "take not undone; lease recovery will requeue the job"),
         }
@@ -723,10 +735,10 @@ fn sip_code_of(text: &str) -> Option<u16> {
 }
 
 /// Why a take may not go on.
-enum NotLeader {
-    /// Another node leads, or none does.
+enum NotOwner {
+    /// Another node owns the account's queue, or none does.
     Other(String),
-    /// The leader lease cannot be read (the store is away).
+    /// The queue lease cannot be read (the store is away).
     Unreadable(String),
 }
 

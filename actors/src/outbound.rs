@@ -3,7 +3,7 @@
 //! which they start each other under their supervisors (implemented by `faxd-supervisors`,
 //! which owns the tree). Also the live-status lookup the API uses ([`WorkerStatus`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,8 +106,58 @@ pub struct Env {
     pub docs: Arc<dyn DocumentSource>,
     pub settings: Settings,
     pub spawner: Arc<dyn Spawner>,
-    /// Whether this node may start transmissions (the outbound leader lease).
+    /// Whether this node holds the outbound leader lease (the cluster-wide duties of
+    /// fax_monitor: lease recovery, stranded intakes).
     pub gate: LeaderGate,
+    /// The accounts whose queue this node may run now (their queue leases).
+    pub owners: OwnerGates,
+}
+
+/// The accounts whose outbound queue (fax_jobs) this node may run now, each open until the
+/// end of the queue lease this node holds on it ([`faxd::outbound::owner`]), kept by
+/// fax_monitor's lease keeper. fax_jobs looks before starting each job and a worker before
+/// its take, so a node whose lease on an account ran out (a long pause, a store it cannot
+/// reach) starts nothing more for it even before its keeper notices.
+#[derive(Debug, Default)]
+pub struct OwnerGates(Mutex<HashMap<AccountId, Instant>>);
+
+impl OwnerGates {
+    /// Open for `account` until `until` (the end of the lease just taken or renewed).
+    pub fn open_until(&self, account: &AccountId, until: Instant) {
+        if let Ok(mut g) = self.0.lock() {
+            g.insert(account.clone(), until);
+        }
+    }
+
+    pub fn close(&self, account: &AccountId) {
+        if let Ok(mut g) = self.0.lock() {
+            g.remove(account);
+        }
+    }
+
+    pub fn is_open(&self, account: &AccountId) -> bool {
+        self.0
+            .lock()
+            .map(|g| g.get(account).is_some_and(|until| Instant::now() < *until))
+            .unwrap_or(false)
+    }
+
+    /// The accounts open now, sorted.
+    pub fn owned(&self) -> Vec<AccountId> {
+        let now = Instant::now();
+        let mut v: Vec<AccountId> = self
+            .0
+            .lock()
+            .map(|g| {
+                g.iter()
+                    .filter(|(_, until)| now < **until)
+                    .map(|(a, _)| a.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        v
+    }
 }
 
 /// Whether this node may start transmissions now: opened by fax_monitor until the end of
@@ -153,6 +203,12 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 impl Env {
     pub fn node(&self) -> &str {
         self.ctx.node()
+    }
+
+    /// Whether this node may start transmissions of `account` now: always without a cluster
+    /// store, else while it holds the account's queue lease.
+    pub fn owns(&self, account: &AccountId) -> bool {
+        self.settings.leader.is_none() || self.owners.is_open(account)
     }
 
     /// Where workers put fax-ready TIFFs: the node's setting, else `file_cache_path`, else

@@ -33,6 +33,25 @@ use crate::store::{SharedStore, StoreError, conflicts};
 pub const LEADER_DOC: &str = "faxd_outbound_leader";
 /// `pvt_type` of the lease document.
 pub const LEADER_TYPE: &str = "outbound_leader";
+/// Id prefix of the lease of one account's outbound queue ([`owner_doc`]).
+pub const OWNER_PREFIX: &str = "faxd_owner_";
+/// `pvt_type` of an account's queue lease.
+pub const OWNER_TYPE: &str = "outbound_owner";
+
+/// Id (in the `faxes` database) of the lease on the outbound queue of `account`: the same
+/// protocol as the leader lease, one document per account ([`crate::outbound::owner`]).
+pub fn owner_doc(account: &str) -> String {
+    format!("{OWNER_PREFIX}{account}")
+}
+
+/// The `pvt_type` a lease document `id` is written with.
+fn lease_type(id: &str) -> &'static str {
+    if id.starts_with(OWNER_PREFIX) {
+        OWNER_TYPE
+    } else {
+        LEADER_TYPE
+    }
+}
 
 /// The lease document as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,22 +88,35 @@ fn rank(doc: &Value) -> (bool, i64, String) {
     (d.node.is_empty(), d.taken_ms, d.node)
 }
 
-/// The winning revision of the lease document; losing revisions are deleted.
-async fn read_doc(store: &SharedStore) -> Result<Option<Value>, StoreError> {
-    conflicts::resolve(store, &Db::Faxes, LEADER_DOC, rank).await
+/// The winning revision of lease document `id`; losing revisions are deleted.
+async fn read_doc(store: &SharedStore, id: &str) -> Result<Option<Value>, StoreError> {
+    conflicts::resolve(store, &Db::Faxes, id, rank).await
 }
 
-/// Reads the lease document (`None`: no node ever took it): its winning revision, when a
-/// CouchDB cluster left conflicting ones.
+/// Reads the leader lease document (`None`: no node ever took it): its winning revision,
+/// when a CouchDB cluster left conflicting ones.
 pub async fn read(store: &SharedStore) -> Result<Option<LeaseDoc>, StoreError> {
-    Ok(read_doc(store).await?.map(|d| LeaseDoc::from_doc(&d)))
+    read_at(store, LEADER_DOC).await
 }
 
-/// After a save of the lease by `me` succeeded: reads it back with its conflicts. `me`
+/// Reads lease document `id` (the leader's or an account's), as [`read`].
+pub async fn read_at(store: &SharedStore, id: &str) -> Result<Option<LeaseDoc>, StoreError> {
+    Ok(read_doc(store, id).await?.map(|d| LeaseDoc::from_doc(&d)))
+}
+
+/// After a save of lease `id` by `me` succeeded: reads it back with its conflicts. `me`
 /// holds it only if the winning revision names it; otherwise its own revision is deleted
 /// and the winner reported.
-pub async fn confirm(store: &SharedStore, me: &str, taken: bool) -> Result<Claim, StoreError> {
-    let node = read(store).await?.map(|d| d.node).unwrap_or_default();
+async fn confirm(
+    store: &SharedStore,
+    id: &str,
+    me: &str,
+    taken: bool,
+) -> Result<Claim, StoreError> {
+    let node = read_at(store, id)
+        .await?
+        .map(|d| d.node)
+        .unwrap_or_default();
     if node == me {
         Ok(Claim::Held { taken })
     } else {
@@ -135,11 +167,29 @@ pub async fn claim(
     lease: Duration,
     watch: &mut Watch,
 ) -> Result<Claim, StoreError> {
+    claim_at(store, LEADER_DOC, me, lease, watch).await
+}
+
+/// One round of the lease protocol on lease document `id` (the leader's, or an account's
+/// [`owner_doc`]), as [`claim`].
+pub async fn claim_at(
+    store: &SharedStore,
+    id: &str,
+    me: &str,
+    lease: Duration,
+    watch: &mut Watch,
+) -> Result<Claim, StoreError> {
     let now_ms = crate::time::now_unix_ms();
     let lease_ms = lease.as_millis() as i64;
-    let current = read_doc(store).await?;
+    let current = read_doc(store, id).await?;
     let (doc, taken) = match current {
-        None => (json!({"_id": LEADER_DOC, "taken_ms": now_ms}), true),
+        None => {
+            let mut doc = json!({"_id": id, "taken_ms": now_ms});
+            if let Some(account) = id.strip_prefix(OWNER_PREFIX) {
+                doc["account_id"] = json!(account);
+            }
+            (doc, true)
+        }
         Some(doc) => {
             let held = LeaseDoc::from_doc(&doc);
             if held.node == me {
@@ -154,18 +204,21 @@ pub async fn claim(
         }
     };
     let mut doc = doc;
-    doc["pvt_type"] = json!(LEADER_TYPE);
+    doc["pvt_type"] = json!(lease_type(id));
     doc["node"] = json!(me);
     doc["renewed_ms"] = json!(now_ms);
     doc["expires_ms"] = json!(now_ms + lease_ms);
     match store.save(&Db::Faxes, doc).await {
         Ok(_) => {
             watch.forget();
-            confirm(store, me, taken).await
+            confirm(store, id, me, taken).await
         }
         Err(StoreError::Conflict) => {
             // Someone else wrote first (took it, or renewed just now): they hold it.
-            let node = read(store).await?.map(|d| d.node).unwrap_or_default();
+            let node = read_at(store, id)
+                .await?
+                .map(|d| d.node)
+                .unwrap_or_default();
             Ok(Claim::Other { node })
         }
         Err(e) => Err(e),
@@ -175,7 +228,12 @@ pub async fn claim(
 /// Gives the lease up (node shutdown), so another node takes over at once. Only if `me`
 /// still holds it; a lost race is not an error.
 pub async fn release(store: &SharedStore, me: &str) -> Result<bool, StoreError> {
-    let Some(mut doc) = read_doc(store).await? else {
+    release_at(store, LEADER_DOC, me).await
+}
+
+/// Gives lease document `id` up, as [`release`].
+pub async fn release_at(store: &SharedStore, id: &str, me: &str) -> Result<bool, StoreError> {
+    let Some(mut doc) = read_doc(store, id).await? else {
         return Ok(false);
     };
     if doc.get("node").and_then(Value::as_str) != Some(me) {
@@ -420,16 +478,24 @@ mod tests {
             match order {
                 ReadBack::LoserFirst => {
                     assert_eq!(
-                        confirm(&store, &a, true).await.unwrap(),
+                        confirm(&store, LEADER_DOC, &a, true).await.unwrap(),
                         other_b,
                         "{order:?}"
                     );
-                    assert_eq!(confirm(&store, &b, true).await.unwrap(), held, "{order:?}");
+                    assert_eq!(
+                        confirm(&store, LEADER_DOC, &b, true).await.unwrap(),
+                        held,
+                        "{order:?}"
+                    );
                 }
                 ReadBack::WinnerFirst => {
-                    assert_eq!(confirm(&store, &b, true).await.unwrap(), held, "{order:?}");
                     assert_eq!(
-                        confirm(&store, &a, true).await.unwrap(),
+                        confirm(&store, LEADER_DOC, &b, true).await.unwrap(),
+                        held,
+                        "{order:?}"
+                    );
+                    assert_eq!(
+                        confirm(&store, LEADER_DOC, &a, true).await.unwrap(),
                         other_b,
                         "{order:?}"
                     );

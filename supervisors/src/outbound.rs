@@ -160,6 +160,7 @@ pub fn children(
         gateway,
         docs,
         gate: LeaderGate::new(&settings),
+        owners: Default::default(),
         settings,
         spawner: Arc::new(TreeSpawner(slots.clone())),
     });

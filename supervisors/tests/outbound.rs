@@ -80,7 +80,7 @@ both_backends!(
     a_prepare_slower_than_the_lease_sends_once,
     a_panicking_worker_hangs_up_and_the_job_completes_once,
     a_lease_lost_mid_call_hangs_up_and_the_job_completes_once,
-    a_former_leader_does_not_take_jobs_once_another_node_leads,
+    a_former_owner_does_not_take_jobs_once_another_node_owns_the_account,
     cancel_racing_a_take_ends_each_job_once,
 );
 
@@ -985,25 +985,20 @@ async fn a_lease_lost_mid_call_hangs_up_and_the_job_completes_once(store: Shared
     engine.stop().await;
 }
 
-/// The handover race of a paused leader: this node still believes it leads (its gate is
-/// open until its lease runs out) while another node has already taken the leader lease
-/// over. A job that becomes due then is picked by this node's queue, but its worker undoes
-/// the take once it sees the lease names another node: no call, no attempt counted, the job
-/// left `pending` for the new leader.
-async fn a_former_leader_does_not_take_jobs_once_another_node_leads(store: SharedStore) {
-    use faxd::outbound::leader::{self, LEADER_DOC};
+/// The handover race of a paused queue owner: this node still believes it owns an
+/// account's queue (its gate is open until the queue lease runs out) while another node has
+/// already taken that lease over. A job that becomes due then is picked by this node's queue,
+/// but its worker undoes the take once it sees the lease names another node: no call, no
+/// attempt counted, the job left `pending` for the new owner.
+async fn a_former_owner_does_not_take_jobs_once_another_node_owns_the_account(store: SharedStore) {
+    use faxd::outbound::leader;
     faxd::bootstrap::ensure_global_dbs(&store)
         .await
         .expect("global dbs");
-    if let Some(doc) = store.get(&Db::Faxes, LEADER_DOC).await.expect("get") {
-        let rev = doc["_rev"].as_str().expect("rev").to_string();
-        store
-            .delete(&Db::Faxes, LEADER_DOC, &rev)
-            .await
-            .expect("delete");
-    }
     let account = new_account(&store, None).await;
-    // Renewed every 20 s, valid 60 s: the node keeps believing it leads for the whole test.
+    let owner_doc = leader::owner_doc(account.as_str());
+    // Renewed every 20 s, valid 60 s: the node keeps believing it owns the queue for the
+    // whole test.
     let engine = Engine::start_with(
         store.clone(),
         &[&account],
@@ -1018,17 +1013,24 @@ async fn a_former_leader_does_not_take_jobs_once_another_node_leads(store: Share
         },
     )
     .await;
+    // A fax for tomorrow gives the account work: the node takes its queue lease.
+    let later = format!("+1424{:07}", rand_digits() + 1_000_000);
+    let tomorrow = faxd::time::now_unix() + 86_400;
+    let waiting = submit(&store, &account, &later, 1, json!({"send_at": tomorrow})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut lease = loop {
-        if let Some(doc) = store.get(&Db::Faxes, LEADER_DOC).await.expect("get")
+        if let Some(doc) = store.get(&Db::Faxes, &owner_doc).await.expect("get")
             && doc["node"] == engine.node.as_str()
         {
             break doc;
         }
-        assert!(Instant::now() < deadline, "the engine never took the lease");
+        assert!(
+            Instant::now() < deadline,
+            "the engine never took the queue lease"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // Another node takes the lease over (what its fax_monitor writes).
+    // Another node takes the queue lease over (what its lease keeper writes).
     lease["node"] = json!("faxd-other@127.0.0.1");
     store.save(&Db::Faxes, lease).await.expect("take over");
 
@@ -1046,7 +1048,7 @@ async fn a_former_leader_does_not_take_jobs_once_another_node_leads(store: Share
     let doc = loop {
         let doc = store.get(&Db::Faxes, &id).await.expect("get");
         let Some(doc) = doc else {
-            panic!("the job left the queue: the former leader sent it");
+            panic!("the job left the queue: the former owner sent it");
         };
         if generation(&doc).is_some_and(|g| g >= before + 2) && doc["pvt_job_status"] == "pending" {
             break doc;
@@ -1058,15 +1060,18 @@ async fn a_former_leader_does_not_take_jobs_once_another_node_leads(store: Share
     assert!(doc.get("pvt_lease").is_none(), "{doc}");
     assert!(
         calls_to(&engine, &to).is_empty(),
-        "the former leader dialled"
+        "the former owner dialled"
     );
-    // Clean up: the job and the lease are no other test's business.
-    store
-        .delete(&Db::Faxes, &id, doc["_rev"].as_str().expect("rev"))
-        .await
-        .expect("delete job");
+    // Clean up: the jobs and the lease are no other test's business.
+    for job in [&id, &waiting] {
+        let doc = store.get(&Db::Faxes, job).await.expect("get").expect("job");
+        store
+            .delete(&Db::Faxes, job, doc["_rev"].as_str().expect("rev"))
+            .await
+            .expect("delete job");
+    }
     assert!(
-        leader::release(&store, "faxd-other@127.0.0.1")
+        leader::release_at(&store, &owner_doc, "faxd-other@127.0.0.1")
             .await
             .expect("release")
     );
