@@ -154,6 +154,9 @@ pub async fn take(
     grace: Duration,
     job_lease: Duration,
 ) -> Result<NumberTake, StoreError> {
+    if number.is_empty() {
+        return Err(StoreError::Invalid("no destination number to lease".into()));
+    }
     let mut last = None;
     for _ in 0..ROUNDS {
         let now_ms = crate::time::now_unix_ms();
@@ -180,7 +183,7 @@ pub async fn take(
         doc["lease"] = json!(lease_token);
         doc["taken_ms"] = json!(now_ms);
         match store.save(&Db::Faxes, doc).await {
-            Ok(_) => return settle(store, number, job_id, lease_token).await,
+            Ok(_) => return confirm(store, number, job_id, lease_token).await,
             // Someone wrote first (took it, or released it): look again.
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e),
@@ -200,10 +203,13 @@ pub async fn take(
     })
 }
 
-/// After a save of `number` for `job_id`/`lease_token` succeeded: reads it back with its
-/// conflicts. Taken only if the winning revision names this job and token; otherwise this
-/// take's revision is deleted and the winner reported.
-async fn settle(
+/// Whether job `job_id` under `lease_token` holds `number`: reads its lease with its
+/// conflicts, as [`take`] does after its save. [`NumberTake::Taken`] only if the winning
+/// revision names this job and token; otherwise this take's revision (if any) is deleted and
+/// the winner reported (`Busy` with empty names: nobody holds it). On a CouchDB cluster a
+/// conflicting take may reach a node only after the read-back of [`take`]; a worker calls
+/// this again right before it dials, so it does not call a number another take won.
+pub async fn confirm(
     store: &SharedStore,
     number: &str,
     job_id: &str,
@@ -488,8 +494,8 @@ mod tests {
                 "{case}: CouchDB's own winner is the loser's revision"
             );
 
-            let settle_lose = || settle(&store, &number, &lose_job, "tok-n-lose");
-            let settle_win = || settle(&store, &number, &win_job, "tok-n-win");
+            let settle_lose = || confirm(&store, &number, &lose_job, "tok-n-lose");
+            let settle_win = || confirm(&store, &number, &win_job, "tok-n-win");
             let (lose, win) = if loser_reads_first {
                 let lose = settle_lose().await.unwrap();
                 (lose, settle_win().await.unwrap())
@@ -544,5 +550,57 @@ mod tests {
                     .is_empty()
             );
         }
+
+        // A take whose read-back saw no conflict yet (Taken), and an earlier take on the
+        // same revision that reaches this node afterwards: the confirmation before dialling
+        // tells the later taker the number is busy, and its revision is gone.
+        let number = fresh_number();
+        let late = take(
+            &store, &number, "n-late", "job-late", "tok-late", LONG, LONG,
+        );
+        assert_eq!(late.await.unwrap(), NumberTake::Taken);
+        assert_eq!(
+            confirm(&store, &number, "job-late", "tok-late")
+                .await
+                .unwrap(),
+            NumberTake::Taken
+        );
+        let now = crate::time::now_unix_ms();
+        let early = taken_by(&json!({}), &number, "n-early", "job-early", now - 1_000);
+        let rev_early = couch
+            .write_replicated(&db, None, &low, early)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_leaves(&db, &doc_id(&number)).await.unwrap().len(),
+            2
+        );
+        assert_eq!(
+            confirm(&store, &number, "job-late", "tok-late")
+                .await
+                .unwrap(),
+            busy("n-early", "job-early")
+        );
+        let leaves = store.get_leaves(&db, &doc_id(&number)).await.unwrap();
+        assert_eq!(leaves.len(), 1, "{leaves:?}");
+        assert_eq!(leaves[0]["_rev"], rev_early.as_str());
+        assert!(
+            release(&store, &number, "job-early", "tok-n-early")
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_take_needs_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = std::sync::Arc::new(
+            crate::store::sqlite::SqliteStore::open(dir.path())
+                .await
+                .unwrap(),
+        );
+        crate::bootstrap::ensure_global_dbs(&store).await.unwrap();
+        let taken = take(&store, "", "n", "j", "t", LONG, LONG).await;
+        assert!(matches!(taken, Err(StoreError::Invalid(_))), "{taken:?}");
     }
 }
