@@ -157,6 +157,10 @@ async fn run(state: &FaxMaintenanceState, cmd: Command) -> SupReply {
                 tree
             ))
         }
+        Command::Nodes => match nodes(ctx).await {
+            Ok(out) => done(out),
+            Err(e) => fail(format!("failed to read the store: {e}")),
+        },
         Command::ConfigGet { category, key } if category == "fax" => {
             match ctx.sysconf.get_key(&key) {
                 Ok(v) => done(v.to_string()),
@@ -205,6 +209,57 @@ async fn outbound_leader(ctx: &NodeContext) -> String {
             Err(e) => format!("leader lease unreadable: {e}"),
         },
     }
+}
+
+/// `faxd_maintenance nodes`: this node and the linked members, with the accounts whose
+/// outbound queue each owns (ownership documents; on the embedded single-node store this
+/// node owns every account with queued work) and the transmissions each runs.
+async fn nodes(ctx: &NodeContext) -> Result<String, faxd::store::StoreError> {
+    use crate::maintenance::{OwnerRow, RunRow, render_nodes};
+    use faxd::ids::Db;
+    let store = &ctx.store;
+    let me = ctx.node();
+    let members = crate::cluster::members().await;
+    let queued: Vec<String> = store
+        .schedule_accounts()
+        .await?
+        .into_iter()
+        .map(|(a, _)| a.as_str().to_string())
+        .collect();
+    let mut owners: Vec<OwnerRow> = store
+        .docs_by_type(&Db::Faxes, "outbound_owner")
+        .await?
+        .iter()
+        .filter_map(OwnerRow::from_doc)
+        .collect();
+    if owners.is_empty() && ctx.config.store.backend == faxd::store::Backend::Embedded {
+        owners = queued
+            .iter()
+            .map(|a| OwnerRow {
+                account_id: a.clone(),
+                node: me.to_string(),
+                expires_ms: i64::MAX,
+            })
+            .collect();
+    }
+    let runs: Vec<RunRow> = store
+        .processing_by_node(None)
+        .await?
+        .into_iter()
+        .map(|r| RunRow {
+            node: r.node.unwrap_or_default(),
+            job_id: r.id,
+            to: r.to.unwrap_or_default(),
+        })
+        .collect();
+    Ok(render_nodes(
+        me,
+        &members,
+        &owners,
+        &runs,
+        &queued,
+        faxd::time::now_unix_ms(),
+    ))
 }
 
 /// `crossbar_maintenance create_account`: the API's account creation under the master account,

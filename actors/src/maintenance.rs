@@ -11,6 +11,9 @@ use serde_json::Value;
 pub enum Command {
     /// `faxd_maintenance status`
     Status,
+    /// `faxd_maintenance nodes`: the cluster's members, each with the accounts whose
+    /// outbound queue it owns and the transmissions it runs.
+    Nodes,
     /// `kapps_config get <category> <key>`
     ConfigGet { category: String, key: String },
     /// `kapps_config set <category> <key> <json value>`
@@ -43,6 +46,7 @@ pub enum Command {
 /// Commands known, for help and errors.
 pub const USAGE: &str = "commands:\n  \
     faxd_maintenance status\n  \
+    faxd_maintenance nodes\n  \
     kapps_config get fax <key>\n  \
     kapps_config set fax <key> <json value>\n  \
     fax_maintenance pending_jobs\n  \
@@ -58,6 +62,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["faxd_maintenance", "status"] => Ok(Command::Status),
+        ["faxd_maintenance", "nodes"] => Ok(Command::Nodes),
         ["kapps_config", "get", category, key] => Ok(Command::ConfigGet {
             category: category.to_string(),
             key: key.to_string(),
@@ -138,6 +143,197 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = line(headers.to_vec());
     for row in rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// An account's outbound queue owner, as its ownership document (`pvt_type`
+/// `outbound_owner`, faxes database) names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerRow {
+    pub account_id: String,
+    /// The holder; empty: released.
+    pub node: String,
+    /// When the ownership runs out unless renewed, unix ms (the holder's clock).
+    pub expires_ms: i64,
+}
+
+impl OwnerRow {
+    /// Reads an ownership document (`None`: no account named in it).
+    pub fn from_doc(doc: &Value) -> Option<OwnerRow> {
+        let s = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let account_id = Some(s("account_id"))
+            .filter(|a| !a.is_empty())
+            .or_else(|| {
+                doc.get("_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| id.strip_prefix("faxd_owner_"))
+                    .map(str::to_string)
+            })?;
+        Some(OwnerRow {
+            account_id,
+            node: s("node"),
+            expires_ms: doc.get("expires_ms").and_then(Value::as_i64).unwrap_or(0),
+        })
+    }
+}
+
+/// A transmission being run (a `processing` job).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRow {
+    /// The node running it (`pvt_job_node`; empty if the job names none).
+    pub node: String,
+    pub job_id: String,
+    /// Destination number (empty if unknown).
+    pub to: String,
+}
+
+/// Width `faxd_maintenance nodes` wraps its id lists at.
+const WRAP: usize = 100;
+
+/// `label: a, b, c` indented by two, wrapped at [`WRAP`] columns with continuation lines
+/// aligned under the first item.
+fn wrapped(label: &str, items: &[String]) -> String {
+    let head = format!("  {label}: ");
+    let indent = " ".repeat(head.len());
+    let mut out = head.clone();
+    let mut col = head.len();
+    for (i, item) in items.iter().enumerate() {
+        let piece = if i + 1 < items.len() {
+            format!("{item},")
+        } else {
+            item.clone()
+        };
+        if i > 0 {
+            if col + 1 + piece.len() > WRAP {
+                out.push('\n');
+                out.push_str(&indent);
+                col = indent.len();
+            } else {
+                out.push(' ');
+                col += 1;
+            }
+        }
+        out.push_str(&piece);
+        col += piece.len();
+    }
+    out.push('\n');
+    out
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `faxd_maintenance nodes`: one block per node, sorted by name — this node (`me`), the
+/// linked `members`, then holders named by ownership documents or running jobs that are not
+/// linked — with the accounts whose queue it owns (ownership expired by `now_ms` shown
+/// apart) and the transmissions it runs. Accounts with queued work (`queued`) that no
+/// ownership document names a holder for are listed last, and the count of released ones.
+pub fn render_nodes(
+    me: &str,
+    members: &[String],
+    owners: &[OwnerRow],
+    runs: &[RunRow],
+    queued: &[String],
+    now_ms: i64,
+) -> String {
+    use std::collections::{BTreeMap, BTreeSet};
+    #[derive(Default)]
+    struct Block {
+        linked: bool,
+        accounts: BTreeSet<String>,
+        expired: BTreeSet<String>,
+        runs: Vec<String>,
+    }
+    let mut nodes: BTreeMap<String, Block> = BTreeMap::new();
+    for m in members.iter().map(String::as_str).chain([me]) {
+        nodes.entry(m.to_string()).or_default().linked = true;
+    }
+    let mut owned = BTreeSet::new();
+    let mut named = BTreeSet::new();
+    let mut released = BTreeSet::new();
+    for o in owners {
+        if o.node.is_empty() {
+            released.insert(o.account_id.clone());
+            continue;
+        }
+        named.insert(o.account_id.clone());
+        let block = nodes.entry(o.node.clone()).or_default();
+        if o.expires_ms < now_ms {
+            block.expired.insert(o.account_id.clone());
+        } else {
+            block.accounts.insert(o.account_id.clone());
+            owned.insert(o.account_id.clone());
+        }
+    }
+    for r in runs {
+        let node = if r.node.is_empty() {
+            "(no node)"
+        } else {
+            r.node.as_str()
+        };
+        let job = if r.to.is_empty() {
+            r.job_id.clone()
+        } else {
+            format!("{} ({})", r.job_id, r.to)
+        };
+        nodes.entry(node.to_string()).or_default().runs.push(job);
+    }
+    let linked = nodes.values().filter(|b| b.linked).count();
+    let mut out = format!("nodes: {linked} (this node {me})");
+    let unlinked = nodes.len() - linked;
+    if unlinked > 0 {
+        out.push_str(&format!(", {unlinked} more not linked"));
+    }
+    out.push('\n');
+    for (name, mut b) in nodes {
+        let tag = if name == me {
+            " (this node)"
+        } else if !b.linked {
+            " (not linked)"
+        } else {
+            ""
+        };
+        let mut accounts = count(b.accounts.len(), "account", "accounts");
+        if !b.expired.is_empty() {
+            accounts.push_str(&format!(" (+{} expired)", b.expired.len()));
+        }
+        out.push_str(&format!(
+            "{name}{tag}: {accounts}, {}\n",
+            count(b.runs.len(), "transmission", "transmissions")
+        ));
+        if !b.accounts.is_empty() {
+            out.push_str(&wrapped("accounts", &Vec::from_iter(b.accounts)));
+        }
+        if !b.expired.is_empty() {
+            out.push_str(&wrapped("expired", &Vec::from_iter(b.expired)));
+        }
+        if !b.runs.is_empty() {
+            b.runs.sort();
+            out.push_str(&wrapped("jobs", &b.runs));
+        }
+    }
+    let waiting: Vec<String> = queued
+        .iter()
+        .filter(|a| !named.contains(*a))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !waiting.is_empty() {
+        out.push_str(&format!(
+            "no owner: {} with queued work\n",
+            count(waiting.len(), "account", "accounts")
+        ));
+        out.push_str(&wrapped("accounts", &waiting));
+    }
+    let released: Vec<String> = released.difference(&owned).cloned().collect();
+    if !released.is_empty() {
+        out.push_str(&format!(
+            "released: {}\n",
+            count(released.len(), "account", "accounts")
+        ));
     }
     out
 }
@@ -265,6 +461,7 @@ mod tests {
     #[test]
     fn parses_commands() {
         assert_eq!(parse(&args("faxd_maintenance status")), Ok(Command::Status));
+        assert_eq!(parse(&args("faxd_maintenance nodes")), Ok(Command::Nodes));
         assert_eq!(
             parse(&args("kapps_config get fax max_outbound")),
             Ok(Command::ConfigGet {
@@ -342,6 +539,112 @@ mod tests {
         assert_eq!(
             parse(&args("fax_maintenance restart_job j")),
             Ok(Command::RestartJob { job: "j".into() })
+        );
+    }
+
+    fn owner(account: &str, node: &str, expires_ms: i64) -> OwnerRow {
+        OwnerRow {
+            account_id: account.into(),
+            node: node.into(),
+            expires_ms,
+        }
+    }
+
+    fn running(node: &str, job: &str, to: &str) -> RunRow {
+        RunRow {
+            node: node.into(),
+            job_id: job.into(),
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn nodes_are_listed_with_what_they_own_and_run() {
+        let me = "faxd-a@127.0.0.1";
+        let members = vec!["faxd-c@127.0.0.1".to_string(), "faxd-b@127.0.0.1".into()];
+        let owners = vec![
+            owner("acct2", me, 2_000),
+            owner("acct1", me, 2_000),
+            owner("acct3", "faxd-b@127.0.0.1", 2_000),
+            // Not renewed in time: shown apart.
+            owner("acct4", "faxd-b@127.0.0.1", 500),
+            // Held by a node this one is not linked to.
+            owner("acct5", "faxd-d@127.0.0.1", 2_000),
+            owner("acct6", "", 0),
+        ];
+        let runs = vec![
+            running(me, "job2", "+15550002"),
+            running(me, "job1", "+15550001"),
+            running("faxd-e@127.0.0.1", "job3", ""),
+        ];
+        let queued = vec![
+            "acct1".to_string(),
+            "acct6".into(),
+            "acct7".into(),
+            "acct4".into(),
+        ];
+        let out = render_nodes(me, &members, &owners, &runs, &queued, 1_000);
+        assert_eq!(
+            out,
+            "nodes: 3 (this node faxd-a@127.0.0.1), 2 more not linked\n\
+             faxd-a@127.0.0.1 (this node): 2 accounts, 2 transmissions\n\
+             \x20 accounts: acct1, acct2\n\
+             \x20 jobs: job1 (+15550001), job2 (+15550002)\n\
+             faxd-b@127.0.0.1: 1 account (+1 expired), 0 transmissions\n\
+             \x20 accounts: acct3\n\
+             \x20 expired: acct4\n\
+             faxd-c@127.0.0.1: 0 accounts, 0 transmissions\n\
+             faxd-d@127.0.0.1 (not linked): 1 account, 0 transmissions\n\
+             \x20 accounts: acct5\n\
+             faxd-e@127.0.0.1 (not linked): 0 accounts, 1 transmission\n\
+             \x20 jobs: job3\n\
+             no owner: 2 accounts with queued work\n\
+             \x20 accounts: acct6, acct7\n\
+             released: 1 account\n"
+        );
+
+        // A single node (no members), nothing queued or running.
+        assert_eq!(
+            render_nodes(me, &[], &[], &[], &[], 0),
+            "nodes: 1 (this node faxd-a@127.0.0.1)\n\
+             faxd-a@127.0.0.1 (this node): 0 accounts, 0 transmissions\n"
+        );
+    }
+
+    #[test]
+    fn fifty_accounts_wrap_to_readable_lines() {
+        let me = "faxd-a@127.0.0.1";
+        let ids: Vec<String> = (0..50).map(|i| format!("{i:032x}")).collect();
+        let owners: Vec<OwnerRow> = ids.iter().map(|a| owner(a, me, i64::MAX)).collect();
+        let out = render_nodes(me, &[], &owners, &[], &[], 0);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[1],
+            "faxd-a@127.0.0.1 (this node): 50 accounts, 0 transmissions"
+        );
+        assert!(lines[2].starts_with("  accounts: 00000000000000000000000000000000, "));
+        assert!(lines.iter().all(|l| l.len() <= 100), "{out}");
+        assert!(
+            lines[3..].iter().all(|l| l.starts_with(&" ".repeat(12))),
+            "{out}"
+        );
+        // Every id once, in order, each followed by a comma but the last.
+        let listed: Vec<&str> = out
+            .lines()
+            .skip(2)
+            .flat_map(|l| l.trim_start_matches("  accounts:").split_whitespace())
+            .collect();
+        let want: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, a)| if i < 49 { format!("{a},") } else { a.clone() })
+            .collect();
+        assert_eq!(listed, want);
+        assert_eq!(
+            OwnerRow::from_doc(&serde_json::json!({
+                "_id": "faxd_owner_abc", "pvt_type": "outbound_owner", "node": "n1",
+                "expires_ms": 7})),
+            Some(owner("abc", "n1", 7))
         );
     }
 

@@ -1,6 +1,6 @@
 //! The real `faxd` binary with the scripted media engine: a node killed with SIGKILL in the
 //! middle of a transmission and started again completes the job (the dead attempt counts),
-//! and the `fax_maintenance` job tables show it while it runs.
+//! and the `fax_maintenance` job tables and `faxd_maintenance nodes` show it while it runs.
 
 mod common;
 
@@ -78,6 +78,16 @@ async fn kill_9_mid_transmission_then_restart_completes_the_job() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("Node"), "{out}");
     assert!(out.contains(&id) && out.contains(to), "{out}");
+    // The node list shows it as this node's transmission.
+    let (code, out, err) = node.sup(&["faxd_maintenance", "nodes"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("nodes: 1 (this node "), "{out}");
+    let mine = out.lines().nth(1).unwrap_or_default();
+    assert!(
+        mine.contains("(this node): ") && mine.ends_with(", 1 transmission"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("jobs: {id} ({to})")), "{out}");
     let code = node.stop_with("KILL");
     assert_ne!(code, 0);
     let doc = store.get(&Db::Faxes, &id).await.unwrap().unwrap();
