@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use faxd::ids::{AccountId, Db};
 use faxd::model::JobStatus;
 use faxd::outbound::names;
+use faxd::outbound::number_lease::{self, NumberTake};
 use faxd::outbound::{Job, lease};
 use faxd::store::{CreatedRange, JobRow, Page, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -408,22 +409,74 @@ impl JobsState {
     /// job another queue took ends that worker at once). The slot is held until the worker's
     /// `WorkerDone`.
     async fn start(&mut self, c: &Candidate) {
+        let lease = faxd::ids::new_id();
+        let leased = self.env.leases_numbers() && !c.number.is_empty();
+        if leased && !self.take_number(c, &lease).await {
+            return;
+        }
         let args = WorkerArgs {
             env: self.env.clone(),
             job_id: c.id.clone(),
             account_id: self.account.to_string(),
             to_number: c.number.clone(),
-            lease: faxd::ids::new_id(),
+            lease: lease.clone(),
         };
         self.book.start(&c.id, &c.number);
         if let Err(e) = self.env.spawner.start_worker(args).await {
             self.book.finish(&c.id);
             warn!(account_id = %self.account, job_id = %c.id, to_number = %c.number,
                   error = %e, "worker did not start; job stays pending");
-            self.blocked
-                .insert(c.number.clone(), Instant::now() + BLOCK);
-            self.retry_blocked = true;
+            self.block(&c.number);
+            if leased {
+                let store = &self.env.ctx.store;
+                if let Err(e) = number_lease::release(store, &c.number, &c.id, &lease).await {
+                    debug!(to_number = %c.number, error = %e, "number lease not released; it lapses");
+                }
+            }
         }
+    }
+
+    /// On a cluster, takes the lease of the job's number for the worker about to start
+    /// (`lease` is its job-lease token). A number another node's transmission holds is
+    /// blocked for a while, like one whose worker name is taken on this node.
+    async fn take_number(&mut self, c: &Candidate, lease: &str) -> bool {
+        let env = &self.env;
+        let grace = env
+            .settings
+            .heartbeat
+            .max(std::time::Duration::from_secs(1));
+        let taken = number_lease::take(
+            &env.ctx.store,
+            &c.number,
+            env.node(),
+            &c.id,
+            lease,
+            grace,
+            env.settings.lease,
+        )
+        .await;
+        match taken {
+            Ok(NumberTake::Taken) => true,
+            Ok(NumberTake::Busy { node, job_id }) => {
+                debug!(account_id = %self.account, job_id = %c.id, to_number = %c.number,
+                       holder = %node, holder_job = %job_id, "number busy elsewhere; job waits");
+                self.block(&c.number);
+                false
+            }
+            Err(e) => {
+                warn!(account_id = %self.account, job_id = %c.id, to_number = %c.number,
+                      error = %e, "number lease not taken; job waits");
+                self.block(&c.number);
+                false
+            }
+        }
+    }
+
+    /// Keeps `number` out of the picks for a while (looked at again after it).
+    fn block(&mut self, number: &str) {
+        self.blocked
+            .insert(number.to_string(), Instant::now() + BLOCK);
+        self.retry_blocked = true;
     }
 }
 

@@ -29,6 +29,7 @@ use faxd::outbound::docs::DocumentError;
 use faxd::outbound::job::LEASE_GEN;
 use faxd::outbound::leader;
 use faxd::outbound::lease::{self, ReleasePolicy};
+use faxd::outbound::number_lease::{self, NumberTake};
 use faxd::outbound::release::Outcome;
 use faxd::outbound::{Job, LiveStatus};
 use faxd::store::StoreError;
@@ -204,6 +205,15 @@ impl Actor for FaxWorker {
             st.release(outcome).await;
         }
         st.cleanup().await;
+        // The attempt is over (a panic skips this: the restarted worker goes on under the
+        // same lease token, so the number stays its own).
+        if st.args.env.leases_numbers() {
+            let a = &st.args;
+            let store = &a.env.ctx.store;
+            if let Err(e) = number_lease::release(store, &a.to_number, &a.job_id, &a.lease).await {
+                debug!(job_id = %a.job_id, error = %e, "number lease not released; it lapses");
+            }
+        }
         st.notify_done();
         Ok(())
     }
@@ -355,6 +365,23 @@ impl WorkerState {
                 return self.undo_take(before, saved, why).await;
             }
         }
+        // The number's lease (a cluster): still this transmission's now that the job is
+        // taken (a take deferred by a store outage may come after the number's grace).
+        if self.args.env.leases_numbers() {
+            let store = &self.args.env.ctx.store;
+            let a = &self.args;
+            match number_lease::confirm(store, &a.to_number, &a.job_id, &a.lease).await {
+                Ok(NumberTake::Taken) => {}
+                Ok(NumberTake::Busy { node, .. }) => {
+                    let why = format!("number {} held by a transmission on {node:?}", a.to_number);
+                    return self.undo_take(before, saved, why).await;
+                }
+                Err(e) => {
+                    self.take_unsure = true;
+                    return Input::AcquireDeferred(format!("number lease unreadable: {e}"));
+                }
+            }
+        }
         debug!(job_id = %job.id, "acquired");
         let due_ms = faxd::time::gregorian_to_unix(job.runnable_at()).saturating_mul(1000);
         let waited = faxd::time::now_unix_ms().saturating_sub(due_ms).max(0);
@@ -402,7 +429,7 @@ impl WorkerState {
         }
     }
 
-    /// Puts a job taken without leadership back as it was (`pending`, no attempt counted),
+    /// Puts a job taken without the account's queue (or without its number) back as it was (`pending`, no attempt counted),
     /// rev-checked against the take. If that fails the job stays `processing` under this
     /// worker's lease with no worker, and lease recovery requeues it.
     async fn undo_take(&mut self, before: Value, saved: &Value, why: String) -> Input {
@@ -410,7 +437,7 @@ impl WorkerState {
         doc["_rev"] = saved["_rev"].clone();
         match self.args.env.ctx.store.save(&Db::Faxes, doc).await {
             Ok(_) => {
-                info!(job_id = %self.args.job_id, why, "take undone: not the account's queue owner")
+                info!(job_id = %self.args.job_id, why, "take undone")
             }
             Err(e) => warn!(job_id = %self.args.job_id, why, error = %e,
                             "take not undone; lease recovery will requeue the job"),

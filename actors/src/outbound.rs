@@ -205,6 +205,12 @@ impl Env {
         self.ctx.node()
     }
 
+    /// Whether transmissions lease their destination number in the store (a cluster with
+    /// `serialize_outbound_numbers`): one call per number across the cluster.
+    pub fn leases_numbers(&self) -> bool {
+        self.settings.leader.is_some() && self.ctx.sysconf.fax().serialize_outbound_numbers
+    }
+
     /// Whether this node may start transmissions of `account` now: always without a cluster
     /// store, else while it holds the account's queue lease.
     pub fn owns(&self, account: &AccountId) -> bool {
