@@ -52,6 +52,7 @@ use faxd::intake::resume::{self, Resumed};
 use faxd::model::JobStatus;
 use faxd::outbound::leader::{self, Claim, LEADER_DOC, OWNER_PREFIX, Watch};
 use faxd::outbound::{Job, lease, owner};
+use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -591,6 +592,8 @@ struct Keeper {
 struct QueueLease {
     /// Held until then (as for the leader lease); `None`: not held.
     valid_until: Option<Instant>,
+    /// The lease document as last written by this node (renewed from it).
+    doc: Option<serde_json::Value>,
     watch: Watch,
     /// The other holder last seen (for logs).
     holder: Option<String>,
@@ -681,9 +684,13 @@ impl Keeper {
                 return;
             }
         };
-        let members = self
-            .liveness
-            .members(&me, &docs, self.cfg.lease, Instant::now());
+        let members = self.liveness.members(
+            &me,
+            &docs,
+            self.cfg.lease,
+            Instant::now(),
+            faxd::time::now_unix_ms(),
+        );
         self.live.send_if_modified(|cur| {
             if cur.as_ref() == Some(&members) {
                 return false;
@@ -734,15 +741,34 @@ impl Keeper {
                 }
             }
         }
-        for account in wanted {
-            let held = self.accounts.entry(account.clone()).or_default();
-            if !renew && held.valid_until.is_some() {
-                continue;
-            }
-            let started = Instant::now();
-            let doc = leader::owner_doc(account.as_str());
-            let outcome =
-                leader::claim_at(&store, &doc, &me, self.cfg.lease, &mut held.watch).await;
+        // Renewals and looks run side by side (a few at a time): a round over many accounts
+        // must end well within the lease.
+        let cfg = self.cfg;
+        let rounds: Vec<(AccountId, QueueLease)> = wanted
+            .into_iter()
+            .filter_map(|account| {
+                let held = self.accounts.remove(&account).unwrap_or_default();
+                if !renew && held.valid_until.is_some() {
+                    self.accounts.insert(account, held);
+                    return None;
+                }
+                Some((account, held))
+            })
+            .collect();
+        let outcomes: Vec<_> = futures_util::stream::iter(rounds)
+            .map(|(account, mut held)| {
+                let store = store.clone();
+                let me = me.clone();
+                async move {
+                    let started = Instant::now();
+                    let outcome = queue_round(&store, &account, &me, cfg.lease, &mut held).await;
+                    (account, held, started, outcome)
+                }
+            })
+            .buffer_unordered(KEEPER_CONCURRENCY)
+            .collect()
+            .await;
+        for (account, mut held, started, outcome) in outcomes {
             let mut lost = None;
             if held.valid_until.is_some_and(|u| Instant::now() >= u) {
                 lost = Some("lease not renewed in time".to_string());
@@ -779,17 +805,20 @@ impl Keeper {
                     }
                 }
             }
-            if let Some(why) = lost {
+            if lost.is_some() {
                 held.valid_until = None;
+                held.doc = None;
                 held.watch.forget();
                 self.env.owners.close(&account);
-                if self
+            }
+            self.accounts.insert(account.clone(), held);
+            if let Some(why) = lost
+                && self
                     .monitor
                     .cast(MonitorMsg::Disowned(account.clone(), why))
                     .is_err()
-                {
-                    return false;
-                }
+            {
+                return false;
             }
             if took && self.monitor.cast(MonitorMsg::Owned(account)).is_err() {
                 return false;
@@ -797,6 +826,32 @@ impl Keeper {
         }
         true
     }
+}
+
+/// Queue-lease rounds the keeper runs at once.
+const KEEPER_CONCURRENCY: usize = 8;
+
+/// One round on an account's queue lease: a held lease is renewed from the revision last
+/// written (one write); otherwise, or when that revision is gone, the full claim (read, and
+/// take or renew with a read-back) runs.
+async fn queue_round(
+    store: &faxd::store::SharedStore,
+    account: &AccountId,
+    me: &str,
+    lease: std::time::Duration,
+    held: &mut QueueLease,
+) -> Result<Claim, faxd::store::StoreError> {
+    if held.valid_until.is_some()
+        && let Some(doc) = held.doc.take()
+        && let Some(renewed) = leader::renew_at(store, &doc, me, lease).await?
+    {
+        held.doc = Some(renewed);
+        return Ok(Claim::Held { taken: false });
+    }
+    let id = leader::owner_doc(account.as_str());
+    let (claim, doc) = leader::claim_doc_at(store, &id, me, lease, &mut held.watch).await?;
+    held.doc = doc;
+    Ok(claim)
 }
 
 /// Jobs finished per pass over stranded intakes (the next sweep takes the rest).

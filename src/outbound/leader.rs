@@ -105,22 +105,23 @@ pub async fn read_at(store: &SharedStore, id: &str) -> Result<Option<LeaseDoc>, 
 }
 
 /// After a save of lease `id` by `me` succeeded: reads it back with its conflicts. `me`
-/// holds it only if the winning revision names it; otherwise its own revision is deleted
-/// and the winner reported.
+/// holds it only if the winning revision names it (returned, for [`renew_at`]); otherwise its
+/// own revision is deleted and the winner reported.
 async fn confirm(
     store: &SharedStore,
     id: &str,
     me: &str,
     taken: bool,
-) -> Result<Claim, StoreError> {
-    let node = read_at(store, id)
-        .await?
-        .map(|d| d.node)
+) -> Result<(Claim, Option<Value>), StoreError> {
+    let doc = read_doc(store, id).await?;
+    let node = doc
+        .as_ref()
+        .map(|d| LeaseDoc::from_doc(d).node)
         .unwrap_or_default();
     if node == me {
-        Ok(Claim::Held { taken })
+        Ok((Claim::Held { taken }, doc))
     } else {
-        Ok(Claim::Other { node })
+        Ok((Claim::Other { node }, None))
     }
 }
 
@@ -179,6 +180,18 @@ pub async fn claim_at(
     lease: Duration,
     watch: &mut Watch,
 ) -> Result<Claim, StoreError> {
+    Ok(claim_doc_at(store, id, me, lease, watch).await?.0)
+}
+
+/// As [`claim_at`], also returning the lease document as held (for [`renew_at`]) when `me`
+/// holds it.
+pub async fn claim_doc_at(
+    store: &SharedStore,
+    id: &str,
+    me: &str,
+    lease: Duration,
+    watch: &mut Watch,
+) -> Result<(Claim, Option<Value>), StoreError> {
     let now_ms = crate::time::now_unix_ms();
     let lease_ms = lease.as_millis() as i64;
     let current = read_doc(store, id).await?;
@@ -199,7 +212,7 @@ pub async fn claim_at(
                 doc["taken_ms"] = json!(now_ms);
                 (doc, true)
             } else {
-                return Ok(Claim::Other { node: held.node });
+                return Ok((Claim::Other { node: held.node }, None));
             }
         }
     };
@@ -219,8 +232,37 @@ pub async fn claim_at(
                 .await?
                 .map(|d| d.node)
                 .unwrap_or_default();
-            Ok(Claim::Other { node })
+            Ok((Claim::Other { node }, None))
         }
+        Err(e) => Err(e),
+    }
+}
+
+/// Renews lease document `id` that `me` holds, from `held` (the revision `me` last wrote, as
+/// returned by the store): one rev-checked write, no read. `Ok(Some(doc))`: renewed (the new
+/// revision, for the next renewal); `Ok(None)`: the document changed since (run [`claim_at`]
+/// to see who holds it now).
+///
+/// No read-back is needed: on a CouchDB cluster a revision that conflicts with this renewal
+/// can only be a take written on top of the same parent, and a take is always later than
+/// `me`'s own (`taken_ms`, which a renewal keeps), so `me`'s branch wins by [`rank`] and the
+/// taker's own read-back makes it back off and delete its revision.
+pub async fn renew_at(
+    store: &SharedStore,
+    held: &Value,
+    me: &str,
+    lease: Duration,
+) -> Result<Option<Value>, StoreError> {
+    if held.get("node").and_then(Value::as_str) != Some(me) {
+        return Ok(None);
+    }
+    let now_ms = crate::time::now_unix_ms();
+    let mut doc = held.clone();
+    doc["renewed_ms"] = json!(now_ms);
+    doc["expires_ms"] = json!(now_ms + lease.as_millis() as i64);
+    match store.save(&Db::Faxes, doc).await {
+        Ok(saved) => Ok(Some(saved)),
+        Err(StoreError::Conflict) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -478,24 +520,24 @@ mod tests {
             match order {
                 ReadBack::LoserFirst => {
                     assert_eq!(
-                        confirm(&store, LEADER_DOC, &a, true).await.unwrap(),
+                        confirm(&store, LEADER_DOC, &a, true).await.unwrap().0,
                         other_b,
                         "{order:?}"
                     );
                     assert_eq!(
-                        confirm(&store, LEADER_DOC, &b, true).await.unwrap(),
+                        confirm(&store, LEADER_DOC, &b, true).await.unwrap().0,
                         held,
                         "{order:?}"
                     );
                 }
                 ReadBack::WinnerFirst => {
                     assert_eq!(
-                        confirm(&store, LEADER_DOC, &b, true).await.unwrap(),
+                        confirm(&store, LEADER_DOC, &b, true).await.unwrap().0,
                         held,
                         "{order:?}"
                     );
                     assert_eq!(
-                        confirm(&store, LEADER_DOC, &a, true).await.unwrap(),
+                        confirm(&store, LEADER_DOC, &a, true).await.unwrap().0,
                         other_b,
                         "{order:?}"
                     );

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::leader::Watch;
 use crate::ids::Db;
 use crate::store::{SharedStore, StoreError};
 
@@ -95,19 +94,24 @@ pub async fn leave(store: &SharedStore, me: &str) -> Result<(), StoreError> {
 /// Which heartbeats are live, as one node sees them over time.
 #[derive(Debug, Default)]
 pub struct Liveness {
-    seen: HashMap<String, Watch>,
+    /// Node → (revision last seen, since when it has been seen unchanged).
+    seen: HashMap<String, (String, Instant)>,
 }
 
 impl Liveness {
-    /// The members after reading `docs` (the heartbeat documents) at `now`: `me`, and every
-    /// node whose heartbeat revision changed less than `lease` ago as this reader saw it (a
-    /// heartbeat seen for the first time counts as live). Sorted.
+    /// The members after reading `docs` (the heartbeat documents) at `now` (`now_ms`: the
+    /// wall clock, unix ms): `me`, and every node whose heartbeat revision changed less than
+    /// `lease` ago as this reader saw it. A heartbeat seen for the first time counts as live
+    /// unless its own `renewed_ms` is already older than `lease` by this reader's clock (a
+    /// node that died before this one started need not wait out a lease; a live node whose
+    /// clock is far behind becomes a member at its next renewal). Sorted.
     pub fn members(
         &mut self,
         me: &str,
         docs: &[Value],
         lease: Duration,
         now: Instant,
+        now_ms: i64,
     ) -> Vec<String> {
         let mut members = vec![me.to_string()];
         let mut present = std::collections::HashSet::new();
@@ -122,12 +126,21 @@ impl Liveness {
             if node == me {
                 continue;
             }
-            let unchanged = self
-                .seen
-                .entry(node.to_string())
-                .or_default()
-                .observe(rev, now);
-            if unchanged < lease {
+            let since = match self.seen.get(node) {
+                Some((r, since)) if r == rev => *since,
+                Some(_) => now,
+                None => {
+                    let renewed = doc.get("renewed_ms").and_then(Value::as_i64).unwrap_or(0);
+                    let age = u64::try_from(now_ms.saturating_sub(renewed)).unwrap_or(0);
+                    if Duration::from_millis(age) > lease {
+                        now.checked_sub(lease).unwrap_or(now)
+                    } else {
+                        now
+                    }
+                }
+            };
+            self.seen.insert(node.to_string(), (rev.to_string(), since));
+            if now.saturating_duration_since(since) < lease {
                 members.push(node.to_string());
             }
         }
@@ -184,22 +197,52 @@ mod tests {
     fn a_heartbeat_that_stops_changing_leaves_the_members_after_a_lease_time() {
         let lease = Duration::from_secs(3);
         let t0 = Instant::now();
-        let doc = |node: &str, rev: &str| json!({"node": node, "_rev": rev});
+        let ms0 = 1_800_000_000_000i64;
+        let doc = |node: &str, rev: &str, renewed: i64| json!({"node": node, "_rev": rev, "renewed_ms": renewed});
         let mut l = Liveness::default();
-        let docs = [doc("a", "1-x"), doc("b", "1-y"), doc("c", "5-z")];
-        assert_eq!(l.members("a", &docs, lease, t0), ["a", "b", "c"]);
+        let docs = [
+            doc("a", "1-x", ms0),
+            doc("b", "1-y", ms0),
+            doc("c", "5-z", ms0),
+        ];
+        assert_eq!(l.members("a", &docs, lease, t0, ms0), ["a", "b", "c"]);
         // b renews, c does not.
-        let docs = [doc("a", "2-x"), doc("b", "2-y"), doc("c", "5-z")];
+        let docs = [
+            doc("a", "2-x", ms0),
+            doc("b", "2-y", ms0 + 2000),
+            doc("c", "5-z", ms0),
+        ];
         let t1 = t0 + Duration::from_secs(2);
-        assert_eq!(l.members("a", &docs, lease, t1), ["a", "b", "c"]);
+        assert_eq!(
+            l.members("a", &docs, lease, t1, ms0 + 2000),
+            ["a", "b", "c"]
+        );
         let t2 = t0 + Duration::from_secs(3);
-        assert_eq!(l.members("a", &docs, lease, t2), ["a", "b"]);
+        assert_eq!(l.members("a", &docs, lease, t2, ms0 + 3000), ["a", "b"]);
         // c comes back (a new revision): a member again at once.
-        let docs = [doc("b", "2-y"), doc("c", "6-z")];
-        assert_eq!(l.members("a", &docs, lease, t2), ["a", "b", "c"]);
+        let docs = [doc("b", "2-y", ms0 + 2000), doc("c", "6-z", ms0 + 3000)];
+        assert_eq!(
+            l.members("a", &docs, lease, t2, ms0 + 3000),
+            ["a", "b", "c"]
+        );
         // b left cleanly (its document is gone).
-        let docs = [doc("c", "7-z")];
-        assert_eq!(l.members("a", &docs, lease, t2), ["a", "c"]);
+        let docs = [doc("c", "7-z", ms0 + 3000)];
+        assert_eq!(l.members("a", &docs, lease, t2, ms0 + 3000), ["a", "c"]);
+    }
+
+    #[test]
+    fn a_heartbeat_already_old_at_first_sight_is_not_a_member() {
+        let lease = Duration::from_secs(3);
+        let t0 = Instant::now() + Duration::from_secs(60);
+        let now_ms = 1_800_000_000_000i64;
+        let old = json!({"node": "dead", "_rev": "9-d", "renewed_ms": now_ms - 60_000});
+        let fresh = json!({"node": "b", "_rev": "1-b", "renewed_ms": now_ms - 1_000});
+        let mut l = Liveness::default();
+        let docs = [old.clone(), fresh];
+        assert_eq!(l.members("a", &docs, lease, t0, now_ms), ["a", "b"]);
+        // Once it writes again (a node whose clock was behind), it is a member.
+        let renewed = json!({"node": "dead", "_rev": "10-d", "renewed_ms": now_ms - 60_000});
+        assert_eq!(l.members("a", &[renewed], lease, t0, now_ms), ["a", "dead"]);
     }
 
     #[tokio::test]
