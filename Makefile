@@ -40,6 +40,10 @@ bench:
 	$(CARGO) build --release -p faxd --example t30_bench --example ccitt_bench --example esl_bench \
 		--example smtp_bench --example notify_bench
 	tests/couchdb/with-server.sh rel/bench.sh
+	@echo "== cluster: 600 jobs due at once, jobs/s with 1, 2 and 3 nodes (CouchDB-API test server, null engine)"
+	bash -o pipefail -c '$(CARGO) test --release -p faxd-supervisors --test cluster_spread -- \
+		--ignored --nocapture bench_jobs_per_second_with_one_two_and_three_nodes 2>&1 \
+		| grep -E "node\(s\):|test result"'
 
 bench-api:
 	rel/deps.sh bench

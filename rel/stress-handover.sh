@@ -1,6 +1,6 @@
 #!/bin/sh
-# Stress run of the outbound leader handover: runs the cluster test
-# `a_paused_leader_hands_over_without_exceeding_the_limit` RUNS times in a row (default 20)
+# Stress run of the outbound queue handover: runs the cluster test
+# `a_paused_owner_hands_over_without_exceeding_the_limit` RUNS times in a row (default 20)
 # while two bounded CPU burners keep both cores busy, and stops at the first failure.
 # The burners end with the script (and after BURN_SECS in any case).
 #
@@ -8,7 +8,7 @@
 set -eu
 runs=${1:-20}
 burn_secs=${BURN_SECS:-1800}
-test=a_paused_leader_hands_over_without_exceeding_the_limit
+test=a_paused_owner_hands_over_without_exceeding_the_limit
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 burners=""

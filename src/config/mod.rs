@@ -1005,7 +1005,13 @@ mod tests {
 
     #[test]
     fn shipped_examples_load() {
-        for name in ["dev.toml", "couchdb.toml", "cluster.toml"] {
+        for name in [
+            "dev.toml",
+            "couchdb.toml",
+            "cluster/fax1.toml",
+            "cluster/fax2.toml",
+            "cluster/fax3.toml",
+        ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rel").join(name);
             Config::load_with_env(Some(&path), env(&[])).unwrap_or_else(|e| panic!("{name}: {e}"));
         }

@@ -1,0 +1,607 @@
+//! Three real `faxd` nodes on one CouchDB-API server, with the scripted media engine, 50
+//! accounts (`max_outbound` 2 each) and 500 jobs in three waves: the accounts' queues spread
+//! over all three nodes; a node killed with SIGKILL mid-load loses its accounts to the others
+//! and every job still ends exactly once (a job cut mid-call is sent again once, no more); a
+//! node paused with SIGSTOP for longer than the queue lease hands its accounts over and,
+//! resumed, never runs an account beside its new owner; a fourth node joining under load
+//! takes a share, and only accounts that move to it move. The limits are checked from the
+//! `tx_result` times of every final fax: never more than 2 transmissions of an account at
+//! once, never 2 calls to one number at once (ten numbers are shared by all accounts).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use faxd::ids::{AccountId, Db, new_id};
+use faxd::outbound::docs::{FAX_FILE, blank_tiff};
+use faxd::outbound::{leader, modb, owner};
+use faxd::store::couch::CouchStore;
+use faxd::store::{SharedStore, bytes_stream};
+use serde_json::{Value, json};
+
+const NODES: [&str; 4] = [
+    "faxd-a@127.0.0.1",
+    "faxd-b@127.0.0.1",
+    "faxd-c@127.0.0.1",
+    "faxd-d@127.0.0.1",
+];
+const MAX_OUTBOUND: usize = 2;
+/// Heartbeats stop for this long while a job's node is paused; the job lease outlasts it,
+/// so a paused node's transmissions are not requeued under it.
+const JOB_LEASE_S: u64 = 20;
+/// Queue and leader lease (seconds): a dead or paused node's accounts move after it.
+const QUEUE_LEASE_S: u64 = 3;
+
+fn node_env(
+    dir: &Path,
+    name: &str,
+    couch: &str,
+    seeds: &[&str],
+    page_ms: u64,
+) -> Vec<(String, String)> {
+    let mut env = Node::env_for(dir);
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    for (k, v) in [
+        ("FAXD_NODE_NAME", name.to_string()),
+        ("FAXD_STORE_BACKEND", "couchdb".into()),
+        ("FAXD_STORE_COUCH_URL", couch.to_string()),
+        ("FAXD_CLUSTER_COOKIE", "faxd-cluster-test".into()),
+        ("FAXD_CLUSTER_SEEDS", format!("[{}]", seeds.join(","))),
+        ("FAXD_MEDIA_ENGINE", "script".into()),
+        ("FAXD_MEDIA_SCRIPT_PAGE_MS", page_ms.to_string()),
+        ("FAXD_OUTBOUND_LEADER_RENEW", "1".into()),
+        ("FAXD_OUTBOUND_LEADER_LEASE", QUEUE_LEASE_S.to_string()),
+        ("FAXD_OUTBOUND_HEARTBEAT", "1".into()),
+        ("FAXD_OUTBOUND_LEASE", JOB_LEASE_S.to_string()),
+        ("FAXD_OUTBOUND_SWEEP", "1".into()),
+        // Quiet unless asked for (FAXD_TEST_NODE_LOG=info): four nodes log a lot.
+        (
+            "FAXD_LOG_LEVEL",
+            std::env::var("FAXD_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
+    ] {
+        env.retain(|(key, _)| key != k);
+        env.push((k.into(), v));
+    }
+    env
+}
+
+struct Cluster {
+    root: tempfile::TempDir,
+    _couch: Couch,
+    couch_url: String,
+    store: SharedStore,
+    nodes: HashMap<&'static str, Node>,
+    seed: String,
+    /// Line time per page of the scripted engine.
+    page_ms: u64,
+}
+
+impl Cluster {
+    /// A private CouchDB-API server, no node yet.
+    async fn new(page_ms: u64) -> Cluster {
+        let root = tempfile::tempdir().unwrap();
+        let couch = Couch::start(root.path());
+        let store: SharedStore = Arc::new(CouchStore::connect(&couch.url).await.unwrap());
+        Cluster {
+            couch_url: couch.url.clone(),
+            _couch: couch,
+            root,
+            store,
+            nodes: HashMap::new(),
+            seed: String::new(),
+            page_ms,
+        }
+    }
+
+    async fn stop(&mut self) {
+        for (_, node) in self.nodes.drain() {
+            tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn start_node(&mut self, name: &'static str) {
+        let dir = self.root.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let seeds: Vec<&str> = if self.seed.is_empty() {
+            vec![]
+        } else {
+            vec![self.seed.as_str()]
+        };
+        let env = node_env(&dir, name, &self.couch_url, &seeds, self.page_ms);
+        let node = tokio::task::spawn_blocking(move || Node::start(&dir, env))
+            .await
+            .unwrap();
+        if self.seed.is_empty() {
+            self.seed = node.cluster.clone();
+        }
+        self.nodes.insert(name, node);
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        &self.nodes[name]
+    }
+
+    /// Holder of each account's queue lease (accounts whose lease is held).
+    async fn owners(&self) -> BTreeMap<String, String> {
+        let docs = self
+            .store
+            .docs_by_type(&Db::Faxes, leader::OWNER_TYPE)
+            .await
+            .unwrap();
+        docs.iter()
+            .filter_map(|d| {
+                let node = d["node"].as_str().filter(|n| !n.is_empty())?;
+                Some((d["account_id"].as_str()?.to_string(), node.to_string()))
+            })
+            .collect()
+    }
+
+    /// Live heartbeats in the store.
+    async fn heartbeats(&self) -> usize {
+        owner::heartbeats(&self.store).await.unwrap().len()
+    }
+}
+
+fn signal(node: &Node, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &node.child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{signal}");
+}
+
+/// An account as the outbound engine sees it: its `max_outbound`.
+async fn new_account(store: &SharedStore) -> AccountId {
+    let a = AccountId::generate();
+    let db = Db::Account(a.clone());
+    store.ensure_db(&db).await.expect("account db");
+    store
+        .save(
+            &db,
+            json!({"_id": "configs_fax", "max_outbound": MAX_OUTBOUND}),
+        )
+        .await
+        .expect("account config");
+    a
+}
+
+/// A job of `pages` pages written as the API writes it (the fax TIFF attached, then
+/// `pending`), not before `send_at` (unix seconds) when given.
+async fn submit(
+    store: &SharedStore,
+    account: &AccountId,
+    to: &str,
+    pages: u32,
+    send_at: Option<i64>,
+) -> String {
+    let id = new_id();
+    let rev = store
+        .put_attachment(
+            &Db::Faxes,
+            &id,
+            None,
+            FAX_FILE,
+            "image/tiff",
+            bytes_stream(blank_tiff(pages)),
+        )
+        .await
+        .expect("attachment");
+    let mut doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
+    let now = faxd::time::now_gregorian();
+    for (k, v) in json!({
+        "pvt_type": "fax", "pvt_job_status": "pending", "pvt_account_id": account.as_str(),
+        "pvt_account_db": "faxes", "pvt_created": now, "pvt_modified": now,
+        "to_number": to, "from_number": "+14155550100", "from_name": "Test",
+        "retries": 2, "attempts": 0,
+    })
+    .as_object()
+    .unwrap()
+    {
+        doc[k] = v.clone();
+    }
+    if let Some(at) = send_at {
+        doc["send_at"] = json!(at);
+    }
+    doc["_rev"] = json!(rev);
+    store.save(&Db::Faxes, doc).await.expect("submit");
+    id
+}
+
+/// One submitted job: its account and number.
+#[derive(Clone)]
+struct Sent {
+    id: String,
+    account: AccountId,
+    to: String,
+}
+
+/// Submits `per_account` jobs of `pages` pages for every account; every fifth goes to one
+/// of ten numbers that all accounts share.
+async fn wave(
+    store: &SharedStore,
+    accounts: &[AccountId],
+    per_account: usize,
+    pages: u32,
+    tag: u32,
+) -> Vec<Sent> {
+    let mut sent = Vec::new();
+    for j in 0..per_account {
+        for (k, account) in accounts.iter().enumerate() {
+            let to = if (j + k) % 5 == 0 {
+                format!("+1555999000{}", (j + k) % 10)
+            } else {
+                format!("+1555{tag}{k:03}{j:03}")
+            };
+            let id = submit(store, account, &to, pages, None).await;
+            sent.push(Sent {
+                id,
+                account: account.clone(),
+                to,
+            });
+        }
+    }
+    sent
+}
+
+/// Waits until every job has left the queue and sits in its MODB; the final documents.
+async fn finals(store: &SharedStore, jobs: &[Sent], within: Duration) -> Vec<(Sent, Value)> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    for job in jobs {
+        let probe = json!({"_id": job.id, "pvt_account_id": job.account.as_str(),
+                           "pvt_created": faxd::time::now_gregorian()});
+        loop {
+            let queued = store.get(&Db::Faxes, &job.id).await.expect("get queued");
+            if queued.is_none()
+                && let Some(doc) = modb::moved_copy(store, &probe).await.expect("modb")
+            {
+                out.push((job.clone(), doc));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {} not final within {within:?}; queued doc: {queued:?}",
+                job.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    out
+}
+
+/// The most `[started, finished)` intervals open at once.
+fn max_overlap(intervals: &[(i64, i64)]) -> usize {
+    let mut edges: Vec<(i64, i32)> = intervals
+        .iter()
+        .flat_map(|&(s, f)| [(s, 1), (f, -1)])
+        .collect();
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// Every job completed; attempts as allowed; the limits held per account and per shared
+/// number. `cut`: jobs whose call was cut by a kill (one more attempt allowed).
+fn check_wave(finals: &[(Sent, Value)], cut: &HashSet<String>) {
+    let mut by_account: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
+    let mut by_number: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
+    for (job, doc) in finals {
+        assert_eq!(doc["pvt_job_status"], "completed", "{doc}");
+        let attempts = doc["attempts"].as_u64().unwrap_or(0);
+        let allowed = if cut.contains(&job.id) { 2 } else { 1 };
+        assert!(
+            (1..=allowed).contains(&attempts),
+            "job {} sent {attempts} times (allowed {allowed}): {doc}",
+            job.id
+        );
+        let tx = &doc["tx_result"];
+        let iv = (
+            tx["started"].as_i64().expect("started"),
+            tx["finished"].as_i64().expect("finished"),
+        );
+        by_account.entry(job.account.as_str()).or_default().push(iv);
+        by_number.entry(job.to.as_str()).or_default().push(iv);
+    }
+    for (account, ivs) in &by_account {
+        let most = max_overlap(ivs);
+        assert!(
+            most <= MAX_OUTBOUND,
+            "account {account}: {most} transmissions at once"
+        );
+    }
+    for (number, ivs) in &by_number {
+        let most = max_overlap(ivs);
+        assert!(most <= 1, "number {number}: {most} calls at once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join() {
+    let mut c = Cluster::new(400).await;
+    let store = c.store.clone();
+    for name in &NODES[..3] {
+        c.start_node(name).await;
+    }
+    poll_async("three heartbeats", Duration::from_secs(30), || async {
+        (c.heartbeats().await == 3).then_some(())
+    })
+    .await;
+    let mut accounts = Vec::new();
+    for _ in 0..50 {
+        accounts.push(new_account(&store).await);
+    }
+
+    // Wave 1 (200 jobs): the accounts spread over the three nodes; node c is killed while it
+    // transmits.
+    let jobs = wave(&store, &accounts, 4, 2, 1).await;
+    let owners = poll_async(
+        "accounts owned on all three nodes",
+        Duration::from_secs(60),
+        || async {
+            let owners = c.owners().await;
+            let holders: HashSet<&String> = owners.values().collect();
+            (holders.len() == 3).then_some(owners)
+        },
+    )
+    .await;
+    let per_node = |owners: &BTreeMap<String, String>| {
+        let mut n: BTreeMap<String, usize> = BTreeMap::new();
+        for node in owners.values() {
+            *n.entry(node.clone()).or_default() += 1;
+        }
+        n
+    };
+    eprintln!("owned accounts per node: {:?}", per_node(&owners));
+    let (code, out, err) =
+        tokio::task::block_in_place(|| c.node(NODES[0]).sup(&["faxd_maintenance", "nodes"], &[]));
+    assert_eq!(code, 0, "{out}{err}");
+    for name in &NODES[..3] {
+        assert!(out.contains(name), "{name} missing from:\n{out}");
+    }
+    let victim = NODES[2];
+    poll_async("node c transmitting", Duration::from_secs(60), || async {
+        let rows = store.processing_by_node(Some(victim)).await.unwrap();
+        (!rows.is_empty()).then_some(())
+    })
+    .await;
+    let victims: HashSet<String> = c
+        .owners()
+        .await
+        .into_iter()
+        .filter(|(_, n)| n == victim)
+        .map(|(a, _)| a)
+        .collect();
+    let killed_at = Instant::now();
+    let node = c.nodes.remove(victim).unwrap();
+    let code = tokio::task::spawn_blocking(move || node.stop_with("KILL"))
+        .await
+        .unwrap();
+    assert_ne!(code, 0);
+    // The jobs the kill cut mid-call: processing under the dead node (until their lease runs
+    // out and they are requeued).
+    let cut: HashSet<String> = store
+        .processing_by_node(Some(victim))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(!cut.is_empty(), "the kill cut no transmission");
+    // Failover: one of the dead node's accounts dispatches on another node.
+    let failover = poll_async(
+        "the dead node's accounts taken over",
+        Duration::from_secs(60),
+        || async {
+            let rows = store.processing_by_node(None).await.unwrap();
+            rows.iter()
+                .any(|r| victims.contains(&r.account_id) && r.node.as_deref() != Some(victim))
+                .then(|| killed_at.elapsed())
+        },
+    )
+    .await;
+    eprintln!(
+        "kill -9: {} jobs cut mid-call, failover (kill → next dispatch of its account) {failover:?}",
+        cut.len()
+    );
+    let done = finals(&store, &jobs, Duration::from_secs(240)).await;
+    let cut_resent = done
+        .iter()
+        .filter(|(j, d)| cut.contains(&j.id) && d["attempts"] == 2)
+        .count();
+    eprintln!("wave 1: 200 jobs final, {cut_resent} of the cut jobs sent again");
+    check_wave(&done, &cut);
+
+    // Wave 2 (150 jobs): node b is paused for longer than the queue lease, then resumed.
+    let jobs = wave(&store, &accounts, 3, 2, 2).await;
+    let paused = NODES[1];
+    poll_async("node b transmitting", Duration::from_secs(60), || async {
+        let rows = store.processing_by_node(Some(paused)).await.unwrap();
+        (!rows.is_empty()).then_some(())
+    })
+    .await;
+    let before: HashSet<String> = c
+        .owners()
+        .await
+        .into_iter()
+        .filter(|(_, n)| n == paused)
+        .map(|(a, _)| a)
+        .collect();
+    signal(c.node(paused), "STOP");
+    let stopped = Instant::now();
+    poll_async(
+        "node b's accounts taken over",
+        Duration::from_secs(60),
+        || async {
+            // Its accounts with queued work move (those with only its own transmissions in
+            // flight need no owner meanwhile).
+            let owners = c.owners().await;
+            before
+                .iter()
+                .any(|a| owners.get(a).is_some_and(|n| n != paused))
+                .then_some(())
+        },
+    )
+    .await;
+    // Paused for longer than the lease, well within the jobs' lease.
+    let pause = Duration::from_secs(QUEUE_LEASE_S + 3);
+    if let Some(left) = pause.checked_sub(stopped.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    signal(c.node(paused), "CONT");
+    let done = finals(&store, &jobs, Duration::from_secs(240)).await;
+    check_wave(&done, &HashSet::new());
+    eprintln!("wave 2: 150 jobs final, each sent once, limits held across the pause");
+
+    // Wave 3 (150 jobs): node d joins under load and takes a share; only accounts that
+    // move to it move.
+    // Each account also has a fax for tomorrow, so every queue stays owned throughout and
+    // every move can be seen.
+    let tomorrow = faxd::time::now_unix() + 86_400;
+    for (k, account) in accounts.iter().enumerate() {
+        let to = format!("+1555400{k:04}");
+        submit(&store, account, &to, 1, Some(tomorrow)).await;
+    }
+    let jobs = wave(&store, &accounts, 3, 8, 3).await;
+    let two = poll_async("every account owned", Duration::from_secs(60), || async {
+        let owners = c.owners().await;
+        (owners.len() == accounts.len()).then_some(owners)
+    })
+    .await;
+    let joiner = NODES[3];
+    c.start_node(joiner).await;
+    // It takes a share: owns accounts and transmits.
+    poll_async("node d transmitting", Duration::from_secs(60), || async {
+        let rows = store.processing_by_node(Some(joiner)).await.unwrap();
+        (!rows.is_empty()).then_some(())
+    })
+    .await;
+    // The handovers converge: every account with queued work or a held lease that ranks the
+    // new node first is its own.
+    let members = [NODES[0], NODES[1], joiner];
+    let three = poll_async(
+        "the handovers to node d",
+        Duration::from_secs(30),
+        || async {
+            let owners = c.owners().await;
+            let queued = store.schedule_accounts().await.unwrap();
+            let waiting = queued.iter().map(|(a, _)| a.as_str().to_string());
+            let settled = owners
+                .keys()
+                .cloned()
+                .chain(waiting)
+                .filter(|a| owner::owner_of(a, &members) == Some(joiner))
+                .all(|a| owners.get(&a).map(String::as_str) == Some(joiner));
+            (settled && owners.len() == accounts.len()).then_some(owners)
+        },
+    )
+    .await;
+    let predicted = two
+        .keys()
+        .filter(|a| owner::owner_of(a, &members) == Some(joiner))
+        .count();
+    let moved: Vec<(&String, &String, &String)> = two
+        .iter()
+        .filter_map(|(a, from)| {
+            let to = three.get(a)?;
+            (to != from).then_some((a, from, to))
+        })
+        .collect();
+    for (a, from, to) in &moved {
+        assert_eq!(to.as_str(), joiner, "account {a} moved from {from} to {to}");
+    }
+    eprintln!(
+        "join: {} of {} owned accounts moved, all to the new node",
+        moved.len(),
+        two.len()
+    );
+    assert_eq!(
+        moved.len(),
+        predicted,
+        "exactly the accounts that rank the new node first move"
+    );
+    assert!(!moved.is_empty(), "the new node took no share");
+    let done = finals(&store, &jobs, Duration::from_secs(240)).await;
+    check_wave(&done, &HashSet::new());
+
+    c.stop().await;
+    // Clean stops hand everything back: no lease held, no heartbeat left but the killed
+    // node's (stale, so never a member again).
+    let left = owner::heartbeats(&store).await.unwrap();
+    assert!(left.len() == 1 && left[0]["node"] == victim, "{left:?}");
+    let held = store
+        .docs_by_type(&Db::Faxes, leader::OWNER_TYPE)
+        .await
+        .unwrap();
+    assert!(held.iter().all(|d| d["node"] == ""), "{held:?}");
+}
+
+/// `make bench` (release build, `--ignored`): jobs/s of 1, 2 and 3 nodes on the CouchDB-API
+/// test server, with the scripted engine at zero line time, 600 jobs over 30 accounts
+/// (`max_outbound` 2) that all become due at one instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: make bench"]
+async fn bench_jobs_per_second_with_one_two_and_three_nodes() {
+    let jobs: usize = std::env::var("CLUSTER_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    for n in 1..=3 {
+        let mut c = Cluster::new(0).await;
+        faxd::bootstrap::ensure_global_dbs(&c.store)
+            .await
+            .expect("global dbs");
+        let mut accounts = Vec::new();
+        for _ in 0..30 {
+            accounts.push(new_account(&c.store).await);
+        }
+        // Written before the nodes start, all due at one whole second once they are up.
+        let due = faxd::time::now_unix() + 45;
+        let t0 = Instant::now();
+        for i in 0..jobs {
+            let k = i % accounts.len();
+            let to = format!("+1555{k:03}{i:04}");
+            submit(&c.store, &accounts[k], &to, 1, Some(due)).await;
+        }
+        for name in &NODES[..n] {
+            c.start_node(name).await;
+        }
+        poll_async("heartbeats", Duration::from_secs(30), || async {
+            (c.heartbeats().await == n).then_some(())
+        })
+        .await;
+        let written = t0.elapsed();
+        let wait_ms = due * 1000 - faxd::time::now_unix_ms();
+        assert!(
+            wait_ms > 0,
+            "writing {jobs} jobs and starting the nodes took {written:?}: past the due time"
+        );
+        let due_at = Instant::now() + Duration::from_millis(wait_ms as u64);
+        let store = c.store.clone();
+        poll_async("every job sent", Duration::from_secs(600), || async {
+            let queued = store.schedule_accounts().await.unwrap();
+            let running = store.processing_by_node(None).await.unwrap();
+            (queued.is_empty() && running.is_empty()).then_some(())
+        })
+        .await;
+        let took = Instant::now()
+            .saturating_duration_since(due_at)
+            .as_secs_f64();
+        println!(
+            "{n} node(s): {jobs} jobs due at once, all sent in {took:.1} s = {:.0} jobs/s",
+            jobs as f64 / took
+        );
+        c.stop().await;
+    }
+}
