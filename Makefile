@@ -20,7 +20,7 @@ test: test-deps
 	rel/check-programs.sh
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	tests/couchdb/with-server.sh $(CARGO) test --workspace
+	tests/couchdb/with-server.sh $(CARGO) test --workspace --no-fail-fast
 
 build: deps
 	$(CARGO) build --workspace

@@ -91,6 +91,8 @@ pub struct MonitorState {
     sweep: Option<JoinHandle<()>>,
     /// The lease keeper task (a cluster store only).
     keeper: Option<JoinHandle<()>>,
+    /// Tells the keeper to finish its round and end (the node stops).
+    keeper_stop: tokio::sync::watch::Sender<bool>,
     /// Forwards membership changes (a cluster store only).
     members: Option<JoinHandle<()>>,
     /// The members as the keeper last saw them (`None` until its first look).
@@ -183,6 +185,7 @@ impl Actor for FaxMonitor {
         let lease = env.settings.leader;
         let wanted = Arc::new(Mutex::new(HashSet::new()));
         let (live_tx, live) = tokio::sync::watch::channel(None);
+        let (keeper_stop, stop_rx) = tokio::sync::watch::channel(false);
         let keeper = lease.map(|cfg| {
             let keeper = Keeper {
                 env: env.clone(),
@@ -197,7 +200,7 @@ impl Actor for FaxMonitor {
                 liveness: owner::Liveness::default(),
                 live: live_tx,
             };
-            tokio::spawn(keeper.run(look, look_owners.clone()))
+            tokio::spawn(keeper.run(look, look_owners.clone(), stop_rx))
         });
         let members = lease.map(|_| {
             let mut watch = live.clone();
@@ -215,6 +218,7 @@ impl Actor for FaxMonitor {
             feed: Some(feed),
             sweep: Some(sweep),
             keeper,
+            keeper_stop,
             members,
             live,
             intakes: None,
@@ -246,10 +250,20 @@ impl Actor for FaxMonitor {
         _myself: ActorRef<MonitorMsg>,
         st: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
+        // The keeper ends after the round it is in (bounded): a lease it takes in that round
+        // is then open here and released below, never left behind by a stopped node.
+        let _ = st.keeper_stop.send(true);
+        if let Some(mut keeper) = st.keeper.take()
+            && tokio::time::timeout(RPC_TIMEOUT, &mut keeper)
+                .await
+                .is_err()
+        {
+            keeper.abort();
+            warn!("lease keeper did not end in time; leases it took last run out");
+        }
         for h in [
             st.feed.take(),
             st.sweep.take(),
-            st.keeper.take(),
             st.members.take(),
             st.intakes.take(),
         ]
@@ -600,10 +614,18 @@ struct QueueLease {
 }
 
 impl Keeper {
-    async fn run(mut self, look: Arc<Notify>, look_owners: Arc<Notify>) {
+    async fn run(
+        mut self,
+        look: Arc<Notify>,
+        look_owners: Arc<Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut every = tokio::time::interval(self.cfg.renew);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if *stop.borrow() {
+                return;
+            }
             // Every `renew`: all leases are renewed (or looked at). A change of the leader
             // document: a watcher looks at once (the holder may have released it). A change
             // of a queue lease or of the wanted accounts: the accounts not held are looked
@@ -612,6 +634,7 @@ impl Keeper {
                 _ = every.tick() => (true, true),
                 _ = look.notified() => (self.valid_until.is_none(), false),
                 _ = look_owners.notified() => (false, false),
+                _ = stop.changed() => return,
             };
             if renew {
                 self.heartbeat().await;
