@@ -1,6 +1,10 @@
 //! fax_jobs: the outbound queue of one account (Kazoo's `fax_jobs`). Started by fax_monitor
 //! through fax_jobs_sup, transient, registered as `fax_outbound_<account_id>`; it stops
 //! itself (normally, so it is not restarted) when nothing is in flight and nothing is queued.
+//! It also joins the process group [`names::queue_group`], which ractor_cluster shares with
+//! the linked nodes: that is how any node finds where an account's queue runs
+//! ([`running_queues`], shown by `faxd_maintenance nodes`); the queue lease in the store
+//! stays the arbiter of who may run it.
 //!
 //! It starts due jobs — higher `priority` first, then earliest due, never before `send_at` —
 //! with at most `max_outbound` in flight and, with `serialize_outbound_numbers`, at most one
@@ -36,7 +40,9 @@ const FETCH: usize = 200;
 /// account's transmission to the same number holds the name).
 const BLOCK: Duration = Duration::from_secs(1);
 
-/// Messages of fax_jobs (local only).
+/// Messages of fax_jobs (remote-capable, so the queue's process group is seen by the other
+/// nodes).
+#[derive(ractor_cluster::RactorClusterMessage)]
 pub enum JobsMsg {
     /// Jobs of this account may have become due (from fax_monitor), or the fax config
     /// changed: `max_outbound` is read again.
@@ -46,8 +52,6 @@ pub enum JobsMsg {
     /// The timer for the earliest not-yet-due job fired; stale generations are ignored.
     Due { generation: u64 },
 }
-
-impl ractor::Message for JobsMsg {}
 
 pub struct FaxJobs;
 
@@ -90,9 +94,14 @@ impl Actor for FaxJobs {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<JobsMsg>,
+        myself: ActorRef<JobsMsg>,
         (env, account): Self::Arguments,
     ) -> Result<JobsState, ActorProcessingErr> {
+        // Left automatically when the actor stops.
+        ractor::pg::join(
+            names::queue_group(account.as_str()),
+            vec![myself.get_cell()],
+        );
         let fax = env.ctx.sysconf.fax();
         let mut st = JobsState {
             book: JobBook::new(1, fax.serialize_outbound_numbers),
@@ -483,4 +492,39 @@ impl JobsState {
 /// The registered name of an account's queue.
 pub fn name(account: &AccountId) -> String {
     names::fax_jobs(account.as_str())
+}
+
+/// The accounts' queues running in the cluster as this node sees them through the process
+/// groups ([`names::queue_group`]): `(node, account)` pairs, sorted. A remote member is named
+/// by its node's fax_status group ([`crate::fax_status::node_names`]); one whose node is not
+/// (yet) known that way shows as `node #<id>`.
+pub fn running_queues(me: &str) -> Vec<(String, String)> {
+    let names = crate::fax_status::node_names();
+    let mut out: Vec<(String, String)> = ractor::pg::which_groups()
+        .into_iter()
+        .filter_map(|group| {
+            let account = names::account_of_queue_group(&group)?.to_string();
+            Some((group, account))
+        })
+        .flat_map(|(group, account)| {
+            ractor::pg::get_members(&group)
+                .into_iter()
+                .map(|cell| {
+                    let id = cell.get_id();
+                    let node = if id.is_local() {
+                        me.to_string()
+                    } else {
+                        names
+                            .get(&id.node())
+                            .cloned()
+                            .unwrap_or_else(|| format!("node #{}", id.node()))
+                    };
+                    (node, account.clone())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }

@@ -212,8 +212,10 @@ async fn outbound_leader(ctx: &NodeContext) -> String {
 }
 
 /// `faxd_maintenance nodes`: this node and the linked members, with the accounts whose
-/// outbound queue each owns (ownership documents; on the embedded single-node store this
-/// node owns every account with queued work) and the transmissions each runs.
+/// outbound queue each owns (ownership documents, the arbiter; on the embedded single-node
+/// store this node owns every account with queued work or a running queue), the queues each
+/// runs (the process groups of fax_jobs, shared over the cluster) and the transmissions
+/// each runs.
 async fn nodes(ctx: &NodeContext) -> Result<String, faxd::store::StoreError> {
     use crate::maintenance::{OwnerRow, RunRow, render_nodes};
     use faxd::ids::Db;
@@ -232,9 +234,13 @@ async fn nodes(ctx: &NodeContext) -> Result<String, faxd::store::StoreError> {
         .iter()
         .filter_map(OwnerRow::from_doc)
         .collect();
+    let queues = crate::fax_jobs::running_queues(me);
     if owners.is_empty() && ctx.config.store.backend == faxd::store::Backend::Embedded {
-        owners = queued
-            .iter()
+        let mut here: Vec<&String> = queued.iter().chain(queues.iter().map(|(_, a)| a)).collect();
+        here.sort();
+        here.dedup();
+        owners = here
+            .into_iter()
             .map(|a| OwnerRow {
                 account_id: a.clone(),
                 node: me.to_string(),
@@ -256,6 +262,7 @@ async fn nodes(ctx: &NodeContext) -> Result<String, faxd::store::StoreError> {
         me,
         &members,
         &owners,
+        &queues,
         &runs,
         &queued,
         faxd::time::now_unix_ms(),

@@ -17,7 +17,24 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Process group of the fax_status of `node`.
 pub fn group(node: &str) -> String {
-    format!("faxd_outbound_status:{node}")
+    format!("{GROUP_PREFIX}{node}")
+}
+
+const GROUP_PREFIX: &str = "faxd_outbound_status:";
+
+/// The linked nodes' names by the id this node gives their processes, read from their
+/// fax_status groups (every node runs one).
+pub fn node_names() -> std::collections::HashMap<u64, String> {
+    ractor::pg::which_groups()
+        .into_iter()
+        .filter_map(|g| {
+            let node = g.strip_prefix(GROUP_PREFIX)?.to_string();
+            let remote = ractor::pg::get_members(&g)
+                .into_iter()
+                .find(|c| !c.get_id().is_local())?;
+            Some((remote.get_id().node(), node))
+        })
+        .collect()
 }
 
 /// Which transmission is asked about.

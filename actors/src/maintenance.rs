@@ -228,12 +228,16 @@ fn count(n: usize, one: &str, many: &str) -> String {
 /// `faxd_maintenance nodes`: one block per node, sorted by name — this node (`me`), the
 /// linked `members`, then holders named by ownership documents or running jobs that are not
 /// linked — with the accounts whose queue it owns (ownership expired by `now_ms` shown
-/// apart) and the transmissions it runs. Accounts with queued work (`queued`) that no
-/// ownership document names a holder for are listed last, and the count of released ones.
+/// apart), how many queues run there (`queues`: `(node, account)` from the process groups)
+/// and the transmissions it runs. A queue running on a node that the ownership documents do
+/// not name as its owner is listed under the node (a handover under way, or a fault). Accounts
+/// with queued work (`queued`) that no ownership document names a holder for are listed last,
+/// and the count of released ones.
 pub fn render_nodes(
     me: &str,
     members: &[String],
     owners: &[OwnerRow],
+    queues: &[(String, String)],
     runs: &[RunRow],
     queued: &[String],
     now_ms: i64,
@@ -244,6 +248,7 @@ pub fn render_nodes(
         linked: bool,
         accounts: BTreeSet<String>,
         expired: BTreeSet<String>,
+        queues: BTreeSet<String>,
         runs: Vec<String>,
     }
     let mut nodes: BTreeMap<String, Block> = BTreeMap::new();
@@ -266,6 +271,13 @@ pub fn render_nodes(
             block.accounts.insert(o.account_id.clone());
             owned.insert(o.account_id.clone());
         }
+    }
+    for (node, account) in queues {
+        nodes
+            .entry(node.clone())
+            .or_default()
+            .queues
+            .insert(account.clone());
     }
     for r in runs {
         let node = if r.node.is_empty() {
@@ -300,11 +312,16 @@ pub fn render_nodes(
             accounts.push_str(&format!(" (+{} expired)", b.expired.len()));
         }
         out.push_str(&format!(
-            "{name}{tag}: {accounts}, {}\n",
+            "{name}{tag}: {accounts}, {} running, {}\n",
+            count(b.queues.len(), "queue", "queues"),
             count(b.runs.len(), "transmission", "transmissions")
         ));
+        let unowned: Vec<String> = b.queues.difference(&b.accounts).cloned().collect();
         if !b.accounts.is_empty() {
             out.push_str(&wrapped("accounts", &Vec::from_iter(b.accounts)));
+        }
+        if !unowned.is_empty() {
+            out.push_str(&wrapped("queues not owned here", &unowned));
         }
         if !b.expired.is_empty() {
             out.push_str(&wrapped("expired", &Vec::from_iter(b.expired)));
@@ -583,20 +600,28 @@ mod tests {
             "acct7".into(),
             "acct4".into(),
         ];
-        let out = render_nodes(me, &members, &owners, &runs, &queued, 1_000);
+        // Queues as the process groups show them: acct9 runs on b, whose lease names nobody
+        // (a handover under way).
+        let queues = vec![
+            (me.to_string(), "acct1".to_string()),
+            ("faxd-b@127.0.0.1".to_string(), "acct3".to_string()),
+            ("faxd-b@127.0.0.1".to_string(), "acct9".to_string()),
+        ];
+        let out = render_nodes(me, &members, &owners, &queues, &runs, &queued, 1_000);
         assert_eq!(
             out,
             "nodes: 3 (this node faxd-a@127.0.0.1), 2 more not linked\n\
-             faxd-a@127.0.0.1 (this node): 2 accounts, 2 transmissions\n\
+             faxd-a@127.0.0.1 (this node): 2 accounts, 1 queue running, 2 transmissions\n\
              \x20 accounts: acct1, acct2\n\
              \x20 jobs: job1 (+15550001), job2 (+15550002)\n\
-             faxd-b@127.0.0.1: 1 account (+1 expired), 0 transmissions\n\
+             faxd-b@127.0.0.1: 1 account (+1 expired), 2 queues running, 0 transmissions\n\
              \x20 accounts: acct3\n\
+             \x20 queues not owned here: acct9\n\
              \x20 expired: acct4\n\
-             faxd-c@127.0.0.1: 0 accounts, 0 transmissions\n\
-             faxd-d@127.0.0.1 (not linked): 1 account, 0 transmissions\n\
+             faxd-c@127.0.0.1: 0 accounts, 0 queues running, 0 transmissions\n\
+             faxd-d@127.0.0.1 (not linked): 1 account, 0 queues running, 0 transmissions\n\
              \x20 accounts: acct5\n\
-             faxd-e@127.0.0.1 (not linked): 0 accounts, 1 transmission\n\
+             faxd-e@127.0.0.1 (not linked): 0 accounts, 0 queues running, 1 transmission\n\
              \x20 jobs: job3\n\
              no owner: 2 accounts with queued work\n\
              \x20 accounts: acct6, acct7\n\
@@ -605,9 +630,9 @@ mod tests {
 
         // A single node (no members), nothing queued or running.
         assert_eq!(
-            render_nodes(me, &[], &[], &[], &[], 0),
+            render_nodes(me, &[], &[], &[], &[], &[], 0),
             "nodes: 1 (this node faxd-a@127.0.0.1)\n\
-             faxd-a@127.0.0.1 (this node): 0 accounts, 0 transmissions\n"
+             faxd-a@127.0.0.1 (this node): 0 accounts, 0 queues running, 0 transmissions\n"
         );
     }
 
@@ -616,11 +641,11 @@ mod tests {
         let me = "faxd-a@127.0.0.1";
         let ids: Vec<String> = (0..50).map(|i| format!("{i:032x}")).collect();
         let owners: Vec<OwnerRow> = ids.iter().map(|a| owner(a, me, i64::MAX)).collect();
-        let out = render_nodes(me, &[], &owners, &[], &[], 0);
+        let out = render_nodes(me, &[], &owners, &[], &[], &[], 0);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines[1],
-            "faxd-a@127.0.0.1 (this node): 50 accounts, 0 transmissions"
+            "faxd-a@127.0.0.1 (this node): 50 accounts, 0 queues running, 0 transmissions"
         );
         assert!(lines[2].starts_with("  accounts: 00000000000000000000000000000000, "));
         assert!(lines.iter().all(|l| l.len() <= 100), "{out}");

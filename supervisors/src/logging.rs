@@ -33,7 +33,45 @@ pub fn init(level: &str) {
         // The level filter outside: held-back lines are only those that would have shown.
         .with_filter(repeats)
         .with_filter(filter);
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(KnownNoise)
+        .with(layer)
+        .try_init();
+}
+
+/// Drops the lines that report nothing an operator can act on. One so far: ractor_cluster
+/// warns "received an unknown child actor exit event" on every linked node each time a
+/// remote-capable process of another node stops (its link session stops its local stand-in,
+/// then is told of that stop) — with every account's queue in a process group, that would be
+/// a warning per queue stop per node.
+pub struct KnownNoise;
+
+impl KnownNoise {
+    fn is_noise(target: &str, level: &Level, message: &str) -> bool {
+        target == "ractor_cluster::node::node_session"
+            && *level == Level::WARN
+            && message.contains("received an unknown child actor exit event")
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for KnownNoise {
+    fn event_enabled(&self, event: &tracing::Event<'_>, _cx: Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if meta.target() != "ractor_cluster::node::node_session" {
+            return true;
+        }
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        !Self::is_noise(meta.target(), meta.level(), &m.0)
+    }
 }
 
 /// A per-layer filter letting each call site log at most `burst` lines per `interval`; what
@@ -135,6 +173,31 @@ impl<S> Filter<S> for RepeatLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_link_sessions_stop_notices_are_dropped_and_nothing_else() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> Layer<S> for Count {
+            fn on_event(&self, _e: &tracing::Event<'_>, _cx: Context<'_, S>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let seen = Arc::new(AtomicUsize::new(0));
+        let sub = tracing_subscriber::registry()
+            .with(KnownNoise)
+            .with(Count(seen.clone()));
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!(target: "ractor_cluster::node::node_session",
+                "NodeSession Some(\"faxd-a\") received an unknown child actor exit event from 0.97 - 'Some(\"remote\")'");
+            assert_eq!(seen.load(Ordering::SeqCst), 0, "the notice was logged");
+            tracing::warn!(target: "ractor_cluster::node::node_session",
+                "Control message received on unauthenticated NodeSession");
+            tracing::warn!("received an unknown child actor exit event");
+        });
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn a_site_logs_its_burst_then_is_held_back_until_the_next_window() {

@@ -364,12 +364,24 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
         n
     };
     eprintln!("owned accounts per node: {:?}", per_node(&owners));
-    let (code, out, err) =
-        tokio::task::block_in_place(|| c.node(NODES[0]).sup(&["faxd_maintenance", "nodes"], &[]));
-    assert_eq!(code, 0, "{out}{err}");
-    for name in &NODES[..3] {
-        assert!(out.contains(name), "{name} missing from:\n{out}");
-    }
+    // Node a sees, through the process groups, a queue running on each of the three nodes
+    // (the other two are remote members of the groups).
+    let seen = poll_async(
+        "queues running on all three nodes in `nodes` of node a",
+        Duration::from_secs(60),
+        || async {
+            let (code, out, err) = tokio::task::block_in_place(|| {
+                c.node(NODES[0]).sup(&["faxd_maintenance", "nodes"], &[])
+            });
+            assert_eq!(code, 0, "{out}{err}");
+            NODES[..3]
+                .iter()
+                .all(|name| queues_running(&out, name).is_some_and(|n| n > 0))
+                .then_some(out)
+        },
+    )
+    .await;
+    eprintln!("{seen}");
     let victim = NODES[2];
     poll_async("node c transmitting", Duration::from_secs(60), || async {
         let rows = store.processing_by_node(Some(victim)).await.unwrap();
@@ -604,4 +616,15 @@ async fn bench_jobs_per_second_with_one_two_and_three_nodes() {
         );
         c.stop().await;
     }
+}
+
+/// The number of queues `faxd_maintenance nodes` shows running on `node` (its line
+/// `<node>[ (tag)]: N accounts, M queues running, …`).
+fn queues_running(out: &str, node: &str) -> Option<usize> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{node}:")) || l.starts_with(&format!("{node} (")))?;
+    let (_, rest) = line.split_once(": ")?;
+    let part = rest.split(", ").find(|p| p.ends_with(" running"))?;
+    part.split_whitespace().next()?.parse().ok()
 }
