@@ -1,10 +1,17 @@
 //! fax_jobs: the outbound queue of one account (Kazoo's `fax_jobs`). Started by fax_monitor
-//! through fax_jobs_sup, transient, registered as `fax_outbound_<account_id>`; it stops
-//! itself (normally, so it is not restarted) when nothing is in flight and nothing is queued.
-//! It also joins the process group [`names::queue_group`], which ractor_cluster shares with
-//! the linked nodes: that is how any node finds where an account's queue runs
-//! ([`running_queues`], shown by `faxd_maintenance nodes`); the queue lease in the store
-//! stays the arbiter of who may run it.
+//! through fax_jobs_sup (child id `fax_outbound_<account_id>`, which keeps it unique on the
+//! node), transient; it stops itself (normally, so it is not restarted) when nothing is in
+//! flight and nothing is queued.
+//!
+//! It joins the process group [`names::queue_group`], which ractor_cluster shares with the
+//! linked nodes: this node finds its own queue there ([`crate::outbound::Env::jobs_of`]) and
+//! any node sees where an account's queue runs ([`running_queues`], shown by
+//! `faxd_maintenance nodes`); the queue lease in the store stays the arbiter of who may run
+//! it. It has no name in ractor's registry on purpose: a node keeps a stand-in for each
+//! remote member of a shared group, carrying the remote process's name, and when that
+//! remote process stops, the stand-in's stop removes the name from the local registry —
+//! whichever local process holds it. During a handover back to this node, the queue that
+//! had just started here would lose its name and could no longer be woken.
 //!
 //! It starts due jobs — higher `priority` first, then earliest due, never before `send_at` —
 //! with at most `max_outbound` in flight and, with `serialize_outbound_numbers`, at most one
@@ -487,11 +494,6 @@ impl JobsState {
             .insert(number.to_string(), Instant::now() + BLOCK);
         self.retry_blocked = true;
     }
-}
-
-/// The registered name of an account's queue.
-pub fn name(account: &AccountId) -> String {
-    names::fax_jobs(account.as_str())
 }
 
 /// The accounts' queues running in the cluster as this node sees them through the process

@@ -238,9 +238,13 @@ impl Env {
         }
     }
 
-    /// The running fax_jobs of an account on this node.
+    /// The running fax_jobs of an account on this node: the local member of the account's
+    /// process group (fax_jobs has no registered name, see [`crate::fax_jobs`]).
     pub fn jobs_of(account: &str) -> Option<ActorRef<JobsMsg>> {
-        ractor::registry::where_is(names::fax_jobs(account)).map(Into::into)
+        ractor::pg::get_local_members(&names::queue_group(account))
+            .into_iter()
+            .next()
+            .map(Into::into)
     }
 
     /// The running worker of a job on this node (by either naming scheme).

@@ -1,6 +1,7 @@
 //! The one naming module of the outbound processes: every registered name is built here.
 
-/// Registered name of an account's job queue (`fax_outbound_<account_id>`).
+/// Supervisor child id of an account's job queue (`fax_outbound_<account_id>`); the queue
+/// itself is found through [`queue_group`].
 pub fn fax_jobs(account: &str) -> String {
     format!("fax_outbound_{account}")
 }

@@ -123,13 +123,10 @@ pub fn children(ctx: NodeContext) -> Vec<ChildSpec> {
             let ctx = c4.clone();
             async move {
                 let reporter: Arc<dyn TreeReporter> = Arc::new(Tree(sup.clone().into()));
-                spawn_child(
-                    Some("fax_maintenance".into()),
-                    FaxMaintenance,
-                    (ctx, reporter),
-                    sup,
-                )
-                .await
+                // Unnamed, like every remote-capable process: a peer's fax_maintenance
+                // stopping would take the name off this node's registry (see
+                // `faxd_actors::fax_jobs`). `faxd sup` finds it through its process group.
+                spawn_child(None, FaxMaintenance, (ctx, reporter), sup).await
             }
         },
     ));

@@ -57,15 +57,11 @@ impl Spawner for TreeSpawner {
     ) -> Result<ActorRef<JobsMsg>, String> {
         let sup = get(&self.0.jobs, "fax_jobs_sup")?;
         let name = names::fax_jobs(account.as_str());
-        let n = name.clone();
-        // Its start reads the store: restarts wait out a store outage (STORE_BACKOFF).
+        // Its start reads the store: restarts wait out a store outage (STORE_BACKOFF). No
+        // registered name: it is found through its process group (`Env::jobs_of`); see
+        // `faxd_actors::fax_jobs` for why.
         let spec = ChildSpec::new(name, Restart::Transient, move |sup| {
-            spawn_child(
-                Some(n.clone()),
-                FaxJobs,
-                (env.clone(), account.clone()),
-                sup,
-            )
+            spawn_child(None, FaxJobs, (env.clone(), account.clone()), sup)
         })
         .with_backoff(STORE_BACKOFF);
         let cell = start_child(&sup, spec, RPC_TIMEOUT)
