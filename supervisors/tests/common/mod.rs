@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod jobs;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
