@@ -262,14 +262,11 @@ pub async fn create_user(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::SqliteStore;
     use std::sync::Arc;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn first_starts_racing_on_one_store_leave_one_master() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-        ensure_global_dbs(&store).await.unwrap();
+        let (store, _dir) = crate::store::sqlite::test_store().await;
         let starts: Vec<_> = (0..4)
             .map(|_| {
                 let store = store.clone();
@@ -392,9 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_start_creates_master_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-        ensure_global_dbs(&store).await.unwrap();
+        let (store, dir) = crate::store::sqlite::test_store().await;
         let creds = ensure_master_account(&store)
             .await
             .unwrap()

@@ -423,11 +423,8 @@ mod tests {
 
     #[tokio::test]
     async fn lease_protocol_on_the_embedded_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::sqlite::SqliteStore::open(dir.path())
-            .await
-            .unwrap();
-        lease_protocol(std::sync::Arc::new(store)).await;
+        let (store, _dir) = crate::store::sqlite::test_store().await;
+        lease_protocol(store).await;
     }
 
     /// The CouchDB tests share the server's lease document: one at a time.

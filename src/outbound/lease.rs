@@ -227,13 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_take_on_the_embedded_store_is_its_own_winner() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = std::sync::Arc::new(
-            crate::store::sqlite::SqliteStore::open(dir.path())
-                .await
-                .unwrap(),
-        );
-        crate::bootstrap::ensure_global_dbs(&store).await.unwrap();
+        let (store, _dir) = crate::store::sqlite::test_store().await;
         let job = store.save(&Db::Faxes, pending_job()).await.unwrap();
         let id = job["_id"].as_str().unwrap();
         let saved = store

@@ -407,11 +407,8 @@ mod tests {
 
     #[tokio::test]
     async fn number_lease_on_the_embedded_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::sqlite::SqliteStore::open(dir.path())
-            .await
-            .unwrap();
-        number_lease_protocol(std::sync::Arc::new(store)).await;
+        let (store, _dir) = crate::store::sqlite::test_store().await;
+        number_lease_protocol(store).await;
     }
 
     #[tokio::test]
@@ -593,13 +590,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_take_needs_a_number() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = std::sync::Arc::new(
-            crate::store::sqlite::SqliteStore::open(dir.path())
-                .await
-                .unwrap(),
-        );
-        crate::bootstrap::ensure_global_dbs(&store).await.unwrap();
+        let (store, _dir) = crate::store::sqlite::test_store().await;
         let taken = take(&store, "", "n", "j", "t", LONG, LONG).await;
         assert!(matches!(taken, Err(StoreError::Invalid(_))), "{taken:?}");
     }

@@ -247,13 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn heartbeats_are_written_read_and_removed_on_the_embedded_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: SharedStore = std::sync::Arc::new(
-            crate::store::sqlite::SqliteStore::open(dir.path())
-                .await
-                .unwrap(),
-        );
-        crate::bootstrap::ensure_global_dbs(&store).await.unwrap();
+        let (store, _dir) = crate::store::sqlite::test_store().await;
         let (mut ra, mut rb) = (None, None);
         heartbeat(&store, "faxd@a", &mut ra).await.unwrap();
         heartbeat(&store, "faxd@b", &mut rb).await.unwrap();

@@ -1709,6 +1709,22 @@ fn stream_blob(
     }
 }
 
+/// Test support: an embedded store in a fresh temporary directory, with the global databases
+/// a node creates at its first start. Keep the directory as long as the store is used.
+#[cfg(test)]
+pub(crate) async fn test_store() -> (super::SharedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: super::SharedStore = Arc::new(
+        SqliteStore::open(dir.path())
+            .await
+            .expect("open the embedded store"),
+    );
+    crate::bootstrap::ensure_global_dbs(&store)
+        .await
+        .expect("global databases");
+    (store, dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

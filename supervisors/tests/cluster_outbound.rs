@@ -13,6 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::admin::stop_node;
+use common::cluster::{node_env, signal};
+use common::jobs::max_overlap;
 use common::*;
 use faxd::ids::Db;
 use faxd::outbound::docs::blank_tiff;
@@ -23,36 +26,10 @@ use serde_json::{Value, json};
 const NODE_A: &str = "faxd-a@127.0.0.1";
 const NODE_B: &str = "faxd-b@127.0.0.1";
 
-/// Environment of a cluster node on the shared CouchDB, with a short leader lease so that a
-/// takeover happens within seconds, and processing jobs requeued after `job_lease` seconds
-/// without a heartbeat.
-fn node_env(
-    dir: &Path,
-    name: &str,
-    couch: &str,
-    seeds: &[&str],
-    job_lease: u64,
-) -> Vec<(String, String)> {
-    let mut env = Node::env_for(dir);
-    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
-    for (k, v) in [
-        ("FAXD_NODE_NAME", name.to_string()),
-        ("FAXD_STORE_BACKEND", "couchdb".into()),
-        ("FAXD_STORE_COUCH_URL", couch.to_string()),
-        ("FAXD_CLUSTER_COOKIE", "faxd-cluster-test".into()),
-        ("FAXD_CLUSTER_SEEDS", format!("[{}]", seeds.join(","))),
-        ("FAXD_MEDIA_ENGINE", "script".into()),
-        ("FAXD_MEDIA_SCRIPT_PAGE_MS", "500".into()),
-        ("FAXD_OUTBOUND_LEADER_RENEW", "1".into()),
-        ("FAXD_OUTBOUND_LEADER_LEASE", "3".into()),
-        ("FAXD_OUTBOUND_HEARTBEAT", "1".into()),
-        ("FAXD_OUTBOUND_LEASE", job_lease.to_string()),
-        ("FAXD_OUTBOUND_SWEEP", "1".into()),
-    ] {
-        env.push((k.into(), v));
-    }
-    env
-}
+/// Line time per page of the scripted engine.
+const PAGE_MS: u64 = 500;
+/// Leader and queue lease (seconds): short, so that a takeover happens within seconds.
+const LEADER_LEASE_S: u64 = 3;
 
 async fn start(dir: &Path, env: Vec<(String, String)>) -> Node {
     let dir = dir.to_path_buf();
@@ -131,22 +108,6 @@ impl Api {
     }
 }
 
-/// The most transmissions that overlapped in time, from `[started, finished)` intervals.
-fn max_overlap(intervals: &[(i64, i64)]) -> usize {
-    let mut edges: Vec<(i64, i32)> = intervals
-        .iter()
-        .flat_map(|&(s, f)| [(s, 1), (f, -1)])
-        .collect();
-    // At equal times a finish comes before a start.
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        most = most.max(now);
-    }
-    most as usize
-}
-
 /// Node a (started first, so it takes the free lease) and node b on a private CouchDB, an
 /// API session of the master account, and `max_outbound` set for the cluster.
 struct Cluster {
@@ -169,9 +130,11 @@ impl Cluster {
         std::fs::create_dir_all(&dir_b).unwrap();
         let couch = Couch::start(root.path());
         let store: SharedStore = Arc::new(CouchStore::connect(&couch.url).await.unwrap());
-        let a = start(&dir_a, node_env(&dir_a, NODE_A, &couch.url, &[], job_lease)).await;
+        let (page, lease) = (PAGE_MS, LEADER_LEASE_S);
+        let env_a = node_env(&dir_a, NODE_A, &couch.url, &[], page, lease, job_lease);
+        let a = start(&dir_a, env_a).await;
         let seed = a.cluster.clone();
-        let env_b = node_env(&dir_b, NODE_B, &couch.url, &[&seed], job_lease);
+        let env_b = node_env(&dir_b, NODE_B, &couch.url, &[&seed], page, lease, job_lease);
         let b = start(&dir_b, env_b).await;
 
         // Exactly one node holds the outbound lease, and both say which.
@@ -316,22 +279,10 @@ impl Cluster {
 
     async fn stop(mut self) {
         for node in [self.a.take(), self.b.take()].into_iter().flatten() {
-            tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
-                .await
-                .unwrap();
+            stop_node(node).await;
         }
         drop(self.couch);
     }
-}
-
-/// Sends `signal` to a running node without waiting for it to exit.
-fn signal(node: &Node, signal: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &node.child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{signal}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,16 +11,17 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::admin::stop_node;
+use common::cluster::{node_env, set_env, signal};
+use common::jobs::{max_overlap, new_account, submit};
 use common::*;
-use faxd::ids::{AccountId, Db, new_id};
-use faxd::outbound::docs::{FAX_FILE, blank_tiff};
+use faxd::ids::{AccountId, Db};
 use faxd::outbound::{leader, modb, owner};
+use faxd::store::SharedStore;
 use faxd::store::couch::CouchStore;
-use faxd::store::{SharedStore, bytes_stream};
 use serde_json::{Value, json};
 
 const NODES: [&str; 4] = [
@@ -30,45 +31,13 @@ const NODES: [&str; 4] = [
     "faxd-d@127.0.0.1",
 ];
 const MAX_OUTBOUND: usize = 2;
+/// `retries` of every job.
+const RETRIES: u32 = 2;
 /// Heartbeats stop for this long while a job's node is paused; the job lease outlasts it,
 /// so a paused node's transmissions are not requeued under it.
 const JOB_LEASE_S: u64 = 20;
 /// Queue and leader lease (seconds): a dead or paused node's accounts move after it.
 const QUEUE_LEASE_S: u64 = 3;
-
-fn node_env(
-    dir: &Path,
-    name: &str,
-    couch: &str,
-    seeds: &[&str],
-    page_ms: u64,
-) -> Vec<(String, String)> {
-    let mut env = Node::env_for(dir);
-    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
-    for (k, v) in [
-        ("FAXD_NODE_NAME", name.to_string()),
-        ("FAXD_STORE_BACKEND", "couchdb".into()),
-        ("FAXD_STORE_COUCH_URL", couch.to_string()),
-        ("FAXD_CLUSTER_COOKIE", "faxd-cluster-test".into()),
-        ("FAXD_CLUSTER_SEEDS", format!("[{}]", seeds.join(","))),
-        ("FAXD_MEDIA_ENGINE", "script".into()),
-        ("FAXD_MEDIA_SCRIPT_PAGE_MS", page_ms.to_string()),
-        ("FAXD_OUTBOUND_LEADER_RENEW", "1".into()),
-        ("FAXD_OUTBOUND_LEADER_LEASE", QUEUE_LEASE_S.to_string()),
-        ("FAXD_OUTBOUND_HEARTBEAT", "1".into()),
-        ("FAXD_OUTBOUND_LEASE", JOB_LEASE_S.to_string()),
-        ("FAXD_OUTBOUND_SWEEP", "1".into()),
-        // Quiet unless asked for (FAXD_TEST_NODE_LOG=info): four nodes log a lot.
-        (
-            "FAXD_LOG_LEVEL",
-            std::env::var("FAXD_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
-        ),
-    ] {
-        env.retain(|(key, _)| key != k);
-        env.push((k.into(), v));
-    }
-    env
-}
 
 struct Cluster {
     root: tempfile::TempDir,
@@ -100,9 +69,7 @@ impl Cluster {
 
     async fn stop(&mut self) {
         for (_, node) in self.nodes.drain() {
-            tokio::task::spawn_blocking(move || assert_eq!(node.stop_with("TERM"), 0))
-                .await
-                .unwrap();
+            stop_node(node).await;
         }
     }
 
@@ -114,7 +81,19 @@ impl Cluster {
         } else {
             vec![self.seed.as_str()]
         };
-        let env = node_env(&dir, name, &self.couch_url, &seeds, self.page_ms);
+        let (page, lease) = (self.page_ms, QUEUE_LEASE_S);
+        let mut env = node_env(
+            &dir,
+            name,
+            &self.couch_url,
+            &seeds,
+            page,
+            lease,
+            JOB_LEASE_S,
+        );
+        // Quiet unless asked for (FAXD_TEST_NODE_LOG=info): four nodes log a lot.
+        let level = std::env::var("FAXD_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into());
+        set_env(&mut env, "FAXD_LOG_LEVEL", level);
         let node = tokio::task::spawn_blocking(move || Node::start(&dir, env))
             .await
             .unwrap();
@@ -149,72 +128,6 @@ impl Cluster {
     }
 }
 
-fn signal(node: &Node, signal: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &node.child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{signal}");
-}
-
-/// An account as the outbound engine sees it: its `max_outbound`.
-async fn new_account(store: &SharedStore) -> AccountId {
-    let a = AccountId::generate();
-    let db = Db::Account(a.clone());
-    store.ensure_db(&db).await.expect("account db");
-    store
-        .save(
-            &db,
-            json!({"_id": "configs_fax", "max_outbound": MAX_OUTBOUND}),
-        )
-        .await
-        .expect("account config");
-    a
-}
-
-/// A job of `pages` pages written as the API writes it (the fax TIFF attached, then
-/// `pending`), not before `send_at` (unix seconds) when given.
-async fn submit(
-    store: &SharedStore,
-    account: &AccountId,
-    to: &str,
-    pages: u32,
-    send_at: Option<i64>,
-) -> String {
-    let id = new_id();
-    let rev = store
-        .put_attachment(
-            &Db::Faxes,
-            &id,
-            None,
-            FAX_FILE,
-            "image/tiff",
-            bytes_stream(blank_tiff(pages)),
-        )
-        .await
-        .expect("attachment");
-    let mut doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
-    let now = faxd::time::now_gregorian();
-    for (k, v) in json!({
-        "pvt_type": "fax", "pvt_job_status": "pending", "pvt_account_id": account.as_str(),
-        "pvt_account_db": "faxes", "pvt_created": now, "pvt_modified": now,
-        "to_number": to, "from_number": "+14155550100", "from_name": "Test",
-        "retries": 2, "attempts": 0,
-    })
-    .as_object()
-    .unwrap()
-    {
-        doc[k] = v.clone();
-    }
-    if let Some(at) = send_at {
-        doc["send_at"] = json!(at);
-    }
-    doc["_rev"] = json!(rev);
-    store.save(&Db::Faxes, doc).await.expect("submit");
-    id
-}
-
 /// One submitted job: its account and number.
 #[derive(Clone)]
 struct Sent {
@@ -240,7 +153,7 @@ async fn wave(
             } else {
                 format!("+1555{tag}{k:03}{j:03}")
             };
-            let id = submit(store, account, &to, pages, None).await;
+            let id = submit(store, account, &to, pages, json!({"retries": RETRIES})).await;
             sent.push(Sent {
                 id,
                 account: account.clone(),
@@ -275,21 +188,6 @@ async fn finals(store: &SharedStore, jobs: &[Sent], within: Duration) -> Vec<(Se
         }
     }
     out
-}
-
-/// The most `[started, finished)` intervals open at once.
-fn max_overlap(intervals: &[(i64, i64)]) -> usize {
-    let mut edges: Vec<(i64, i32)> = intervals
-        .iter()
-        .flat_map(|&(s, f)| [(s, 1), (f, -1)])
-        .collect();
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        most = most.max(now);
-    }
-    most as usize
 }
 
 /// Every job completed; attempts as allowed; the limits held per account and per shared
@@ -340,7 +238,7 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
     .await;
     let mut accounts = Vec::new();
     for _ in 0..50 {
-        accounts.push(new_account(&store).await);
+        accounts.push(new_account(&store, Some(MAX_OUTBOUND as u32)).await);
     }
 
     // Wave 1 (200 jobs): the accounts spread over the three nodes; node c is killed while it
@@ -483,7 +381,14 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
     let tomorrow = faxd::time::now_unix() + 86_400;
     for (k, account) in accounts.iter().enumerate() {
         let to = format!("+1555400{k:04}");
-        submit(&store, account, &to, 1, Some(tomorrow)).await;
+        submit(
+            &store,
+            account,
+            &to,
+            1,
+            json!({"retries": RETRIES, "send_at": tomorrow}),
+        )
+        .await;
     }
     let jobs = wave(&store, &accounts, 3, 8, 3).await;
     let two = poll_async("every account owned", Duration::from_secs(60), || async {
@@ -576,7 +481,7 @@ async fn bench_jobs_per_second_with_one_two_and_three_nodes() {
             .expect("global dbs");
         let mut accounts = Vec::new();
         for _ in 0..30 {
-            accounts.push(new_account(&c.store).await);
+            accounts.push(new_account(&c.store, Some(MAX_OUTBOUND as u32)).await);
         }
         // Written before the nodes start, all due at one whole second once they are up.
         let due = faxd::time::now_unix() + 45;
@@ -584,7 +489,14 @@ async fn bench_jobs_per_second_with_one_two_and_three_nodes() {
         for i in 0..jobs {
             let k = i % accounts.len();
             let to = format!("+1555{k:03}{i:04}");
-            submit(&c.store, &accounts[k], &to, 1, Some(due)).await;
+            submit(
+                &c.store,
+                &accounts[k],
+                &to,
+                1,
+                json!({"retries": RETRIES, "send_at": due}),
+            )
+            .await;
         }
         for name in &NODES[..n] {
             c.start_node(name).await;

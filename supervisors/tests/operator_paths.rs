@@ -14,35 +14,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::admin::{Admin, start_node, stop_node};
+use common::jobs::{interval, max_overlap};
 use serde_json::{Value, json};
 
 /// A fax number that reaches an answering fax machine of the virtual PSTN.
 fn answering(n: u32) -> String {
     format!("+1415555{n:04}")
-}
-
-/// (started, finished) of the last attempt, unix ms, from `tx_result`.
-fn interval(doc: &Value) -> (i64, i64) {
-    let r = &doc["tx_result"];
-    (
-        r["started"].as_i64().expect("tx_result.started"),
-        r["finished"].as_i64().expect("tx_result.finished"),
-    )
-}
-
-/// Most intervals open at one instant (an end and a start at the same ms do not overlap).
-fn max_overlap(intervals: &[(i64, i64)]) -> usize {
-    let mut ev: Vec<(i64, i32)> = intervals
-        .iter()
-        .flat_map(|&(s, f)| [(s, 1), (f, -1)])
-        .collect();
-    ev.sort();
-    let (mut cur, mut max) = (0i32, 0i32);
-    for (_, d) in ev {
-        cur += d;
-        max = max.max(cur);
-    }
-    max as usize
 }
 
 fn now_ms() -> i64 {

@@ -4,6 +4,8 @@
 //! (a slow conversion, a panicking worker, a lease lost mid-call) are injected through real
 //! parts: an operator's convert command, the test-only fault hook, fax_monitor's requeue.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,12 +18,12 @@ use faxd::gateway::OWNER_GONE;
 use faxd::gateway::script::{Script, ScriptGateway};
 use faxd::ids::{AccountId, Db, new_id};
 use faxd::outbound::StatusSource;
-use faxd::outbound::docs::{FAX_FILE, blank_tiff};
+use faxd::outbound::docs::blank_tiff;
 use faxd::outbound::modb;
 use faxd::outbound::{ConvertedDocuments, DocumentSource, StoredTiff};
 use faxd::store::couch::CouchStore;
 use faxd::store::sqlite::SqliteStore;
-use faxd::store::{SharedStore, StoreError, bytes_stream};
+use faxd::store::{SharedStore, StoreError};
 use faxd_actors::outbound::{Env, Faults, LeaderLease, Settings, WorkerStatus};
 use faxd_actors::stage::Timeouts;
 use faxd_supervisors::outbound;
@@ -30,6 +32,8 @@ use faxd_supervisors::supervisor::{
 };
 use ractor::{Actor, ActorRef};
 use serde_json::{Value, json};
+
+use common::jobs::{self, interval, max_overlap, submit};
 
 async fn embedded() -> (SharedStore, Option<tempfile::TempDir>) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -212,61 +216,13 @@ impl Engine {
     }
 }
 
+/// [`jobs::new_account`] on a store with the global databases (as a node's first start
+/// leaves it).
 async fn new_account(store: &SharedStore, max_outbound: Option<u32>) -> AccountId {
     faxd::bootstrap::ensure_global_dbs(store)
         .await
         .expect("global dbs");
-    let a = AccountId::generate();
-    if let Some(n) = max_outbound {
-        let db = Db::Account(a.clone());
-        store.ensure_db(&db).await.expect("account db");
-        store
-            .save(&db, json!({"_id": "configs_fax", "max_outbound": n}))
-            .await
-            .expect("account config");
-    }
-    a
-}
-
-/// Submits a job as the API does: the document with its TIFF attachment, then `pending`.
-async fn submit(
-    store: &SharedStore,
-    account: &AccountId,
-    to: &str,
-    pages: u32,
-    extra: Value,
-) -> String {
-    let id = new_id();
-    let rev = store
-        .put_attachment(
-            &Db::Faxes,
-            &id,
-            None,
-            FAX_FILE,
-            "image/tiff",
-            bytes_stream(blank_tiff(pages)),
-        )
-        .await
-        .expect("attachment");
-    let mut doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
-    let now = faxd::time::now_gregorian();
-    let mut fields = json!({
-        "pvt_type": "fax", "pvt_job_status": "pending", "pvt_account_id": account.as_str(),
-        "pvt_account_db": "faxes", "pvt_created": now, "pvt_modified": now,
-        "to_number": to, "from_number": "+14155550100", "from_name": "Test",
-        "retries": 1, "attempts": 0,
-    });
-    if let (Some(f), Some(e)) = (fields.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            f.insert(k.clone(), v.clone());
-        }
-    }
-    for (k, v) in fields.as_object().expect("object") {
-        doc[k] = v.clone();
-    }
-    doc["_rev"] = json!(rev);
-    store.save(&Db::Faxes, doc).await.expect("submit");
-    id
+    jobs::new_account(store, max_outbound).await
 }
 
 /// Waits until the job has left the faxes database and sits in its MODB; returns it.
@@ -287,31 +243,6 @@ async fn wait_final(store: &SharedStore, account: &AccountId, id: &str, within: 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn interval(doc: &Value) -> (i64, i64) {
-    let r = &doc["tx_result"];
-    (
-        r["started"].as_i64().expect("started"),
-        r["finished"].as_i64().expect("finished"),
-    )
-}
-
-/// Most intervals open at the same time.
-fn max_overlap(intervals: &[(i64, i64)]) -> usize {
-    let mut ev: Vec<(i64, i32)> = Vec::new();
-    for &(s, f) in intervals {
-        ev.push((s, 1));
-        ev.push((f, -1));
-    }
-    // Ends before starts at the same instant.
-    ev.sort();
-    let (mut cur, mut max) = (0i32, 0i32);
-    for (_, d) in ev {
-        cur += d;
-        max = max.max(cur);
-    }
-    max as usize
 }
 
 fn unique_number(prefix: &str) -> String {
@@ -794,34 +725,12 @@ async fn job_without_a_number_fails_visibly(store: SharedStore) {
 /// Submits a job whose document is only its original (a PDF), as an upload that was not
 /// converted at intake: the worker converts it when it prepares the transmission.
 async fn submit_original(store: &SharedStore, account: &AccountId, to: &str) -> String {
-    let id = new_id();
-    let rev = store
-        .put_attachment(
-            &Db::Faxes,
-            &id,
-            None,
-            "original_file.pdf",
-            "application/pdf",
-            bytes_stream(b"%PDF-1.4\n%%EOF\n".to_vec()),
-        )
-        .await
-        .expect("attachment");
-    let mut doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
-    let now = faxd::time::now_gregorian();
-    for (k, v) in json!({
-        "pvt_type": "fax", "pvt_job_status": "pending", "pvt_account_id": account.as_str(),
-        "pvt_account_db": "faxes", "pvt_created": now, "pvt_modified": now,
-        "to_number": to, "from_number": "+14155550100", "from_name": "Test",
-        "retries": 3, "attempts": 0,
-    })
-    .as_object()
-    .expect("object")
-    {
-        doc[k] = v.clone();
-    }
-    doc["_rev"] = json!(rev);
-    store.save(&Db::Faxes, doc).await.expect("submit");
-    id
+    let pdf = (
+        "original_file.pdf",
+        "application/pdf",
+        b"%PDF-1.4\n%%EOF\n".to_vec(),
+    );
+    jobs::submit_file(store, account, to, pdf, json!({"retries": 3})).await
 }
 
 /// Calls the engine placed to `to`.

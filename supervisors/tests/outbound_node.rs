@@ -7,42 +7,13 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::jobs::submit;
 use common::*;
-use faxd::ids::{AccountId, Db, new_id};
-use faxd::outbound::docs::{FAX_FILE, blank_tiff};
+use faxd::ids::{AccountId, Db};
 use faxd::outbound::modb;
+use faxd::store::SharedStore;
 use faxd::store::sqlite::SqliteStore;
-use faxd::store::{SharedStore, bytes_stream};
 use serde_json::{Value, json};
-
-async fn submit(store: &SharedStore, account: &AccountId, to: &str) -> String {
-    let id = new_id();
-    let rev = store
-        .put_attachment(
-            &Db::Faxes,
-            &id,
-            None,
-            FAX_FILE,
-            "image/tiff",
-            bytes_stream(blank_tiff(3)),
-        )
-        .await
-        .expect("attachment");
-    let mut doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
-    let now = faxd::time::now_gregorian();
-    for (k, v) in json!({
-        "pvt_type": "fax", "pvt_job_status": "pending", "pvt_account_id": account.as_str(),
-        "pvt_created": now, "pvt_modified": now, "to_number": to,
-        "from_number": "+14155550100", "retries": 3, "attempts": 0, "_rev": rev,
-    })
-    .as_object()
-    .expect("object")
-    {
-        doc[k] = v.clone();
-    }
-    store.save(&Db::Faxes, doc).await.expect("submit");
-    id
-}
 
 async fn status_of(store: &SharedStore, id: &str) -> Option<String> {
     store
@@ -61,7 +32,9 @@ async fn kill_9_mid_transmission_then_restart_completes_the_job() {
         .expect("dbs");
     let account = AccountId::generate();
     let to = "+14195550123";
-    let id = submit(&store, &account, to).await;
+    // Three pages, `retries` 3, neither a caller name nor `pvt_account_db`.
+    let fields = json!({"retries": 3, "from_name": null, "pvt_account_db": null});
+    let id = submit(&store, &account, to, 3, fields).await;
 
     let mut env = Node::env_for(dir.path());
     env.push(("FAXD_MEDIA_ENGINE".into(), "script".into()));

@@ -16,14 +16,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::jobs::{new_account, submit};
 use common::*;
 use faults::*;
-use faxd::ids::{AccountId, Db, new_id};
+use faxd::ids::{AccountId, Db};
 use faxd::model::JobStatus;
-use faxd::outbound::docs::{FAX_FILE, blank_tiff};
+use faxd::outbound::docs::blank_tiff;
 use faxd::outbound::modb;
 use faxd::store::couch::CouchStore;
-use faxd::store::{CreatedRange, Page, SharedStore, bytes_stream};
+use faxd::store::{CreatedRange, Page, SharedStore};
 use serde_json::{Value, json};
 
 /// The outage the suite runs: five minutes.
@@ -40,18 +41,6 @@ fn outage() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// An account whose queue sends one fax at a time.
-async fn new_account(store: &SharedStore) -> AccountId {
-    let a = AccountId::generate();
-    let db = Db::Account(a.clone());
-    store.ensure_db(&db).await.expect("account db");
-    store
-        .save(&db, json!({"_id": "configs_fax", "max_outbound": 1}))
-        .await
-        .expect("account config");
-    a
-}
-
 /// Queues a job to `to` as intake leaves it (fax TIFF attached, `pending`), due `due_in`
 /// seconds from now; `age` makes it older than its account's other jobs (it goes first).
 async fn queue_job(
@@ -62,38 +51,12 @@ async fn queue_job(
     due_in: i64,
     age: i64,
 ) -> String {
-    let id = new_id();
-    let rev = store
-        .put_attachment(
-            &Db::Faxes,
-            &id,
-            None,
-            FAX_FILE,
-            "image/tiff",
-            bytes_stream(blank_tiff(pages)),
-        )
-        .await
-        .expect("attachment");
-    let mut doc = store.get(&Db::Faxes, &id).await.expect("get").expect("doc");
-    let now = faxd::time::now_gregorian() - age;
-    for (k, v) in [
-        ("pvt_type", json!("fax")),
-        ("pvt_job_status", json!("pending")),
-        ("pvt_account_id", json!(account.as_str())),
-        ("pvt_account_db", json!("faxes")),
-        ("pvt_created", json!(now)),
-        ("pvt_modified", json!(now)),
-        ("retry_after", json!(due_in + age)),
-        ("to_number", json!(to)),
-        ("from_number", json!("+14155550100")),
-        ("retries", json!(5)),
-        ("attempts", json!(0)),
-        ("_rev", json!(rev)),
-    ] {
-        doc[k] = v;
-    }
-    store.save(&Db::Faxes, doc).await.expect("queue job");
-    id
+    let created = faxd::time::now_gregorian() - age;
+    let fields = json!({
+        "pvt_created": created, "pvt_modified": created, "retry_after": due_in + age,
+        "retries": 5, "from_name": null,
+    });
+    submit(store, account, to, pages, fields).await
 }
 
 /// The job's final copy in its MODB, once it left the queue.
@@ -165,7 +128,7 @@ async fn five_minute_store_outage_loses_no_job_and_keeps_the_node_up() {
     let store: SharedStore = Arc::new(CouchStore::connect(&couch.url).await.expect("couch"));
     let mut accounts = Vec::new();
     for _ in 0..ACCOUNTS {
-        accounts.push(new_account(&store).await);
+        accounts.push(new_account(&store, Some(1)).await);
     }
     // Each account sends to a number of its own (a number takes one call at a time). The
     // later accounts' jobs are due in a minute, queued through the outage; then the first

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod cluster;
+pub mod jobs;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
