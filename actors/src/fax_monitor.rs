@@ -250,16 +250,18 @@ impl Actor for FaxMonitor {
         _myself: ActorRef<MonitorMsg>,
         st: &mut MonitorState,
     ) -> Result<(), ActorProcessingErr> {
-        // The keeper ends after the round it is in (bounded): a lease it takes in that round
-        // is then open here and released below, never left behind by a stopped node.
+        // The keeper ends after the round it is in (bounded) and releases every queue lease
+        // it holds, one taken in that round included: none is left behind by a stopped node.
+        let owned = st.env.owners.owned();
         let _ = st.keeper_stop.send(true);
-        if let Some(mut keeper) = st.keeper.take()
-            && tokio::time::timeout(RPC_TIMEOUT, &mut keeper)
-                .await
-                .is_err()
-        {
-            keeper.abort();
-            warn!("lease keeper did not end in time; leases it took last run out");
+        let mut released = false;
+        if let Some(mut keeper) = st.keeper.take() {
+            if tokio::time::timeout(RPC_TIMEOUT, &mut keeper).await.is_ok() {
+                released = true;
+            } else {
+                keeper.abort();
+                warn!("lease keeper did not end in time; leases it took last run out");
+            }
         }
         for h in [
             st.feed.take(),
@@ -281,10 +283,13 @@ impl Actor for FaxMonitor {
         if let Err(e) = owner::leave(&st.env.ctx.store, &me).await {
             warn!(error = %e, "could not remove this node's heartbeat; it runs out");
         }
-        for account in st.env.owners.owned() {
+        for account in owned.into_iter().chain(st.env.owners.owned()) {
             st.env.owners.close(&account);
             if let Some(jobs) = Env::jobs_of(account.as_str()) {
                 jobs.stop(Some("normal".into()));
+            }
+            if released {
+                continue;
             }
             let doc = leader::owner_doc(account.as_str());
             if let Err(e) = leader::release_at(&st.env.ctx.store, &doc, &me).await {
@@ -624,7 +629,7 @@ impl Keeper {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *stop.borrow() {
-                return;
+                break;
             }
             // Every `renew`: all leases are renewed (or looked at). A change of the leader
             // document: a watcher looks at once (the holder may have released it). A change
@@ -634,18 +639,47 @@ impl Keeper {
                 _ = every.tick() => (true, true),
                 _ = look.notified() => (self.valid_until.is_none(), false),
                 _ = look_owners.notified() => (false, false),
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
             };
             if renew {
                 self.heartbeat().await;
             }
             if leader && !self.round().await {
-                return;
+                break;
             }
             if !self.accounts_round(renew).await {
-                return;
+                break;
             }
         }
+        self.release_all().await;
+    }
+
+    /// On the way out: every queue lease this keeper took is released — also one taken in
+    /// its last round whose gate never opened (a take slower than the lease), which the
+    /// monitor's list of open gates does not show.
+    async fn release_all(&mut self) {
+        let me = self.env.node().to_string();
+        let store = self.env.ctx.store.clone();
+        let held: Vec<AccountId> = self
+            .accounts
+            .drain()
+            .filter(|(_, h)| h.valid_until.is_some() || h.doc.is_some())
+            .map(|(a, _)| a)
+            .collect();
+        for account in &held {
+            self.env.owners.close(account);
+        }
+        futures_util::stream::iter(held)
+            .for_each_concurrent(KEEPER_CONCURRENCY, |account| {
+                let (store, me) = (store.clone(), me.clone());
+                async move {
+                    let doc = leader::owner_doc(account.as_str());
+                    if let Err(e) = leader::release_at(&store, &doc, &me).await {
+                        warn!(account_id = %account, error = %e, "could not release the queue lease; it runs out");
+                    }
+                }
+            })
+            .await;
     }
 
     /// One round: renew (holder) or look and maybe take over (others). False once the
@@ -791,6 +825,10 @@ impl Keeper {
             .buffer_unordered(KEEPER_CONCURRENCY)
             .collect()
             .await;
+        // Every outcome is recorded before the monitor hears of any: a lease taken in this
+        // round must be known here even when the monitor is gone (stopping), so the keeper
+        // releases it on its way out.
+        let mut tell = Vec::new();
         for (account, mut held, started, outcome) in outcomes {
             let mut lost = None;
             if held.valid_until.is_some_and(|u| Instant::now() >= u) {
@@ -835,19 +873,14 @@ impl Keeper {
                 self.env.owners.close(&account);
             }
             self.accounts.insert(account.clone(), held);
-            if let Some(why) = lost
-                && self
-                    .monitor
-                    .cast(MonitorMsg::Disowned(account.clone(), why))
-                    .is_err()
-            {
-                return false;
+            if let Some(why) = lost {
+                tell.push(MonitorMsg::Disowned(account.clone(), why));
             }
-            if took && self.monitor.cast(MonitorMsg::Owned(account)).is_err() {
-                return false;
+            if took {
+                tell.push(MonitorMsg::Owned(account));
             }
         }
-        true
+        tell.into_iter().all(|m| self.monitor.cast(m).is_ok())
     }
 }
 

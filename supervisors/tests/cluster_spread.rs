@@ -262,24 +262,6 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
         n
     };
     eprintln!("owned accounts per node: {:?}", per_node(&owners));
-    // Node a sees, through the process groups, a queue running on each of the three nodes
-    // (the other two are remote members of the groups).
-    let seen = poll_async(
-        "queues running on all three nodes in `nodes` of node a",
-        Duration::from_secs(60),
-        || async {
-            let (code, out, err) = tokio::task::block_in_place(|| {
-                c.node(NODES[0]).sup(&["faxd_maintenance", "nodes"], &[])
-            });
-            assert_eq!(code, 0, "{out}{err}");
-            NODES[..3]
-                .iter()
-                .all(|name| queues_running(&out, name).is_some_and(|n| n > 0))
-                .then_some(out)
-        },
-    )
-    .await;
-    eprintln!("{seen}");
     let victim = NODES[2];
     poll_async("node c transmitting", Duration::from_secs(60), || async {
         let rows = store.processing_by_node(Some(victim)).await.unwrap();
@@ -301,13 +283,16 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
     assert_ne!(code, 0);
     // The jobs the kill cut mid-call: processing under the dead node (until their lease runs
     // out and they are requeued).
-    let cut: HashSet<String> = store
-        .processing_by_node(Some(victim))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let cut_now = || async {
+        store
+            .processing_by_node(Some(victim))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<HashSet<String>>()
+    };
+    let mut cut = cut_now().await;
     assert!(!cut.is_empty(), "the kill cut no transmission");
     // Failover: one of the dead node's accounts dispatches on another node.
     let failover = poll_async(
@@ -321,6 +306,9 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
         },
     )
     .await;
+    // A take the node sent just before it died can reach the store after the first look:
+    // read again, well within the job lease (the cut jobs stay processing until it runs out).
+    cut.extend(cut_now().await);
     eprintln!(
         "kill -9: {} jobs cut mid-call, failover (kill → next dispatch of its account) {failover:?}",
         cut.len()
@@ -449,6 +437,27 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
         "exactly the accounts that rank the new node first move"
     );
     assert!(!moved.is_empty(), "the new node took no share");
+    // Every account keeps a queue (its fax for tomorrow): node a sees, through the process
+    // groups, as many queues running on each live node as the store says it owns, the other
+    // two nodes' queues being remote members of the groups, and none running elsewhere.
+    let live = [NODES[0], NODES[1], joiner];
+    let seen = poll_async(
+        "`nodes` of node a: queues running where the leases are",
+        Duration::from_secs(60),
+        || async {
+            let (code, out, err) = tokio::task::block_in_place(|| {
+                c.node(NODES[0]).sup(&["faxd_maintenance", "nodes"], &[])
+            });
+            assert_eq!(code, 0, "{out}{err}");
+            let agree = live.iter().all(|name| {
+                owned_and_running(&out, name)
+                    .is_some_and(|(owned, running)| running > 0 && running == owned)
+            });
+            (agree && !out.contains("queues not owned here")).then_some(out)
+        },
+    )
+    .await;
+    eprintln!("{seen}");
     let done = finals(&store, &jobs, Duration::from_secs(240)).await;
     check_wave(&done, &HashSet::new());
 
@@ -530,13 +539,20 @@ async fn bench_jobs_per_second_with_one_two_and_three_nodes() {
     }
 }
 
-/// The number of queues `faxd_maintenance nodes` shows running on `node` (its line
-/// `<node>[ (tag)]: N accounts, M queues running, …`).
-fn queues_running(out: &str, node: &str) -> Option<usize> {
+/// The accounts `faxd_maintenance nodes` shows `node` owning and the queues it shows running
+/// there (its line `<node>[ (tag)]: N accounts[ (+k expired)], M queues running, …`).
+fn owned_and_running(out: &str, node: &str) -> Option<(usize, usize)> {
     let line = out
         .lines()
         .find(|l| l.starts_with(&format!("{node}:")) || l.starts_with(&format!("{node} (")))?;
     let (_, rest) = line.split_once(": ")?;
-    let part = rest.split(", ").find(|p| p.ends_with(" running"))?;
-    part.split_whitespace().next()?.parse().ok()
+    let mut parts = rest.split(", ");
+    let owned = parts.next()?.split_whitespace().next()?.parse().ok()?;
+    let running = parts
+        .find(|p| p.ends_with(" running"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((owned, running))
 }
