@@ -122,6 +122,25 @@ impl Cluster {
             .collect()
     }
 
+    /// Waits until `node` is transmitting, then returns the accounts whose queue it owns.
+    async fn transmitting_with_its_accounts(&self, node: &str) -> HashSet<String> {
+        poll_async(
+            &format!("{node} transmitting"),
+            Duration::from_secs(60),
+            || async {
+                let rows = self.store.processing_by_node(Some(node)).await.unwrap();
+                (!rows.is_empty()).then_some(())
+            },
+        )
+        .await;
+        self.owners()
+            .await
+            .into_iter()
+            .filter(|(_, n)| n == node)
+            .map(|(a, _)| a)
+            .collect()
+    }
+
     /// Live heartbeats in the store.
     async fn heartbeats(&self) -> usize {
         owner::heartbeats(&self.store).await.unwrap().len()
@@ -263,18 +282,7 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
     };
     eprintln!("owned accounts per node: {:?}", per_node(&owners));
     let victim = NODES[2];
-    poll_async("node c transmitting", Duration::from_secs(60), || async {
-        let rows = store.processing_by_node(Some(victim)).await.unwrap();
-        (!rows.is_empty()).then_some(())
-    })
-    .await;
-    let victims: HashSet<String> = c
-        .owners()
-        .await
-        .into_iter()
-        .filter(|(_, n)| n == victim)
-        .map(|(a, _)| a)
-        .collect();
+    let victims = c.transmitting_with_its_accounts(victim).await;
     let killed_at = Instant::now();
     let node = c.nodes.remove(victim).unwrap();
     let code = tokio::task::spawn_blocking(move || node.stop_with("KILL"))
@@ -324,18 +332,7 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
     // Wave 2 (150 jobs): node b is paused for longer than the queue lease, then resumed.
     let jobs = wave(&store, &accounts, 3, 2, 2).await;
     let paused = NODES[1];
-    poll_async("node b transmitting", Duration::from_secs(60), || async {
-        let rows = store.processing_by_node(Some(paused)).await.unwrap();
-        (!rows.is_empty()).then_some(())
-    })
-    .await;
-    let before: HashSet<String> = c
-        .owners()
-        .await
-        .into_iter()
-        .filter(|(_, n)| n == paused)
-        .map(|(a, _)| a)
-        .collect();
+    let before = c.transmitting_with_its_accounts(paused).await;
     signal(c.node(paused), "STOP");
     let stopped = Instant::now();
     poll_async(
