@@ -32,7 +32,20 @@ pub fn unix_to_gregorian(secs: i64) -> i64 {
 
 /// UTC ISO-8601 `YYYY-MM-DDTHH:MM:SSZ`, as the response envelope's `timestamp`.
 pub fn iso8601_now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+    // Formatted once a second per thread: every API response carries it.
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const {
+            std::cell::RefCell::new((i64::MIN, String::new()))
+        };
+    }
+    let now = Utc::now();
+    LAST.with_borrow_mut(|(secs, text)| {
+        if *secs != now.timestamp() {
+            *secs = now.timestamp();
+            *text = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+        }
+        text.clone()
+    })
 }
 
 #[cfg(test)]

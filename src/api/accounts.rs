@@ -392,7 +392,7 @@ async fn delete(
     }
     crate::accounts::release_account_numbers(&state.store, &id).await?;
     super::faxboxes::delete_account_copies(&state.store, &id).await?;
-    let mut gone = doc.clone();
+    let mut gone = (*doc).clone();
     gone["pvt_deleted"] = json!(true);
     gone["pvt_modified"] = json!(crate::time::now_gregorian());
     state.store.save(&Db::Accounts, gone).await?;
@@ -501,10 +501,11 @@ async fn api_key_put(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let env = json_envelope(&req, payload, &state).await?;
-    let (caller, id, mut doc) = account_request(&req, &state, Some(&env)).await?;
+    let (caller, id, doc) = account_request(&req, &state, Some(&env)).await?;
     if !caller_is_admin_user(&caller) {
         return Err(ApiError::Forbidden);
     }
+    let mut doc = std::sync::Arc::unwrap_or_clone(doc);
     let key = format!("{}{}", new_id(), new_id());
     doc["pvt_api_key"] = json!(key);
     save_both(&state.store, &id, doc).await?;

@@ -26,6 +26,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
 
+use super::request::Caller;
 use crate::ids::Db;
 use crate::store::observed::{Write, WriteObserver};
 use crate::store::{Change, Result, SharedStore};
@@ -47,13 +48,26 @@ pub enum Reads {
 }
 
 struct Entry {
-    doc: Option<Value>,
+    /// Shared with every request that uses it: nothing is copied on a hit.
+    doc: Option<Arc<Value>>,
     at: Instant,
 }
 
-/// The cache: documents of the `accounts` database and of account databases, by id.
+/// A token verified against the documents of the cache, as of `epoch`.
+struct CallerEntry {
+    caller: Caller,
+    epoch: u64,
+    at: Instant,
+}
+
+/// The cache: documents of the `accounts` database and of account databases, by id, and the
+/// callers that tokens were verified as.
 pub struct AuthCache {
     entries: Mutex<HashMap<(Db, String), Entry>>,
+    /// Verified tokens. An entry holds only while no entry of `entries` has been dropped since
+    /// it was made (the epoch is unchanged) and for [`TTL`] at most: exactly as long as every
+    /// document its verification read would still be served from the cache.
+    callers: Mutex<HashMap<String, CallerEntry>>,
     /// Bumped by every invalidation: a read that started before one is not cached (it may
     /// have seen the document before the write that dropped it).
     epoch: AtomicU64,
@@ -92,6 +106,7 @@ impl AuthCache {
     pub fn with_ttl(ttl: Duration) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
+            callers: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             feed: tokio::sync::Mutex::new(Feed::default()),
             ttl,
@@ -106,7 +121,7 @@ impl AuthCache {
         db: &Db,
         id: &str,
         reads: Reads,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<Arc<Value>>> {
         if reads == Reads::Cached {
             self.drain_feed(store).await;
             if let Some(doc) = self.lookup(db, id) {
@@ -114,18 +129,75 @@ impl AuthCache {
             }
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let doc = store.get(db, id).await?;
+        let doc = store.get(db, id).await?.map(Arc::new);
         self.insert(db, id, &doc, epoch);
         Ok(doc)
     }
 
-    fn lookup(&self, db: &Db, id: &str) -> Option<Option<Value>> {
+    /// The epoch that [`AuthCache::keep_caller`] is given: read before the first document of
+    /// a verification.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The caller `token` was verified as, while every document that verification read is
+    /// unchanged in the cache (see [`AuthCache::callers`]). Whether the token has expired
+    /// since is the caller's to check.
+    pub async fn caller(&self, store: &SharedStore, token: &str) -> Option<Caller> {
+        self.drain_feed(store).await;
+        let callers = self.callers.lock().ok()?;
+        let e = callers.get(token)?;
+        (e.epoch == self.epoch.load(Ordering::Acquire) && e.at.elapsed() < self.ttl)
+            .then(|| e.caller.clone())
+    }
+
+    /// Keeps a caller verified since `epoch` ([`AuthCache::epoch`]) from the cached documents
+    /// `read`; it holds until the oldest of them would be read again.
+    pub fn keep_caller(&self, token: &str, caller: &Caller, epoch: u64, read: &[(Db, String)]) {
+        let oldest = {
+            let Ok(entries) = self.entries.lock() else {
+                return;
+            };
+            let mut oldest = Instant::now();
+            for key in read {
+                match entries.get(key) {
+                    Some(e) => oldest = oldest.min(e.at),
+                    // Not cached (a read raced an invalidation): nothing to keep.
+                    None => return,
+                }
+            }
+            oldest
+        };
+        let Ok(mut callers) = self.callers.lock() else {
+            return;
+        };
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if callers.len() >= MAX_ENTRIES {
+            let (ttl, now) = (self.ttl, self.epoch.load(Ordering::Acquire));
+            callers.retain(|_, e| e.epoch == now && e.at.elapsed() < ttl);
+            if callers.len() >= MAX_ENTRIES {
+                callers.clear();
+            }
+        }
+        callers.insert(
+            token.to_string(),
+            CallerEntry {
+                caller: caller.clone(),
+                epoch,
+                at: oldest,
+            },
+        );
+    }
+
+    fn lookup(&self, db: &Db, id: &str) -> Option<Option<Arc<Value>>> {
         let entries = self.entries.lock().ok()?;
         let e = entries.get(&(db.clone(), id.to_string()))?;
         (e.at.elapsed() < self.ttl).then(|| e.doc.clone())
     }
 
-    fn insert(&self, db: &Db, id: &str, doc: &Option<Value>, epoch: u64) {
+    fn insert(&self, db: &Db, id: &str, doc: &Option<Arc<Value>>, epoch: u64) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -256,5 +328,74 @@ impl Invalidates {
             Write::Save { id: None, .. } | Write::SaveWithAttachments { id: None, .. } => {}
             Write::DeleteDb { db } => self.0.forget_db(db),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::AccountId;
+    use serde_json::json;
+
+    fn caller(account: &AccountId) -> Caller {
+        Caller {
+            token: "t".into(),
+            claims: crate::api::token::Claims {
+                jti: "j".into(),
+                account_id: account.as_str().into(),
+                owner_id: None,
+                method: "cb_api_auth".into(),
+                exp: i64::MAX,
+                iss: "faxd".into(),
+                identity: String::new(),
+            },
+            account: account.clone(),
+            account_doc: Arc::new(json!({})),
+            superduper: false,
+            admin: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_verified_caller_lasts_only_while_the_documents_it_was_read_from_are_unchanged() {
+        let (store, _dir) = crate::store::sqlite::test_store().await;
+        let cache = AuthCache::default();
+        let a = AccountId::generate();
+        store
+            .save(&Db::Accounts, json!({"_id": a.as_str(), "pvt_type": "account"}))
+            .await
+            .expect("save");
+        let read = [(Db::Accounts, a.as_str().to_string())];
+
+        // Documents never read through the cache: nothing is kept.
+        let epoch = cache.epoch();
+        cache.keep_caller("t", &caller(&a), epoch, &read);
+        assert!(cache.caller(&store, "t").await.is_none());
+
+        // Read, then kept: served until any cached document is dropped.
+        let epoch = cache.epoch();
+        cache
+            .get(&store, &Db::Accounts, a.as_str(), Reads::Cached)
+            .await
+            .expect("read");
+        cache.keep_caller("t", &caller(&a), epoch, &read);
+        assert_eq!(cache.caller(&store, "t").await.map(|c| c.account), Some(a.clone()));
+        assert!(cache.caller(&store, "other token").await.is_none());
+        cache.forget(&Db::Accounts, "some other document");
+        assert!(cache.caller(&store, "t").await.is_none());
+
+        // A verification that raced an invalidation is not kept.
+        let epoch = cache.epoch();
+        cache
+            .get(&store, &Db::Accounts, a.as_str(), Reads::Cached)
+            .await
+            .expect("read");
+        cache.forget(&Db::Accounts, "x");
+        cache
+            .get(&store, &Db::Accounts, a.as_str(), Reads::Cached)
+            .await
+            .expect("read");
+        cache.keep_caller("t", &caller(&a), epoch, &read);
+        assert!(cache.caller(&store, "t").await.is_none());
     }
 }

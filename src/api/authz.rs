@@ -34,7 +34,7 @@
 //! verified [`Caller`] and the resolved account, so handlers do not repeat the store reads.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -141,7 +141,7 @@ fn served(method: &Method, pattern: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Target {
     pub id: AccountId,
-    pub doc: Value,
+    pub doc: Arc<Value>,
     pub role: Role,
 }
 
@@ -308,7 +308,7 @@ mod tests {
             token: String::new(),
             claims,
             account: me.clone(),
-            account_doc: Value::Null,
+            account_doc: Arc::new(Value::Null),
             superduper: true,
             admin: false,
         };

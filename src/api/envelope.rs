@@ -19,10 +19,22 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// Identity of the node shown in every envelope: base64url of a digest of the node name.
+/// Identity of the node shown in every envelope: base64url of a digest of the node name
+/// (worked out once per name and thread: every response carries it).
 pub fn node_token(node: &str) -> String {
-    let digest = sha2::Sha256::digest(node.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+    thread_local! {
+        static LAST: std::cell::RefCell<(String, String)> = const {
+            std::cell::RefCell::new((String::new(), String::new()))
+        };
+    }
+    LAST.with_borrow_mut(|(name, token)| {
+        if token.is_empty() || name != node {
+            let digest = sha2::Sha256::digest(node.as_bytes());
+            *token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
+            *name = node.to_string();
+        }
+        token.clone()
+    })
 }
 
 /// faxd's version, as shown in envelopes and `/v2/about`.

@@ -11,7 +11,9 @@ use serde_json::{Map, Value, json};
 
 use super::accept::{self, Negotiated, Wanted};
 use super::envelope::success_with;
-use super::listing::{Paging, fill_page, page_in_memory, respond_doc, respond_list, scan_filtered};
+use super::listing::{
+    Paging, fill_page, page_in_memory, respond_doc, respond_list, respond_rows, scan_filtered,
+};
 use super::request::{
     self, account_request, is_json, load_typed, media_type, param, parse_envelope, read_body,
 };
@@ -425,7 +427,7 @@ async fn submit(
     let submission = submit::Submission {
         account: Account {
             id: account,
-            doc: account_doc,
+            doc: std::sync::Arc::unwrap_or_clone(account_doc),
         },
         faxbox,
         owner,
@@ -670,10 +672,10 @@ async fn list_folder(
                     .store
                     .get(&Db::Modb(account.clone(), month), &r.id)
                     .await?;
-                // Rows look the same filtered or not: the index's summary.
+                // Rows look the same filtered or not: the index's row.
                 Ok(doc
                     .filter(|d| paging.keeps(&filter_target(d)))
-                    .map(|_| folder_summary(r)))
+                    .and_then(|_| serde_json::from_str(&r.listing).ok()))
             },
             ModbRow::cursor,
         )
@@ -684,37 +686,15 @@ async fn list_folder(
         .store
         .modb_list(&account, &scope.modb_filter(folder), range, paging.page())
         .await?;
-    // The index row carries the summary: no document is read.
-    let rows: Vec<Value> = listing.rows.iter().map(folder_summary).collect();
-    Ok(respond_list(
+    // The index rows are the answer's rows: no document is read, no row parsed.
+    let rows: Vec<String> = listing.rows.into_iter().map(|r| r.listing).collect();
+    Ok(respond_rows(
         &req,
         &state,
-        rows,
+        &rows,
         listing.next_start_key,
         &paging,
     ))
-}
-
-/// A folder listing's row from the index alone: the indexed fields, and the summary keys
-/// Monster UI's fax app reads (numbers, names, `tx_result`/`rx_result`), `pages` and
-/// `delivered` named as a fax's details name them.
-fn folder_summary(r: &ModbRow) -> Value {
-    let mut row = json!({
-        "id": r.id, "folder": r.folder.as_str(), "status": r.status,
-        "to": r.to, "from": r.from, "created": r.created,
-        "faxbox_id": r.faxbox_id, "owner_id": r.owner_id,
-    });
-    if let Value::Object(m) = &mut row {
-        for (k, v) in &r.summary {
-            let name = match k.as_str() {
-                "pvt_pages" => "pages",
-                "pvt_delivered_date" => "delivered",
-                other => other,
-            };
-            m.insert(name.to_string(), v.clone());
-        }
-    }
-    row
 }
 
 /// Loads a fax of a folder in the account's MODBs, within the route's scope.
@@ -760,7 +740,13 @@ async fn get_folder(
 ) -> Result<HttpResponse, ApiError> {
     let (_a, db, doc) = load_folder(&req, &state, folder, None).await?;
     let mut body = view(&doc);
-    if folder == Folder::Outbox {
+    // Progress webhooks are recorded only for faxes sent from a faxbox (see
+    // `notify::progress`): other faxes have none to read.
+    let from_faxbox = doc
+        .get("faxbox_id")
+        .and_then(Value::as_str)
+        .is_some_and(|b| !b.is_empty());
+    if folder == Folder::Outbox && from_faxbox {
         add_progress(
             &state,
             &db,

@@ -4,6 +4,7 @@
 //! account tree (a token acts on its own account and its descendants only).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpMessage, HttpRequest, web};
@@ -197,8 +198,8 @@ pub struct Caller {
     pub token: String,
     pub claims: Claims,
     pub account: AccountId,
-    /// The auth account's document (from `accounts`).
-    pub account_doc: Value,
+    /// The auth account's document (from `accounts`), shared with the authentication cache.
+    pub account_doc: Arc<Value>,
     pub superduper: bool,
     /// Whether the token speaks for an administrator of its account: a user with
     /// `priv_level: admin`, or the account's API key (which only admins can read).
@@ -224,9 +225,16 @@ pub async fn check_token_with(
     token: &str,
     reads: Reads,
 ) -> Result<Caller, ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    if reads == Reads::Cached
+        && let Some(caller) = state.auth_cache.caller(&state.store, token).await
+        && caller.claims.exp > now
+    {
+        return Ok(caller);
+    }
+    let epoch = state.auth_cache.epoch();
     let key = state.token_key().await?;
-    let claims = token::verify(&key, token, chrono::Utc::now().timestamp())
-        .map_err(|_| ApiError::InvalidCredentials)?;
+    let claims = token::verify(&key, token, now).map_err(|_| ApiError::InvalidCredentials)?;
     let revoked = token::revocation_id(&claims);
     if state
         .auth_cache
@@ -250,14 +258,25 @@ pub async fn check_token_with(
         .get("pvt_superduper_admin")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    Ok(Caller {
+    let caller = Caller {
         token: token.to_string(),
         claims,
         account,
         account_doc: doc,
         superduper,
         admin,
-    })
+    };
+    if reads == Reads::Cached {
+        let mut read = vec![
+            (Db::Accounts, revoked),
+            (Db::Accounts, caller.account.as_str().to_string()),
+        ];
+        if let Some(owner) = caller.owner_id() {
+            read.push((Db::Account(caller.account.clone()), owner.to_string()));
+        }
+        state.auth_cache.keep_caller(token, &caller, epoch, &read);
+    }
+    Ok(caller)
 }
 
 /// The secret a token's identity is bound to: the user's password salt (a live, enabled
@@ -303,7 +322,7 @@ async fn identity_holds(
         },
         None => None,
     };
-    let holds = identity_secret(user.as_ref(), account_doc)
+    let holds = identity_secret(user.as_deref(), account_doc)
         .is_some_and(|secret| token::identity_sig(key, &secret) == claims.identity);
     let admin = match &user {
         Some(u) => u.get("priv_level").and_then(Value::as_str) == Some("admin"),
@@ -330,7 +349,9 @@ pub async fn authenticate(
 
 /// An account's directory document, `None` when missing or deleted.
 pub async fn live_account(state: &ApiState, id: &AccountId) -> Result<Option<Value>, ApiError> {
-    live_account_with(state, id, Reads::Fresh).await
+    Ok(live_account_with(state, id, Reads::Fresh)
+        .await?
+        .map(Arc::unwrap_or_clone))
 }
 
 /// [`live_account`], read as `reads` says.
@@ -338,7 +359,7 @@ pub async fn live_account_with(
     state: &ApiState,
     id: &AccountId,
     reads: Reads,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<Arc<Value>>, ApiError> {
     let doc = state
         .auth_cache
         .get(&state.store, &Db::Accounts, id.as_str(), reads)
@@ -363,7 +384,7 @@ pub async fn target_account(
     req: &HttpRequest,
     state: &ApiState,
     caller: &Caller,
-) -> Result<(AccountId, Value), ApiError> {
+) -> Result<(AccountId, Arc<Value>), ApiError> {
     if let Some(t) = req.extensions().get::<super::authz::Target>() {
         return Ok((t.id.clone(), t.doc.clone()));
     }
@@ -376,7 +397,7 @@ pub async fn resolve_account(
     state: &ApiState,
     caller: &Caller,
     reads: Reads,
-) -> Result<(AccountId, Value), ApiError> {
+) -> Result<(AccountId, Arc<Value>), ApiError> {
     let raw = param(req, "account_id")?;
     let id = AccountId::parse(raw)
         .map_err(|_| ApiError::BadIdentifier(format!("invalid account_id '{raw}'")))?;
@@ -395,7 +416,7 @@ pub async fn account_request(
     req: &HttpRequest,
     state: &ApiState,
     env: Option<&Envelope>,
-) -> Result<(Caller, AccountId, Value), ApiError> {
+) -> Result<(Caller, AccountId, Arc<Value>), ApiError> {
     let caller = authenticate(req, state, env).await?;
     let (id, doc) = target_account(req, state, &caller).await?;
     Ok((caller, id, doc))

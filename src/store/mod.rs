@@ -164,21 +164,26 @@ impl JobRow {
     }
 }
 
-/// A row of the MODB fax listings.
+/// A row of the MODB fax listings: the keys a listing is paged by, and the row as the
+/// listing answers it, rendered once when the fax is written (the embedded store keeps it in
+/// its listing table) so that a page is the join of its rows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModbRow {
     pub id: String,
+    pub created: i64,
+    /// The listing's row, a JSON object: `id`, `folder`, `status`, `created`, `faxbox_id`,
+    /// `owner_id`, `to`, `from` and the summary keys (`pvt_pages` and `pvt_delivered_date`
+    /// named `pages` and `delivered`, as a fax's details name them); nulls left out.
+    pub listing: String,
+}
+
+/// A MODB fax as its listing indexes it: the row, and the keys that scope it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModbEntry {
+    pub row: ModbRow,
     pub folder: Folder,
-    pub status: Option<String>,
     pub faxbox_id: Option<String>,
     pub owner_id: Option<String>,
-    pub to: Option<String>,
-    pub from: Option<String>,
-    pub created: i64,
-    /// The document's [`MODB_SUMMARY_KEYS`] it has, as stored: what a listing shows of a fax
-    /// without reading the document (the views emit them).
-    #[serde(default)]
-    pub summary: serde_json::Map<String, Value>,
 }
 
 /// The keys of a MODB fax that its listing rows carry besides the indexed fields: what
@@ -207,26 +212,71 @@ impl ModbRow {
     /// A row from the value a MODB listing view emits (`{id, folder, status, …, summary}`).
     pub fn from_view_value(v: &Value) -> Option<Self> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        Some(Self {
-            id: s("id")?,
-            folder: s("folder")
-                .and_then(|f| f.parse().ok())
-                .unwrap_or(Folder::Inbox),
-            status: s("status"),
-            faxbox_id: s("faxbox_id"),
-            owner_id: s("owner_id"),
-            to: s("to"),
-            from: s("from"),
-            created: v.get("created").and_then(Value::as_i64).unwrap_or(0),
-            summary: match v.get("summary") {
-                Some(Value::Object(m)) => m
-                    .iter()
-                    .filter(|(k, v)| MODB_SUMMARY_KEYS.contains(&k.as_str()) && !v.is_null())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                _ => serde_json::Map::new(),
+        let summary = match v.get("summary") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        Some(
+            ModbEntry::new(
+                s("id")?,
+                s("folder"),
+                s("status"),
+                s("faxbox_id"),
+                s("owner_id"),
+                v.get("created").and_then(Value::as_i64).unwrap_or(0),
+                &summary,
+            )
+            .row,
+        )
+    }
+}
+
+impl ModbEntry {
+    /// The entry of these fields; `summary` holds the document's [`MODB_SUMMARY_KEYS`] (others
+    /// and nulls are left out).
+    fn new(
+        id: String,
+        folder: Option<String>,
+        status: Option<String>,
+        faxbox_id: Option<String>,
+        owner_id: Option<String>,
+        created: i64,
+        summary: &serde_json::Map<String, Value>,
+    ) -> Self {
+        let folder = folder.and_then(|f| f.parse().ok()).unwrap_or(Folder::Inbox);
+        let mut row = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v.filter(|v| !v.is_null()) {
+                row.insert(k.to_string(), v);
+            }
+        };
+        put("id", Some(Value::String(id.clone())));
+        put("folder", Some(Value::String(folder.as_str().to_string())));
+        put("status", status.map(Value::String));
+        put("created", Some(Value::from(created)));
+        put("faxbox_id", faxbox_id.clone().map(Value::String));
+        put("owner_id", owner_id.clone().map(Value::String));
+        let text = |k: &str| summary.get(k).filter(|v| v.is_string()).cloned();
+        put("to", text("to_number"));
+        put("from", text("from_number"));
+        for k in MODB_SUMMARY_KEYS {
+            let name = match k {
+                "pvt_pages" => "pages",
+                "pvt_delivered_date" => "delivered",
+                other => other,
+            };
+            put(name, summary.get(k).cloned());
+        }
+        Self {
+            row: ModbRow {
+                id,
+                created,
+                listing: Value::Object(row).to_string(),
             },
-        })
+            folder,
+            faxbox_id,
+            owner_id,
+        }
     }
 }
 
@@ -568,32 +618,26 @@ fn live_of_type(doc: &Value, pvt_type: &str) -> bool {
             .unwrap_or(false)
 }
 
-/// Reads a MODB fax document into a [`ModbRow`] (missing folder = inbox).
-pub fn modb_row(doc: &Value) -> Option<ModbRow> {
+/// Reads a MODB fax document into its [`ModbEntry`] (missing folder = inbox); `None` for
+/// anything but a live fax.
+pub fn modb_entry(doc: &Value) -> Option<ModbEntry> {
     if !live_of_type(doc, "fax") {
         return None;
     }
     let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
-    Some(ModbRow {
-        id: s("_id")?,
-        folder: s("folder")
-            .and_then(|f| f.parse().ok())
-            .unwrap_or(Folder::Inbox),
-        status: s("pvt_job_status"),
-        faxbox_id: s("faxbox_id"),
-        owner_id: s("owner_id"),
-        to: s("to_number"),
-        from: s("from_number"),
-        created: doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0),
-        summary: MODB_SUMMARY_KEYS
-            .iter()
-            .filter_map(|k| {
-                doc.get(*k)
-                    .filter(|v| !v.is_null())
-                    .map(|v| (k.to_string(), v.clone()))
-            })
-            .collect(),
-    })
+    let summary: serde_json::Map<String, Value> = MODB_SUMMARY_KEYS
+        .iter()
+        .filter_map(|k| doc.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    Some(ModbEntry::new(
+        s("_id")?,
+        s("folder"),
+        s("pvt_job_status"),
+        s("faxbox_id"),
+        s("owner_id"),
+        doc.get("pvt_created").and_then(Value::as_i64).unwrap_or(0),
+        &summary,
+    ))
 }
 
 /// Wraps bytes already in memory as a [`ByteStream`].

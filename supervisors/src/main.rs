@@ -12,6 +12,12 @@ use faxd::ids::{AccountId, Db};
 use faxd::store::Backend;
 use serde_json::json;
 
+/// The node allocates and frees small buffers on many threads at once (HTTP workers, store
+/// readers, the runtime's workers); mimalloc keeps those per thread, where glibc's malloc
+/// contends for its arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "faxd",
