@@ -604,6 +604,10 @@ async fn queue_views_select_and_order_jobs(store: SharedStore) {
     let count = |acc: &AccountId| sched.iter().find(|(x, _)| x == acc).map(|(_, n)| *n);
     assert_eq!(count(&a), Some(4), "{sched:?}"); // 3 pending + 1 locked
     assert_eq!(count(&b), Some(1));
+    // The scheduler's question: the same accounts, in order, without the counts.
+    let mut accounts: Vec<AccountId> = sched.iter().map(|(a, _)| a.clone()).collect();
+    accounts.sort();
+    assert_eq!(store.accounts_with_work().await.unwrap(), accounts);
 
     let due = store.jobs_by_account(&a, 10).await.unwrap();
     let ids: Vec<String> = due.iter().map(|r| r.id.clone()).collect();

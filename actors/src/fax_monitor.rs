@@ -382,16 +382,15 @@ impl MonitorState {
     /// Wakes (starting when needed) the queue of every account with pending or locked jobs
     /// that this node owns; on a cluster, first spreads the accounts over the members.
     async fn schedule(&mut self) {
-        let accounts = match self.env.ctx.store.schedule_accounts().await {
+        let accounts = match self.env.ctx.store.accounts_with_work().await {
             Ok(a) => a,
             Err(e) => {
-                warn!(error = %e, "schedule_accounts failed");
+                warn!(error = %e, "listing the accounts with queued jobs failed");
                 return;
             }
         };
         let accounts: Vec<AccountId> = accounts
             .into_iter()
-            .map(|(a, _)| a)
             .filter(|a| self.env.settings.schedules(a))
             .collect();
         if self.leader.lease.is_none() {
@@ -549,10 +548,10 @@ impl MonitorState {
             }
         }
         // Locked jobs whose queue is gone (lock older than the lease).
-        let accounts = store.schedule_accounts().await.unwrap_or_default();
+        let accounts = store.accounts_with_work().await.unwrap_or_default();
         let lease_s = env.settings.lease.as_secs() as i64;
         let now = faxd::time::now_gregorian();
-        for (account, _) in accounts {
+        for account in accounts {
             if !env.settings.schedules(&account) {
                 continue;
             }

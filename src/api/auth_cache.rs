@@ -362,7 +362,10 @@ mod tests {
         let cache = AuthCache::default();
         let a = AccountId::generate();
         store
-            .save(&Db::Accounts, json!({"_id": a.as_str(), "pvt_type": "account"}))
+            .save(
+                &Db::Accounts,
+                json!({"_id": a.as_str(), "pvt_type": "account"}),
+            )
             .await
             .expect("save");
         let read = [(Db::Accounts, a.as_str().to_string())];
@@ -379,7 +382,10 @@ mod tests {
             .await
             .expect("read");
         cache.keep_caller("t", &caller(&a), epoch, &read);
-        assert_eq!(cache.caller(&store, "t").await.map(|c| c.account), Some(a.clone()));
+        assert_eq!(
+            cache.caller(&store, "t").await.map(|c| c.account),
+            Some(a.clone())
+        );
         assert!(cache.caller(&store, "other token").await.is_none());
         cache.forget(&Db::Accounts, "some other document");
         assert!(cache.caller(&store, "t").await.is_none());

@@ -36,6 +36,12 @@ pub use preview::{Preview, PreviewSize};
 pub use sniff::{Kind, OfficeKind, sniff};
 pub use tiff_f::{FaxTiffInfo, decode_fax_tiff, inspect_fax_tiff, similarity, validate_fax_tiff};
 
+/// How many conversions the intake runs at once: two per core (each also waits on the store
+/// while it holds its place). The warm Ghostscript pool keeps as many processes idle.
+pub fn conversions_at_once() -> usize {
+    2 * std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// Vertical resolution of a fax page (horizontal is always 204 dpi, 1728 pixels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -33,8 +33,11 @@ use super::sandbox::{self, Limits, WorkDir};
 
 /// Jobs a process runs before it is replaced.
 pub const MAX_JOBS: u32 = 500;
-/// Idle processes kept.
-pub const MAX_IDLE: usize = 2;
+/// Idle processes kept: as many as conversions run at once ([`super::conversions_at_once`]),
+/// so that a steady stream of PDFs never starts a process (≈ 50 ms of CPU each) for a job.
+pub fn max_idle() -> usize {
+    super::conversions_at_once()
+}
 /// Message lines kept per job.
 const MAX_LINES: usize = 200;
 /// Root directories are `faxd-gs-<pid of faxd>-XXXXXX`.
@@ -373,7 +376,7 @@ impl WarmGs {
         let evicted = match self.idle.lock() {
             Ok(mut idle) => {
                 idle.push(p);
-                if idle.len() > MAX_IDLE {
+                if idle.len() > max_idle() {
                     Some(idle.remove(0))
                 } else {
                     None

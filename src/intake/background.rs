@@ -35,8 +35,7 @@ impl Default for IntakePool {
     /// writing the TIFF and the job) while it holds its place, so one per core left the cores
     /// partly idle under load; the warm Ghostscript pool grows to match.
     fn default() -> Self {
-        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self::new(QUEUED, FETCHES, 2 * cpus)
+        Self::new(QUEUED, FETCHES, crate::convert::conversions_at_once())
     }
 }
 

@@ -481,6 +481,18 @@ pub trait Store: Send + Sync + 'static {
     /// Accounts with pending or locked jobs, with their job count (`faxes/schedule_accounts`).
     async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>>;
 
+    /// The accounts of [`Store::schedule_accounts`], in order, without counting their jobs:
+    /// what the scheduler asks at every change of the queue, so a store may answer it
+    /// without visiting every waiting job.
+    async fn accounts_with_work(&self) -> Result<Vec<AccountId>> {
+        Ok(self
+            .schedule_accounts()
+            .await?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect())
+    }
+
     /// How many queued jobs each status has, over every account (`faxes/queue_depth`), in
     /// status order; statuses without jobs are left out.
     async fn queue_depth(&self) -> Result<Vec<(String, u64)>>;

@@ -167,6 +167,10 @@ impl<O: WriteObserver> Store for Observed<O> {
         self.inner.schedule_accounts().await
     }
 
+    async fn accounts_with_work(&self) -> Result<Vec<AccountId>> {
+        self.inner.accounts_with_work().await
+    }
+
     async fn queue_depth(&self) -> Result<Vec<(String, u64)>> {
         self.inner.queue_depth().await
     }

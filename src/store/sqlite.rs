@@ -66,6 +66,11 @@ CREATE INDEX IF NOT EXISTS docs_queue ON docs (
     json_extract(body, '$.pvt_account_id'), coalesce(json_extract(body, '$.pvt_deleted'), 0),
     deleted);
 DROP INDEX IF EXISTS docs_folder_created;
+CREATE INDEX IF NOT EXISTS docs_due ON docs (
+    db, json_extract(body, '$.pvt_account_id'), json_extract(body, '$.pvt_job_status'),
+    coalesce(json_extract(body, '$.pvt_modified'), 0)
+        + coalesce(json_extract(body, '$.retry_after'), 0),
+    id);
 CREATE INDEX IF NOT EXISTS docs_type_created ON docs (
     db, json_extract(body, '$.pvt_type'), coalesce(json_extract(body, '$.pvt_created'), 0));
 CREATE INDEX IF NOT EXISTS docs_account_created ON docs (
@@ -1427,6 +1432,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// One index seek per account and status: the next account after the last one found
+    /// (a loose scan of `docs_queue`), however many jobs wait.
+    async fn accounts_with_work(&self) -> Result<Vec<AccountId>> {
+        self.read(|conn| {
+            let sql =
+                "SELECT min(json_extract(body, '$.pvt_account_id')) FROM docs INDEXED BY docs_queue
+                 WHERE db = 'faxes' AND json_extract(body, '$.pvt_type') = 'fax'
+                   AND json_extract(body, '$.pvt_job_status') = ?1
+                   AND json_extract(body, '$.pvt_account_id') > ?2
+                   AND coalesce(json_extract(body, '$.pvt_deleted'), 0) = 0 AND deleted = 0";
+            let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+            let mut found = std::collections::BTreeSet::new();
+            for status in [JobStatus::Pending, JobStatus::Locked] {
+                let mut after = String::new();
+                while let Some(a) = stmt
+                    .query_row(params![status.as_str(), after], |r| {
+                        r.get::<_, Option<String>>(0)
+                    })
+                    .map_err(db_err)?
+                {
+                    if let Ok(id) = AccountId::parse(&a) {
+                        found.insert(id);
+                    }
+                    after = a;
+                }
+            }
+            Ok(found.into_iter().collect())
+        })
+        .await
+    }
+
     async fn queue_depth(&self) -> Result<Vec<(String, u64)>> {
         self.read(|conn| {
             let sql = format!(
@@ -1454,7 +1490,9 @@ impl Store for SqliteStore {
         let account = account.to_string();
         self.read(move |conn| {
             let sql = format!(
-                "SELECT id, body FROM docs WHERE db = 'faxes' AND {LIVE_FAX}
+                // In due order straight from `docs_due`: the first `limit` rows are read,
+                // however many jobs the account has waiting.
+                "SELECT id, body FROM docs INDEXED BY docs_due WHERE db = 'faxes' AND {LIVE_FAX}
                    AND json_extract(body, '$.pvt_account_id') = ?1
                    AND json_extract(body, '$.pvt_job_status') = 'pending'
                  ORDER BY coalesce(json_extract(body, '$.pvt_modified'), 0)
