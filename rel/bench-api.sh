@@ -115,7 +115,7 @@ while True:
     waiting = sum(1 for j in js if j.get("status") == "attaching_files")
     if waiting == 0:
         break
-    time.sleep(0.2)
+    time.sleep(0.5)
 done = time.time()
 ready = sum(1 for j in js if j.get("status") in ("pending", "locked", "processing"))
 failed = sum(1 for j in js if j.get("status") == "failed")

@@ -261,12 +261,23 @@ pub fn success_serialized(
     env.extend(extra);
     // An extra `data` wins, as it would in the map.
     let data = env.remove("data").map(|d| d.to_string()).or(data);
-    let rest = Value::Object(env).to_string();
-    let body = match data {
-        // `rest` is a non-empty object (it has `status`): `data` goes first.
-        Some(data) => format!("{{\"data\":{data},{}", &rest[1..]),
-        None => rest,
-    };
+    // `data` first, then the other keys in order, written straight into the body.
+    let mut body: Vec<u8> = Vec::with_capacity(data.as_ref().map_or(0, String::len) + 320);
+    body.push(b'{');
+    if let Some(data) = &data {
+        body.extend_from_slice(b"\"data\":");
+        body.extend_from_slice(data.as_bytes());
+    }
+    for (n, (k, v)) in env.iter().enumerate() {
+        if n > 0 || data.is_some() {
+            body.push(b',');
+        }
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut body, k);
+        body.push(b':');
+        let _ = serde_json::to_writer(&mut body, v);
+    }
+    body.push(b'}');
     HttpResponse::build(status)
         .content_type("application/json")
         .body(body)

@@ -738,24 +738,154 @@ async fn get_folder(
     state: web::Data<ApiState>,
     folder: Folder,
 ) -> Result<HttpResponse, ApiError> {
-    let (_a, db, doc) = load_folder(&req, &state, folder, None).await?;
-    let mut body = view(&doc);
+    let (_c, account, _a) = account_request(&req, &state, None).await?;
+    let scope = scope_of(&req, &state, &account).await?;
+    let id = param(&req, "fax_id")?;
+    let missing = || ApiError::BadIdentifier(id.to_string());
+    if id.is_empty() || id.len() > request::MAX_DOC_ID {
+        return Err(missing());
+    }
+    let (month, _) = split_modb_doc_id(id).ok_or_else(missing)?;
+    let db = Db::Modb(account.clone(), month);
+    let (rev, body) = match state.store.get_text(&db, id).await {
+        Ok(Some(found)) => found,
+        Ok(None) | Err(crate::store::StoreError::NoDatabase(_)) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    let stored = StoredFax::parse(&body)
+        .map_err(|e| ApiError::Fault(format!("fax {id} is stored as unreadable JSON: {e}")))?;
+    let facts = stored.facts();
+    if facts.get("pvt_type").and_then(Value::as_str) != Some("fax")
+        || crate::accounts::is_deleted(&facts)
+    {
+        return Err(missing());
+    }
+    let doc_folder = facts
+        .get("folder")
+        .and_then(Value::as_str)
+        .and_then(|f| f.parse::<Folder>().ok())
+        .unwrap_or(Folder::Inbox);
+    if doc_folder != folder || !scope.keeps(&facts) {
+        return Err(missing());
+    }
     // Progress webhooks are recorded only for faxes sent from a faxbox (see
     // `notify::progress`): other faxes have none to read.
-    let from_faxbox = doc
+    let from_faxbox = facts
         .get("faxbox_id")
         .and_then(Value::as_str)
         .is_some_and(|b| !b.is_empty());
-    if folder == Folder::Outbox && from_faxbox {
-        add_progress(
-            &state,
-            &db,
-            doc["_id"].as_str().unwrap_or_default(),
-            &mut body,
-        )
-        .await?;
+    let webhooks = if folder == Folder::Outbox && from_faxbox {
+        crate::notify::progress::delivery_log(&state.store, &db, id).await?
+    } else {
+        Vec::new()
+    };
+    let data = stored.view(id, webhooks);
+    let mut extra = Map::new();
+    extra.insert("revision".into(), Value::String(rev));
+    Ok(super::envelope::success_serialized(
+        &req,
+        &state.node,
+        StatusCode::OK,
+        Some(data),
+        extra,
+    ))
+}
+
+/// A fax document as stored, split at its top level into the JSON text of each field, so
+/// that its view ([`view`]) is written without parsing the fields it shows unchanged: they
+/// were written by this serialiser, so their text is what a parse and a serialise would give.
+struct StoredFax<'a> {
+    fields: std::collections::BTreeMap<String, &'a serde_json::value::RawValue>,
+}
+
+impl<'a> StoredFax<'a> {
+    fn parse(body: &'a str) -> serde_json::Result<Self> {
+        Ok(Self {
+            fields: serde_json::from_str(body)?,
+        })
     }
-    Ok(respond_view(&req, &state, StatusCode::OK, &doc, body))
+
+    /// The value of one field (parsed).
+    fn value(&self, key: &str) -> Option<Value> {
+        self.fields
+            .get(key)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+    }
+
+    /// The fields the rules read: type, deletion, folder and scope.
+    fn facts(&self) -> Value {
+        let mut m = Map::new();
+        for k in ["pvt_type", "pvt_deleted", "folder", "faxbox_id", "owner_id"] {
+            if let Some(v) = self.value(k) {
+                m.insert(k.to_string(), v);
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// The JSON text of [`view`] of this document (`id` its id), with `webhooks` (when any)
+    /// under `_read_only`.
+    fn view(&self, id: &str, webhooks: Vec<Value>) -> String {
+        enum Out<'r> {
+            Raw(&'r serde_json::value::RawValue),
+            Parsed(Value),
+        }
+        let mut out: std::collections::BTreeMap<&str, Out> = std::collections::BTreeMap::new();
+        out.insert("id", Out::Parsed(json!(id)));
+        for (k, raw) in &self.fields {
+            if k.starts_with("pvt_") || k.starts_with('_') {
+                continue;
+            }
+            out.insert(k.as_str(), Out::Raw(raw));
+        }
+        let created = self.value("pvt_created").unwrap_or(json!(0));
+        let mut read_only = Map::new();
+        read_only.insert("created".into(), created.clone());
+        out.insert("created", Out::Parsed(created));
+        if let Some(st) = self.value("pvt_job_status") {
+            read_only.insert("status".into(), st.clone());
+            out.insert("status", Out::Parsed(st));
+        }
+        if let Some(d) = self.value("pvt_delivered_date") {
+            out.insert("delivered", Out::Parsed(d));
+        }
+        if let Some(p) = self.value("pvt_pages") {
+            out.insert("pages", Out::Parsed(p));
+        }
+        if let Some(n) = self.value("pvt_notify") {
+            read_only.insert("notifications".into(), crate::notify::delivery_log(&n));
+        }
+        if !webhooks.is_empty() {
+            read_only.insert("webhooks".into(), Value::Array(webhooks));
+        }
+        out.insert("_read_only", Out::Parsed(Value::Object(read_only)));
+        if self.fields.contains_key("notifications") {
+            // The faxbox's callback secret never shows (see `view`).
+            let mut holder = json!({"notifications": self.value("notifications")});
+            crate::notify::webhook::hide_secrets(&mut holder);
+            out.insert("notifications", Out::Parsed(holder["notifications"].take()));
+        }
+        let mut text: Vec<u8> =
+            Vec::with_capacity(self.fields.values().map(|r| r.get().len() + 24).sum());
+        text.push(b'{');
+        for (n, (k, v)) in out.iter().enumerate() {
+            if n > 0 {
+                text.push(b',');
+            }
+            // Writing to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut text, k);
+            text.push(b':');
+            match v {
+                Out::Raw(raw) => text.extend_from_slice(raw.get().as_bytes()),
+                Out::Parsed(v) => {
+                    let _ = serde_json::to_writer(&mut text, v);
+                }
+            }
+        }
+        text.push(b'}');
+        // Raw values are text of a `str`, the rest serde_json's own output: UTF-8 throughout.
+        String::from_utf8(text).unwrap_or_default()
+    }
 }
 
 async fn delete_folder(
@@ -1104,6 +1234,49 @@ async fn get_smtplog(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fax_view_from_the_stored_text_equals_the_view_of_the_parsed_document() {
+        let stored = json!({
+            "pvt_type": "fax", "folder": "outbox", "pvt_job_status": "completed",
+            "pvt_created": 63_900_000_000i64, "pvt_modified": 63_900_000_040i64,
+            "pvt_delivered_date": 63_900_000_040i64, "pvt_pages": 2, "pvt_account_id": "a",
+            "to_number": "+14155550100", "to_name": "Zoë \"quoted\" \u{1F4E0}",
+            "tx_result": {"success": true, "result_code": 0, "fax_speed": 14400.5,
+                          "nested": [1, {"b": null}, "x"]},
+            "notifications": {"email": {"send_to": ["a@b"]},
+                              "callback": {"url": "https://h/x", "secret": "s3cret"}},
+            "pvt_notify": {"event": "outbound_sent", "state": "done", "deliveries": []},
+            "_read_only": {"stale": true}, "retries": 3, "faxbox_id": "fb", "id": "own id",
+        });
+        let body = stored.to_string();
+        let mut doc = stored.clone();
+        doc["_id"] = json!("202612-abc");
+        doc["_rev"] = json!("3-xyz");
+        let parsed = StoredFax::parse(&body).expect("parses");
+        assert_eq!(
+            parsed.view("202612-abc", Vec::new()),
+            view(&doc).to_string()
+        );
+        assert!(!parsed.view("202612-abc", Vec::new()).contains("s3cret"));
+        // Webhooks join the read-only part.
+        let mut with = view(&doc);
+        with["_read_only"]["webhooks"] = json!([{"event": "queued"}]);
+        assert_eq!(
+            parsed.view("202612-abc", vec![json!({"event": "queued"})]),
+            with.to_string()
+        );
+        // A document without the optional parts.
+        let bare = json!({"pvt_type": "fax"});
+        let mut bare_doc = bare.clone();
+        bare_doc["_id"] = json!("x");
+        assert_eq!(
+            StoredFax::parse(&bare.to_string())
+                .unwrap()
+                .view("x", Vec::new()),
+            view(&bare_doc).to_string()
+        );
+    }
 
     #[test]
     fn a_fax_view_never_shows_webhook_secrets() {

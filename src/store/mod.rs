@@ -478,6 +478,25 @@ pub trait Store: Send + Sync + 'static {
     /// Removes an attachment; returns the new revision.
     async fn delete_attachment(&self, db: &Db, id: &str, rev: &str, name: &str) -> Result<String>;
 
+    /// A document as stored: its revision and its JSON text without `_id`, `_rev` and
+    /// `_attachments` (`None` when missing or deleted). For reads that render the text
+    /// themselves rather than walk a parsed document.
+    async fn get_text(&self, db: &Db, id: &str) -> Result<Option<(String, String)>> {
+        Ok(self.get(db, id).await?.map(|doc| {
+            let mut doc = match doc {
+                Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            };
+            let rev = match doc.remove("_rev") {
+                Some(Value::String(r)) => r,
+                _ => String::new(),
+            };
+            doc.remove("_id");
+            doc.remove("_attachments");
+            (rev, Value::Object(doc).to_string())
+        }))
+    }
+
     /// Accounts with pending or locked jobs, with their job count (`faxes/schedule_accounts`).
     async fn schedule_accounts(&self) -> Result<Vec<(AccountId, u64)>>;
 

@@ -167,6 +167,10 @@ impl<O: WriteObserver> Store for Observed<O> {
         self.inner.schedule_accounts().await
     }
 
+    async fn get_text(&self, db: &Db, id: &str) -> Result<Option<(String, String)>> {
+        self.inner.get_text(db, id).await
+    }
+
     async fn accounts_with_work(&self) -> Result<Vec<AccountId>> {
         self.inner.accounts_with_work().await
     }

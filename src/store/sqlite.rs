@@ -1134,6 +1134,26 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn get_text(&self, db: &Db, id: &str) -> Result<Option<(String, String)>> {
+        let db = db.clone();
+        let id = id.to_string();
+        self.read_here(move |conn| {
+            let row: Option<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT rev, body FROM docs WHERE db = ?1 AND id = ?2 AND deleted = 0",
+                )
+                .map_err(db_err)?
+                .query_row(params![db.name(), id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db_err)?;
+            match row {
+                Some(found) => Ok(Some(found)),
+                None => require_db(conn, &db).map(|()| None),
+            }
+        })
+        .await
+    }
+
     async fn save(&self, db: &Db, doc: Value) -> Result<Value> {
         self.save_with_attachments(db, doc, Vec::new()).await
     }
