@@ -687,11 +687,13 @@ async fn list_folder(
         .modb_list(&account, &scope.modb_filter(folder), range, paging.page())
         .await?;
     // The index rows are the answer's rows: no document is read, no row parsed.
-    let rows: Vec<String> = listing.rows.into_iter().map(|r| r.listing).collect();
+    let rows: Vec<&str> = listing.rows.iter().map(|r| r.listing.as_str()).collect();
+    let digests: Vec<[u8; 16]> = listing.rows.iter().map(|r| r.digest).collect();
     Ok(respond_rows(
         &req,
         &state,
         &rows,
+        Some(&digests),
         listing.next_start_key,
         &paging,
     ))

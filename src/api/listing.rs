@@ -327,15 +327,19 @@ pub fn respond_list(
         .into_iter()
         .map(|r| without_nulls(r).to_string())
         .collect();
-    respond_rows(req, state, &rows, next_start_key, paging)
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    respond_rows(req, state, &rows, None, next_start_key, paging)
 }
 
 /// Answers a listing page whose rows are JSON objects already serialised (as listing
-/// indexes keep them): `data` is their join, never parsed again.
+/// indexes keep them): `data` is their join, never parsed again. `digests`, when the rows
+/// carry one each (a digest of the row's text made when it was written), make the page's
+/// revision without hashing the whole page; else the page's text is hashed.
 pub fn respond_rows(
     req: &HttpRequest,
     state: &ApiState,
-    rows: &[String],
+    rows: &[&str],
+    digests: Option<&[[u8; 16]]>,
     next_start_key: Option<String>,
     paging: &Paging,
 ) -> HttpResponse {
@@ -359,7 +363,10 @@ pub fn respond_rows(
     }
     data.push(']');
     use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(data.as_bytes()));
+    let digest = match digests {
+        Some(d) => hex::encode(sha2::Sha256::digest(d.as_flattened())),
+        None => hex::encode(sha2::Sha256::digest(data.as_bytes())),
+    };
     extra.insert("revision".into(), json!(&digest[..32]));
     success_serialized(req, &state.node, StatusCode::OK, Some(data), extra)
 }

@@ -175,6 +175,24 @@ pub struct ModbRow {
     /// `owner_id`, `to`, `from` and the summary keys (`pvt_pages` and `pvt_delivered_date`
     /// named `pages` and `delivered`, as a fax's details name them); nulls left out.
     pub listing: String,
+    /// The first 16 bytes of the SHA-256 of `listing` (a page's revision is made of them).
+    pub digest: [u8; 16],
+}
+
+impl ModbRow {
+    /// A row of its text, with the digest of it.
+    pub fn of_listing(id: String, created: i64, listing: String) -> Self {
+        use sha2::Digest;
+        let full = sha2::Sha256::digest(listing.as_bytes());
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&full[..16]);
+        Self {
+            id,
+            created,
+            listing,
+            digest,
+        }
+    }
 }
 
 /// A MODB fax as its listing indexes it: the row, and the keys that scope it.
@@ -268,11 +286,7 @@ impl ModbEntry {
             put(name, summary.get(k).cloned());
         }
         Self {
-            row: ModbRow {
-                id,
-                created,
-                listing: Value::Object(row).to_string(),
-            },
+            row: ModbRow::of_listing(id, created, Value::Object(row).to_string()),
             folder,
             faxbox_id,
             owner_id,

@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS modb_rows (
     faxbox_id TEXT,
     owner_id TEXT,
     listing TEXT NOT NULL,
+    digest BLOB NOT NULL,
     PRIMARY KEY (db, folder, created, id)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS modb_rows_id ON modb_rows (db, id);
@@ -601,8 +602,8 @@ fn sync_listing(tx: &Connection, db: &Db, id: &str, body: Option<&str>) -> Resul
         .map_err(db_err)?;
     if let Some(r) = row {
         tx.prepare_cached(
-            "INSERT INTO modb_rows (db, folder, created, id, faxbox_id, owner_id, listing)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO modb_rows (db, folder, created, id, faxbox_id, owner_id, listing, digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(db_err)?
         .execute(params![
@@ -612,7 +613,8 @@ fn sync_listing(tx: &Connection, db: &Db, id: &str, body: Option<&str>) -> Resul
             id,
             r.faxbox_id,
             r.owner_id,
-            r.row.listing
+            r.row.listing,
+            &r.row.digest[..]
         ])
         .map_err(db_err)?;
     }
@@ -779,7 +781,7 @@ struct ModbFields {
     pvt_delivered_date: Option<Value>,
 }
 
-/// Runs a listing query of `modb_rows` (`id, created, listing`).
+/// Runs a listing query of `modb_rows` (`id, created, listing, digest`).
 fn query_modb_rows(
     conn: &Connection,
     sql: &str,
@@ -789,10 +791,12 @@ fn query_modb_rows(
     let mut rows = stmt.query(params).map_err(db_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(db_err)? {
+        let digest: [u8; 16] = r.get(3).map_err(db_err)?;
         out.push(ModbRow {
             id: r.get(0).map_err(db_err)?,
             created: r.get(1).map_err(db_err)?,
             listing: r.get(2).map_err(db_err)?,
+            digest,
         });
     }
     Ok(out)
@@ -835,7 +839,6 @@ fn jobs(rows: Vec<Value>) -> Vec<JobRow> {
 /// without a database are skipped): `month(db, left)` reads at most `left` rows of one
 /// month, newest first; the next key is the first row left out.
 fn modb_month_page<T>(
-    conn: &Connection,
     account: &AccountId,
     range: CreatedRange,
     limit: usize,
@@ -845,10 +848,8 @@ fn modb_month_page<T>(
     let want = limit + 1;
     let mut rows: Vec<T> = Vec::new();
     for m in months_in_range(range, 240) {
+        // A month without a database has no rows: nothing to look up first.
         let db = Db::Modb(account.clone(), m);
-        if require_db(conn, &db).is_err() {
-            continue;
-        }
         rows.extend(month(&db, (want - rows.len()) as i64)?);
         if rows.len() >= want {
             break;
@@ -1640,35 +1641,28 @@ impl Store for SqliteStore {
                 None => String::new(),
             };
             let sql = format!(
-                "SELECT id, created, listing FROM modb_rows
+                "SELECT id, created, listing, digest FROM modb_rows
                  WHERE db = ?1 {field_cond} AND folder = ?3 AND created BETWEEN ?4 AND ?5
                    AND (created < ?6 OR (created = ?6 AND id <= ?7))
                  ORDER BY created DESC, id DESC
                  LIMIT ?8"
             );
-            modb_month_page(
-                conn,
-                &account,
-                range,
-                page.limit,
-                ModbRow::cursor,
-                |db, left| {
-                    query_modb_rows(
-                        conn,
-                        &sql,
-                        &[
-                            &db.name(),
-                            &value,
-                            &folder.as_str(),
-                            &range.from,
-                            &range.to,
-                            &c_created,
-                            &c_id,
-                            &left,
-                        ],
-                    )
-                },
-            )
+            modb_month_page(&account, range, page.limit, ModbRow::cursor, |db, left| {
+                query_modb_rows(
+                    conn,
+                    &sql,
+                    &[
+                        &db.name(),
+                        &value,
+                        &folder.as_str(),
+                        &range.from,
+                        &range.to,
+                        &c_created,
+                        &c_id,
+                        &left,
+                    ],
+                )
+            })
         })
         .await
     }
@@ -1692,7 +1686,6 @@ impl Store for SqliteStore {
                  ORDER BY coalesce(json_extract(body, '$.pvt_created'), 0) DESC, id DESC
                  LIMIT ?6";
             modb_month_page(
-                conn,
                 &account,
                 range,
                 page.limit,
@@ -1998,6 +1991,10 @@ mod tests {
         page.rows
             .iter()
             .map(|r| {
+                // The stored digest is the digest of the row's text as read (pages' revisions
+                // are made of them, so a changed row changes its page's revision).
+                let full = sha2::Sha256::digest(r.listing.as_bytes());
+                assert_eq!(r.digest[..], full[..16], "{}", r.listing);
                 let v: Value = serde_json::from_str(&r.listing).expect("a JSON row");
                 (r.id.clone(), v["status"].as_str().unwrap_or("").to_string())
             })
