@@ -369,6 +369,12 @@ mod tests {
             .await
             .expect("save");
         let read = [(Db::Accounts, a.as_str().to_string())];
+        let read_account = async || {
+            cache
+                .get(&store, &Db::Accounts, a.as_str(), Reads::Cached)
+                .await
+                .expect("read");
+        };
 
         // Documents never read through the cache: nothing is kept.
         let epoch = cache.epoch();
@@ -377,10 +383,7 @@ mod tests {
 
         // Read, then kept: served until any cached document is dropped.
         let epoch = cache.epoch();
-        cache
-            .get(&store, &Db::Accounts, a.as_str(), Reads::Cached)
-            .await
-            .expect("read");
+        read_account().await;
         cache.keep_caller("t", &caller(&a), epoch, &read);
         assert_eq!(
             cache.caller(&store, "t").await.map(|c| c.account),
@@ -392,15 +395,9 @@ mod tests {
 
         // A verification that raced an invalidation is not kept.
         let epoch = cache.epoch();
-        cache
-            .get(&store, &Db::Accounts, a.as_str(), Reads::Cached)
-            .await
-            .expect("read");
+        read_account().await;
         cache.forget(&Db::Accounts, "x");
-        cache
-            .get(&store, &Db::Accounts, a.as_str(), Reads::Cached)
-            .await
-            .expect("read");
+        read_account().await;
         cache.keep_caller("t", &caller(&a), epoch, &read);
         assert!(cache.caller(&store, "t").await.is_none());
     }

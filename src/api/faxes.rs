@@ -724,15 +724,21 @@ async fn load_folder_as(
         split_modb_doc_id(id).ok_or_else(|| ApiError::BadIdentifier(id.to_string()))?;
     let db = Db::Modb(account.clone(), month);
     let doc = load_typed(&state.store, &db, id, "fax").await?;
+    if !shown_in(&doc, folder, &scope) {
+        return Err(ApiError::BadIdentifier(id.to_string()));
+    }
+    Ok((caller, account, db, doc))
+}
+
+/// Whether a fax document (or its [`StoredFax::facts`]) is in `folder` (no folder: the inbox)
+/// and in the request's scope.
+fn shown_in(doc: &Value, folder: Folder, scope: &Scope) -> bool {
     let doc_folder = doc
         .get("folder")
         .and_then(Value::as_str)
         .and_then(|f| f.parse::<Folder>().ok())
         .unwrap_or(Folder::Inbox);
-    if doc_folder != folder || !scope.keeps(&doc) {
-        return Err(ApiError::BadIdentifier(id.to_string()));
-    }
-    Ok((caller, account, db, doc))
+    doc_folder == folder && scope.keeps(doc)
 }
 
 async fn get_folder(
@@ -762,12 +768,7 @@ async fn get_folder(
     {
         return Err(missing());
     }
-    let doc_folder = facts
-        .get("folder")
-        .and_then(Value::as_str)
-        .and_then(|f| f.parse::<Folder>().ok())
-        .unwrap_or(Folder::Inbox);
-    if doc_folder != folder || !scope.keeps(&facts) {
+    if !shown_in(&facts, folder, &scope) {
         return Err(missing());
     }
     // Progress webhooks are recorded only for faxes sent from a faxbox (see
