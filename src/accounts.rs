@@ -58,8 +58,12 @@ pub async fn live_doc(
         Err(StoreError::NoDatabase(_)) => None,
         Err(e) => return Err(e),
     };
-    Ok(doc
-        .filter(|d| d.get("pvt_type").and_then(Value::as_str) == Some(pvt_type) && !is_deleted(d)))
+    Ok(doc.filter(|d| is_live(d, pvt_type)))
+}
+
+/// Whether `doc` is of `pvt_type` and not deleted (what [`live_doc`] keeps).
+pub fn is_live(doc: &Value, pvt_type: &str) -> bool {
+    doc.get("pvt_type").and_then(Value::as_str) == Some(pvt_type) && !is_deleted(doc)
 }
 
 /// An account's directory document, `None` when missing or deleted.

@@ -568,7 +568,9 @@ async fn get_outgoing(
             "node": live.node,
         });
     }
-    if let Ok((db, modb_id)) = crate::outbound::modb::target(&doc) {
+    if crate::notify::progress::may_have_events(&doc)
+        && let Ok((db, modb_id)) = crate::outbound::modb::target(&doc)
+    {
         add_progress(&state, &db, &modb_id, &mut body).await?;
     }
     Ok(respond_view(&req, &state, StatusCode::OK, &doc, body))
@@ -763,21 +765,10 @@ async fn get_folder(
     let stored = StoredFax::parse(&body)
         .map_err(|e| ApiError::Fault(format!("fax {id} is stored as unreadable JSON: {e}")))?;
     let facts = stored.facts();
-    if facts.get("pvt_type").and_then(Value::as_str) != Some("fax")
-        || crate::accounts::is_deleted(&facts)
-    {
+    if !crate::accounts::is_live(&facts, "fax") || !shown_in(&facts, folder, &scope) {
         return Err(missing());
     }
-    if !shown_in(&facts, folder, &scope) {
-        return Err(missing());
-    }
-    // Progress webhooks are recorded only for faxes sent from a faxbox (see
-    // `notify::progress`): other faxes have none to read.
-    let from_faxbox = facts
-        .get("faxbox_id")
-        .and_then(Value::as_str)
-        .is_some_and(|b| !b.is_empty());
-    let webhooks = if folder == Folder::Outbox && from_faxbox {
+    let webhooks = if folder == Folder::Outbox && crate::notify::progress::may_have_events(&facts) {
         crate::notify::progress::delivery_log(&state.store, &db, id).await?
     } else {
         Vec::new()

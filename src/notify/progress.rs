@@ -91,6 +91,15 @@ pub struct Watched {
     to_number: Option<String>,
 }
 
+/// Whether a fax (job or MODB document) can have progress events: only one sent from a
+/// faxbox ([`Watched::of_job`] announces nothing for the others), so a read of its events is
+/// needed for no other.
+pub fn may_have_events(fax: &Value) -> bool {
+    fax.get("faxbox_id")
+        .and_then(Value::as_str)
+        .is_some_and(|b| !b.is_empty())
+}
+
 impl Watched {
     /// The job document `job` (as queued), when its faxbox has an outbound callback; `None`
     /// when it has no faxbox, or the faxbox no callback (nothing is announced then).

@@ -183,6 +183,15 @@ fn open_conn(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// A connection for reads. Readers look up single documents and short index ranges: a
+/// small page cache each (the OS caches the file), so their memory stays flat as the store
+/// grows.
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = open_conn(path)?;
+    conn.execute_batch(READER_CACHE).map_err(db_err)?;
+    Ok(conn)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store file `faxd.sqlite` in `data_dir`.
     pub async fn open(data_dir: &Path) -> Result<Self> {
@@ -222,10 +231,7 @@ impl SqliteStore {
         let (reads, queue) = std::sync::mpsc::channel::<ReadJob>();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..READERS {
-            let conn = open_conn(&path)?;
-            // Readers look up single documents and short index ranges: a small page cache
-            // each (the OS caches the file), so their memory stays flat as the store grows.
-            conn.execute_batch(READER_CACHE).map_err(db_err)?;
+            let conn = open_reader(&path)?;
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("faxd-sqlite-reader-{n}"))
@@ -234,9 +240,7 @@ impl SqliteStore {
         }
         let mut here = Vec::with_capacity(HERE_READERS);
         for _ in 0..HERE_READERS {
-            let conn = open_conn(&path)?;
-            conn.execute_batch(READER_CACHE).map_err(db_err)?;
-            here.push(conn);
+            here.push(open_reader(&path)?);
         }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
