@@ -246,6 +246,7 @@ impl ConvertConfig {
             file_size: self.max_output_mb << 20,
             no_network: true,
             cpu_secs: 0,
+            nice: sandbox::CONVERTER_NICE,
         }
     }
 

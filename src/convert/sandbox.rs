@@ -26,6 +26,10 @@ pub struct Limits {
     /// CPU-time limit (RLIMIT_CPU) in seconds; 0 = the wall limit plus 5 s. Long-lived
     /// converters that run many jobs get a larger budget and are recycled before they use it.
     pub cpu_secs: u64,
+    /// Niceness added to the converter's (0 = the node's priority). Conversion is batch work:
+    /// a backlog of it must not slow the API's intake nor the media engine's real-time audio,
+    /// and it still gets every cycle they leave idle.
+    pub nice: i32,
 }
 
 impl Default for Limits {
@@ -36,9 +40,13 @@ impl Default for Limits {
             file_size: 64 << 20,
             no_network: true,
             cpu_secs: 0,
+            nice: CONVERTER_NICE,
         }
     }
 }
+
+/// The niceness converters run at by default.
+pub const CONVERTER_NICE: i32 = 10;
 
 /// A job's private temporary directory, removed (with everything in it) when dropped.
 pub struct WorkDir {
@@ -95,7 +103,7 @@ pub fn confine(cmd: &mut Command, limits: &Limits, workdir: &Path) {
         .current_dir(workdir);
     let limits = limits.clone();
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe system calls (setsid, setrlimit, unshare, prctl); it allocates nothing.
+    // async-signal-safe system calls (setsid, setrlimit, setpriority, unshare, prctl); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -120,6 +128,12 @@ pub fn confine(cmd: &mut Command, limits: &Limits, workdir: &Path) {
             };
             if set(libc::RLIMIT_CPU, cpu) < 0 || set(libc::RLIMIT_CORE, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if limits.nice != 0 {
+                // Relative to the node's own niceness; a refusal (a limit on raising it) leaves
+                // the converter at the node's priority, which only costs speed.
+                let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+                libc::setpriority(libc::PRIO_PROCESS, 0, now.saturating_add(limits.nice));
             }
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
             if limits.no_network
@@ -295,6 +309,29 @@ mod tests {
         };
         let out = run("awk", cmd, &roomy, wd.path()).unwrap();
         assert_eq!(out.stdout.trim(), "67108864");
+    }
+
+    #[test]
+    fn a_converter_runs_below_the_nodes_priority() {
+        fn nice_of(stat: &str) -> i32 {
+            // Field 19 of /proc/<pid>/stat, the 17th after the command's closing parenthesis.
+            let after = &stat[stat.rfind(')').expect("stat has a command") + 1..];
+            after.split_whitespace().nth(16).unwrap().parse().unwrap()
+        }
+        let node = nice_of(&std::fs::read_to_string("/proc/self/stat").unwrap());
+        let wd = WorkDir::new(None).unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg("cat /proc/self/stat");
+        let out = run("cat", cmd, &Limits::default(), wd.path()).unwrap();
+        assert_eq!(nice_of(&out.stdout), (node + CONVERTER_NICE).min(19));
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg("cat /proc/self/stat");
+        let same = Limits {
+            nice: 0,
+            ..Limits::default()
+        };
+        let out = run("cat", cmd, &same, wd.path()).unwrap();
+        assert_eq!(nice_of(&out.stdout), node);
     }
 
     #[test]
