@@ -14,11 +14,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::fetch::FetchPolicy;
 use super::{Conversion, IntakeError};
+use crate::ids::Db;
 use crate::notify::Doorbell;
 use crate::store::SharedStore;
 
-/// Intakes waiting or running at most, by default.
-pub const QUEUED: usize = 4096;
+/// Intakes waiting or running at most, by default. A waiting intake holds only its job's id;
+/// at a hundred conversions a second the last of them starts within about a minute and a
+/// half, well inside the time after which the sweep counts a job as stranded.
+pub const QUEUED: usize = 8192;
 /// URL fetches at once, by default (they wait on the network, not the CPU).
 pub const FETCHES: usize = 32;
 
@@ -66,17 +69,24 @@ impl IntakePool {
             return;
         };
         let conversions = self.conversions.clone();
+        // While it waits, an intake holds its job's id and nothing else (the job is in the
+        // store): the work itself is boxed, so a waiting task stays a few hundred bytes.
+        let id = job_id(&job);
+        drop(job);
         tokio::spawn(async move {
             let _slot = slot;
-            let id = job["_id"].as_str().unwrap_or_default().to_string();
             let Ok(_busy) = conversions.acquire_owned().await else {
                 return;
             };
-            report(
-                &bell,
-                &id,
-                super::finish_intake(&store, &conversion, job).await,
-            );
+            Box::pin(async move {
+                let done = match fresh(&store, &id).await {
+                    Ok(Some(job)) => super::finish_intake(&store, &conversion, job).await,
+                    Ok(None) => return,
+                    Err(e) => Err(e),
+                };
+                report(&bell, &id, done);
+            })
+            .await;
         });
     }
 
@@ -95,39 +105,54 @@ impl IntakePool {
             return;
         };
         let pool = self.clone();
+        let id = job_id(&job);
+        drop(job);
         tokio::spawn(async move {
             let _slot = slot;
-            let id = job["_id"].as_str().unwrap_or_default().to_string();
-            let fetched = {
-                let Ok(_busy) = pool.fetches.clone().acquire_owned().await else {
-                    return;
-                };
-                super::resume::document_of(&job, &policy).await
-            };
-            let stored = match fetched {
-                Ok(doc) => super::store_document(&store, &job, doc).await,
-                Err(reason) => {
-                    report(&bell, &id, super::fail_job(&store, job, &reason).await);
-                    return;
-                }
-            };
-            let job = match stored {
-                Ok(job) => job,
-                Err(e) => {
-                    report(&bell, &id, Err(e));
-                    return;
-                }
-            };
-            let Ok(_busy) = pool.conversions.clone().acquire_owned().await else {
+            let Ok(fetching) = pool.fetches.clone().acquire_owned().await else {
                 return;
             };
-            report(
-                &bell,
-                &id,
-                super::finish_intake(&store, &conversion, job).await,
-            );
+            Box::pin(async move {
+                let job = match fresh(&store, &id).await {
+                    Ok(Some(job)) => job,
+                    Ok(None) => return,
+                    Err(e) => return report(&bell, &id, Err(e)),
+                };
+                let fetched = super::resume::document_of(&job, &policy).await;
+                drop(fetching);
+                let stored = match fetched {
+                    Ok(doc) => super::store_document(&store, &job, doc).await,
+                    Err(reason) => {
+                        return report(&bell, &id, super::fail_job(&store, job, &reason).await);
+                    }
+                };
+                let job = match stored {
+                    Ok(job) => job,
+                    Err(e) => return report(&bell, &id, Err(e)),
+                };
+                let Ok(_busy) = pool.conversions.clone().acquire_owned().await else {
+                    return;
+                };
+                report(
+                    &bell,
+                    &id,
+                    super::finish_intake(&store, &conversion, job).await,
+                );
+            })
+            .await;
         });
     }
+}
+
+fn job_id(job: &Value) -> String {
+    job["_id"].as_str().unwrap_or_default().to_string()
+}
+
+/// The job as stored now, if it is still being taken in: one cancelled or deleted while it
+/// waited for its turn is left alone.
+async fn fresh(store: &SharedStore, id: &str) -> Result<Option<Value>, IntakeError> {
+    let job = store.get(&Db::Faxes, id).await?;
+    Ok(job.filter(super::in_intake))
 }
 
 /// Wakes the notifier for a job that failed in intake, or logs an intake that could not

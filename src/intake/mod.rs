@@ -321,7 +321,7 @@ pub async fn finish_intake(
 
 /// Whether a job is still being taken in (`attaching_files` or `resubmitting`): only then
 /// may its intake decide its status.
-fn in_intake(job: &Value) -> bool {
+pub(crate) fn in_intake(job: &Value) -> bool {
     let status = job.get("pvt_job_status").and_then(Value::as_str);
     status == Some(JobStatus::AttachingFiles.as_str())
         || status == Some(JobStatus::Resubmitting.as_str())
