@@ -789,20 +789,55 @@ async fn get_folder(
 /// that its view ([`view`]) is written without parsing the fields it shows unchanged: they
 /// were written by this serialiser, so their text is what a parse and a serialise would give.
 struct StoredFax<'a> {
-    fields: std::collections::BTreeMap<String, &'a serde_json::value::RawValue>,
+    /// The top-level fields in stored order; a key borrows the stored text unless it has
+    /// escapes.
+    fields: Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>,
+}
+
+/// The top-level fields of a stored JSON object, for [`StoredFax`].
+struct TopLevel<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Key<'k>(#[serde(borrow)] std::borrow::Cow<'k, str>);
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = TopLevel<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::with_capacity(32);
+                while let Some((Key(k), v)) =
+                    m.next_entry::<Key<'de>, &'de serde_json::value::RawValue>()?
+                {
+                    fields.push((k, v));
+                }
+                Ok(TopLevel(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 impl<'a> StoredFax<'a> {
     fn parse(body: &'a str) -> serde_json::Result<Self> {
-        Ok(Self {
-            fields: serde_json::from_str(body)?,
-        })
+        let TopLevel(fields) = serde_json::from_str(body)?;
+        Ok(Self { fields })
+    }
+
+    /// The stored text of one field.
+    fn raw(&self, key: &str) -> Option<&'a serde_json::value::RawValue> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
     /// The value of one field (parsed).
     fn value(&self, key: &str) -> Option<Value> {
-        self.fields
-            .get(key)
+        self.raw(key)
             .and_then(|raw| serde_json::from_str(raw.get()).ok())
     }
 
@@ -830,7 +865,7 @@ impl<'a> StoredFax<'a> {
             if k.starts_with("pvt_") || k.starts_with('_') {
                 continue;
             }
-            out.insert(k.as_str(), Out::Raw(raw));
+            out.insert(k.as_ref(), Out::Raw(raw));
         }
         let created = self.value("pvt_created").unwrap_or(json!(0));
         let mut read_only = Map::new();
@@ -853,14 +888,14 @@ impl<'a> StoredFax<'a> {
             read_only.insert("webhooks".into(), Value::Array(webhooks));
         }
         out.insert("_read_only", Out::Parsed(Value::Object(read_only)));
-        if self.fields.contains_key("notifications") {
+        if self.raw("notifications").is_some() {
             // The faxbox's callback secret never shows (see `view`).
             let mut holder = json!({"notifications": self.value("notifications")});
             crate::notify::webhook::hide_secrets(&mut holder);
             out.insert("notifications", Out::Parsed(holder["notifications"].take()));
         }
         let mut text: Vec<u8> =
-            Vec::with_capacity(self.fields.values().map(|r| r.get().len() + 24).sum());
+            Vec::with_capacity(self.fields.iter().map(|(_, r)| r.get().len() + 24).sum());
         text.push(b'{');
         for (n, (k, v)) in out.iter().enumerate() {
             if n > 0 {
@@ -1242,6 +1277,8 @@ mod tests {
                               "callback": {"url": "https://h/x", "secret": "s3cret"}},
             "pvt_notify": {"event": "outbound_sent", "state": "done", "deliveries": []},
             "_read_only": {"stale": true}, "retries": 3, "faxbox_id": "fb", "id": "own id",
+            // A key with escapes is unescaped, not borrowed.
+            "a \"quoted\" key\n": 1,
         });
         let body = stored.to_string();
         let mut doc = stored.clone();
