@@ -263,24 +263,47 @@ pub fn success_serialized(
     let data = env.remove("data").map(|d| d.to_string()).or(data);
     // `data` first, then the other keys in order, written straight into the body.
     let mut body: Vec<u8> = Vec::with_capacity(data.as_ref().map_or(0, String::len) + 320);
-    body.push(b'{');
-    if let Some(data) = &data {
-        body.extend_from_slice(b"\"data\":");
-        body.extend_from_slice(data.as_bytes());
-    }
-    for (n, (k, v)) in env.iter().enumerate() {
-        if n > 0 || data.is_some() {
-            body.push(b',');
-        }
-        // Writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut body, k);
-        body.push(b':');
-        let _ = serde_json::to_writer(&mut body, v);
-    }
-    body.push(b'}');
+    let data = data.as_deref().map(|d| ("data", Member::Text(d)));
+    write_object(
+        &mut body,
+        data.into_iter()
+            .chain(env.iter().map(|(k, v)| (k.as_str(), Member::Value(v)))),
+    );
     HttpResponse::build(status)
         .content_type("application/json")
         .body(body)
+}
+
+/// The value of one member of an object written by [`write_object`].
+pub(crate) enum Member<'a> {
+    /// JSON text, copied as it is (it must be valid JSON: stored or serialised text).
+    Text(&'a str),
+    /// A value, serialised.
+    Value(&'a Value),
+}
+
+/// Writes a JSON object of `members`, in their order, into `out`: a response body made of
+/// stored JSON text and values without building a `Value` of the whole.
+pub(crate) fn write_object<'a>(
+    out: &mut Vec<u8>,
+    members: impl IntoIterator<Item = (&'a str, Member<'a>)>,
+) {
+    out.push(b'{');
+    for (n, (k, v)) in members.into_iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        match v {
+            Member::Text(text) => out.extend_from_slice(text.as_bytes()),
+            Member::Value(v) => {
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+        }
+    }
+    out.push(b'}');
 }
 
 fn base(req: &HttpRequest, node: &str) -> Map<String, Value> {

@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
 
 use super::accept::{self, Negotiated, Wanted};
-use super::envelope::success_with;
+use super::envelope::{Member, success_with};
 use super::listing::{
     Paging, fill_page, page_in_memory, respond_doc, respond_list, respond_rows, scan_filtered,
 };
@@ -896,22 +896,16 @@ impl<'a> StoredFax<'a> {
         }
         let mut text: Vec<u8> =
             Vec::with_capacity(self.fields.iter().map(|(_, r)| r.get().len() + 24).sum());
-        text.push(b'{');
-        for (n, (k, v)) in out.iter().enumerate() {
-            if n > 0 {
-                text.push(b',');
-            }
-            // Writing to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut text, k);
-            text.push(b':');
-            match v {
-                Out::Raw(raw) => text.extend_from_slice(raw.get().as_bytes()),
-                Out::Parsed(v) => {
-                    let _ = serde_json::to_writer(&mut text, v);
-                }
-            }
-        }
-        text.push(b'}');
+        super::envelope::write_object(
+            &mut text,
+            out.iter().map(|(k, v)| {
+                let v = match v {
+                    Out::Raw(raw) => Member::Text(raw.get()),
+                    Out::Parsed(v) => Member::Value(v),
+                };
+                (*k, v)
+            }),
+        );
         // Raw values are text of a `str`, the rest serde_json's own output: UTF-8 throughout.
         String::from_utf8(text).unwrap_or_default()
     }
