@@ -722,14 +722,23 @@ async fn load_folder_as(
     let (caller, account, _a) = account_request(req, state, env).await?;
     let scope = scope_of(req, state, &account).await?;
     let id = param(req, "fax_id")?;
-    let (month, _) =
-        split_modb_doc_id(id).ok_or_else(|| ApiError::BadIdentifier(id.to_string()))?;
-    let db = Db::Modb(account.clone(), month);
+    let db = modb_of(&account, id)?;
     let doc = load_typed(&state.store, &db, id, "fax").await?;
     if !shown_in(&doc, folder, &scope) {
         return Err(ApiError::BadIdentifier(id.to_string()));
     }
     Ok((caller, account, db, doc))
+}
+
+/// The account's monthly database that holds a fax-side document (`YYYYMM-…` id); an id that
+/// is empty, too long or not of that form names nothing.
+fn modb_of(account: &AccountId, id: &str) -> Result<Db, ApiError> {
+    let missing = || ApiError::BadIdentifier(id.to_string());
+    if id.is_empty() || id.len() > request::MAX_DOC_ID {
+        return Err(missing());
+    }
+    let (month, _) = split_modb_doc_id(id).ok_or_else(missing)?;
+    Ok(Db::Modb(account.clone(), month))
 }
 
 /// Whether a fax document (or its [`StoredFax::facts`]) is in `folder` (no folder: the inbox)
@@ -752,11 +761,7 @@ async fn get_folder(
     let scope = scope_of(&req, &state, &account).await?;
     let id = param(&req, "fax_id")?;
     let missing = || ApiError::BadIdentifier(id.to_string());
-    if id.is_empty() || id.len() > request::MAX_DOC_ID {
-        return Err(missing());
-    }
-    let (month, _) = split_modb_doc_id(id).ok_or_else(missing)?;
-    let db = Db::Modb(account.clone(), month);
+    let db = modb_of(&account, id)?;
     let (rev, body) = match state.store.get_text(&db, id).await {
         Ok(Some(found)) => found,
         Ok(None) | Err(crate::store::StoreError::NoDatabase(_)) => return Err(missing()),
@@ -1239,9 +1244,7 @@ async fn get_smtplog(
     let (_c, account, _a) = account_request(&req, &state, None).await?;
     let scope = scope_of(&req, &state, &account).await?;
     let id = param(&req, "log_id")?;
-    let (month, _) =
-        split_modb_doc_id(id).ok_or_else(|| ApiError::BadIdentifier(id.to_string()))?;
-    let doc = load_typed(&state.store, &Db::Modb(account, month), id, "fax_smtp_log").await?;
+    let doc = load_typed(&state.store, &modb_of(&account, id)?, id, "fax_smtp_log").await?;
     if !scope.keeps(&doc) {
         return Err(ApiError::BadIdentifier(id.to_string()));
     }
