@@ -575,6 +575,25 @@ fn write_row(
     deleted: bool,
     body: &str,
 ) -> Result<()> {
+    write_doc(tx, db, id, rev, deleted, body)?;
+    sync_listing(tx, db, id, (!deleted).then_some(body))
+}
+
+/// [`write_row`] for a write that changes only a document's attachments: its listing row
+/// (made of the body, never of the revision nor the attachments) stays as it is.
+fn write_attachments_row(tx: &Connection, db: &Db, id: &str, rev: &str, body: &str) -> Result<()> {
+    write_doc(tx, db, id, rev, false, body)
+}
+
+/// The `docs` row of a write, with the next change sequence.
+fn write_doc(
+    tx: &Connection,
+    db: &Db,
+    id: &str,
+    rev: &str,
+    deleted: bool,
+    body: &str,
+) -> Result<()> {
     let seq = bump(tx, "seq")?;
     tx.prepare_cached(
         "INSERT INTO docs (db, id, rev, deleted, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -583,7 +602,7 @@ fn write_row(
     .map_err(db_err)?
     .execute(params![db.name(), id, rev, deleted as i64, seq, body])
     .map_err(db_err)?;
-    sync_listing(tx, db, id, (!deleted).then_some(body))
+    Ok(())
 }
 
 /// Keeps `modb_rows` in step with a document written to a MODB: the listing row of a live
@@ -1329,7 +1348,8 @@ impl Store for SqliteStore {
                 };
                 store_blob(tx, &db2, &id, &name, &ct, length, &digest, source)?;
                 let new_rev = next_rev(prev.as_deref(), digest.as_bytes());
-                write_row(tx, &db2, &id, &new_rev, false, &body)?;
+                // A deleted or new document becomes `{}`, which is listed nowhere, as before.
+                write_attachments_row(tx, &db2, &id, &new_rev, &body)?;
                 let change = Change {
                     db: db2.clone(),
                     id,
@@ -1418,7 +1438,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_err)?;
             let new_rev = next_rev(prev.as_deref(), name.as_bytes());
-            write_row(tx, &db2, &id, &new_rev, false, &body)?;
+            write_attachments_row(tx, &db2, &id, &new_rev, &body)?;
             let change = Change {
                 db: db2.clone(),
                 id,
@@ -2062,7 +2082,40 @@ mod tests {
                 .await
                 .expect("delete");
             assert!(listed(&store, &a, Folder::Outbox).await.is_empty());
-            store.save(&db, fax(3, "completed")).await.expect("save");
+            // Attachments leave the row as it is; one put on a deleted fax lists nothing.
+            let three = store.save(&db, fax(3, "completed")).await.expect("save");
+            let id3 = three["_id"].as_str().unwrap();
+            let rev = store
+                .put_attachment(
+                    &db,
+                    id3,
+                    three["_rev"].as_str(),
+                    "fax.pdf",
+                    "application/pdf",
+                    crate::store::bytes_stream(b"%PDF-1.4".to_vec()),
+                )
+                .await
+                .expect("attach");
+            store
+                .delete_attachment(&db, id3, &rev, "fax.pdf")
+                .await
+                .expect("detach");
+            assert_eq!(
+                listed(&store, &a, Folder::Outbox).await,
+                vec![(id3.to_string(), "completed".into())]
+            );
+            store
+                .put_attachment(
+                    &db,
+                    one["_id"].as_str().unwrap(),
+                    None,
+                    "late.pdf",
+                    "application/pdf",
+                    crate::store::bytes_stream(b"%PDF-1.4".to_vec()),
+                )
+                .await
+                .expect("attach to a deleted fax");
+            assert_eq!(listed(&store, &a, Folder::Outbox).await.len(), 1);
             let mut inbox = fax(4, "");
             inbox["folder"] = serde_json::json!("inbox");
             store.save(&db, inbox).await.expect("save");
