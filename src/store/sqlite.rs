@@ -567,6 +567,7 @@ fn check_rev(conn: &Connection, db: &Db, id: &str, rev: Option<&str>) -> Result<
     }
 }
 
+/// A document's write: its `docs` row, then its listing row ([`sync_listing`]).
 fn write_row(
     tx: &Connection,
     db: &Db,
@@ -579,13 +580,9 @@ fn write_row(
     sync_listing(tx, db, id, (!deleted).then_some(body))
 }
 
-/// [`write_row`] for a write that changes only a document's attachments: its listing row
-/// (made of the body, never of the revision nor the attachments) stays as it is.
-fn write_attachments_row(tx: &Connection, db: &Db, id: &str, rev: &str, body: &str) -> Result<()> {
-    write_doc(tx, db, id, rev, false, body)
-}
-
-/// The `docs` row of a write, with the next change sequence.
+/// The `docs` row of a write, with the next change sequence. A write that changes only a
+/// document's attachments calls this alone: its listing row is made of the body, never of the
+/// revision nor the attachments.
 fn write_doc(
     tx: &Connection,
     db: &Db,
@@ -1349,7 +1346,7 @@ impl Store for SqliteStore {
                 store_blob(tx, &db2, &id, &name, &ct, length, &digest, source)?;
                 let new_rev = next_rev(prev.as_deref(), digest.as_bytes());
                 // A deleted or new document becomes `{}`, which is listed nowhere, as before.
-                write_attachments_row(tx, &db2, &id, &new_rev, &body)?;
+                write_doc(tx, &db2, &id, &new_rev, false, &body)?;
                 let change = Change {
                     db: db2.clone(),
                     id,
@@ -1438,7 +1435,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_err)?;
             let new_rev = next_rev(prev.as_deref(), name.as_bytes());
-            write_attachments_row(tx, &db2, &id, &new_rev, &body)?;
+            write_doc(tx, &db2, &id, &new_rev, false, &body)?;
             let change = Change {
                 db: db2.clone(),
                 id,
