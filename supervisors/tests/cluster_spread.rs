@@ -261,8 +261,10 @@ async fn three_nodes_spread_the_accounts_and_survive_a_kill_a_pause_and_a_join()
     }
 
     // Wave 1 (200 jobs): the accounts spread over the three nodes; node c is killed while it
-    // transmits.
-    let jobs = wave(&store, &accounts, 4, 2, 1).await;
+    // transmits. Six pages a job (about 2.4 s of line time, two rounds per account): with
+    // two pages node c could finish all of its share in about 2 s, before a loaded machine
+    // got round to the kill, and the kill then cut nothing.
+    let jobs = wave(&store, &accounts, 4, 6, 1).await;
     let owners = poll_async(
         "accounts owned on all three nodes",
         Duration::from_secs(60),
