@@ -41,6 +41,9 @@ fn is_hex32(s: &str) -> bool {
 #[serde(try_from = "String", into = "String")]
 pub struct AccountId(String);
 
+/// Length of an account database name: `account/xx/yy/` and the id's other 28 digits.
+const DB_NAME_LEN: usize = 42;
+
 impl AccountId {
     /// Parses and validates an account id. Upper-case hex is accepted and lowered, as Kazoo
     /// does when it formats account ids.
@@ -65,12 +68,20 @@ impl AccountId {
     /// The account database name: `account/xx/yy/rest` (unencoded; the CouchDB client encodes
     /// it once on the wire).
     pub fn db_name(&self) -> String {
-        format!(
-            "account/{}/{}/{}",
-            &self.0[0..2],
-            &self.0[2..4],
-            &self.0[4..]
-        )
+        let mut name = String::with_capacity(DB_NAME_LEN + 7);
+        self.push_db_name(&mut name);
+        name
+    }
+
+    /// Appends [`AccountId::db_name`] to `out` (names are built on every store call: one
+    /// allocation, no formatting machinery).
+    fn push_db_name(&self, out: &mut String) {
+        out.push_str("account/");
+        out.push_str(&self.0[0..2]);
+        out.push('/');
+        out.push_str(&self.0[2..4]);
+        out.push('/');
+        out.push_str(&self.0[4..]);
     }
 }
 
@@ -165,6 +176,21 @@ impl YearMonth {
     }
 }
 
+impl YearMonth {
+    /// Appends `YYYYMM` to `out` (as [`fmt::Display`], without its machinery).
+    fn push_digits(&self, out: &mut String) {
+        if (0..=9999).contains(&self.year) && (1..=12).contains(&self.month) {
+            let (y, m) = (self.year as u32, self.month);
+            for d in [y / 1000, y / 100 % 10, y / 10 % 10, y % 10, m / 10, m % 10] {
+                out.push(char::from(b'0' + d as u8));
+            }
+        } else {
+            use fmt::Write as _;
+            let _ = write!(out, "{self}");
+        }
+    }
+}
+
 impl fmt::Display for YearMonth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}{:02}", self.year, self.month)
@@ -194,7 +220,13 @@ impl Db {
             Db::Accounts => "accounts".into(),
             Db::SystemConfig => "system_config".into(),
             Db::Account(a) => a.db_name(),
-            Db::Modb(a, m) => format!("{}-{}", a.db_name(), m),
+            Db::Modb(a, m) => {
+                let mut name = String::with_capacity(DB_NAME_LEN + 7);
+                a.push_db_name(&mut name);
+                name.push('-');
+                m.push_digits(&mut name);
+                name
+            }
         }
     }
 
@@ -273,6 +305,12 @@ mod tests {
             "account/01/23/456789abcdef0123456789abcdef-202611"
         );
         assert_eq!(Db::parse(&modb.name()).unwrap(), modb);
+        for (year, month) in [(1970, 1), (2009, 10), (2026, 12), (9999, 9)] {
+            let m = YearMonth::new(year, month).unwrap();
+            let name = Db::Modb(a.clone(), m).name();
+            assert_eq!(name, format!("{}-{m}", a.db_name()));
+            assert_eq!(&name[name.len() - 6..], format!("{year:04}{month:02}"));
+        }
         assert_eq!(
             Db::parse("account%2F01%2F23%2F456789abcdef0123456789abcdef").unwrap(),
             Db::Account(a)
