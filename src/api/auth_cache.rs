@@ -338,7 +338,7 @@ mod tests {
     use serde_json::json;
 
     fn caller(account: &AccountId) -> Caller {
-        Caller {
+        Caller::from(crate::api::request::Verified {
             token: "t".into(),
             claims: crate::api::token::Claims {
                 jti: "j".into(),
@@ -353,7 +353,7 @@ mod tests {
             account_doc: Arc::new(json!({})),
             superduper: false,
             admin: true,
-        }
+        })
     }
 
     #[tokio::test]
@@ -386,7 +386,7 @@ mod tests {
         read_account().await;
         cache.keep_caller("t", &caller(&a), epoch, &read);
         assert_eq!(
-            cache.caller(&store, "t").await.map(|c| c.account),
+            cache.caller(&store, "t").await.map(|c| c.account.clone()),
             Some(a.clone())
         );
         assert!(cache.caller(&store, "other token").await.is_none());

@@ -33,8 +33,7 @@
 //! The role is computed once per request and left in the request's extensions, with the
 //! verified [`Caller`] and the resolved account, so handlers do not repeat the store reads.
 
-use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -124,17 +123,31 @@ pub fn access(method: &Method, pattern: &str) -> Access {
     }
 }
 
-/// `(method, pattern)` of every route, to tell a route from a verb its resource lacks (405).
-fn served(method: &Method, pattern: &str) -> bool {
-    static SERVED: OnceLock<HashSet<(String, String)>> = OnceLock::new();
-    SERVED
-        .get_or_init(|| {
-            super::endpoints()
+/// What [`guard`] checks on one resource, decided when the resource is mounted: for each verb
+/// it serves, the access the role table requires and how authentication reads. A verb it
+/// does not serve is left to the resource's 405.
+#[derive(Debug)]
+pub struct Rules {
+    verbs: Vec<(Method, Access, Reads)>,
+}
+
+impl Rules {
+    /// The rules of the resource mounted at `pattern` serving `methods`.
+    pub fn new<'m>(pattern: &str, methods: impl IntoIterator<Item = &'m Method>) -> Self {
+        Self {
+            verbs: methods
                 .into_iter()
-                .map(|e| (e.method.to_string(), e.path))
-                .collect()
-        })
-        .contains(&(method.to_string(), pattern.to_string()))
+                .map(|m| (m.clone(), access(m, pattern), reads_for(m, pattern)))
+                .collect(),
+        }
+    }
+
+    fn of(&self, method: &Method) -> Option<(Access, Reads)> {
+        self.verbs
+            .iter()
+            .find(|(m, _, _)| m == method)
+            .map(|&(_, access, reads)| (access, reads))
+    }
 }
 
 /// The account of the path, resolved and checked by [`guard`].
@@ -181,22 +194,18 @@ pub fn allows(access: Access, caller: &Caller, role: Option<Role>, user_id: Opti
 /// for a malformed or missing one, 403 outside the caller's tree) and checks the role table
 /// (403), all before the handler reads the body. A verb the resource does not serve passes
 /// through to its 405.
-/// `pattern` is the resource's path as mounted (known when it is mounted, so not matched
-/// again here).
+/// `rules` are the resource's, made when it was mounted (its path is not matched again here).
 pub async fn guard(
-    pattern: std::rc::Rc<str>,
+    rules: std::rc::Rc<Rules>,
     mut req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let method = req.method().clone();
-    if !served(&method, &pattern) {
+    let Some((access, reads)) = rules.of(req.method()) else {
         return next.call(req).await;
-    }
-    let access = access(&method, &pattern);
+    };
     if access == Access::Public {
         return next.call(req).await;
     }
-    let reads = reads_for(&method, &pattern);
     match authorize(&mut req, access, reads).await {
         Ok(()) => next.call(req).await,
         Err(e) => Ok(req.error_response(e)),
@@ -304,14 +313,17 @@ mod tests {
         );
         let me = AccountId::parse("0123456789abcdef0123456789abcdef").unwrap();
         let child = AccountId::parse("fedcba9876543210fedcba9876543210").unwrap();
-        let mut caller = Caller {
-            token: String::new(),
-            claims,
-            account: me.clone(),
-            account_doc: Arc::new(Value::Null),
-            superduper: true,
-            admin: false,
+        let as_caller = |admin| {
+            Caller::from(crate::api::request::Verified {
+                token: String::new(),
+                claims: claims.clone(),
+                account: me.clone(),
+                account_doc: Arc::new(Value::Null),
+                superduper: true,
+                admin,
+            })
         };
+        let caller = as_caller(false);
         assert_eq!(role_in(&caller, &me), Some(Role::User));
         assert_eq!(role_in(&caller, &child), None);
         assert!(!allows(Access::SystemAdmin, &caller, None, None));
@@ -328,7 +340,7 @@ mod tests {
             Some("u2")
         ));
         assert!(!allows(Access::Admin, &caller, Some(Role::User), None));
-        caller.admin = true;
+        let caller = as_caller(true);
         assert_eq!(role_in(&caller, &child), Some(Role::Admin));
         assert!(allows(Access::SystemAdmin, &caller, None, None));
     }

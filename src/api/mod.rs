@@ -220,14 +220,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             Some(rest) if route_rank(&path) == 1 => web::resource(rest),
             _ => web::resource(path.as_str()),
         };
-        for e in all.iter().filter(|e| e.path == path) {
+        let served: Vec<&Endpoint> = all.iter().filter(|e| e.path == path).collect();
+        for e in &served {
             resource = resource.route((e.route)());
         }
-        let pattern: std::rc::Rc<str> = std::rc::Rc::from(path.as_str());
+        let rules = std::rc::Rc::new(authz::Rules::new(&path, served.iter().map(|e| &e.method)));
         let resource = resource
             .default_service(web::to(method_not_allowed))
             .wrap(from_fn(move |req, next| {
-                authz::guard(pattern.clone(), req, next)
+                authz::guard(rules.clone(), req, next)
             }));
         match route_rank(&path) {
             0 => {

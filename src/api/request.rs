@@ -192,9 +192,27 @@ pub fn token_of(req: &HttpRequest, env: Option<&Envelope>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Who is calling: a verified token and its account.
+/// Who is calling: a verified token and its account. Shared, not copied: a request hands it
+/// from the authentication cache to the guard to its handler.
 #[derive(Clone, Debug)]
-pub struct Caller {
+pub struct Caller(Arc<Verified>);
+
+impl std::ops::Deref for Caller {
+    type Target = Verified;
+    fn deref(&self) -> &Verified {
+        &self.0
+    }
+}
+
+impl From<Verified> for Caller {
+    fn from(v: Verified) -> Self {
+        Self(Arc::new(v))
+    }
+}
+
+/// What a [`Caller`] is: the token, what it claims, and what its verification found.
+#[derive(Debug)]
+pub struct Verified {
     pub token: String,
     pub claims: Claims,
     pub account: AccountId,
@@ -206,7 +224,7 @@ pub struct Caller {
     pub admin: bool,
 }
 
-impl Caller {
+impl Verified {
     pub fn owner_id(&self) -> Option<&str> {
         self.claims.owner_id.as_deref()
     }
@@ -258,14 +276,14 @@ pub async fn check_token_with(
         .get("pvt_superduper_admin")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let caller = Caller {
+    let caller = Caller::from(Verified {
         token: token.to_string(),
         claims,
         account,
         account_doc: doc,
         superduper,
         admin,
-    };
+    });
     if reads == Reads::Cached {
         let mut read = vec![
             (Db::Accounts, revoked),
