@@ -864,27 +864,29 @@ impl<'a> StoredFax<'a> {
             Raw(&'r serde_json::value::RawValue),
             Parsed(Value),
         }
-        let mut out: std::collections::BTreeMap<&str, Out> = std::collections::BTreeMap::new();
-        out.insert("id", Out::Parsed(json!(id)));
+        // The members in the order they are set (a later one replaces an earlier one of the
+        // same key), written sorted by key as a `Value` object would be.
+        let mut out: Vec<(&str, Out)> = Vec::with_capacity(self.fields.len() + 8);
+        out.push(("id", Out::Parsed(json!(id))));
         for (k, raw) in &self.fields {
             if k.starts_with("pvt_") || k.starts_with('_') {
                 continue;
             }
-            out.insert(k.as_ref(), Out::Raw(raw));
+            out.push((k.as_ref(), Out::Raw(raw)));
         }
         let created = self.value("pvt_created").unwrap_or(json!(0));
         let mut read_only = Map::new();
         read_only.insert("created".into(), created.clone());
-        out.insert("created", Out::Parsed(created));
+        out.push(("created", Out::Parsed(created)));
         if let Some(st) = self.value("pvt_job_status") {
             read_only.insert("status".into(), st.clone());
-            out.insert("status", Out::Parsed(st));
+            out.push(("status", Out::Parsed(st)));
         }
         if let Some(d) = self.value("pvt_delivered_date") {
-            out.insert("delivered", Out::Parsed(d));
+            out.push(("delivered", Out::Parsed(d)));
         }
         if let Some(p) = self.value("pvt_pages") {
-            out.insert("pages", Out::Parsed(p));
+            out.push(("pages", Out::Parsed(p)));
         }
         if let Some(n) = self.value("pvt_notify") {
             read_only.insert("notifications".into(), crate::notify::delivery_log(&n));
@@ -892,13 +894,22 @@ impl<'a> StoredFax<'a> {
         if !webhooks.is_empty() {
             read_only.insert("webhooks".into(), Value::Array(webhooks));
         }
-        out.insert("_read_only", Out::Parsed(Value::Object(read_only)));
+        out.push(("_read_only", Out::Parsed(Value::Object(read_only))));
         if self.raw("notifications").is_some() {
             // The faxbox's callback secret never shows (see `view`).
             let mut holder = json!({"notifications": self.value("notifications")});
             crate::notify::webhook::hide_secrets(&mut holder);
-            out.insert("notifications", Out::Parsed(holder["notifications"].take()));
+            out.push(("notifications", Out::Parsed(holder["notifications"].take())));
         }
+        // Stable: members of one key stay in the order they were set; the last one is kept.
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
         let mut text: Vec<u8> =
             Vec::with_capacity(self.fields.iter().map(|(_, r)| r.get().len() + 24).sum());
         super::envelope::write_object(
@@ -1274,6 +1285,8 @@ mod tests {
                               "callback": {"url": "https://h/x", "secret": "s3cret"}},
             "pvt_notify": {"event": "outbound_sent", "state": "done", "deliveries": []},
             "_read_only": {"stale": true}, "retries": 3, "faxbox_id": "fb", "id": "own id",
+            // Stored keys that the view sets itself.
+            "status": "stored", "pages": 9, "created": 1, "delivered": "stored",
             // A key with escapes is unescaped, not borrowed.
             "a \"quoted\" key\n": 1,
         });
