@@ -861,7 +861,10 @@ impl<'a> StoredFax<'a> {
     /// under `_read_only`.
     fn view(&self, id: &str, webhooks: Vec<Value>) -> String {
         enum Out<'r> {
-            Raw(&'r serde_json::value::RawValue),
+            /// Stored JSON text, shown as it is.
+            Raw(&'r str),
+            /// JSON text made here.
+            Made(String),
             Parsed(Value),
         }
         // The members in the order they are set (a later one replaces an earlier one of the
@@ -872,29 +875,43 @@ impl<'a> StoredFax<'a> {
             if k.starts_with("pvt_") || k.starts_with('_') {
                 continue;
             }
-            out.push((k.as_ref(), Out::Raw(raw)));
+            out.push((k.as_ref(), Out::Raw(raw.get())));
         }
-        let created = self.value("pvt_created").unwrap_or(json!(0));
-        let mut read_only = Map::new();
-        read_only.insert("created".into(), created.clone());
-        out.push(("created", Out::Parsed(created)));
-        if let Some(st) = self.value("pvt_job_status") {
-            read_only.insert("status".into(), st.clone());
-            out.push(("status", Out::Parsed(st)));
+        let raw = |key| self.raw(key).map(serde_json::value::RawValue::get);
+        let created = raw("pvt_created").unwrap_or("0");
+        let status = raw("pvt_job_status");
+        out.push(("created", Out::Raw(created)));
+        if let Some(st) = status {
+            out.push(("status", Out::Raw(st)));
         }
-        if let Some(d) = self.value("pvt_delivered_date") {
-            out.push(("delivered", Out::Parsed(d)));
+        if let Some(d) = raw("pvt_delivered_date") {
+            out.push(("delivered", Out::Raw(d)));
         }
-        if let Some(p) = self.value("pvt_pages") {
-            out.push(("pages", Out::Parsed(p)));
+        if let Some(p) = raw("pvt_pages") {
+            out.push(("pages", Out::Raw(p)));
         }
-        if let Some(n) = self.value("pvt_notify") {
-            read_only.insert("notifications".into(), crate::notify::delivery_log(&n));
-        }
-        if !webhooks.is_empty() {
-            read_only.insert("webhooks".into(), Value::Array(webhooks));
-        }
-        out.push(("_read_only", Out::Parsed(Value::Object(read_only))));
+        // `_read_only`, its members in key order.
+        let notified = self
+            .value("pvt_notify")
+            .map(|n| crate::notify::delivery_log(&n));
+        let webhooks = (!webhooks.is_empty()).then_some(Value::Array(webhooks));
+        let mut read_only = Vec::with_capacity(64);
+        super::envelope::write_object(
+            &mut read_only,
+            [("created", Member::Text(created))]
+                .into_iter()
+                .chain(
+                    notified
+                        .as_ref()
+                        .map(|n| ("notifications", Member::Value(n))),
+                )
+                .chain(status.map(|st| ("status", Member::Text(st))))
+                .chain(webhooks.as_ref().map(|w| ("webhooks", Member::Value(w)))),
+        );
+        out.push((
+            "_read_only",
+            Out::Made(String::from_utf8(read_only).unwrap_or_default()),
+        ));
         if self.raw("notifications").is_some() {
             // The faxbox's callback secret never shows (see `view`).
             let mut holder = json!({"notifications": self.value("notifications")});
@@ -916,7 +933,8 @@ impl<'a> StoredFax<'a> {
             &mut text,
             out.iter().map(|(k, v)| {
                 let v = match v {
-                    Out::Raw(raw) => Member::Text(raw.get()),
+                    Out::Raw(text) => Member::Text(text),
+                    Out::Made(text) => Member::Text(text),
                     Out::Parsed(v) => Member::Value(v),
                 };
                 (*k, v)
