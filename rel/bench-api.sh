@@ -11,7 +11,9 @@
 # answers and never finishes): queued faxes stay queued, no transmission competes with the API.
 # Store: embedded by default; BENCH_STORE=couchdb uses $FAXD_TEST_COUCH_URL (run it under
 # tests/couchdb/with-server.sh). The node's rate limits are off (wrk is one client address at
-# full speed). Usage: rel/bench-api.sh [seconds] [connections]
+# full speed). The reads run in BENCH_ROUNDS rounds (default 3) of about, single fax, listing:
+# each ratio is taken within its round (the machine's speed drifts between runs) and the median
+# round is the figure. Usage: rel/bench-api.sh [seconds per run] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-15}"
@@ -19,6 +21,7 @@ conns="${2:-8}"
 accounts="${BENCH_ACCOUNTS:-100}"
 faxes="${BENCH_FAXES:-100000}"
 store="${BENCH_STORE:-embedded}"
+rounds="${BENCH_ROUNDS:-3}"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 faxd="$target/release/faxd"
 seed="$target/release/examples/seed_faxes"
@@ -73,9 +76,35 @@ run() { # title, then wrk arguments
     echo "== $title, $conns connections, ${secs}s"
     wrk -t2 -c"$conns" -d"${secs}s" --latency -H "X-Auth-Token: $token" "$@"
 }
-run "GET /v2/about (HTTP ceiling)" "$api/about"
-run "GET /faxes/outbox/{id}" "$faxes_url/outbox/$one"
-run "GET /faxes/outbox?page_size=50 ($((faxes / accounts)) faxes in this account)" "$faxes_url/outbox?page_size=50"
+# One read run, summed up as "req/s p99" on the last line of its output file.
+read_run() { # output file, title, url
+    run "$2" "$3" | tee "$1" | grep -E 'Requests/sec|99%| requests in'
+}
+echo "== reads: $rounds rounds of about, single fax, listing ($((faxes / accounts)) faxes in the account)"
+for r in $(seq 1 "$rounds"); do
+    read_run "$tmp/about.$r" "round $r: GET /v2/about (HTTP ceiling)" "$api/about"
+    read_run "$tmp/single.$r" "round $r: GET /faxes/outbox/{id}" "$faxes_url/outbox/$one"
+    read_run "$tmp/listing.$r" "round $r: GET /faxes/outbox?page_size=50" "$faxes_url/outbox?page_size=50"
+done
+python3 - "$tmp" "$rounds" <<'PY'
+import re, statistics, sys
+tmp, rounds = sys.argv[1], int(sys.argv[2])
+def figures(name, r):
+    text = open(f"{tmp}/{name}.{r}").read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p99 = re.search(r"99%\s+(\S+)", text).group(1)
+    return rps, p99
+rows = []
+print("== reads, per round (ratios to /about of the same round)")
+for r in range(1, rounds + 1):
+    (a, ap), (s, sp), (l, lp) = (figures(n, r) for n in ("about", "single", "listing"))
+    rows.append((s / a, l / a))
+    print(f"   round {r}: about {a:,.0f}/s p99 {ap} | single {s:,.0f}/s = {s / a:.3f}x p99 {sp}"
+          f" | listing {l:,.0f}/s = {l / a:.3f}x p99 {lp}")
+print(f"== median of {rounds} rounds: single fax {statistics.median(x for x, _ in rows):.3f}x, "
+      f"listing {statistics.median(y for _, y in rows):.3f}x of /about "
+      f"(lowest single {min(x for x, _ in rows):.3f}x, listing {min(y for _, y in rows):.3f}x)")
+PY
 echo "== node RSS after the reads: $(rss)"
 
 cat >"$tmp/submit.lua" <<LUA
