@@ -174,9 +174,7 @@ impl YearMonth {
             .timestamp()
             + crate::time::GREGORIAN_UNIX_OFFSET
     }
-}
 
-impl YearMonth {
     /// Appends `YYYYMM` to `out` (as [`fmt::Display`], without its machinery).
     fn push_digits(&self, out: &mut String) {
         if (0..=9999).contains(&self.year) && (1..=12).contains(&self.month) {
