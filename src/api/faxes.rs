@@ -860,41 +860,16 @@ impl<'a> StoredFax<'a> {
     /// The JSON text of [`view`] of this document (`id` its id), with `webhooks` (when any)
     /// under `_read_only`.
     fn view(&self, id: &str, webhooks: Vec<Value>) -> String {
-        enum Out<'r> {
-            /// Stored JSON text, shown as it is.
-            Raw(&'r str),
-            /// JSON text made here.
-            Made(String),
-            Parsed(Value),
-        }
-        // The members in the order they are set (a later one replaces an earlier one of the
-        // same key), written sorted by key as a `Value` object would be.
-        let mut out: Vec<(&str, Out)> = Vec::with_capacity(self.fields.len() + 8);
-        out.push(("id", Out::Parsed(json!(id))));
-        for (k, raw) in &self.fields {
-            if k.starts_with("pvt_") || k.starts_with('_') {
-                continue;
-            }
-            out.push((k.as_ref(), Out::Raw(raw.get())));
-        }
         let raw = |key| self.raw(key).map(serde_json::value::RawValue::get);
         let created = raw("pvt_created").unwrap_or("0");
         let status = raw("pvt_job_status");
-        out.push(("created", Out::Raw(created)));
-        if let Some(st) = status {
-            out.push(("status", Out::Raw(st)));
-        }
-        if let Some(d) = raw("pvt_delivered_date") {
-            out.push(("delivered", Out::Raw(d)));
-        }
-        if let Some(p) = raw("pvt_pages") {
-            out.push(("pages", Out::Raw(p)));
-        }
-        // `_read_only`, its members in key order.
+        // What the view makes rather than copies, made first so that the members borrow it.
+        let id = Value::String(id.to_string());
         let notified = self
             .value("pvt_notify")
             .map(|n| crate::notify::delivery_log(&n));
         let webhooks = (!webhooks.is_empty()).then_some(Value::Array(webhooks));
+        // `_read_only`, its members in key order.
         let mut read_only = Vec::with_capacity(64);
         super::envelope::write_object(
             &mut read_only,
@@ -908,15 +883,37 @@ impl<'a> StoredFax<'a> {
                 .chain(status.map(|st| ("status", Member::Text(st))))
                 .chain(webhooks.as_ref().map(|w| ("webhooks", Member::Value(w)))),
         );
-        out.push((
-            "_read_only",
-            Out::Made(String::from_utf8(read_only).unwrap_or_default()),
-        ));
-        if self.raw("notifications").is_some() {
-            // The faxbox's callback secret never shows (see `view`).
+        let read_only = String::from_utf8(read_only).unwrap_or_default();
+        // The faxbox's callback secret never shows (see `view`).
+        let notifications = self.raw("notifications").map(|_| {
             let mut holder = json!({"notifications": self.value("notifications")});
             crate::notify::webhook::hide_secrets(&mut holder);
-            out.push(("notifications", Out::Parsed(holder["notifications"].take())));
+            holder["notifications"].take()
+        });
+
+        // The members in the order they are set (a later one replaces an earlier one of the
+        // same key), written sorted by key as a `Value` object would be.
+        let mut out: Vec<(&str, Member)> = Vec::with_capacity(self.fields.len() + 8);
+        out.push(("id", Member::Value(&id)));
+        for (k, raw) in &self.fields {
+            if k.starts_with("pvt_") || k.starts_with('_') {
+                continue;
+            }
+            out.push((k.as_ref(), Member::Text(raw.get())));
+        }
+        out.push(("created", Member::Text(created)));
+        if let Some(st) = status {
+            out.push(("status", Member::Text(st)));
+        }
+        if let Some(d) = raw("pvt_delivered_date") {
+            out.push(("delivered", Member::Text(d)));
+        }
+        if let Some(p) = raw("pvt_pages") {
+            out.push(("pages", Member::Text(p)));
+        }
+        out.push(("_read_only", Member::Text(&read_only)));
+        if let Some(n) = &notifications {
+            out.push(("notifications", Member::Value(n)));
         }
         // Stable: members of one key stay in the order they were set; the last one is kept.
         out.sort_by(|a, b| a.0.cmp(b.0));
@@ -929,17 +926,7 @@ impl<'a> StoredFax<'a> {
         });
         let mut text: Vec<u8> =
             Vec::with_capacity(self.fields.iter().map(|(_, r)| r.get().len() + 24).sum());
-        super::envelope::write_object(
-            &mut text,
-            out.iter().map(|(k, v)| {
-                let v = match v {
-                    Out::Raw(text) => Member::Text(text),
-                    Out::Made(text) => Member::Text(text),
-                    Out::Parsed(v) => Member::Value(v),
-                };
-                (*k, v)
-            }),
-        );
+        super::envelope::write_object(&mut text, out);
         // Raw values are text of a `str`, the rest serde_json's own output: UTF-8 throughout.
         String::from_utf8(text).unwrap_or_default()
     }
